@@ -1,0 +1,27 @@
+"""Typed errors raised by the engine; every message says what to do about it."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigError(EngineError):
+    """A model folder's config.json is missing, unreadable or inconsistent."""
+
+
+class WeightsError(EngineError):
+    """A weight file is missing, truncated, or has missing keys or wrong shapes."""
+
+
+class VoiceError(EngineError):
+    """A voice prompt file is missing, refused (unsafe) or does not fit the model."""
+
+
+class TokenizerError(EngineError):
+    """The tokenizer.json is missing or unreadable."""
+
+
+class EngineCancelled(EngineError):
+    """A synthesis request was cancelled before it finished."""

@@ -1,0 +1,185 @@
+"""The streaming generation loop: text windows in, one audio chunk per speech frame out.
+
+Mirrors ``generate`` in ``vibevoice/modular/modeling_vibevoice_streaming_inference.py``:
+text is fed 5 tokens at a time (lower LM, then the positive TTS LM), each window is
+followed by 6 speech frames; every frame is sampled with CFG from the positive and the
+negative TTS-LM states, decoded to 3200 samples, and fed back to both TTS LMs; EOS is
+checked on the positive state after each frame.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import numpy as np
+
+from engine.cache import make_caches
+from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
+from engine.dpm_solver import make_schedule
+from engine.model import VibeVoiceRealtime
+from engine.sampler import sample_latent
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.voices import VoicePrompt
+
+NoiseSource = Callable[[int], mx.array]
+
+
+def seeded_noise(seed: int, latent_dim: int) -> NoiseSource:
+    """x_T of frame i from a numpy generator seeded with (seed, i): re-synthesising the
+    same text with the same seed gives the same audio on every platform."""
+
+    def noise(i: int) -> mx.array:
+        rng = np.random.default_rng([seed, i])
+        return mx.array(rng.standard_normal((1, latent_dim), dtype=np.float32))
+
+    return noise
+
+
+def default_frame_limit(num_tokens: int) -> int:
+    """Runaway guard: a sampled model can fail to stop. Speech rarely needs more than
+    about 4 frames (0.53 s) per text token; allow 3 s on top for short texts."""
+    return 4 * num_tokens + 24
+
+
+@dataclass
+class Frame:
+    """One generated speech frame, evaluated (safe to hand to another thread)."""
+
+    index: int
+    latent: np.ndarray
+    """(latent_dim,) float32, in the normalised latent space."""
+    audio: np.ndarray
+    """(hop,) float32 samples at 24 kHz."""
+    eos_prob: float
+    tokens_consumed: int
+    """Text tokens fed to the model when this frame was sampled."""
+    is_last: bool = False
+    stop_reason: str | None = None
+    """"eos", "frame_limit" or "context" on the last frame."""
+
+
+@dataclass
+class Trace:
+    """Intermediates recorded for parity checks."""
+
+    cond_pos: list[np.ndarray] = field(default_factory=list)
+    cond_neg: list[np.ndarray] = field(default_factory=list)
+    eos_logits: list[float] = field(default_factory=list)
+    lm_window0: np.ndarray | None = None
+    tts_window0: np.ndarray | None = None
+    frame0_steps: list[tuple[mx.array, mx.array]] = field(default_factory=list)
+
+
+def generate_frames(
+    model: VibeVoiceRealtime,
+    voice: VoicePrompt,
+    text_ids: Sequence[int],
+    *,
+    cfg_scale: float = 1.5,
+    steps: int = 5,
+    noise: NoiseSource | None = None,
+    max_frames: int | None = None,
+    stop_at_eos: bool = True,
+    teacher_latents: np.ndarray | None = None,
+    trace: Trace | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[Frame]:
+    """Yield the frames of one utterance as they are generated.
+
+    Args:
+        model: a loaded model.
+        voice: the voice prompt (its caches are copied, never modified).
+        text_ids: token ids of the text (already tokenised).
+        cfg_scale: classifier-free guidance scale.
+        steps: diffusion solver steps per frame (>= 1).
+        noise: x_T per frame; defaults to ``seeded_noise(0, ...)``.
+        max_frames: frame limit; defaults to :func:`default_frame_limit`.
+        stop_at_eos: stop after the frame whose feedback makes the EOS head fire.
+        teacher_latents: feed these latents back (decoder and TTS LMs) instead of the
+            sampled ones (parity checks of chaotic full-size cases).
+        trace: record intermediates into this object.
+        cancel: checked between frames; when set the generator returns.
+    """
+    cfg = model.config
+    m = model.model
+    dtype = m.tts_input_types.weight.dtype
+    schedule = make_schedule(steps, cfg.diffusion.ddpm_num_steps)
+    noise = noise or seeded_noise(0, cfg.acoustic_vae_dim)
+    ids = list(text_ids)
+    limit = max_frames if max_frames is not None else default_frame_limit(len(ids))
+    max_positions = cfg.decoder.max_position_embeddings
+
+    lm_cache = make_caches(voice.lm_keys, voice.lm_values, dtype, len(ids) + 8)
+    tts_cache = make_caches(voice.tts_keys, voice.tts_values, dtype, len(ids) + limit + 8)
+    neg_cache = make_caches(voice.neg_keys, voice.neg_values, dtype, limit + 8)
+    decoder = m.acoustic_tokenizer.decoder
+    dec_state = decoder.init_state(1, mx.float32)
+    type_text = m.tts_input_types.weight[1]
+    type_speech = m.tts_input_types.weight[0]
+
+    pos_cond = voice.tts_hidden[:, -1].astype(dtype)
+    neg_cond = voice.neg_hidden[:, -1].astype(dtype)
+    consumed = 0
+    frame = 0
+    window = 0
+    while True:
+        cur = ids[window * TTS_TEXT_WINDOW_SIZE : (window + 1) * TTS_TEXT_WINDOW_SIZE]
+        if cur:
+            if tts_cache[0].offset + len(cur) > max_positions:
+                return
+            tok = mx.array([cur])
+            h_text = m.language_model(m.language_model.embed_tokens(tok), lm_cache)
+            h_tts = m.tts_language_model(h_text + type_text, tts_cache)
+            pos_cond = h_tts[:, -1]
+            consumed += len(cur)
+            if trace is not None and window == 0:
+                trace.lm_window0 = np.array(h_text[0].astype(mx.float32))
+                trace.tts_window0 = np.array(h_tts[0].astype(mx.float32))
+        for _ in range(TTS_SPEECH_WINDOW_SIZE):
+            if cancel is not None and cancel.is_set():
+                return
+            steps_trace = trace.frame0_steps if (trace is not None and frame == 0) else None
+            latent = sample_latent(
+                m.prediction_head, schedule, noise(frame), pos_cond, neg_cond, cfg_scale,
+                steps_trace,
+            )
+            if trace is not None:
+                trace.cond_pos.append(np.array(pos_cond[0].astype(mx.float32)))
+                trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
+            fed = latent if teacher_latents is None else mx.array(teacher_latents[frame][None])
+            audio, dec_state = decoder(model.latent_to_decoder_input(fed)[:, None, :], dec_state)
+            emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
+            pos_out = m.tts_language_model(emb[:, None, :], tts_cache)
+            neg_out = m.tts_language_model(emb[:, None, :], neg_cache)
+            pos_cond, neg_cond = pos_out[:, -1], neg_out[:, -1]
+            eos_logit = model.tts_eos_classifier(pos_cond)[0, 0]
+            mx.eval(latent, audio, eos_logit, pos_cond, neg_cond, dec_state)
+            logit = float(eos_logit)
+            prob = float(1.0 / (1.0 + np.exp(-logit)))
+            if trace is not None:
+                trace.eos_logits.append(logit)
+            stop = None
+            if stop_at_eos and prob > 0.5:
+                stop = "eos"
+            elif frame + 1 >= limit:
+                stop = "frame_limit"
+            elif tts_cache[0].offset + 1 > max_positions:
+                stop = "context"
+            yield Frame(
+                index=frame,
+                latent=np.array(latent[0].astype(mx.float32)),
+                audio=np.array(audio[0, :, 0].astype(mx.float32)),
+                eos_prob=prob,
+                tokens_consumed=consumed,
+                is_last=stop is not None,
+                stop_reason=stop,
+            )
+            frame += 1
+            if stop is not None:
+                return
+        window += 1

@@ -1,0 +1,45 @@
+"""One speech latent from the positive and negative conditions: CFG + DPM-Solver++.
+
+Mirrors ``sample_speech_tokens`` in
+``vibevoice/modular/modeling_vibevoice_streaming_inference.py``: the CFG pair runs as
+one batch of two through the head; the solver state starts fresh for every frame.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from engine.diffusion import DiffusionHead
+from engine.dpm_solver import DPMSolverSchedule
+
+
+def sample_latent(
+    head: DiffusionHead,
+    schedule: DPMSolverSchedule,
+    noise: mx.array,
+    pos_cond: mx.array,
+    neg_cond: mx.array,
+    cfg_scale: float,
+    trace: list[tuple[mx.array, mx.array]] | None = None,
+) -> mx.array:
+    """Denoise ``noise`` (1, latent) into a latent (1, latent).
+
+    ``pos_cond``/``neg_cond`` are (1, hidden). When ``trace`` is a list, each step
+    appends (x fed to the head, raw head output (2, latent)) for parity checks.
+    """
+    cond = mx.concatenate([pos_cond, neg_cond], axis=0).astype(mx.float32)
+    x = noise.astype(mx.float32)
+    x0_prev = None
+    for step in schedule.steps:
+        t = mx.full((2,), step.timestep, dtype=mx.float32)
+        v_both = head(mx.concatenate([x, x], axis=0), t, cond)
+        if trace is not None:
+            trace.append((x, v_both))
+        v_c, v_u = v_both[0:1], v_both[1:2]
+        v = v_u + cfg_scale * (v_c - v_u)
+        x0 = step.alpha_s * x - step.sigma_s * v
+        x_next = step.ratio * x + step.c0 * x0
+        if step.c1 != 0.0 and x0_prev is not None:
+            x_next = x_next + step.c1 * x0_prev
+        x, x0_prev = x_next, x0
+    return x
