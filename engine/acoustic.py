@@ -152,9 +152,7 @@ class AcousticDecoder(nn.Module):
         state.append(self.head.init_state(batch, cfg.decoder_n_filters, dtype))
         return state
 
-    def __call__(
-        self, x: mx.array, state: list[mx.array]
-    ) -> tuple[mx.array, list[mx.array]]:
+    def __call__(self, x: mx.array, state: list[mx.array]) -> tuple[mx.array, list[mx.array]]:
         """Decode ``x`` (B, T, vae_dim) continuing from ``state``; returns audio and new state."""
         new_state: list[mx.array] = []
         it = iter(state)

@@ -52,5 +52,6 @@ def make_caches(
 ) -> list[KVCache]:
     """One cache per layer, each a copy of the prompt's keys/values cast to ``dtype``."""
     return [
-        KVCache(k.astype(dtype), v.astype(dtype), reserve) for k, v in zip(keys, values, strict=True)
+        KVCache(k.astype(dtype), v.astype(dtype), reserve)
+        for k, v in zip(keys, values, strict=True)
     ]

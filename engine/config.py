@@ -176,7 +176,9 @@ class VibeVoiceConfig:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"{path}: no config.json; is this a VibeVoice model folder?") from None
+            raise ConfigError(
+                f"{path}: no config.json; is this a VibeVoice model folder?"
+            ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: unreadable config.json ({e})") from None
         if not isinstance(data, dict):

@@ -78,7 +78,9 @@ class DiffusionHead(nn.Module):
         self.noisy_images_proj = nn.Linear(cfg.latent_size, hidden, bias=False)
         self.cond_proj = nn.Linear(hidden, hidden, bias=False)
         self.t_embedder = TimestepEmbedder(hidden)
-        self.layers = [HeadLayer(hidden, cfg.ffn_dim, cfg.rms_norm_eps) for _ in range(cfg.head_layers)]
+        self.layers = [
+            HeadLayer(hidden, cfg.ffn_dim, cfg.rms_norm_eps) for _ in range(cfg.head_layers)
+        ]
         self.final_layer = FinalLayer(hidden, cfg.latent_size, cfg.rms_norm_eps)
 
     def __call__(self, noisy: mx.array, t: mx.array, condition: mx.array) -> mx.array:

@@ -18,6 +18,7 @@ import numpy as np
 
 def cosine_alphas_cumprod(num_train_steps: int = 1000) -> np.ndarray:
     """``alpha_bar`` of the Glide cosine schedule, in float32 like the reference."""
+
     def alpha_bar(t: float) -> float:
         return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
@@ -89,7 +90,5 @@ def make_schedule(num_steps: int, num_train_steps: int = 1000) -> DPMSolverSched
             # Second order, midpoint: D0 = m0, D1 = (m0 - m1) / r0, r0 = h0 / h.
             r0 = (lam[i] - lam[i - 1]) / h
             c_d1 = -0.5 * phi / r0
-            out.append(
-                SolverStep(int(t), alpha_s, sigma_s, sigma_t / sigma_s, -phi + c_d1, -c_d1)
-            )
+            out.append(SolverStep(int(t), alpha_s, sigma_s, sigma_t / sigma_s, -phi + c_d1, -c_d1))
     return DPMSolverSchedule(tuple(out))

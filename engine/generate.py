@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import mlx.core as mx
 import numpy as np
@@ -21,7 +22,6 @@ from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.dpm_solver import make_schedule
 from engine.model import VibeVoiceRealtime
 from engine.sampler import sample_latent
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.voices import VoicePrompt
@@ -145,7 +145,12 @@ def generate_frames(
                 return
             steps_trace = trace.frame0_steps if (trace is not None and frame == 0) else None
             latent = sample_latent(
-                m.prediction_head, schedule, noise(frame), pos_cond, neg_cond, cfg_scale,
+                m.prediction_head,
+                schedule,
+                noise(frame),
+                pos_cond,
+                neg_cond,
+                cfg_scale,
                 steps_trace,
             )
             if trace is not None:

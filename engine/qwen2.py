@@ -17,7 +17,12 @@ from engine.layers import RMSNorm, SwiGLU
 class Attention(nn.Module):
     def __init__(self, cfg: Qwen2Config) -> None:
         super().__init__()
-        dim, heads, kv, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.kv_heads, cfg.dim_per_head
+        dim, heads, kv, hd = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.kv_heads,
+            cfg.dim_per_head,
+        )
         self.n_heads, self.n_kv, self.head_dim = heads, kv, hd
         self.scale = hd**-0.5
         self.rope_theta = cfg.rope_theta
@@ -33,11 +38,19 @@ class Attention(nn.Module):
         v = self.v_proj(x).reshape(B, L, self.n_kv, -1).transpose(0, 2, 1, 3)
         # Positions continue after everything already in the cache (the voice prompt first).
         q = mx.fast.rope(
-            q, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0,
+            q,
+            self.head_dim,
+            traditional=False,
+            base=self.rope_theta,
+            scale=1.0,
             offset=cache.offset,
         )
         k = mx.fast.rope(
-            k, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0,
+            k,
+            self.head_dim,
+            traditional=False,
+            base=self.rope_theta,
+            scale=1.0,
             offset=cache.offset,
         )
         k, v = cache.update_and_fetch(k, v)

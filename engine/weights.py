@@ -121,7 +121,9 @@ def load_state(
         if path is None:
             continue
         if path not in expected:
-            raise WeightsError(f"{source}: unexpected key {key!r}; is this a VibeVoice-Realtime model?")
+            raise WeightsError(
+                f"{source}: unexpected key {key!r}; is this a VibeVoice-Realtime model?"
+            )
         w = _to_mlx_layout(path, tensors[key], types)
         if tuple(w.shape) != tuple(expected[path].shape):
             raise WeightsError(
@@ -145,7 +147,11 @@ def load_model(
     """Build the model from ``folder/config.json`` and its ``*.safetensors``."""
     folder = Path(folder)
     cfg = VibeVoiceConfig.from_file(folder / "config.json")
-    files = sorted(weight_files) if weight_files is not None else sorted(folder.glob("model*.safetensors"))
+    files = (
+        sorted(weight_files)
+        if weight_files is not None
+        else sorted(folder.glob("model*.safetensors"))
+    )
     if not files:
         raise WeightsError(f"{folder}: no model*.safetensors weight file")
     tensors: dict[str, mx.array] = {}

@@ -1,0 +1,76 @@
+"""What crosses the engine boundary: requests, audio chunks and the engine protocol.
+
+Imports neither MLX nor anything heavy, so the app and its tests can use these types
+without loading a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE = 24_000
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One utterance to synthesise."""
+
+    text: str | None = None
+    """Text to speak (tokenised by the engine); or give ``token_ids``."""
+    token_ids: tuple[int, ...] | None = None
+    """Token ids to speak, bypassing the tokenizer."""
+    voice: str = ""
+    """A voice name known to the engine, or a path to a .safetensors/.pt voice file."""
+    cfg_scale: float = 1.5
+    """Classifier-free guidance scale (1.3-3.0 is the useful range)."""
+    steps: int = 5
+    """Diffusion steps per frame (>= 1)."""
+    seed: int = 0
+    """Noise seed: the same request with the same seed gives the same audio."""
+    max_frames: int | None = None
+    """Frame limit (runaway guard); None derives it from the token count."""
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """One decoded speech frame (3200 samples for the real model)."""
+
+    audio: npt.NDArray[np.float32]
+    """Mono float32 samples at ``SAMPLE_RATE``."""
+    frame_index: int
+    tokens_consumed: int
+    """Text tokens the model had read when this frame was made."""
+    total_tokens: int
+    is_last: bool = False
+    stop_reason: str | None = None
+    """On the last chunk: "eos", "frame_limit" or "context"."""
+
+
+@runtime_checkable
+class SynthesisStream(Protocol):
+    """Iterating yields chunks as they are decoded; ``cancel`` stops it promptly."""
+
+    def __iter__(self) -> Iterator[AudioChunk]: ...
+
+    def cancel(self) -> None: ...
+
+    @property
+    def cancelled(self) -> bool: ...
+
+
+@runtime_checkable
+class SpeechEngine(Protocol):
+    """A streaming TTS engine. Implementations must be safe to call from any thread."""
+
+    sample_rate: int
+
+    def synthesize(self, request: SynthesisRequest) -> SynthesisStream: ...
+
+    def voices(self) -> list[str]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,205 @@
+"""Run one parity case of ../shared/parity and compare it with the official numbers.
+
+``python -m engine.parity FIXTURE --out DIR [--model DIR] [--voice FILE] [--teacher-force]``
+runs the case (noise injected from ``FIXTURE/noise.npy``), writes latents.npy,
+audio.npy, eos_probs.npy, the other traced arrays and result.json into DIR, and, when
+``FIXTURE/expected`` exists, prints the comparison with the case's tolerances
+(exit status 1 if any array is out of tolerance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import EngineError
+
+COMPARED = (
+    "latents",
+    "audio",
+    "cond_pos",
+    "cond_neg",
+    "eos_probs",
+    "lm_window0",
+    "tts_window0",
+    "frame0_x",
+    "frame0_head_out",
+)
+PER_FRAME = {"latents", "audio", "cond_pos", "cond_neg"}
+
+
+@dataclass
+class Check:
+    name: str
+    error: float
+    """max |port - expected| / max |expected| (element-wise relative for eos_probs);
+    for per-frame arrays, the worst ratio of frame error to frame tolerance times rtol."""
+    rtol: float
+    ok: bool
+
+
+def find_voice(fixture: Path, case: dict) -> Path:
+    for name in ("voice.safetensors", "voice.pt"):
+        if (fixture / name).is_file():
+            return fixture / name
+    ref = fixture.parent.parent / "reference-voices" / case["voice"]
+    if ref.is_file():
+        return ref
+    raise EngineError(f"{fixture}: no voice file; pass --voice")
+
+
+def run_case(
+    fixture: Path,
+    out: Path,
+    model_dir: Path | None = None,
+    voice_path: Path | None = None,
+    teacher_force: bool = False,
+) -> dict:
+    """Run the case and write its arrays into ``out``; returns result.json's content."""
+    import mlx.core as mx
+
+    from engine.generate import Trace, generate_frames
+    from engine.voices import load_voice
+    from engine.weights import load_model
+
+    case = json.loads((fixture / "case.json").read_text())
+    model_dir = model_dir or fixture / "model"
+    if not any(model_dir.glob("model*.safetensors")):
+        raise EngineError(
+            f"{model_dir}: no weights; generate them with `python make_weights.py {fixture} "
+            "--out DIR/model.safetensors`, copy config.json beside, and pass --model DIR"
+        )
+    model = load_model(model_dir, dtype=mx.float32)
+    voice = load_voice(voice_path or find_voice(fixture, case))
+    noise = np.load(fixture / "noise.npy").astype(np.float32)
+    teacher = None
+    if teacher_force:
+        teacher = np.load(fixture / "expected" / "latents.npy").astype(np.float32)
+    trace = Trace()
+    frames = list(
+        generate_frames(
+            model,
+            voice,
+            case["text_ids"],
+            cfg_scale=case["cfg_scale"],
+            steps=case["steps"],
+            noise=lambda i: mx.array(noise[i][None]),
+            max_frames=case["max_frames"],
+            teacher_latents=teacher,
+            trace=trace,
+        )
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "latents": np.stack([f.latent for f in frames]),
+        "audio": np.concatenate([f.audio for f in frames]),
+        "eos_probs": np.array([f.eos_prob for f in frames], dtype=np.float32),
+        "eos_logits": np.array(trace.eos_logits, dtype=np.float32),
+        "cond_pos": np.stack(trace.cond_pos),
+        "cond_neg": np.stack(trace.cond_neg),
+        "frame0_x": np.concatenate(
+            [np.array(x.astype(mx.float32)) for x, _ in trace.frame0_steps]
+            + [frames[0].latent[None]]
+        ),
+        "frame0_head_out": np.stack(
+            [np.array(v.astype(mx.float32)) for _, v in trace.frame0_steps]
+        ),
+    }
+    if trace.lm_window0 is not None:
+        arrays["lm_window0"] = trace.lm_window0
+        arrays["tts_window0"] = trace.tts_window0
+    for name, a in arrays.items():
+        np.save(out / f"{name}.npy", a.astype(np.float32))
+    last = frames[-1]
+    result = {
+        "n_frames": len(frames),
+        "stopped_by_eos": last.stop_reason == "eos",
+        "eos_frame": last.index if last.stop_reason == "eos" else None,
+        "teacher_forced": teacher_force,
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def compare(fixture: Path, out: Path, teacher_force: bool = False) -> list[Check]:
+    """Compare ``out`` with ``fixture/expected`` using the fixture's recommended tolerances."""
+    exp_dir = fixture / "expected"
+    ref = json.loads((exp_dir / "result.json").read_text())
+    got_result = json.loads((out / "result.json").read_text())
+    hop = json.loads((fixture / "case.json").read_text())["hop"]
+    if teacher_force:
+        per_frame = None
+        rtol = ref.get("recommended_rtol_teacher_forced", 1e-4)
+    else:
+        per_frame = ref.get("recommended_rtol_per_frame")
+        rtol = ref["recommended_rtol"]
+    checks = [
+        Check(
+            "n_frames",
+            abs(got_result["n_frames"] - ref["n_frames"]),
+            0,
+            got_result["n_frames"] == ref["n_frames"],
+        ),
+        Check("eos_frame", 0.0, 0, got_result.get("eos_frame") == ref.get("eos_frame")),
+    ]
+    for name in COMPARED:
+        if not (exp_dir / f"{name}.npy").is_file() or not (out / f"{name}.npy").is_file():
+            continue
+        exp = np.load(exp_dir / f"{name}.npy").astype(np.float64)
+        got = np.load(out / f"{name}.npy").astype(np.float64)
+        if exp.shape != got.shape:
+            checks.append(Check(f"{name} shape {got.shape} != {exp.shape}", np.inf, rtol, False))
+            continue
+        if name == "eos_probs":
+            err = float(np.max(np.abs(got - exp) / np.maximum(np.abs(exp), 1e-30)))
+            checks.append(Check(name, err, rtol, err <= rtol))
+        elif per_frame is not None and name in PER_FRAME:
+            frames = exp.reshape(len(per_frame), -1) if name != "audio" else exp.reshape(-1, hop)
+            gframes = got.reshape(frames.shape)
+            ratios = [
+                float(np.max(np.abs(g - e)) / max(np.max(np.abs(e)), 1e-30)) / tol
+                for g, e, tol in zip(gframes, frames, per_frame, strict=True)
+            ]
+            worst = max(ratios)
+            checks.append(Check(f"{name} (per frame)", worst * rtol, rtol, worst <= 1.0))
+        else:
+            err = float(np.max(np.abs(got - exp)) / max(np.max(np.abs(exp)), 1e-30))
+            checks.append(Check(name, err, rtol, err <= rtol))
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m engine.parity", description=__doc__.split("\n")[0])
+    ap.add_argument("fixture", type=Path, help="a parity case folder")
+    ap.add_argument("--out", type=Path, required=True, help="folder for the outputs")
+    ap.add_argument("--model", type=Path, help="model folder (default FIXTURE/model)")
+    ap.add_argument("--voice", type=Path, help="voice file (default: the fixture's)")
+    ap.add_argument(
+        "--teacher-force",
+        action="store_true",
+        help="feed the expected latents back instead of the sampled ones",
+    )
+    a = ap.parse_args(argv)
+    try:
+        result = run_case(a.fixture, a.out, a.model, a.voice, a.teacher_force)
+    except (EngineError, OSError, KeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"{a.fixture.name}: {result['n_frames']} frames, stopped_by_eos={result['stopped_by_eos']}"
+    )
+    if not (a.fixture / "expected" / "result.json").is_file():
+        return 0
+    checks = compare(a.fixture, a.out, a.teacher_force)
+    for c in checks:
+        print(f"  {'ok  ' if c.ok else 'FAIL'} {c.name:28s} {c.error:.3e}  (tol {c.rtol:.0e})")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The engine thread: owns MLX, the model and the voices; serves synthesis requests.
+
+Every MLX call happens on this one thread, on a stream it creates; only numpy arrays
+and plain Python values leave it. Requests are served one at a time in arrival order;
+a cancelled request stops between two frames (at most one frame, 133 ms of audio, of
+work later), and a request cancelled before it starts is skipped.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from engine.api import SAMPLE_RATE, AudioChunk, SynthesisRequest
+from engine.backend import run_on_mlx_thread
+from engine.errors import EngineError, VoiceError
+
+_DONE = object()
+
+
+class SynthesisHandle:
+    """The consumer's side of one request (implements ``engine.api.SynthesisStream``)."""
+
+    def __init__(self, request: SynthesisRequest) -> None:
+        self.request = request
+        self._chunks: queue.Queue[object] = queue.Queue()
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        while True:
+            if self._cancel.is_set():
+                return
+            try:
+                item = self._chunks.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, AudioChunk)
+            yield item
+
+
+class MLXEngine:
+    """VibeVoice-Realtime on an engine thread.
+
+    Args:
+        model_dir: a folder with config.json, model*.safetensors, tokenizer.json and
+            optionally voices/*.safetensors.
+        dtype: compute dtype name ("float32", "bfloat16", "float16").
+        on_ready: called (on the engine thread) once the model is loaded, with None or
+            the error that made loading fail.
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        dtype: str = "float32",
+        on_ready: Callable[[EngineError | None], None] | None = None,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self._dtype_name = dtype
+        self._on_ready = on_ready
+        self._jobs: queue.Queue[SynthesisHandle | None] = queue.Queue()
+        self._ready = threading.Event()
+        self._load_error: EngineError | None = None
+        self._voice_paths: dict[str, Path] = {}
+        self._stopped = threading.Event()
+        run_on_mlx_thread(self._run)
+
+    # ------------------------------------------------------------------ caller side
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the model is loaded; raise the load error if it failed."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the model is still loading")
+        if self._load_error is not None:
+            raise self._load_error
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._load_error is None
+
+    def voices(self) -> list[str]:
+        self.wait_ready()
+        return sorted(self._voice_paths)
+
+    def synthesize(self, request: SynthesisRequest) -> SynthesisHandle:
+        handle = SynthesisHandle(request)
+        self._jobs.put(handle)
+        return handle
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop serving (after the request in progress, if any) and free the model."""
+        self._jobs.put(None)
+        self._stopped.wait(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._stopped.is_set()
+
+    # ------------------------------------------------------------------ engine thread
+    def _run(self) -> None:
+        try:
+            self._serve_forever()
+        finally:
+            self._model = None
+            self._voices = {}
+            self._stopped.set()
+
+    def _serve_forever(self) -> None:
+        import mlx.core as mx
+
+        stream = mx.new_stream(mx.default_device())
+        with mx.stream(stream):
+            try:
+                self._load()
+            except EngineError as e:
+                self._load_error = e
+            except Exception as e:  # a bug or an unexpected file: report, do not die
+                self._load_error = EngineError(f"{self.model_dir}: could not load the model ({e})")
+            self._ready.set()
+            if self._on_ready is not None:
+                self._on_ready(self._load_error)
+            while True:
+                handle = self._jobs.get()
+                if handle is None:
+                    return
+                if handle.cancelled:
+                    handle._chunks.put(_DONE)
+                    continue
+                try:
+                    if self._load_error is not None:
+                        raise self._load_error
+                    self._serve(handle)
+                except EngineError as e:
+                    handle._chunks.put(e)
+                except Exception as e:
+                    handle._chunks.put(EngineError(f"synthesis failed: {e}"))
+                finally:
+                    handle._chunks.put(_DONE)
+
+    def _load(self) -> None:
+        import mlx.core as mx
+
+        from engine.tokenizer import TextTokenizer
+        from engine.weights import load_model
+
+        dtype = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}[
+            self._dtype_name
+        ]
+        self._model = load_model(self.model_dir, dtype=dtype)
+        self._tokenizer = TextTokenizer(self.model_dir / "tokenizer.json")
+        self._voices: dict[Path, object] = {}
+        for path in sorted((self.model_dir / "voices").glob("*.safetensors")):
+            self._voice_paths[path.stem] = path
+
+    def _voice(self, name: str) -> object:
+        from engine.voices import load_voice
+
+        path = self._voice_paths.get(name)
+        if path is None:
+            path = Path(name).expanduser()
+            if not path.is_file():
+                known = ", ".join(sorted(self._voice_paths)) or "none"
+                raise VoiceError(f"unknown voice {name!r} (known: {known}; or give a file path)")
+        if path not in self._voices:
+            cfg = self._model.config
+            voice = load_voice(path)
+            voice.validate(
+                cfg.lm_layers,
+                cfg.tts_layers,
+                cfg.decoder.kv_heads,
+                cfg.decoder.dim_per_head,
+                cfg.decoder.hidden_size,
+            )
+            self._voices[path] = voice
+        return self._voices[path]
+
+    def _serve(self, handle: SynthesisHandle) -> None:
+        from engine.generate import generate_frames, seeded_noise
+
+        req = handle.request
+        if req.token_ids is not None:
+            ids = list(req.token_ids)
+        else:
+            ids = self._tokenizer.encode(req.text or "")
+        if req.steps < 1:
+            raise EngineError("diffusion steps must be at least 1")
+        voice_name = req.voice or (min(self._voice_paths) if self._voice_paths else "")
+        voice = self._voice(voice_name)
+        frames = generate_frames(
+            self._model,
+            voice,
+            ids,
+            cfg_scale=req.cfg_scale,
+            steps=req.steps,
+            noise=seeded_noise(req.seed, self._model.config.acoustic_vae_dim),
+            max_frames=req.max_frames,
+            cancel=handle._cancel,
+        )
+        for f in frames:
+            handle._chunks.put(
+                AudioChunk(
+                    audio=f.audio,
+                    frame_index=f.index,
+                    tokens_consumed=f.tokens_consumed,
+                    total_tokens=len(ids),
+                    is_last=f.is_last,
+                    stop_reason=f.stop_reason,
+                )
+            )

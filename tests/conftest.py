@@ -1,0 +1,59 @@
+"""Shared fixtures: where ../shared is, the tiny model, generated parity weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VVREADER_SHARED", REPO.parent / "shared")).resolve()
+PARITY = SHARED / "parity"
+CACHE = REPO / ".cache"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    assert SHARED.is_dir(), f"../shared not found at {SHARED} (set VVREADER_SHARED)"
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model folder written by ``python -m engine.tiny`` (once per session)."""
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    subprocess.run([sys.executable, "-m", "engine.tiny", str(out)], check=True, cwd=REPO)
+    return out
+
+
+def parity_model_dir(case: str) -> Path:
+    """The case's model folder; weights that are not stored are generated once with the
+    fixture's make_weights.py into .cache/parity/<case>/model (checked by digest)."""
+    fixture = PARITY / case
+    if (fixture / "model" / "model.safetensors").is_file():
+        return fixture / "model"
+    target = CACHE / "parity" / case / "model"
+    stamp = target / "sha256"
+    want = json.loads((fixture / "weights.json").read_text())["file_sha256"]
+    if stamp.is_file() and stamp.read_text().strip() == want:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(fixture / "model" / "config.json", target / "config.json")
+    subprocess.run(
+        [
+            sys.executable,
+            str(PARITY / "make_weights.py"),
+            str(fixture),
+            "--out",
+            str(target / "model.safetensors"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    stamp.write_text(want + "\n")
+    return target
