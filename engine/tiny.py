@@ -151,8 +151,8 @@ def _init(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     return w
 
 
-def build_weights(config: dict, seed: int) -> dict[str, mx.array]:
-    """Official-layout bf16 tensors for ``config``."""
+def build_weights(config: dict, seed: int) -> dict[str, np.ndarray]:
+    """Official-layout random float32 tensors for ``config`` (bf16 is applied on write)."""
     from engine.config import VibeVoiceConfig
     from engine.model import VibeVoiceRealtime
     from engine.weights import official_state
@@ -163,12 +163,98 @@ def build_weights(config: dict, seed: int) -> dict[str, mx.array]:
     shapes["model.tts_language_model.embed_tokens.weight"] = (d["vocab_size"], d["hidden_size"])
     shapes["model.speech_scaling_factor"] = ()
     shapes["model.speech_bias_factor"] = ()
-    # EOS head: silent (bias -20) unless a test sets it; length comes from the frame limit.
-    out = {}
-    for name in sorted(shapes):
-        x = _init(name, shapes[name], seed)
-        out[name] = mx.array(x).astype(mx.bfloat16)
-    return out
+    return {name: _init(name, shapes[name], seed) for name in sorted(shapes)}
+
+
+# Residual channels of the tiny LM reserved for the length control below.
+_TEXT, _FRACTION, _ANCHOR = 0, 1, 2
+_RESERVED = [_TEXT, _FRACTION, _ANCHOR]
+# Text positions carry _TEXT = S; every TTS input carries _ANCHOR = K, so that RMSNorm
+# divides by nearly the same number everywhere and the fraction survives normalisation.
+_S = _K = 64.0
+# EOS fires once the context holds fewer than this share of text positions, i.e. about
+# 1/share - 1 = 1.6 frames per token once the text is read. While text is being read the
+# share stays near 5/11 (5 tokens per 6 frames), safely above it.
+_STOP_FRACTION = 1 / 2.6
+
+
+def craft_length_control(w: dict[str, np.ndarray], cfg) -> None:
+    """Make the random tiny model stop like a real one.
+
+    A random EOS head fires at random. Here three residual channels are reserved: the
+    TTS input marks text positions (_TEXT) and carries a constant (_ANCHOR); query head 0
+    of TTS layer 0 is zeroed, so it attends uniformly and its value reads _TEXT: its output,
+    written to _FRACTION, is the share of text positions in the context. It drops once the
+    text is read and frames pile up; the EOS head fires when it falls below _STOP_FRACTION
+    (its scale is calibrated by :func:`calibrate_eos`). Nothing else writes those channels.
+    """
+    hd = cfg.decoder.dim_per_head
+    w["model.language_model.embed_tokens.weight"][:, _RESERVED] = 0
+    for stack, n in (("language_model", cfg.lm_layers), ("tts_language_model", cfg.tts_layers)):
+        for i in range(n):
+            p = f"model.{stack}.layers.{i}"
+            w[f"{p}.self_attn.o_proj.weight"][_RESERVED, :] = 0
+            w[f"{p}.mlp.down_proj.weight"][_RESERVED, :] = 0
+    types = w["model.tts_input_types.weight"]
+    types[:, _RESERVED] = 0
+    types[1, _TEXT] = _S
+    types[:, _ANCHOR] = _K
+    w["model.acoustic_connector.fc2.weight"][_RESERVED, :] = 0
+    w["model.acoustic_connector.fc2.bias"][_RESERVED] = 0
+    p = "model.tts_language_model.layers.0"
+    w[f"{p}.self_attn.q_proj.weight"][:hd, :] = 0  # head 0: uniform attention
+    w[f"{p}.self_attn.q_proj.bias"][:hd] = 0
+    w[f"{p}.self_attn.v_proj.weight"][0, :] = 0  # kv head 0, value 0 reads _TEXT
+    w[f"{p}.self_attn.v_proj.weight"][0, _TEXT] = 1
+    w[f"{p}.self_attn.v_proj.bias"][0] = 0
+    w[f"{p}.self_attn.o_proj.weight"][_FRACTION, 0] = 1
+    w[f"{p}.input_layernorm.weight"][_RESERVED] = 1
+    w["model.tts_language_model.norm.weight"][_RESERVED] = 1
+
+
+def calibrate_eos(w: dict[str, np.ndarray], cfg, scale: float) -> None:
+    """EOS logit = sharpness * (threshold - normed _FRACTION), with ``scale`` the normed
+    _FRACTION value per unit of text share (measured by :func:`_fraction_scale`)."""
+    fc1_w = w["tts_eos_classifier.fc1.weight"]
+    fc1_b = w["tts_eos_classifier.fc1.bias"]
+    fc2_w = w["tts_eos_classifier.fc2.weight"]
+    fc1_w[:] = 0
+    fc1_b[:] = 0
+    fc2_w[:] = 0
+    threshold = _STOP_FRACTION * scale
+    sharpness = 40.0 / scale
+    # relu(a) - relu(-a) = a, with a = threshold - x.
+    fc1_w[0, _FRACTION], fc1_b[0] = -1.0, threshold
+    fc1_w[1, _FRACTION], fc1_b[1] = 1.0, -threshold
+    fc2_w[0, 0], fc2_w[0, 1] = sharpness, -sharpness
+    w["tts_eos_classifier.fc2.bias"][:] = 0
+
+
+def _fraction_scale(w: dict[str, np.ndarray], config: dict) -> float:
+    """Normed _FRACTION at a speech position whose context is half text."""
+    from engine.cache import KVCache
+    from engine.config import VibeVoiceConfig
+    from engine.model import VibeVoiceRealtime
+    from engine.weights import load_state
+
+    cfg = VibeVoiceConfig.from_dict(config)
+    model = VibeVoiceRealtime(cfg)
+    tensors = {k: mx.array(v).astype(mx.bfloat16) for k, v in w.items()}
+    load_state(model, tensors, "tiny", mx.float32)
+    m = model.model
+    kv, hd = cfg.decoder.kv_heads, cfg.decoder.dim_per_head
+    empty = mx.zeros((1, kv, 0, hd))
+    caches = [KVCache(empty, empty) for _ in range(cfg.tts_layers)]
+    lm_caches = [KVCache(empty, empty) for _ in range(cfg.lm_layers)]
+    ids = mx.arange(10, 30)[None]
+    h = m.language_model(m.language_model.embed_tokens(ids), lm_caches)
+    m.tts_language_model(h + m.tts_input_types.weight[1], caches)
+    rng = np.random.default_rng(1)
+    lat = mx.array(rng.standard_normal((1, 20, cfg.acoustic_vae_dim), dtype=np.float32))
+    out = m.tts_language_model(m.acoustic_connector(lat) + m.tts_input_types.weight[0], caches)
+    values = np.array(out[0, :, _FRACTION])
+    shares = 20 / np.arange(21, 41)
+    return float(np.median(values / shares))
 
 
 def make_voice(model, ids: list[int], pad_id: int, seed: int, speech_frames: int = 6) -> dict:
@@ -212,8 +298,9 @@ def make_voice(model, ids: list[int], pad_id: int, seed: int, speech_frames: int
     return {k: v.astype(mx.bfloat16) for k, v in arrays.items()}
 
 
-def write_tiny_model(out_dir: str | Path, seed: int = 0, eos_bias: float = -20.0) -> Path:
+def write_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     """Write the tiny model folder; returns its path."""
+    from engine.config import VibeVoiceConfig
     from engine.weights import load_model
 
     out = Path(out_dir)
@@ -223,16 +310,20 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0, eos_bias: float = -20.0
     config = json.loads(json.dumps(TINY_CONFIG))
     config["decoder_config"]["vocab_size"] = tok.get_vocab_size(with_added_tokens=True)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    cfg = VibeVoiceConfig.from_dict(config)
     weights = build_weights(config, seed)
-    weights["tts_eos_classifier.fc2.bias"] = mx.array([eos_bias]).astype(mx.bfloat16)
-    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "pt"})
+    craft_length_control(weights, cfg)
+    calibrate_eos(weights, cfg, _fraction_scale(weights, config))
+    tensors = {k: mx.array(v).astype(mx.bfloat16) for k, v in weights.items()}
+    mx.save_safetensors(str(out / "model.safetensors"), tensors, metadata={"format": "pt"})
 
     model = load_model(out)
     pad = tok.token_to_id("<|image_pad|>")
     for i, name in enumerate(TINY_VOICES):
-        text = f"This is the voice of {name.split('-')[1].split('_')[0]}. It reads books aloud."
-        ids = tok.encode(text).ids
-        arrays = make_voice(model, ids, pad, seed * 100 + i, speech_frames=4 + 2 * i)
+        ids = tok.encode(f"Voice of {name.split('-')[1].split('_')[0]}.").ids
+        # About as many frames as prompt tokens, so the prompt's text share stays above the
+        # stop share of the length control while the first text window is read.
+        arrays = make_voice(model, ids, pad, seed * 100 + i, speech_frames=len(ids) + i % 2)
         mx.save_safetensors(str(out / "voices" / f"{name}.safetensors"), arrays)
     return out
 

@@ -71,6 +71,7 @@ def test_faster_than_real_time(tiny_model) -> None:
     model = load_model(tiny_model)
     voice = load_voice(tiny_model / "voices" / "en-Carter_man.safetensors")
     ids = TextTokenizer(tiny_model / "tokenizer.json").encode("The quick brown fox jumps.")
+
     def run(n: int) -> list:
         return list(generate_frames(model, voice, ids, noise=seeded_noise(0, 32), max_frames=n))
 
@@ -81,3 +82,19 @@ def test_faster_than_real_time(tiny_model) -> None:
     audio_seconds = len(frames) * 3200 / 24000
     assert audio_seconds / elapsed > 1.0, f"{audio_seconds / elapsed:.2f}x real time"
     assert np.isfinite(np.concatenate([f.audio for f in frames])).all()
+
+
+def test_utterances_end_by_eos_at_a_speech_like_length(tiny_model) -> None:
+    """The tiny model's length control: EOS (not the runaway guard) ends every utterance,
+    at 1.2-3.5 frames per token, for every voice, and long texts are read to the end."""
+    model = load_model(tiny_model)
+    tok = TextTokenizer(tiny_model / "tokenizer.json")
+    texts = ["Hi.", "The quick brown fox jumps over the lazy dog.", "word " * 60]
+    for voice_file in sorted((tiny_model / "voices").iterdir()):
+        voice = load_voice(voice_file)
+        for text in texts:
+            ids = tok.encode(text)
+            frames = list(generate_frames(model, voice, ids, noise=seeded_noise(3, 32)))
+            assert frames[-1].stop_reason == "eos", (voice_file.stem, text)
+            assert frames[-1].tokens_consumed == len(ids)
+            assert 1.2 <= len(frames) / len(ids) <= 3.5, (voice_file.stem, text, len(frames))
