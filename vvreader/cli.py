@@ -1,0 +1,138 @@
+"""Command line: ``vvreader FILE`` (the reader) and ``vvreader FILE --plan [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from vvreader.document import DocumentError, load_document
+from vvreader.normalize import PronunciationDictionary
+from vvreader.plan import SpeechPlan, build_plan
+from vvreader.policy import PlanSettings
+
+__all__ = ["build_parser", "main", "escape_terminal"]
+
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_terminal(text: str) -> str:
+    """Make control characters, escapes and bidi overrides visible (``\\x1b``, ``\\u202e``)."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                       else f"\\u{ord(m.group()):04x}", text)
+
+
+def _json_line(obj: dict[str, object]) -> str:
+    """One JSON object on one line; characters unsafe in a terminal are \\u-escaped."""
+    line = json.dumps(obj, ensure_ascii=False)
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (other commands add their options here)."""
+    p = argparse.ArgumentParser(
+        prog="vvreader",
+        description="Read Markdown and text documents aloud with a local neural voice.",
+    )
+    p.add_argument("file", metavar="FILE", help="a .md, .markdown or .txt file, or - for stdin")
+    p.add_argument("--plan", action="store_true", help="print the speech plan and exit")
+    p.add_argument("--json", action="store_true", help="with --plan: one JSON object a line")
+    p.add_argument("--encoding", help="decode FILE with this encoding instead of detecting it")
+    p.add_argument(
+        "--text", action="store_true", help="read FILE as plain text even if it looks like Markdown"
+    )
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        default=PlanSettings.max_utterance_chars,
+        help="split sentences longer than this at clause boundaries (default %(default)s)",
+    )
+    p.add_argument(
+        "--pronunciations",
+        metavar="PATH",
+        help="a 'word = say' pronunciation file (default: $XDG_CONFIG_HOME/vvreader/"
+        "pronunciations.txt if it exists)",
+    )
+    return p
+
+
+def _dictionary(path: str | None) -> PronunciationDictionary | None:
+    """The global pronunciation dictionary, if one is given or installed."""
+    if path is None:
+        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        default = Path(base) / "vvreader" / "pronunciations.txt"
+        if not default.is_file():
+            return None
+        path = str(default)
+    try:
+        return PronunciationDictionary.from_file(path)
+    except (OSError, UnicodeDecodeError) as err:
+        raise DocumentError(f"{path}: cannot read the pronunciation file ({err})") from None
+
+
+def _plan(args: argparse.Namespace) -> SpeechPlan:
+    """Load the document and build its plan from the options."""
+    doc = load_document(args.file, encoding=args.encoding, markdown=False if args.text else None)
+    if doc.encoding not in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+        print(f"vvreader: {doc.name}: not UTF-8; decoded as {doc.encoding}", file=sys.stderr)
+    settings = PlanSettings(max_utterance_chars=max(0, args.max_chars))
+    return build_plan(doc, settings, _dictionary(args.pronunciations))
+
+
+def print_plan(plan: SpeechPlan, as_json: bool, out: TextIO) -> None:
+    """Write the plan, one utterance a line."""
+    for u in plan:
+        if as_json:
+            out.write(_json_line(u.as_dict()) + "\n")
+        else:
+            out.write(
+                f"{u.index:>5} {u.kind:<9} {u.start:>7}-{u.end:<7} {u.pause_after:>5}ms  "
+                f"{escape_terminal(u.speak)}\n"
+            )
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """``--plan``: print the speech plan."""
+    plan = _plan(args)
+    print_plan(plan, args.json, sys.stdout)
+    sys.stdout.flush()
+    return 0
+
+
+def run_reader(args: argparse.Namespace) -> int:
+    """The reader UI (placeholder until the app exists)."""
+    print("vvreader: the reader UI is not built yet; use --plan", file=sys.stderr)
+    return 2
+
+
+def dispatch(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    """Pick the command for the parsed options."""
+    if args.plan:
+        return run_plan
+    return run_reader
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vvreader``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.json and not args.plan:
+        parser.error("--json needs --plan")
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        return dispatch(args)(args)
+    except DocumentError as err:
+        print(f"vvreader: {escape_terminal(str(err))}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
