@@ -1,4 +1,4 @@
-"""Process-level MLX plumbing: the threads that run MLX work.
+"""Process-level MLX plumbing: the BLAS library MLX uses on Linux, and the MLX threads.
 
 A thread that has run MLX work must never exit while the interpreter may be shutting
 down: its thread-local MLX state is torn down on exit, and when that races with
@@ -9,9 +9,63 @@ that park between tasks and are reused; they die only with the process.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
+import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
+
+_blas = "not configured"
+
+
+def configure_cpu_blas() -> str:
+    """Give MLX an optimized BLAS on Linux; must run before ``mlx.core`` is imported.
+
+    MLX's Linux CPU wheel bundles the reference (netlib) BLAS: about 8 GFLOP/s, 50x
+    slower than OpenBLAS on this project's matmuls (../shared/notes/platform.md). We load
+    scipy-openblas32 and our small shim (engine/_blas_shim.c: cblas_* symbols, GEMV for
+    products of at most 4 rows) with RTLD_GLOBAL, so libmlx binds to them when it loads.
+    ``VVREADER_BLAS=bundled`` keeps MLX's own BLAS (for baseline measurements).
+
+    Returns:
+        What MLX will use: "openblas+shim", "bundled", "system" (not Linux) or a reason.
+    """
+    global _blas
+    if _blas != "not configured":
+        return _blas
+    if not sys.platform.startswith("linux"):
+        _blas = "system"
+    elif os.environ.get("VVREADER_BLAS", "auto") == "bundled":
+        _blas = "bundled"
+    elif "mlx.core" in sys.modules:
+        _blas = "bundled (mlx.core was imported before engine)"
+    else:
+        _blas = _load_shim()
+    return _blas
+
+
+def _load_shim() -> str:
+    shim = importlib.util.find_spec("engine._blas_shim")
+    if shim is None or shim.origin is None:
+        return "bundled (the BLAS shim was not built: reinstall with a C compiler)"
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return "bundled (scipy-openblas32 is not installed)"
+    lib = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+    try:
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(shim.origin, mode=ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        return f"bundled (could not load OpenBLAS: {e})"
+    return "openblas+shim"
+
+
+def blas_in_use() -> str:
+    return _blas
+
 
 _idle: queue.SimpleQueue[_MLXThread] = queue.SimpleQueue()
 
