@@ -18,6 +18,41 @@ from engine.layers import RMSNorm
 
 KERNEL_SIZE = 7
 
+# erf(x) ~= x * P(x^2) / Q(x^2) on [-4, 4] (Eigen's float32 rational approximation; beyond
+# 4, erf is +-1 in float32). Max error 4.4e-7 against exact erf, as accurate as mx.erf.
+_ERF_P = (
+    -2.72614225801306e-10,
+    2.77068142495902e-08,
+    -2.10102402082508e-06,
+    -5.69250639462346e-05,
+    -7.34990630326855e-04,
+    -2.95459980854025e-03,
+    -1.60960333262415e-02,
+)
+_ERF_Q = (
+    -1.45660718464996e-05,
+    -2.13374055278905e-04,
+    -1.68282697438203e-03,
+    -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)
+
+
+def gelu_erf(x: mx.array) -> mx.array:
+    """Exact (erf) GELU, ``x / 2 * (1 + erf(x / sqrt 2))``, as ACT2FN["gelu"] upstream."""
+    # Deviation from nn.gelu: erf as a rational polynomial. On the CPU mx.erf is a scalar
+    # loop (26 ns per value) while multiply-adds vectorise; this is 7x faster, and the GELU
+    # is the decoder's largest cost (4.5 M values per frame).
+    v = mx.clip(x * 0.7071067811865476, -4.0, 4.0)
+    v2 = v * v
+    p = v2 * _ERF_P[0] + _ERF_P[1]
+    for c in _ERF_P[2:]:
+        p = p * v2 + c
+    q = v2 * _ERF_Q[0] + _ERF_Q[1]
+    for c in _ERF_Q[2:]:
+        q = q * v2 + c
+    return 0.5 * x * (1.0 + v * p / q)
+
 
 class CausalConv1d(nn.Module):
     """``SConv1d`` (causal, stride 1). Weight in MLX layout (out, kernel, in / groups).
@@ -96,8 +131,7 @@ class FeedForward(nn.Module):
         self.linear2 = nn.Linear(hidden, dims, bias=bias)
 
     def __call__(self, x: mx.array) -> mx.array:
-        # Exact (erf) GELU, as ACT2FN["gelu"] upstream.
-        return self.linear2(nn.gelu(self.linear1(x)))
+        return self.linear2(gelu_erf(self.linear1(x)))
 
 
 class Block1D(nn.Module):

@@ -52,8 +52,12 @@ class HeadLayer(nn.Module):
         self.norm = RMSNorm(hidden, eps)
         self.adaLN_modulation = [nn.SiLU(), nn.Linear(hidden, 3 * hidden, bias=False)]
 
-    def __call__(self, x: mx.array, c: mx.array) -> mx.array:
-        shift, scale, gate = mx.split(self.adaLN_modulation[1](nn.silu(c)), 3, axis=-1)
+    def modulation(self, c: mx.array) -> mx.array:
+        """(shift, scale, gate) concatenated, from the combined condition ``c``."""
+        return self.adaLN_modulation[1](nn.silu(c))
+
+    def __call__(self, x: mx.array, mod: mx.array) -> mx.array:
+        shift, scale, gate = mx.split(mod, 3, axis=-1)
         return x + gate * self.ffn(self.norm(x) * (1 + scale) + shift)
 
 
@@ -64,8 +68,11 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden, out, bias=False)
         self.adaLN_modulation = [nn.SiLU(), nn.Linear(hidden, 2 * hidden, bias=False)]
 
-    def __call__(self, x: mx.array, c: mx.array) -> mx.array:
-        shift, scale = mx.split(self.adaLN_modulation[1](nn.silu(c)), 2, axis=-1)
+    def modulation(self, c: mx.array) -> mx.array:
+        return self.adaLN_modulation[1](nn.silu(c))
+
+    def __call__(self, x: mx.array, mod: mx.array) -> mx.array:
+        shift, scale = mx.split(mod, 2, axis=-1)
         return self.linear(self.norm_final(x) * (1 + scale) + shift)
 
 
@@ -83,9 +90,27 @@ class DiffusionHead(nn.Module):
         ]
         self.final_layer = FinalLayer(hidden, cfg.latent_size, cfg.rms_norm_eps)
 
-    def __call__(self, noisy: mx.array, t: mx.array, condition: mx.array) -> mx.array:
+    def modulations(self, condition: mx.array, t_emb: mx.array) -> list[mx.array]:
+        """adaLN modulations of every layer for every (timestep, condition) pair.
+
+        ``condition`` (B, hidden) and ``t_emb`` (S, hidden) give ``c = cond_proj(condition)
+        + t_emb``, shape (S, B, hidden); the result holds one (S, B, k * hidden) array per
+        layer, the final layer last. They do not depend on the noisy sample, so a sampler
+        computes them for all its steps at once (one pass over these weights per frame
+        instead of one per step).
+        """
+        c = self.cond_proj(condition)[None] + t_emb[:, None]
+        return [layer.modulation(c) for layer in self.layers] + [self.final_layer.modulation(c)]
+
+    def denoise(self, noisy: mx.array, mods: list[mx.array]) -> mx.array:
+        """The v-prediction for ``noisy`` (B, latent) given one step's ``mods`` (B, ...)."""
         x = self.noisy_images_proj(noisy)
-        c = self.cond_proj(condition) + self.t_embedder(t)
-        for layer in self.layers:
-            x = layer(x, c)
-        return self.final_layer(x, c)
+        for layer, mod in zip(self.layers, mods[:-1], strict=True):
+            x = layer(x, mod)
+        return self.final_layer(x, mods[-1])
+
+    def __call__(self, noisy: mx.array, t: mx.array, condition: mx.array) -> mx.array:
+        """``(noisy (B, latent), t (B,), condition (B, hidden)) -> v (B, latent)``."""
+        mods = self.modulations(condition, self.t_embedder(t))
+        # (B, B, k * hidden): row i pairs timestep i with condition i.
+        return self.denoise(noisy, [m[mx.arange(t.shape[0]), mx.arange(t.shape[0])] for m in mods])

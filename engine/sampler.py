@@ -28,11 +28,12 @@ def sample_latent(
     appends (x fed to the head, raw head output (2, latent)) for parity checks.
     """
     cond = mx.concatenate([pos_cond, neg_cond], axis=0).astype(mx.float32)
+    t_emb = head.t_embedder(mx.array(schedule.timesteps, dtype=mx.float32))
+    mods = head.modulations(cond, t_emb)  # per layer (steps, 2, k * hidden)
     x = noise.astype(mx.float32)
     x0_prev = None
-    for step in schedule.steps:
-        t = mx.full((2,), step.timestep, dtype=mx.float32)
-        v_both = head(mx.concatenate([x, x], axis=0), t, cond)
+    for i, step in enumerate(schedule.steps):
+        v_both = head.denoise(mx.concatenate([x, x], axis=0), [m[i] for m in mods])
         if trace is not None:
             trace.append((x, v_both))
         v_c, v_u = v_both[0:1], v_both[1:2]
