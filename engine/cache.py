@@ -46,6 +46,117 @@ class KVCache:
     def state(self) -> list[mx.array]:
         return [self.keys, self.values]
 
+    def rope_offset(self) -> int:
+        """Position of the next query (positions continue after the cached prompt)."""
+        return self.offset
+
+    def attention_mask(self, L: int) -> str | None:
+        """Mask for the call just written: "causal" aligns the L new queries with the last
+        L keys."""
+        return "causal" if L > 1 else None
+
+
+class CFGKVCache:
+    """The positive and the negative TTS-LM caches of one layer as rows 0 and 1 of one
+    array, so that a speech frame runs both CFG branches as a batch of two.
+
+    The rows fill different positions: the negative branch never sees text. Both rows
+    write a frame into the same column; a text window is written to row 0 only and the
+    same columns of row 1 are masked out (as are row 1's columns beyond its shorter
+    prompt). Keys are stored after RoPE with each row's own positions, so the unused
+    columns change nothing: masked softmax weights are exactly zero.
+    """
+
+    def __init__(
+        self, pos: tuple[mx.array, mx.array], neg: tuple[mx.array, mx.array], reserve: int
+    ) -> None:
+        (kp, vp), (kn, vn) = pos, neg
+        _, H, Lp, D = kp.shape
+        Ln = kn.shape[2]
+        self.column = max(Lp, Ln)
+        capacity = self.column + max(reserve, 1)
+        self.keys = mx.zeros((2, H, capacity, D), dtype=kp.dtype)
+        self.values = mx.zeros((2, H, capacity, D), dtype=vp.dtype)
+        self.keys[0:1, :, :Lp, :] = kp
+        self.values[0:1, :, :Lp, :] = vp
+        self.keys[1:2, :, :Ln, :] = kn
+        self.values[1:2, :, :Ln, :] = vn
+        valid = mx.zeros((2, capacity), dtype=mx.bool_)
+        valid[0, :Lp] = True
+        valid[1, :Ln] = True
+        self.valid = valid
+        self.positions = [Lp, Ln]
+        self._positive_only = False
+
+    @property
+    def offset(self) -> int:
+        """Position of the positive branch's next token (the 8192-position cap counts it)."""
+        return self.positions[0]
+
+    def positive(self) -> CFGKVCache:
+        """The next call writes row 0 only (a text window); returns self for chaining."""
+        self._positive_only = True
+        return self
+
+    def _grow(self, needed: int) -> None:
+        B, H, capacity, D = self.keys.shape
+        extra = ((needed - capacity) // _STEP + 1) * _STEP
+        pad = mx.zeros((B, H, extra, D), dtype=self.keys.dtype)
+        self.keys = mx.concatenate([self.keys, pad], axis=2)
+        self.values = mx.concatenate([self.values, pad], axis=2)
+        self.valid = mx.concatenate([self.valid, mx.zeros((2, extra), dtype=mx.bool_)], axis=1)
+
+    def rope_offset(self) -> int | mx.array:
+        if self._positive_only:
+            return self.positions[0]
+        return mx.array(self.positions)
+
+    def attention_mask(self, L: int) -> str | mx.array | None:
+        """Mask for the call just written (call after update_and_fetch); ends a
+        positive-only call."""
+        if self._positive_only:
+            self._positive_only = False
+            return "causal" if L > 1 else None
+        # (2, 1, 1, columns): each row attends to its own valid columns.
+        return self.valid[:, None, None, : self.column]
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        L = keys.shape[2]
+        start, end = self.column, self.column + L
+        if end > self.keys.shape[2]:
+            self._grow(end)
+        if self._positive_only:
+            self.keys[0:1, :, start:end, :] = keys
+            self.values[0:1, :, start:end, :] = values
+            self.valid[0, start:end] = True
+            self.positions[0] += L
+            self.column = end
+            return self.keys[0:1, :, :end, :], self.values[0:1, :, :end, :]
+        self.keys[:, :, start:end, :] = keys
+        self.values[:, :, start:end, :] = values
+        self.valid[:, start:end] = True
+        self.positions[0] += L
+        self.positions[1] += L
+        self.column = end
+        return self.keys[:, :, :end, :], self.values[:, :, :end, :]
+
+
+def make_cfg_caches(
+    pos_keys: list[mx.array],
+    pos_values: list[mx.array],
+    neg_keys: list[mx.array],
+    neg_values: list[mx.array],
+    dtype: mx.Dtype,
+    reserve: int = _STEP,
+) -> list[CFGKVCache]:
+    """One paired (positive, negative) cache per layer, copies of the prompt's caches."""
+    return [
+        CFGKVCache(
+            (kp.astype(dtype), vp.astype(dtype)), (kn.astype(dtype), vn.astype(dtype)), reserve
+        )
+        for kp, vp, kn, vn in zip(pos_keys, pos_values, neg_keys, neg_values, strict=True)
+    ]
+
 
 def make_caches(
     keys: list[mx.array], values: list[mx.array], dtype: mx.Dtype, reserve: int = _STEP

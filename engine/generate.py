@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import mlx.core as mx
 import numpy as np
 
-from engine.cache import make_caches
+from engine.cache import make_caches, make_cfg_caches
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.dpm_solver import make_schedule
 from engine.model import VibeVoiceRealtime
@@ -115,8 +115,15 @@ def generate_frames(
     max_positions = cfg.decoder.max_position_embeddings
 
     lm_cache = make_caches(voice.lm_keys, voice.lm_values, dtype, len(ids) + 8)
-    tts_cache = make_caches(voice.tts_keys, voice.tts_values, dtype, len(ids) + limit + 8)
-    neg_cache = make_caches(voice.neg_keys, voice.neg_values, dtype, limit + 8)
+    # Positive and negative TTS LM in one batch of two (rows 0 and 1).
+    tts_cache = make_cfg_caches(
+        voice.tts_keys,
+        voice.tts_values,
+        voice.neg_keys,
+        voice.neg_values,
+        dtype,
+        len(ids) + limit + 8,
+    )
     decoder = m.acoustic_tokenizer.decoder
     dec_state = decoder.init_state(1, mx.float32)
     type_text = m.tts_input_types.weight[1]
@@ -134,7 +141,7 @@ def generate_frames(
                 return
             tok = mx.array([cur])
             h_text = m.language_model(m.language_model.embed_tokens(tok), lm_cache)
-            h_tts = m.tts_language_model(h_text + type_text, tts_cache)
+            h_tts = m.tts_language_model(h_text + type_text, [c.positive() for c in tts_cache])
             pos_cond = h_tts[:, -1]
             consumed += len(cur)
             if trace is not None and window == 0:
@@ -159,9 +166,10 @@ def generate_frames(
             fed = latent if teacher_latents is None else mx.array(teacher_latents[frame][None])
             audio, dec_state = decoder(model.latent_to_decoder_input(fed)[:, None, :], dec_state)
             emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
-            pos_out = m.tts_language_model(emb[:, None, :], tts_cache)
-            neg_out = m.tts_language_model(emb[:, None, :], neg_cache)
-            pos_cond, neg_cond = pos_out[:, -1], neg_out[:, -1]
+            out = m.tts_language_model(
+                mx.broadcast_to(emb[:, None, :], (2, 1, emb.shape[-1])), tts_cache
+            )
+            pos_cond, neg_cond = out[0:1, -1], out[1:2, -1]
             eos_logit = model.tts_eos_classifier(pos_cond)[0, 0]
             mx.eval(latent, audio, eos_logit, pos_cond, neg_cond, dec_state)
             logit = float(eos_logit)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from engine.cache import KVCache
+from engine.cache import CFGKVCache, KVCache
 from engine.config import Qwen2Config
 from engine.layers import RMSNorm, SwiGLU
 
@@ -31,31 +31,21 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(dim, kv * hd, bias=True)
         self.o_proj = nn.Linear(heads * hd, dim, bias=False)
 
-    def __call__(self, x: mx.array, cache: KVCache) -> mx.array:
+    def __call__(self, x: mx.array, cache: KVCache | CFGKVCache) -> mx.array:
         B, L, _ = x.shape
         q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
         k = self.k_proj(x).reshape(B, L, self.n_kv, -1).transpose(0, 2, 1, 3)
         v = self.v_proj(x).reshape(B, L, self.n_kv, -1).transpose(0, 2, 1, 3)
         # Positions continue after everything already in the cache (the voice prompt first).
+        offset = cache.rope_offset()
         q = mx.fast.rope(
-            q,
-            self.head_dim,
-            traditional=False,
-            base=self.rope_theta,
-            scale=1.0,
-            offset=cache.offset,
+            q, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=offset
         )
         k = mx.fast.rope(
-            k,
-            self.head_dim,
-            traditional=False,
-            base=self.rope_theta,
-            scale=1.0,
-            offset=cache.offset,
+            k, self.head_dim, traditional=False, base=self.rope_theta, scale=1.0, offset=offset
         )
         k, v = cache.update_and_fetch(k, v)
-        # "causal" aligns the L queries with the last L keys.
-        mask = "causal" if L > 1 else None
+        mask = cache.attention_mask(L)
         o = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
 
@@ -68,7 +58,7 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def __call__(self, x: mx.array, cache: KVCache) -> mx.array:
+    def __call__(self, x: mx.array, cache: KVCache | CFGKVCache) -> mx.array:
         h = x + self.self_attn(self.input_layernorm(x), cache)
         return h + self.mlp(self.post_attention_layernorm(h))
 
@@ -91,7 +81,7 @@ class Qwen2Stack(nn.Module):
         if final_norm:
             self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def __call__(self, h: mx.array, caches: list[KVCache]) -> mx.array:
+    def __call__(self, h: mx.array, caches: list[KVCache] | list[CFGKVCache]) -> mx.array:
         for layer, cache in zip(self.layers, caches, strict=True):
             h = layer(h, cache)
         norm = self.get("norm")
