@@ -40,7 +40,7 @@ import mlx.core as mx  # noqa: E402
 # isort: on
 
 from engine.backend import blas_in_use  # noqa: E402
-from engine.generate import generate_frames, seeded_noise  # noqa: E402
+from engine.generate import FrameKernels, generate_frames, seeded_noise  # noqa: E402
 from engine.voices import load_voice, save_voice  # noqa: E402
 from engine.weights import load_model  # noqa: E402
 
@@ -74,7 +74,7 @@ def full_model_dir() -> Path:
     return target
 
 
-def measure(model, voice, frames: int) -> tuple[float, float]:
+def measure(model, voice, frames: int, kernels: FrameKernels) -> tuple[float, float]:
     t0 = time.perf_counter()
     stamps = []
     for _ in generate_frames(
@@ -86,15 +86,18 @@ def measure(model, voice, frames: int) -> tuple[float, float]:
         noise=seeded_noise(0, 64),
         max_frames=frames,
         stop_at_eos=False,
+        kernels=kernels,
     ):
         stamps.append(time.perf_counter())
     gaps = np.diff(stamps[2:]) if len(stamps) > 3 else np.diff(stamps)
     return (stamps[0] - t0) * 1000, float(np.median(gaps)) * 1000
 
 
-def run_baseline(model_dir: Path, voice_file: Path, frames: int, runs: int, dtype: str) -> dict:
-    py = BASELINE_VENV / "bin" / "python"
-    if not py.exists():
+def run_baseline(
+    model_dir: Path, voice_file: Path, frames: int, runs: int, dtype: str, python: str | None
+) -> dict:
+    py = Path(python) if python else BASELINE_VENV / "bin" / "python"
+    if python is None and not py.exists():
         print(f"creating {BASELINE_VENV} with mlx-audio 0.6.2...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(BASELINE_VENV)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "mlx-audio==0.6.2"], check=True)
@@ -138,13 +141,20 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true", help="also run mlx-audio 0.6.2")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--model", type=Path, help="model folder (default: full-size random)")
+    ap.add_argument(
+        "--baseline-python",
+        help="a python that imports mlx_audio 0.6.2 (default: a virtualenv made under .cache/)",
+    )
     a = ap.parse_args()
 
     model_dir = a.model or full_model_dir()
     model = load_model(model_dir, dtype=getattr(mx, a.dtype))
     voice = load_voice(SHARED / "reference-voices" / "en-Davis_man.pt")
-    measure(model, voice, 4)  # warm-up
-    firsts, steadies = zip(*(measure(model, voice, a.frames) for _ in range(a.runs)), strict=True)
+    kernels = FrameKernels(model, 5)
+    measure(model, voice, 8, kernels)  # warm-up (and compilation)
+    firsts, steadies = zip(
+        *(measure(model, voice, a.frames, kernels) for _ in range(a.runs)), strict=True
+    )
     result = {
         "first_audio_ms": round(float(np.median(firsts)), 1),
         "ms_per_frame": round(float(np.median(steadies)), 2),
@@ -167,7 +177,7 @@ def main() -> None:
     if a.baseline:
         voice_file = Path(REPO / ".cache" / "bench-voice-en-Davis_man.safetensors")
         save_voice(voice, voice_file)
-        base = run_baseline(model_dir, voice_file, a.frames, a.runs, a.dtype)
+        base = run_baseline(model_dir, voice_file, a.frames, a.runs, a.dtype, a.baseline_python)
         result["baseline_first_audio_ms"] = round(base["first_audio_ms"], 1)
         result["baseline_ms_per_frame"] = round(base["ms_per_frame"], 2)
         result["speedup"] = round(base["ms_per_frame"] / result["ms_per_frame"], 2)

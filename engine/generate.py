@@ -21,7 +21,7 @@ from engine.cache import make_caches, make_cfg_caches
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.dpm_solver import make_schedule
 from engine.model import VibeVoiceRealtime
-from engine.sampler import sample_latent
+from engine.sampler import CompiledSampler, sample_latent
 
 if TYPE_CHECKING:
     from engine.voices import VoicePrompt
@@ -44,6 +44,23 @@ def default_frame_limit(num_tokens: int) -> int:
     """Runaway guard: a sampled model can fail to stop. Speech rarely needs more than
     about 4 frames (0.53 s) per text token; allow 3 s on top for short texts."""
     return 4 * num_tokens + 24
+
+
+class FrameKernels:
+    """The per-frame functions of one model and step count, compiled once and reusable
+    across utterances (the engine thread keeps one per step count)."""
+
+    def __init__(self, model: VibeVoiceRealtime, steps: int) -> None:
+        m = model.model
+        self.steps = steps
+        self.schedule = make_schedule(steps, model.config.diffusion.ddpm_num_steps)
+        self.sample = CompiledSampler(m.prediction_head, self.schedule)
+        decoder = m.acoustic_tokenizer.decoder
+
+        def decode(latent: mx.array, state: list[mx.array]) -> tuple[mx.array, list[mx.array]]:
+            return decoder(model.latent_to_decoder_input(latent)[:, None, :], state)
+
+        self.decode = mx.compile(decode)
 
 
 @dataclass
@@ -88,6 +105,7 @@ def generate_frames(
     teacher_latents: np.ndarray | None = None,
     trace: Trace | None = None,
     cancel: threading.Event | None = None,
+    kernels: FrameKernels | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of one utterance as they are generated.
 
@@ -104,11 +122,14 @@ def generate_frames(
             sampled ones (parity checks of chaotic full-size cases).
         trace: record intermediates into this object.
         cancel: checked between frames; when set the generator returns.
+        kernels: compiled per-frame functions to reuse (built here when None).
     """
     cfg = model.config
     m = model.model
     dtype = m.tts_input_types.weight.dtype
-    schedule = make_schedule(steps, cfg.diffusion.ddpm_num_steps)
+    if kernels is None or kernels.steps != steps:
+        kernels = FrameKernels(model, steps)
+    schedule = kernels.schedule
     noise = noise or seeded_noise(0, cfg.acoustic_vae_dim)
     ids = list(text_ids)
     limit = max_frames if max_frames is not None else default_frame_limit(len(ids))
@@ -150,21 +171,23 @@ def generate_frames(
         for _ in range(TTS_SPEECH_WINDOW_SIZE):
             if cancel is not None and cancel.is_set():
                 return
-            steps_trace = trace.frame0_steps if (trace is not None and frame == 0) else None
-            latent = sample_latent(
-                m.prediction_head,
-                schedule,
-                noise(frame),
-                pos_cond,
-                neg_cond,
-                cfg_scale,
-                steps_trace,
-            )
+            if trace is not None and frame == 0:
+                latent = sample_latent(
+                    m.prediction_head,
+                    schedule,
+                    noise(frame),
+                    pos_cond,
+                    neg_cond,
+                    cfg_scale,
+                    trace.frame0_steps,
+                )
+            else:
+                latent = kernels.sample(noise(frame), pos_cond, neg_cond, cfg_scale)
             if trace is not None:
                 trace.cond_pos.append(np.array(pos_cond[0].astype(mx.float32)))
                 trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
             fed = latent if teacher_latents is None else mx.array(teacher_latents[frame][None])
-            audio, dec_state = decoder(model.latent_to_decoder_input(fed)[:, None, :], dec_state)
+            audio, dec_state = kernels.decode(fed, dec_state)
             emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
             out = m.tts_language_model(
                 mx.broadcast_to(emb[:, None, :], (2, 1, emb.shape[-1])), tts_cache

@@ -19,7 +19,7 @@ def sample_latent(
     noise: mx.array,
     pos_cond: mx.array,
     neg_cond: mx.array,
-    cfg_scale: float,
+    cfg_scale: float | mx.array,
     trace: list[tuple[mx.array, mx.array]] | None = None,
 ) -> mx.array:
     """Denoise ``noise`` (1, latent) into a latent (1, latent).
@@ -44,3 +44,22 @@ def sample_latent(
             x_next = x_next + step.c1 * x0_prev
         x, x0_prev = x_next, x0
     return x
+
+
+class CompiledSampler:
+    """:func:`sample_latent` for one head and schedule, compiled once (``mx.compile``):
+    one traced graph per frame instead of rebuilding ~100 ops in Python, and fused
+    element-wise kernels on the GPU. ``cfg_scale`` is an input, so changing it does not
+    recompile."""
+
+    def __init__(self, head: DiffusionHead, schedule: DPMSolverSchedule) -> None:
+        def run(noise: mx.array, pos: mx.array, neg: mx.array, cfg: mx.array) -> mx.array:
+            return sample_latent(head, schedule, noise, pos, neg, cfg)
+
+        self._fn = mx.compile(run)
+
+    def __call__(
+        self, noise: mx.array, pos_cond: mx.array, neg_cond: mx.array, cfg_scale: float
+    ) -> mx.array:
+        cfg = mx.array(cfg_scale, dtype=mx.float32)
+        return self._fn(noise.astype(mx.float32), pos_cond, neg_cond, cfg)

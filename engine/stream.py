@@ -163,6 +163,7 @@ class MLXEngine:
         self._model = load_model(self.model_dir, dtype=dtype)
         self._tokenizer = TextTokenizer(self.model_dir / "tokenizer.json")
         self._voices: dict[Path, object] = {}
+        self._kernels: dict[int, object] = {}
         for path in sorted((self.model_dir / "voices").glob("*.safetensors")):
             self._voice_paths[path.stem] = path
 
@@ -189,7 +190,7 @@ class MLXEngine:
         return self._voices[path]
 
     def _serve(self, handle: SynthesisHandle) -> None:
-        from engine.generate import generate_frames, seeded_noise
+        from engine.generate import FrameKernels, generate_frames, seeded_noise
 
         req = handle.request
         if req.token_ids is not None:
@@ -200,6 +201,9 @@ class MLXEngine:
             raise EngineError("diffusion steps must be at least 1")
         voice_name = req.voice or (min(self._voice_paths) if self._voice_paths else "")
         voice = self._voice(voice_name)
+        kernels = self._kernels.get(req.steps)
+        if kernels is None:
+            kernels = self._kernels[req.steps] = FrameKernels(self._model, req.steps)
         frames = generate_frames(
             self._model,
             voice,
@@ -209,6 +213,7 @@ class MLXEngine:
             noise=seeded_noise(req.seed, self._model.config.acoustic_vae_dim),
             max_frames=req.max_frames,
             cancel=handle._cancel,
+            kernels=kernels,
         )
         for f in frames:
             handle._chunks.put(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -141,3 +142,47 @@ def test_truncated_and_misshaped_weights_name_the_problem(tmp_path) -> None:
     mx.save_safetensors(str(tmp_path / "model.safetensors"), tensors)
     with pytest.raises(WeightsError, match=r"acoustic_connector.fc1.weight.*\(3, 3\)"):
         load_model(tmp_path)
+
+
+def test_gelu_matches_exact_erf_gelu() -> None:
+    import math
+
+    from engine.acoustic import gelu_erf
+
+    xs = np.linspace(-12, 12, 200_001, dtype=np.float32)
+    exact = np.array([0.5 * x * (1 + math.erf(x / math.sqrt(2))) for x in xs.astype(np.float64)])
+    got = np.array(gelu_erf(mx.array(xs)), dtype=np.float64)
+    reference = np.array(nn.gelu(mx.array(xs)), dtype=np.float64)  # MLX's own (mx.erf)
+    # Float32 rounding of values up to 12: about 1e-6 absolute; no worse than nn.gelu
+    # (both lose relative accuracy where 1 + erf cancels, for x < -3).
+    assert np.max(np.abs(got - exact)) < 2e-6
+    assert np.max(np.abs(got - exact)) <= 3 * np.max(np.abs(reference - exact))
+    pos = xs > 0.5
+    assert np.max(np.abs(got - exact)[pos] / np.abs(exact[pos])) < 1e-6
+
+
+def test_paired_cfg_cache_equals_two_separate_caches() -> None:
+    """The CFG pair as one batch gives what the two branches give one at a time."""
+    from engine.cache import make_caches, make_cfg_caches
+    from engine.voices import load_voice
+
+    model = load_model(PARITY / "tiny-run" / "model")
+    stack = model.model.tts_language_model
+    voice = load_voice(PARITY / "tiny-run" / "voice.safetensors")
+    f32 = mx.float32
+    pos = make_caches(voice.tts_keys, voice.tts_values, f32)
+    neg = make_caches(voice.neg_keys, voice.neg_values, f32)
+    pair = make_cfg_caches(voice.tts_keys, voice.tts_values, voice.neg_keys, voice.neg_values, f32)
+    rng = np.random.default_rng(0)
+    for step in range(4):
+        if step == 1:  # a text window reaches the positive branch only
+            text = mx.array(rng.standard_normal((1, 3, 64), dtype=np.float32))
+            a = stack(text, pos)
+            b = stack(text, [c.positive() for c in pair])
+            np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-5)
+        e = mx.array(rng.standard_normal((1, 1, 64), dtype=np.float32))
+        p, n = stack(e, pos), stack(e, neg)
+        both = stack(mx.concatenate([e, e]), pair)
+        np.testing.assert_allclose(np.array(both[0]), np.array(p[0]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.array(both[1]), np.array(n[0]), rtol=1e-5, atol=1e-5)
+    assert pair[0].positions == [pos[0].offset, neg[0].offset]
