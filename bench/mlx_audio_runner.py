@@ -73,8 +73,7 @@ for run in range(a.runs + 1):  # run 0 is the warm-up
     if run == 0:
         continue
     first.append((stamps[0] - t0) * 1000)
-    gaps = np.diff(stamps[2:]) * 1000 if len(stamps) > 3 else np.diff(stamps) * 1000
-    steady.append(float(np.median(gaps)))
+    steady.append((stamps[-1] - stamps[1]) / (len(stamps) - 2) * 1000)
 print(
     json.dumps(
         {

@@ -74,7 +74,7 @@ def main() -> None:
     result.update(blocks=len(doc.blocks), utterances=len(plan))
     result["total_s"] = round(result["decode_s"] + result["parse_s"] + result["plan_s"], 3)
 
-    paragraphs = [text[b.start:b.end] for b in doc.blocks if b.kind == "paragraph"]
+    paragraphs = [text[b.start : b.end] for b in doc.blocks if b.kind == "paragraph"]
     t = time.perf_counter()
     n_ours = sum(len(split_sentences(p)) for p in paragraphs)
     ours_s = time.perf_counter() - t

@@ -57,8 +57,9 @@ class FrameKernels:
         self.sample = CompiledSampler(m.prediction_head, self.schedule)
         decoder = m.acoustic_tokenizer.decoder
 
-        def decode(latent: mx.array, state: list[mx.array]) -> tuple[mx.array, list[mx.array]]:
-            return decoder(model.latent_to_decoder_input(latent)[:, None, :], state)
+        def decode(latents: mx.array, state: list[mx.array]) -> tuple[mx.array, list[mx.array]]:
+            # (1, T, latent) -> (1, T * hop, 1); one compiled graph per T.
+            return decoder(model.latent_to_decoder_input(latents), state)
 
         self.decode = mx.compile(decode)
 
@@ -106,6 +107,7 @@ def generate_frames(
     trace: Trace | None = None,
     cancel: threading.Event | None = None,
     kernels: FrameKernels | None = None,
+    decode_group: int = 2,
 ) -> Iterator[Frame]:
     """Yield the frames of one utterance as they are generated.
 
@@ -123,6 +125,10 @@ def generate_frames(
         trace: record intermediates into this object.
         cancel: checked between frames; when set the generator returns.
         kernels: compiled per-frame functions to reuse (built here when None).
+        decode_group: frames decoded together after the first (the decoder is bound by
+            reading its weights, on the CPU, or by kernel launches, on a GPU: two frames
+            cost little more than one). Each frame is still its own chunk; a frame's
+            audio comes at most ``decode_group - 1`` frames later.
     """
     cfg = model.config
     m = model.model
@@ -155,6 +161,7 @@ def generate_frames(
     consumed = 0
     frame = 0
     window = 0
+    pending: list[tuple] = []
     while True:
         cur = ids[window * TTS_TEXT_WINDOW_SIZE : (window + 1) * TTS_TEXT_WINDOW_SIZE]
         if cur:
@@ -187,14 +194,13 @@ def generate_frames(
                 trace.cond_pos.append(np.array(pos_cond[0].astype(mx.float32)))
                 trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
             fed = latent if teacher_latents is None else mx.array(teacher_latents[frame][None])
-            audio, dec_state = kernels.decode(fed, dec_state)
             emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
             out = m.tts_language_model(
                 mx.broadcast_to(emb[:, None, :], (2, 1, emb.shape[-1])), tts_cache
             )
             pos_cond, neg_cond = out[0:1, -1], out[1:2, -1]
             eos_logit = model.tts_eos_classifier(pos_cond)[0, 0]
-            mx.eval(latent, audio, eos_logit, pos_cond, neg_cond, dec_state)
+            mx.eval(latent, eos_logit, pos_cond, neg_cond)
             logit = float(eos_logit)
             prob = float(1.0 / (1.0 + np.exp(-logit)))
             if trace is not None:
@@ -206,15 +212,26 @@ def generate_frames(
                 stop = "frame_limit"
             elif tts_cache[0].offset + 1 > max_positions:
                 stop = "context"
-            yield Frame(
-                index=frame,
-                latent=np.array(latent[0].astype(mx.float32)),
-                audio=np.array(audio[0, :, 0].astype(mx.float32)),
-                eos_prob=prob,
-                tokens_consumed=consumed,
-                is_last=stop is not None,
-                stop_reason=stop,
-            )
+            pending.append((frame, latent, fed, prob, consumed, stop))
+            # The first frame is decoded alone (first audio as soon as possible); later
+            # ones in groups, which share one pass over the decoder's weights.
+            if stop is not None or frame == 0 or len(pending) >= decode_group:
+                audio, dec_state = kernels.decode(
+                    mx.concatenate([p[2] for p in pending])[None], dec_state
+                )
+                mx.eval(audio, dec_state)
+                chunks = np.array(audio[0, :, 0].astype(mx.float32)).reshape(len(pending), -1)
+                for (index, lat, _, p_eos, used, why), chunk in zip(pending, chunks, strict=True):
+                    yield Frame(
+                        index=index,
+                        latent=np.array(lat[0].astype(mx.float32)),
+                        audio=chunk,
+                        eos_prob=p_eos,
+                        tokens_consumed=used,
+                        is_last=why is not None,
+                        stop_reason=why,
+                    )
+                pending.clear()
             frame += 1
             if stop is not None:
                 return
