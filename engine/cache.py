@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mlx.core as mx
 
 # Capacity grows in steps of this many positions (as mlx-lm's KVCache does).
@@ -166,3 +168,75 @@ def make_caches(
         KVCache(k.astype(dtype), v.astype(dtype), reserve)
         for k, v in zip(keys, values, strict=True)
     ]
+
+
+class _PairSlot:
+    """One layer of a :class:`CFGKVCache` inside a compiled step: fixed capacity, the
+    write column and the two rows' positions as arrays (so one trace serves every frame)."""
+
+    def __init__(
+        self,
+        keys: mx.array,
+        values: mx.array,
+        mask: mx.array,
+        column: mx.array,
+        positions: mx.array,
+    ) -> None:
+        self.keys, self.values, self.mask = keys, values, mask
+        self.column, self.positions = column, positions
+
+    def rope_offset(self) -> mx.array:
+        return self.positions
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys = mx.slice_update(self.keys, keys, self.column, axes=(2,))
+        self.values = mx.slice_update(self.values, values, self.column, axes=(2,))
+        return self.keys, self.values
+
+    def attention_mask(self, L: int) -> mx.array:
+        # Attends over the whole capacity; unwritten columns are masked out.
+        return self.mask
+
+
+def compile_pair_step(stack: Callable[[mx.array, list], mx.array]) -> Callable[..., tuple]:
+    """One speech frame of the CFG pair through ``stack`` as a compiled function of
+    (x (2, 1, hidden), keys, values, valid, column, positions)."""
+
+    def step(
+        x: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+        valid: mx.array,
+        column: mx.array,
+        positions: mx.array,
+    ) -> tuple[mx.array, list[mx.array], list[mx.array], mx.array]:
+        valid = mx.slice_update(valid, mx.ones((2, 1), dtype=mx.bool_), column, axes=(1,))
+        mask = valid[:, None, None, :]
+        slots = [
+            _PairSlot(k, v, mask, column, positions) for k, v in zip(keys, values, strict=True)
+        ]
+        out = stack(x, slots)
+        return out, [s.keys for s in slots], [s.values for s in slots], valid
+
+    return mx.compile(step)
+
+
+def run_pair_step(step: Callable[..., tuple], x: mx.array, caches: list[CFGKVCache]) -> mx.array:
+    """Apply a :func:`compile_pair_step` function to ``caches`` (one frame, both rows)."""
+    first = caches[0]
+    if first.column + 1 > first.keys.shape[2]:
+        for c in caches:
+            c._grow(first.column + 1)
+    out, keys, values, valid = step(
+        x,
+        [c.keys for c in caches],
+        [c.values for c in caches],
+        first.valid,
+        mx.array([first.column], dtype=mx.int32),
+        mx.array(first.positions, dtype=mx.int32),
+    )
+    for c, k, v in zip(caches, keys, values, strict=True):
+        c.keys, c.values, c.valid = k, v, valid
+        c.column += 1
+        c.positions = [c.positions[0] + 1, c.positions[1] + 1]
+    return out

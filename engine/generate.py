@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import mlx.core as mx
 import numpy as np
 
-from engine.cache import make_caches, make_cfg_caches
+from engine.cache import compile_pair_step, make_caches, make_cfg_caches, run_pair_step
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.dpm_solver import make_schedule
 from engine.model import VibeVoiceRealtime
@@ -62,6 +62,7 @@ class FrameKernels:
             return decoder(model.latent_to_decoder_input(latents), state)
 
         self.decode = mx.compile(decode)
+        self.tts_pair = compile_pair_step(m.tts_language_model)
 
 
 @dataclass
@@ -195,8 +196,8 @@ def generate_frames(
                 trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
             fed = latent if teacher_latents is None else mx.array(teacher_latents[frame][None])
             emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
-            out = m.tts_language_model(
-                mx.broadcast_to(emb[:, None, :], (2, 1, emb.shape[-1])), tts_cache
+            out = run_pair_step(
+                kernels.tts_pair, mx.broadcast_to(emb[:, None, :], (2, 1, emb.shape[-1])), tts_cache
             )
             pos_cond, neg_cond = out[0:1, -1], out[1:2, -1]
             eos_logit = model.tts_eos_classifier(pos_cond)[0, 0]
