@@ -40,10 +40,12 @@ def seeded_noise(seed: int, latent_dim: int) -> NoiseSource:
     return noise
 
 
-def default_frame_limit(num_tokens: int) -> int:
+def default_frame_limit(
+    num_tokens: int, frames_per_token: float = 4.0, extra_frames: int = 24
+) -> int:
     """Runaway guard: a sampled model can fail to stop. Speech rarely needs more than
     about 4 frames (0.53 s) per text token; allow 3 s on top for short texts."""
-    return 4 * num_tokens + 24
+    return int(frames_per_token * num_tokens) + extra_frames
 
 
 class FrameKernels:

@@ -60,6 +60,8 @@ class MLXEngine:
         dtype: compute dtype name ("float32", "bfloat16", "float16").
         on_ready: called (on the engine thread) once the model is loaded, with None or
             the error that made loading fail.
+        frames_per_token, extra_frames: the runaway guard of requests without
+            ``max_frames``: at most ``frames_per_token * tokens + extra_frames`` frames.
     """
 
     sample_rate = SAMPLE_RATE
@@ -69,8 +71,11 @@ class MLXEngine:
         model_dir: str | Path,
         dtype: str = "float32",
         on_ready: Callable[[EngineError | None], None] | None = None,
+        frames_per_token: float = 4.0,
+        extra_frames: int = 24,
     ) -> None:
         self.model_dir = Path(model_dir)
+        self._frame_limit = (frames_per_token, extra_frames)
         self._dtype_name = dtype
         self._on_ready = on_ready
         self._jobs: queue.Queue[SynthesisHandle | None] = queue.Queue()
@@ -190,7 +195,12 @@ class MLXEngine:
         return self._voices[path]
 
     def _serve(self, handle: SynthesisHandle) -> None:
-        from engine.generate import FrameKernels, generate_frames, seeded_noise
+        from engine.generate import (
+            FrameKernels,
+            default_frame_limit,
+            generate_frames,
+            seeded_noise,
+        )
 
         req = handle.request
         if req.token_ids is not None:
@@ -211,7 +221,7 @@ class MLXEngine:
             cfg_scale=req.cfg_scale,
             steps=req.steps,
             noise=seeded_noise(req.seed, self._model.config.acoustic_vae_dim),
-            max_frames=req.max_frames,
+            max_frames=req.max_frames or default_frame_limit(len(ids), *self._frame_limit),
             cancel=handle._cancel,
             kernels=kernels,
         )

@@ -130,3 +130,12 @@ def test_bad_model_folder_fails_at_wait_ready(tmp_path) -> None:
         list(e.synthesize(SynthesisRequest(text="hi")))
     e.close()
     assert e.closed
+
+
+def test_runaway_guard_is_configurable(tiny_model) -> None:
+    e = MLXEngine(tiny_model, frames_per_token=0.5, extra_frames=2)
+    e.wait_ready(60)
+    chunks = list(e.synthesize(SynthesisRequest(text="word " * 20)))
+    e.close()
+    assert chunks[-1].stop_reason == "frame_limit"
+    assert len(chunks) == int(0.5 * chunks[-1].total_tokens) + 2
