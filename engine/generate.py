@@ -10,7 +10,7 @@ checked on the positive state after each frame.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -82,6 +82,20 @@ class Frame:
     is_last: bool = False
     stop_reason: str | None = None
     """"eos", "frame_limit" or "context" on the last frame."""
+
+
+@dataclass
+class _Sampled:
+    """A frame whose latent is launched but whose EOS has not been read yet."""
+
+    index: int
+    latent: mx.array
+    fed: mx.array
+    eos_logit: mx.array
+    consumed: int
+    forced_stop: str | None
+    eos_prob: float = 0.0
+    stop: str | None = None
 
 
 @dataclass
@@ -161,14 +175,51 @@ def generate_frames(
 
     pos_cond = voice.tts_hidden[:, -1].astype(dtype)
     neg_cond = voice.neg_hidden[:, -1].astype(dtype)
+    pending: list[_Sampled] = []
+
+    def settle(s: _Sampled, final: bool = False) -> Generator[Frame, None, str | None]:
+        """Read frame ``s``'s EOS (waiting for that frame only), then decode and yield the
+        pending frames when it is the first, the last, or completes a decode group."""
+        nonlocal dec_state
+        logit = float(s.eos_logit)
+        prob = float(1.0 / (1.0 + np.exp(-logit)))
+        if trace is not None:
+            trace.eos_logits.append(logit)
+        stop = "eos" if stop_at_eos and prob > 0.5 else s.forced_stop
+        s.eos_prob, s.stop = prob, stop
+        pending.append(s)
+        # The first frame is decoded alone (first audio as soon as possible); later ones
+        # in groups, which share one pass over the decoder's weights.
+        if stop is not None or final or s.index == 0 or len(pending) >= decode_group:
+            audio, dec_state = kernels.decode(
+                mx.concatenate([p.fed for p in pending])[None], dec_state
+            )
+            mx.eval(audio, dec_state)
+            chunks = np.array(audio[0, :, 0].astype(mx.float32)).reshape(len(pending), -1)
+            for p, chunk in zip(pending, chunks, strict=True):
+                yield Frame(
+                    index=p.index,
+                    latent=np.array(p.latent[0].astype(mx.float32)),
+                    audio=chunk,
+                    eos_prob=p.eos_prob,
+                    tokens_consumed=p.consumed,
+                    is_last=p.stop is not None,
+                    stop_reason=p.stop,
+                )
+            pending.clear()
+        return stop
+
     consumed = 0
     frame = 0
     window = 0
-    pending: list[tuple] = []
+    previous: _Sampled | None = None
     while True:
         cur = ids[window * TTS_TEXT_WINDOW_SIZE : (window + 1) * TTS_TEXT_WINDOW_SIZE]
         if cur:
             if tts_cache[0].offset + len(cur) > max_positions:
+                if previous is not None:
+                    previous.forced_stop = "context"
+                    yield from settle(previous, final=True)
                 return
             tok = mx.array([cur])
             h_text = m.language_model(m.language_model.embed_tokens(tok), lm_cache)
@@ -181,6 +232,9 @@ def generate_frames(
         for _ in range(TTS_SPEECH_WINDOW_SIZE):
             if cancel is not None and cancel.is_set():
                 return
+            if trace is not None:
+                trace.cond_pos.append(np.array(pos_cond[0].astype(mx.float32)))
+                trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
             if trace is not None and frame == 0:
                 latent = sample_latent(
                     m.prediction_head,
@@ -193,9 +247,6 @@ def generate_frames(
                 )
             else:
                 latent = kernels.sample(noise(frame), pos_cond, neg_cond, cfg_scale)
-            if trace is not None:
-                trace.cond_pos.append(np.array(pos_cond[0].astype(mx.float32)))
-                trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
             fed = latent if teacher_latents is None else mx.array(teacher_latents[frame][None])
             emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
             out = run_pair_step(
@@ -203,39 +254,22 @@ def generate_frames(
             )
             pos_cond, neg_cond = out[0:1, -1], out[1:2, -1]
             eos_logit = model.tts_eos_classifier(pos_cond)[0, 0]
-            mx.eval(latent, eos_logit, pos_cond, neg_cond)
-            logit = float(eos_logit)
-            prob = float(1.0 / (1.0 + np.exp(-logit)))
-            if trace is not None:
-                trace.eos_logits.append(logit)
-            stop = None
-            if stop_at_eos and prob > 0.5:
-                stop = "eos"
-            elif frame + 1 >= limit:
-                stop = "frame_limit"
+            forced = None
+            if frame + 1 >= limit:
+                forced = "frame_limit"
             elif tts_cache[0].offset + 1 > max_positions:
-                stop = "context"
-            pending.append((frame, latent, fed, prob, consumed, stop))
-            # The first frame is decoded alone (first audio as soon as possible); later
-            # ones in groups, which share one pass over the decoder's weights.
-            if stop is not None or frame == 0 or len(pending) >= decode_group:
-                audio, dec_state = kernels.decode(
-                    mx.concatenate([p[2] for p in pending])[None], dec_state
-                )
-                mx.eval(audio, dec_state)
-                chunks = np.array(audio[0, :, 0].astype(mx.float32)).reshape(len(pending), -1)
-                for (index, lat, _, p_eos, used, why), chunk in zip(pending, chunks, strict=True):
-                    yield Frame(
-                        index=index,
-                        latent=np.array(lat[0].astype(mx.float32)),
-                        audio=chunk,
-                        eos_prob=p_eos,
-                        tokens_consumed=used,
-                        is_last=why is not None,
-                        stop_reason=why,
-                    )
-                pending.clear()
+                forced = "context"
+            # Launch this frame and settle the previous one meanwhile: EOS is read one
+            # frame late, so building and running the next frame overlap with the wait.
+            mx.async_eval(latent, eos_logit, pos_cond, neg_cond)
+            current = _Sampled(frame, latent, fed, eos_logit, consumed, forced)
+            if previous is not None and (yield from settle(previous)) is not None:
+                return  # the frame just launched is discarded (upstream does the same)
+            previous = current
+            if forced is not None or frame == 0:
+                # The first frame is settled at once (first audio as soon as possible).
+                if (yield from settle(current, final=forced is not None)) is not None:
+                    return
+                previous = None
             frame += 1
-            if stop is not None:
-                return
         window += 1

@@ -100,8 +100,9 @@ def run_case(
         "audio": np.concatenate([f.audio for f in frames]),
         "eos_probs": np.array([f.eos_prob for f in frames], dtype=np.float32),
         "eos_logits": np.array(trace.eos_logits, dtype=np.float32),
-        "cond_pos": np.stack(trace.cond_pos),
-        "cond_neg": np.stack(trace.cond_neg),
+        # The loop may have started one frame past the last (EOS is read a frame late).
+        "cond_pos": np.stack(trace.cond_pos[: len(frames)]),
+        "cond_neg": np.stack(trace.cond_neg[: len(frames)]),
         "frame0_x": np.concatenate(
             [np.array(x.astype(mx.float32)) for x, _ in trace.frame0_steps]
             + [frames[0].latent[None]]
