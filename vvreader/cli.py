@@ -58,7 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="a 'word = say' pronunciation file (default: $XDG_CONFIG_HOME/vvreader/"
         "pronunciations.txt if it exists)",
     )
+    engine_options(p)
     return p
+
+
+def engine_options(p: argparse.ArgumentParser) -> None:
+    """Options that choose the model and how it speaks."""
+    g = p.add_argument_group("voice")
+    g.add_argument("--model", metavar="DIR", help="a VibeVoice-Realtime model folder")
+    g.add_argument("--voice", metavar="NAME|PATH", default="",
+                   help="a voice of the model (e.g. en-Emma_woman) or a .pt/.safetensors file")
+    g.add_argument("--cfg-scale", type=float, default=1.5,
+                   help="classifier-free guidance, 1.3-3.0 (default %(default)s)")
+    g.add_argument("--steps", type=int, default=5, help="diffusion steps per frame (default 5)")
+    g = p.add_argument_group("export")
+    g.add_argument("--export", metavar="OUT.wav",
+                   help="render the document to a WAV file (and OUT.vtt subtitles) and exit")
+    g.add_argument("--from", dest="first", type=int, default=0, metavar="I",
+                   help="with --export: first utterance (index from --plan)")
+    g.add_argument("--to", dest="last", type=int, metavar="J",
+                   help="with --export: last utterance, inclusive")
 
 
 def _dictionary(path: str | None) -> PronunciationDictionary | None:
@@ -110,10 +129,58 @@ def run_reader(args: argparse.Namespace) -> int:
     return 2
 
 
+def run_export(args: argparse.Namespace) -> int:
+    """``--export OUT.wav``: render the document with the engine."""
+    from vvreader.export import ExportError, Progress, export
+    from vvreader.voice_engine import EngineUnavailable, open_engine
+
+    plan = _plan(args)
+    if not len(plan):
+        print(f"vvreader: {args.file}: nothing to read", file=sys.stderr)
+        return 2
+    target = Path(args.export).expanduser().resolve().parent
+    if not target.is_dir() or not os.access(target, os.W_OK):
+        print(f"vvreader: {args.export}: cannot write there (no such folder, or no permission)",
+              file=sys.stderr)
+        return 2
+    try:
+        engine = open_engine(args.model)
+    except EngineUnavailable as err:
+        print(f"vvreader: {err}", file=sys.stderr)
+        return 2
+    tty = sys.stderr.isatty()
+
+    def progress(p: Progress) -> None:
+        width = 30
+        bar = "#" * (width * p.done // p.total)
+        line = (f"\r[{bar:<{width}}] {p.done}/{p.total} utterances, "
+                f"{p.audio_seconds:7.1f} s of audio, {p.speed:4.2f}x real time")
+        if tty or p.done == p.total:
+            print(line, end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
+
+    try:
+        cues = export(plan, engine, Path(args.export), voice=args.voice,
+                      cfg_scale=args.cfg_scale, steps=args.steps, first=args.first,
+                      last=args.last, on_progress=progress)
+    except ExportError as err:
+        print(f"{chr(10) if tty else ''}vvreader: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # engine errors: one line, the engine says what to do
+        print(f"{chr(10) if tty else ''}vvreader: {escape_terminal(str(err))}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    print(f"wrote {args.export} ({cues[-1].end:.1f} s) and "
+          f"{Path(args.export).with_suffix('.vtt')}", file=sys.stderr)
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     """Pick the command for the parsed options."""
     if args.plan:
         return run_plan
+    if args.export:
+        return run_export
     return run_reader
 
 

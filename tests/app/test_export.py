@@ -1,0 +1,112 @@
+"""--export: the WAV holds the utterances and their pauses; the VTT says where."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.api import SAMPLE_RATE, SynthesisRequest
+from engine.stream import MLXEngine
+from tests.conftest import REPO
+from vvreader.document import load_document
+from vvreader.export import export, to_pcm16
+from vvreader.plan import build_plan
+
+DOC = "# Title\n\nFirst sentence here. Second one!\n\n- a list item\n- another\n"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    e = MLXEngine(tiny_model)
+    e.wait_ready(60)
+    yield e
+    e.close()
+
+
+def _plan(tmp_path: Path):
+    doc = tmp_path / "doc.md"
+    doc.write_text(DOC)
+    return build_plan(load_document(str(doc)))
+
+
+def _vtt_times(path: Path) -> list[tuple[float, float]]:
+    def sec(t: str) -> float:
+        h, m, s = t.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+
+    return [(sec(a), sec(b)) for a, b in re.findall(r"(\S+) --> (\S+)", path.read_text())]
+
+
+def test_wav_is_the_utterances_and_their_pauses(tmp_path, engine) -> None:
+    plan = _plan(tmp_path)
+    assert len(plan) == 5
+    out = tmp_path / "out.wav"
+    progress = []
+    cues = export(
+        plan,
+        engine,
+        out,
+        voice="en-Grace_woman",
+        cfg_scale=2.0,
+        steps=3,
+        on_progress=progress.append,
+    )
+    expected = b""
+    for i, u in enumerate(plan):
+        req = SynthesisRequest(text=u.speak, voice="en-Grace_woman", cfg_scale=2.0, steps=3)
+        audio = np.concatenate([c.audio for c in engine.synthesize(req)])
+        expected += to_pcm16(audio)
+        if i < len(plan) - 1:
+            expected += b"\x00\x00" * (SAMPLE_RATE * u.pause_after // 1000)
+    with wave.open(str(out)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, SAMPLE_RATE)
+        assert w.readframes(w.getnframes()) == expected
+    # The subtitles: one cue per utterance, at the right places, with what was said.
+    times = _vtt_times(out.with_suffix(".vtt"))
+    assert len(times) == len(cues)
+    assert np.allclose(times, [(c.start, c.end) for c in cues], atol=0.0006)
+    assert cues[0].start == 0 and cues[-1].end == pytest.approx(len(expected) / 2 / SAMPLE_RATE)
+    for prev, cue, u in zip(cues, cues[1:], plan, strict=False):
+        assert cue.start - prev.end == pytest.approx(u.pause_after / 1000, abs=1 / SAMPLE_RATE)
+    assert [c.text for c in cues] == [u.speak for u in plan]
+    assert [p.done for p in progress] == [1, 2, 3, 4, 5] and progress[-1].speed > 0
+
+
+def test_a_range_renders_only_those_utterances(tmp_path, engine) -> None:
+    plan = _plan(tmp_path)
+    cues = export(plan, engine, tmp_path / "part.wav", first=1, last=2)
+    assert [c.index for c in cues] == [1, 2]
+
+
+def test_cli_export_and_its_errors(tmp_path, tiny_model) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(DOC)
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "vvreader", str(doc), *a],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    ok = run("--export", str(tmp_path / "o.wav"), "--model", str(tiny_model))
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "o.wav").stat().st_size > 44 and (tmp_path / "o.vtt").is_file()
+    for args, message in [
+        (("--export", str(tmp_path / "x.wav")), "no model given"),
+        (("--export", "/nonexistent/x.wav", "--model", str(tiny_model)), "cannot write"),
+        (("--export", str(tmp_path / "x.wav"), "--model", str(tmp_path)), "config.json"),
+        (
+            ("--export", str(tmp_path / "x.wav"), "--model", str(tiny_model), "--voice", "nobody"),
+            "unknown voice",
+        ),
+    ]:
+        bad = run(*args)
+        assert bad.returncode == 2, (args, bad.stderr)
+        assert message in bad.stderr and "Traceback" not in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
