@@ -1,0 +1,142 @@
+"""The narrator against a scripted engine: order, pauses, controls, settings, buffering."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.api import SAMPLE_RATE, SynthesisRequest
+from tests.fakes import FakeEngine, RecordingPlayer, fake_audio
+from vvreader.document import load_document
+from vvreader.narrator import Narrator, State, VoiceSettings
+from vvreader.plan import build_plan
+
+DOC = (
+    "# A title\n\nThe first sentence is here. And the second one follows it.\n\n"
+    "- one item in a list\n- another item\n\nA closing paragraph with words.\n"
+)
+
+
+def wait_for(cond, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def plan(tmp_path: Path):
+    f = tmp_path / "doc.md"
+    f.write_text(DOC)
+    return build_plan(load_document(str(f)))
+
+
+def make(plan, engine, rate: float = 8.0, **kw) -> tuple[Narrator, RecordingPlayer]:
+    players: list[RecordingPlayer] = []
+
+    def output(ring, clock):
+        players.append(RecordingPlayer(ring, clock, rate=rate))
+        return players[0]
+
+    return Narrator(plan, engine, output, **kw), players[0]
+
+
+def expected(plan, first: int, voices: dict[int, str] | None = None, settings=None):
+    settings = settings or VoiceSettings()
+    parts = []
+    for u in list(plan)[first:]:
+        voice = (voices or {}).get(u.index, settings.voice)
+        req = SynthesisRequest(text=u.speak, voice=voice, cfg_scale=settings.cfg_scale,
+                               steps=settings.steps)
+        parts.append(fake_audio(req))
+        if u.index < len(plan) - 1:
+            parts.append(np.zeros(SAMPLE_RATE * u.pause_after // 1000, np.float32))
+    return np.concatenate(parts)
+
+
+def test_reads_every_utterance_in_order_with_the_planned_pauses(plan) -> None:
+    n, player = make(plan, FakeEngine())
+    n.play()
+    wait_for(lambda: n.finished)
+    assert n.state is State.STOPPED
+    np.testing.assert_array_equal(player.recording(), expected(plan, 0))
+    n.close()
+
+
+def test_pause_holds_the_position_and_resume_goes_on(plan) -> None:
+    n, player = make(plan, FakeEngine(), rate=2.0)
+    n.play()
+    wait_for(lambda: n.audible() == 1)
+    n.pause()
+    time.sleep(0.1)  # at most one block is in flight
+    held = n.ring.read
+    time.sleep(0.3)
+    assert n.ring.read == held and n.state is State.PAUSED
+    n.play()
+    wait_for(lambda: n.ring.read > held)
+    assert n.state in (State.PLAYING, State.BUFFERING)
+    n.close()
+
+
+def test_jump_reads_from_the_target_at_once(plan) -> None:
+    n, player = make(plan, FakeEngine(), rate=2.0)
+    n.play()
+    wait_for(lambda: n.audible() == 0)
+    n.jump(3)
+    wait_for(lambda: n.audible() == 3, timeout=2.0)
+    played_before = sum(len(p) for p in player.played)
+    wait_for(lambda: n.finished, timeout=30)
+    after = player.recording()
+    tail = expected(plan, 3)
+    # Everything after the jump is utterance 3 onwards, exactly.
+    np.testing.assert_array_equal(after[-len(tail):], tail)
+    assert played_before < len(after)
+    n.close()
+
+
+def test_voice_change_applies_from_the_next_utterance(plan) -> None:
+    engine = FakeEngine()
+    n, player = make(plan, engine, rate=3.0, settings=VoiceSettings(voice="a"))
+    n.play()
+    wait_for(lambda: n.audible() == 1)
+    assert n.ring.ready > 0  # look-ahead already made later utterances with voice "a"
+    n.set_settings(voice="b")
+    wait_for(lambda: n.finished, timeout=30)
+    voices = {i: ("a" if i <= 1 else "b") for i in range(len(plan))}
+    want = expected(plan, 0, voices, VoiceSettings(voice="a"))
+    np.testing.assert_array_equal(player.recording(), want)
+    # Later utterances were made again with "b"; earlier ones were not touched.
+    assert any(r.voice == "b" and r.text == plan[2].speak for r in engine.requests)
+    assert not any(r.voice == "b" and r.text in (plan[0].speak, plan[1].speak)
+                   for r in engine.requests)
+    n.close()
+
+
+@pytest.mark.slow
+def test_slow_engine_waits_at_utterance_boundaries_not_inside_words(plan) -> None:
+    # Real-time playback (133 ms per frame); the engine takes 200 ms per frame (0.67x).
+    n, player = make(plan, FakeEngine(seconds_per_frame=0.2), rate=1.0)
+    n.play()
+    wait_for(lambda: n.finished, timeout=60)
+    np.testing.assert_array_equal(player.recording(), expected(plan, 0))
+    starts = set(n.clock._starts)
+    assert player.underruns_at, "the engine was slower than playback: it must have waited"
+    for pos in player.underruns_at:
+        assert pos in starts or pos == n.ring.written, pos
+    n.close()
+
+
+def test_going_back_uses_the_cache(plan) -> None:
+    engine = FakeEngine()
+    n, player = make(plan, engine)
+    n.play()
+    wait_for(lambda: n.finished)
+    asked = len(engine.requests)
+    n.play(0)
+    wait_for(lambda: n.audible() == 0)
+    wait_for(lambda: n.finished)
+    assert len(engine.requests) == asked
+    n.close()

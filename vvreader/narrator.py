@@ -1,0 +1,310 @@
+"""The narrator: synthesises the plan ahead of the playhead into the audio ring and obeys
+play, pause, seek and settings changes. UI-free; the app calls its methods and polls
+:meth:`Narrator.audible` and :attr:`Narrator.state`."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import Enum
+
+import numpy as np
+
+from engine.api import SAMPLE_RATE, SpeechEngine, SynthesisRequest
+from vvreader.plan import SpeechPlan
+from vvreader.playback import AudioRing, PlaybackClock
+from vvreader.player import BLOCK, AudioOutput
+
+
+class State(str, Enum):
+    STOPPED = "stopped"
+    PLAYING = "playing"
+    PAUSED = "paused"
+    BUFFERING = "buffering"
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    voice: str = ""
+    """Voice name or file ("" for the engine's first voice)."""
+    cfg_scale: float = 1.5
+    steps: int = 5
+
+
+class AudioCache:
+    """Synthesised utterances by (text, voice, cfg, steps), least recently used first out,
+    bounded in bytes, so going back is instant."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        audio = self._items.get(key)
+        if audio is not None:
+            self._items.move_to_end(key)
+        return audio
+
+    def put(self, key: tuple, audio: np.ndarray) -> None:
+        if key in self._items:
+            return
+        self._items[key] = audio
+        self._bytes += audio.nbytes
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.nbytes
+
+
+class _Restart(Exception):
+    """A command invalidated the utterance being synthesised."""
+
+
+class Narrator:
+    """Reads ``plan`` aloud through ``engine`` into the output made by ``make_output``.
+
+    Args:
+        plan: the speech plan.
+        engine: any :class:`engine.api.SpeechEngine`.
+        make_output: builds the audio output on the ring and clock (may raise
+            ``AudioDeviceError``).
+        settings: voice, CFG scale and steps to start with.
+        lookahead: seconds of audio kept ready ahead of the playhead.
+        model_id: part of the audio cache key.
+    """
+
+    def __init__(
+        self,
+        plan: SpeechPlan,
+        engine: SpeechEngine,
+        make_output: Callable[[AudioRing, PlaybackClock], AudioOutput],
+        settings: VoiceSettings | None = None,
+        lookahead: float = 20.0,
+        model_id: str = "",
+        cache: AudioCache | None = None,
+    ) -> None:
+        self.plan, self.engine = plan, engine
+        self.settings = settings or VoiceSettings()
+        self.lookahead = lookahead
+        self.model_id = model_id
+        self.cache = cache or AudioCache()
+        self.ring = AudioRing(seconds=max(60.0, 3 * lookahead))
+        self.clock = PlaybackClock(self.ring)
+        self.output = make_output(self.ring, self.clock)
+        self.speed: float | None = None
+        """Measured synthesis speed, seconds of audio per second (None before any)."""
+        self.error: str | None = None
+        """The last engine error, for the UI to show."""
+        self._playing = False
+        self._next: int | None = None  # next utterance to synthesise
+        self._speaking: int | None = None  # utterance being synthesised
+        self._cmds: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._started = False
+        self._thread = threading.Thread(target=self._run, name="vvreader-narrator", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ controls (any thread)
+    def play(self, index: int | None = None) -> None:
+        """Start (from ``index``, or where it stands), or resume after a pause."""
+        self._cmds.put(("play", index))
+
+    def pause(self) -> None:
+        self.output.paused = True
+        self._cmds.put(("pause",))
+
+    def toggle(self) -> None:
+        if self.state in (State.PLAYING, State.BUFFERING):
+            self.pause()
+        else:
+            self.play()
+
+    def jump(self, index: int) -> None:
+        """Read from utterance ``index`` now (drops what was ready)."""
+        self._cmds.put(("jump", index))
+
+    def set_settings(self, **changes: object) -> None:
+        """Change voice, cfg_scale or steps; applies from the next utterance."""
+        self._cmds.put(("settings", changes))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._cmds.put(("close",))
+        self._thread.join(5)
+        self.output.close()
+
+    # ------------------------------------------------------------ reads (any thread)
+    def audible(self) -> int | None:
+        """The utterance being heard now."""
+        return self.clock.audible()
+
+    @property
+    def buffered_seconds(self) -> float:
+        return self.ring.ready / SAMPLE_RATE
+
+    @property
+    def finished(self) -> bool:
+        """Everything was synthesised and played."""
+        return (
+            self._next is not None and self._next >= len(self.plan) and self._speaking is None
+            and self.ring.ready == 0
+        )
+
+    @property
+    def state(self) -> State:
+        if not self._playing or self.finished:
+            return State.STOPPED
+        if self.output.paused:
+            return State.PAUSED
+        if self.ring.ready == 0:
+            return State.BUFFERING
+        return State.PLAYING
+
+    # ------------------------------------------------------------ narrator thread
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._drain_commands(block=not self._wants_work())
+                if self._wants_work():
+                    self._speak(self._next)
+            except _Restart:
+                continue
+
+    def _wants_work(self) -> bool:
+        return (
+            self._playing
+            and self._next is not None
+            and self._next < len(self.plan)
+            and self.ring.ready < self.lookahead * SAMPLE_RATE
+        )
+
+    def _drain_commands(self, block: bool) -> None:
+        while True:
+            try:
+                cmd = self._cmds.get(timeout=0.05) if block else self._cmds.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            self._apply(cmd)
+
+    def _apply(self, cmd: tuple) -> None:
+        kind = cmd[0]
+        if kind == "close":
+            self._closed.set()
+            raise _Restart
+        if kind == "pause":
+            self.output.paused = True
+        elif kind == "play":
+            index = cmd[1]
+            if index is not None or self._next is None:
+                self._seek(index or 0)
+            self.output.paused = False
+            self._playing = True
+            if not self._started:
+                self._started = True
+                self.output.start()
+            if index is not None and self._speaking is not None:
+                raise _Restart
+        elif kind == "jump":
+            self._seek(cmd[1])
+            raise _Restart
+        elif kind == "settings":
+            self.settings = replace(self.settings, **cmd[1])
+            current = self.clock.audible()
+            self._reset_after_current()
+            # Only look-ahead work is redone; the utterance being heard finishes as it is.
+            if self._speaking is not None and (current is None or self._speaking > current):
+                raise _Restart
+
+    def _seek(self, index: int) -> None:
+        index = max(0, min(index, len(self.plan) - 1))
+        end = self.ring.truncate(self.ring.read, margin=BLOCK)
+        self.clock.drop_after(end)
+        self._next = index
+
+    def _reset_after_current(self) -> None:
+        """Drop ready audio of the utterances after the audible one (new settings)."""
+        current = self.clock.audible()
+        if current is None or self._next is None:
+            return
+        following = self.clock.start_of(current + 1)
+        if following is not None:
+            end = self.ring.truncate(following, margin=BLOCK)
+            self.clock.drop_after(end)
+        if self._next > current + 1:
+            self._next = current + 1
+
+    def _speak(self, index: int) -> None:
+        self._speaking = index
+        try:
+            self._speak_one(index)
+        finally:
+            self._speaking = None
+
+    def _speak_one(self, index: int) -> None:
+        u = self.plan[index]
+        s = self.settings
+        key = (u.speak, s.voice, s.cfg_scale, s.steps, self.model_id)
+        audio = self.cache.get(key)
+        self.clock.mark(self.ring.written, index)
+        if audio is None:
+            audio = self._synthesise(u.speak, s)
+            self.cache.put(key, audio)
+        else:
+            self._commit(audio)
+        if index < len(self.plan) - 1:
+            self._commit_silence(SAMPLE_RATE * u.pause_after // 1000)
+        self._next = index + 1
+
+    def _synthesise(self, text: str, s: VoiceSettings) -> np.ndarray:
+        """Stream one utterance; commit chunks as they come when synthesis is clearly
+        faster than real time, else only the whole utterance, so that a slow machine
+        pauses between utterances instead of inside a word."""
+        stream = self.engine.synthesize(
+            SynthesisRequest(text=text, voice=s.voice, cfg_scale=s.cfg_scale, steps=s.steps)
+        )
+        chunks: list[np.ndarray] = []
+        committed = 0
+        t0 = time.monotonic()
+        try:
+            for chunk in stream:
+                chunks.append(chunk.audio)
+                self._drain_commands(block=False)  # may raise _Restart
+                made = sum(len(c) for c in chunks) / SAMPLE_RATE
+                speed = made / max(time.monotonic() - t0, 1e-6)
+                if committed or (len(chunks) >= 2 and min(speed, self.speed or speed) >= 1.15):
+                    for c in chunks[committed:]:
+                        self._commit(c)
+                    committed = len(chunks)
+        except _Restart:
+            stream.cancel()
+            raise
+        except Exception as e:  # engine errors end the reading here, with a message
+            self.error = str(e)
+            self._playing = False
+            raise _Restart from None
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        elapsed = time.monotonic() - t0
+        if len(audio):
+            measured = len(audio) / SAMPLE_RATE / max(elapsed, 1e-6)
+            self.speed = measured if self.speed is None else 0.7 * self.speed + 0.3 * measured
+        for c in chunks[committed:]:
+            self._commit(c)
+        return audio
+
+    def _wait_for_space(self, n: int) -> None:
+        while self.ring.space < n and not self._closed.is_set():
+            self._drain_commands(block=False)
+            time.sleep(0.01)
+
+    def _commit(self, audio: np.ndarray) -> None:
+        self._wait_for_space(len(audio))
+        self.ring.write(audio)
+
+    def _commit_silence(self, n: int) -> None:
+        self._wait_for_space(n)
+        self.ring.write_silence(n)
