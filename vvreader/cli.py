@@ -8,9 +8,11 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
+from vvreader.config import Config, config_path, load_config
 from vvreader.document import DocumentError, load_document
 from vvreader.normalize import PronunciationDictionary
 from vvreader.plan import SpeechPlan, build_plan
@@ -39,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vvreader",
         description="Read Markdown and text documents aloud with a local neural voice.",
     )
-    p.add_argument("file", metavar="FILE", help="a .md, .markdown or .txt file, or - for stdin")
+    p.add_argument("file", metavar="FILE", nargs="?",
+                   help="a .md, .markdown or .txt file, or - for stdin")
     p.add_argument("--plan", action="store_true", help="print the speech plan and exit")
     p.add_argument("--json", action="store_true", help="with --plan: one JSON object a line")
     p.add_argument("--encoding", help="decode FILE with this encoding instead of detecting it")
@@ -59,18 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
         "pronunciations.txt if it exists)",
     )
     engine_options(p)
+    reader_options(p)
     return p
+
+
+def reader_options(p: argparse.ArgumentParser) -> None:
+    """Options of the reader UI and the audio output."""
+    g = p.add_argument_group("reader")
+    g.add_argument("--audio-device", metavar="NAME|N|null",
+                   help="sound output: a device name or number from --list-devices, or null "
+                   "(no sound, keeps time)")
+    g.add_argument("--list-devices", action="store_true", help="list audio outputs and exit")
+    g.add_argument("--theme", metavar="NAME",
+                   help="vvreader-dark, vvreader-light, vvreader-high-contrast or any Textual "
+                   "theme (also from the command palette, ctrl+p)")
+    g.add_argument("--paused", action="store_true",
+                   help="wait for space instead of reading as soon as the model is ready")
+    g.add_argument("--config", metavar="PATH",
+                   help="settings file (default $XDG_CONFIG_HOME/vvreader/config.toml)")
 
 
 def engine_options(p: argparse.ArgumentParser) -> None:
     """Options that choose the model and how it speaks."""
     g = p.add_argument_group("voice")
     g.add_argument("--model", metavar="DIR", help="a VibeVoice-Realtime model folder")
-    g.add_argument("--voice", metavar="NAME|PATH", default="",
+    g.add_argument("--voice", metavar="NAME|PATH",
                    help="a voice of the model (e.g. en-Emma_woman) or a .pt/.safetensors file")
-    g.add_argument("--cfg-scale", type=float, default=1.5,
-                   help="classifier-free guidance, 1.3-3.0 (default %(default)s)")
-    g.add_argument("--steps", type=int, default=5, help="diffusion steps per frame (default 5)")
+    g.add_argument("--cfg-scale", type=float,
+                   help="classifier-free guidance, 1.0-5.0 (default 1.5, or the config file)")
+    g.add_argument("--steps", type=int,
+                   help="diffusion steps per frame, 1-50 (default 5, or the config file)")
     g = p.add_argument_group("export")
     g.add_argument("--export", metavar="OUT.wav",
                    help="render the document to a WAV file (and OUT.vtt subtitles) and exit")
@@ -123,10 +144,65 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings(args: argparse.Namespace) -> tuple[Config, Path, list[str]]:
+    """The settings in effect: command line over config file over defaults."""
+    path = Path(args.config).expanduser() if args.config else config_path()
+    config, warnings = load_config(path)
+    given = {
+        "voice": args.voice, "cfg_scale": args.cfg_scale, "steps": args.steps,
+        "theme": args.theme, "model": args.model, "audio_device": args.audio_device,
+    }
+    config = replace(config, **{k: v for k, v in given.items() if v is not None})
+    if args.paused:
+        config = replace(config, autoplay=False)
+    if not 1.0 <= config.cfg_scale <= 5.0:
+        raise DocumentError(f"--cfg-scale {config.cfg_scale:g}: give a value from 1.0 to 5.0")
+    if not 1 <= config.steps <= 50:
+        raise DocumentError(f"--steps {config.steps}: give a number from 1 to 50")
+    return config, path, warnings
+
+
+def run_list_devices(args: argparse.Namespace) -> int:
+    """``--list-devices``: the audio outputs."""
+    from vvreader.player import AudioDeviceError, list_devices
+
+    try:
+        print(list_devices())
+    except AudioDeviceError as err:
+        print(f"vvreader: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_reader(args: argparse.Namespace) -> int:
-    """The reader UI (placeholder until the app exists)."""
-    print("vvreader: the reader UI is not built yet; use --plan", file=sys.stderr)
-    return 2
+    """The reader UI."""
+    config, config_file, warnings = settings(args)
+    plan = _plan(args)
+    if not len(plan):
+        print(f"vvreader: {args.file}: nothing to read", file=sys.stderr)
+        return 2
+    if args.file == "-" or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("vvreader: the reader needs a terminal (and a file, not stdin); use --plan to "
+              "print the plan or --export OUT.wav to write the audio", file=sys.stderr)
+        return 2
+    from vvreader.app import ReaderApp, ReaderOptions
+    from vvreader.state import PositionStore
+    from vvreader.voice_engine import open_engine
+
+    options = ReaderOptions(
+        config=config,
+        config_file=config_file,
+        document_path=None if args.file == "-" else args.file,
+        model_id=config.model,
+        warnings=warnings,
+    )
+    app = ReaderApp(plan, options, lambda: open_engine(config.model or None),
+                    positions=PositionStore())
+    try:
+        app.run()
+    finally:
+        app.shutdown()
+    return app.return_code or 0
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -134,6 +210,9 @@ def run_export(args: argparse.Namespace) -> int:
     from vvreader.export import ExportError, Progress, export
     from vvreader.voice_engine import EngineUnavailable, open_engine
 
+    config, _, warnings = settings(args)
+    for w in warnings:
+        print(f"vvreader: {escape_terminal(w)}", file=sys.stderr)
     plan = _plan(args)
     if not len(plan):
         print(f"vvreader: {args.file}: nothing to read", file=sys.stderr)
@@ -144,7 +223,7 @@ def run_export(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        engine = open_engine(args.model)
+        engine = open_engine(config.model or None)
     except EngineUnavailable as err:
         print(f"vvreader: {err}", file=sys.stderr)
         return 2
@@ -159,8 +238,8 @@ def run_export(args: argparse.Namespace) -> int:
             print(line, end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
 
     try:
-        cues = export(plan, engine, Path(args.export), voice=args.voice,
-                      cfg_scale=args.cfg_scale, steps=args.steps, first=args.first,
+        cues = export(plan, engine, Path(args.export), voice=config.voice,
+                      cfg_scale=config.cfg_scale, steps=config.steps, first=args.first,
                       last=args.last, on_progress=progress)
     except ExportError as err:
         print(f"{chr(10) if tty else ''}vvreader: {err}", file=sys.stderr)
@@ -177,6 +256,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 def dispatch(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     """Pick the command for the parsed options."""
+    if args.list_devices:
+        return run_list_devices
     if args.plan:
         return run_plan
     if args.export:
@@ -184,12 +265,29 @@ def dispatch(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     return run_reader
 
 
+def _log_to_file() -> None:
+    """``VVREADER_LOG=FILE``: log what is spoken and heard, with times, to FILE."""
+    path = os.environ.get("VVREADER_LOG")
+    if not path:
+        return
+    import logging
+
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(created).3f %(name)s %(message)s"))
+    logger = logging.getLogger("vvreader")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vvreader``; returns the exit status."""
+    _log_to_file()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.json and not args.plan:
         parser.error("--json needs --plan")
+    if args.file is None and not args.list_devices:
+        parser.error("give a FILE to read (or --list-devices)")
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     try:

@@ -4,6 +4,7 @@ play, pause, seek and settings changes. UI-free; the app calls its methods and p
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -18,6 +19,8 @@ from engine.api import SAMPLE_RATE, SpeechEngine, SynthesisRequest
 from vvreader.plan import SpeechPlan
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import BLOCK, AudioOutput
+
+log = logging.getLogger("vvreader.narrator")
 
 
 class State(str, Enum):
@@ -98,7 +101,12 @@ class Narrator:
         self.speed: float | None = None
         """Measured synthesis speed, seconds of audio per second (None before any)."""
         self.error: str | None = None
-        """The last engine error, for the UI to show."""
+        """The last engine error, for the UI to show (the UI clears it)."""
+        self.spoken_chars = 0
+        """Characters of speech text synthesised so far (with :attr:`spoken_seconds`, the
+        pace of the voice)."""
+        self.spoken_seconds = 0.0
+        self._suffix: tuple[np.ndarray, np.ndarray] | None = None
         self._playing = False
         self._next: int | None = None  # next utterance to synthesise
         self._speaking: int | None = None  # utterance being synthesised
@@ -141,6 +149,20 @@ class Narrator:
     def audible(self) -> int | None:
         """The utterance being heard now."""
         return self.clock.audible()
+
+    def seconds_left(self, index: int) -> float | None:
+        """Listening time from utterance ``index`` to the end at the voice's measured pace
+        (None before anything was synthesised)."""
+        if not self.spoken_chars:
+            return None
+        if self._suffix is None:  # characters and pause seconds from each utterance on
+            chars = np.array([len(u.speak) for u in self.plan], dtype=np.float64)
+            pauses = np.array([u.pause_after for u in self.plan], dtype=np.float64) / 1000
+            self._suffix = (np.cumsum(chars[::-1])[::-1], np.cumsum(pauses[::-1])[::-1])
+        if not 0 <= index < len(self.plan):
+            return 0.0
+        chars, pauses = self._suffix
+        return float(chars[index] * self.spoken_seconds / self.spoken_chars + pauses[index])
 
     @property
     def buffered_seconds(self) -> float:
@@ -250,12 +272,16 @@ class Narrator:
         s = self.settings
         key = (u.speak, s.voice, s.cfg_scale, s.steps, self.model_id)
         audio = self.cache.get(key)
+        log.info("speak %d voice=%s cfg=%g steps=%d cached=%s", index, s.voice, s.cfg_scale,
+                 s.steps, audio is not None)
         self.clock.mark(self.ring.written, index)
         if audio is None:
             audio = self._synthesise(u.speak, s)
             self.cache.put(key, audio)
         else:
             self._commit(audio)
+        self.spoken_chars += len(u.speak)
+        self.spoken_seconds += len(audio) / SAMPLE_RATE
         if index < len(self.plan) - 1:
             self._commit_silence(SAMPLE_RATE * u.pause_after // 1000)
         self._next = index + 1

@@ -72,6 +72,7 @@ def test_empty_file_prints_nothing(tmp_path):
     assert res.returncode == 0 and res.stdout == b""
 
 
-def test_reader_not_built_yet():
+def test_reader_without_a_terminal_says_what_to_do():
     res = run(str(SAMPLE))
-    assert res.returncode == 2 and b"--plan" in res.stderr
+    assert res.returncode == 2 and b"needs a terminal" in res.stderr
+    assert b"--plan" in res.stderr and b"Traceback" not in res.stderr

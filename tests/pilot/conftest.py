@@ -1,0 +1,92 @@
+"""Building the reader app around a scripted engine and a recording output."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeEngine, RecordingPlayer
+from vvreader.app import ReaderApp, ReaderOptions
+from vvreader.config import Config
+from vvreader.document import load_document
+from vvreader.plan import SpeechPlan, build_plan
+from vvreader.state import PositionStore
+
+DOC = """# Chapter one
+
+The first sentence is here. And the second one follows it.
+
+A second paragraph starts. It has two sentences.
+
+## Section two
+
+- one item in a list
+- another item
+
+A closing paragraph with words. The searchable needle sits here.
+
+# Chapter two
+
+Last words of the book. The needle again.
+"""
+
+
+@dataclass
+class Rig:
+    """One app under test and what it talks to."""
+
+    tmp: Path
+    doc: Path
+    engine: FakeEngine
+    players: list[RecordingPlayer] = field(default_factory=list)
+
+    @property
+    def config_file(self) -> Path:
+        return self.tmp / "config.toml"
+
+    @property
+    def positions_file(self) -> Path:
+        return self.tmp / "positions.json"
+
+    def plan(self) -> SpeechPlan:
+        return build_plan(load_document(str(self.doc)))
+
+    def app(self, config: Config | None = None, rate: float = 1.0,
+            engine_delay: float = 0.0) -> ReaderApp:
+        def output(device: str):
+            def make(ring, clock):
+                player = RecordingPlayer(ring, clock, rate=rate)
+                self.players.append(player)
+                return player
+            return make
+
+        def open_engine() -> FakeEngine:
+            time.sleep(engine_delay)
+            return self.engine
+
+        options = ReaderOptions(
+            config=config or Config(),
+            config_file=self.config_file,
+            document_path=str(self.doc),
+            model_id="fake",
+        )
+        return ReaderApp(self.plan(), options, open_engine,
+                         positions=PositionStore(self.positions_file), make_output=output)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    doc = tmp_path / "book.md"
+    doc.write_text(DOC)
+    return Rig(tmp_path, doc, FakeEngine(seconds_per_frame=0.002))
+
+
+async def until(pilot, cond, timeout: float = 10.0) -> None:
+    """Let the app run until ``cond()`` holds."""
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        await pilot.pause(0.02)

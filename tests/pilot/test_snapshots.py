@@ -1,0 +1,53 @@
+"""Snapshots of the main screens (SVG, compared by pytest-textual-snapshot).
+
+Update after a deliberate change with ``pytest tests/pilot/test_snapshots.py
+--snapshot-update`` and look at the SVGs before committing them."""
+
+from __future__ import annotations
+
+import threading
+
+from tests.pilot.conftest import Rig, until
+from vvreader.config import Config
+
+SIZE = (100, 30)
+
+
+def ready(app):
+    async def wait(pilot) -> None:
+        await until(pilot, lambda: app.narrator is not None)
+        await pilot.pause(0.1)
+
+    return wait
+
+
+def test_reading_screen(rig: Rig, snap_compare) -> None:
+    app = rig.app(Config(autoplay=False))
+    assert snap_compare(app, press=["j", "j", "j"], terminal_size=SIZE, run_before=ready(app))
+
+
+def test_help_screen(rig: Rig, snap_compare) -> None:
+    app = rig.app(Config(autoplay=False))
+    assert snap_compare(app, press=["question_mark"], terminal_size=SIZE,
+                        run_before=ready(app))
+
+
+def test_voice_picker(rig: Rig, snap_compare) -> None:
+    app = rig.app(Config(autoplay=False))
+    assert snap_compare(app, press=["v"], terminal_size=SIZE, run_before=ready(app))
+
+
+def test_loading_screen(rig: Rig, snap_compare) -> None:
+    gate = threading.Event()
+    app = rig.app(Config(autoplay=False))
+    opener = app._open_engine
+
+    def slow_open():
+        gate.wait(30)
+        return opener()
+
+    app._open_engine = slow_open
+    try:
+        assert snap_compare(app, terminal_size=SIZE)
+    finally:
+        gate.set()

@@ -1,0 +1,226 @@
+"""The Textual app: composes the reading screen, loads the engine off the UI thread, wires
+the narrator to the audio output, and keeps settings and the reading position on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from engine.api import SpeechEngine
+from vvreader.config import Config, save_config
+from vvreader.narrator import Narrator, VoiceSettings
+from vvreader.plan import SpeechPlan
+from vvreader.playback import AudioRing, PlaybackClock
+from vvreader.player import AudioDeviceError, AudioOutput, NullPlayer, open_output
+from vvreader.screens.reading import ReadingScreen
+from vvreader.state import PositionStore, locate
+from vvreader.themes import DEFAULT_THEME, load_themes
+
+__all__ = ["ReaderApp", "ReaderOptions"]
+
+OutputFactory = Callable[[AudioRing, PlaybackClock], AudioOutput]
+
+
+@dataclass
+class ReaderOptions:
+    """What the command line and the config file decided."""
+
+    config: Config = field(default_factory=Config)
+    """Settings in effect (command line over config file)."""
+    config_file: Path | None = None
+    """Where changed settings are saved (None: not saved)."""
+    document_path: str | None = None
+    """The file read, for the saved position (None for stdin)."""
+    model_id: str = ""
+    """Part of the audio cache key."""
+    warnings: list[str] = field(default_factory=list)
+    """Shown as notifications at start-up."""
+
+
+class ReaderApp(App[None]):
+    """``vvreader FILE``."""
+
+    TITLE = "vvreader"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+        Binding("q", "quit", "Quit", id="quit-q"),
+    ]
+
+    def __init__(
+        self,
+        plan: SpeechPlan,
+        options: ReaderOptions,
+        open_engine: Callable[[], SpeechEngine],
+        positions: PositionStore | None = None,
+        make_output: Callable[[str], OutputFactory] | None = None,
+    ) -> None:
+        super().__init__()
+        self.plan = plan
+        self.options = options
+        self.config = options.config
+        self.positions = positions
+        self._open_engine = open_engine
+        self._make_output = make_output or _device_output
+        self.engine: SpeechEngine | None = None
+        self.narrator: Narrator | None = None
+        self._saved_position: object = None
+        c = options.config
+        self.reading = ReadingScreen(
+            plan,
+            VoiceSettings(c.voice, c.cfg_scale, c.steps),
+            start=self._resume_index(),
+            autoplay=c.autoplay,
+        )
+
+    # ------------------------------------------------------------------ start-up
+    def _resume_index(self) -> int:
+        path = self.options.document_path
+        if self.positions is None or path is None or not len(self.plan):
+            return 0
+        pos = self.positions.get(path, self.plan.document.text)
+        if pos is None:
+            return 0
+        offset = locate(self.plan.document.text, pos)
+        u = self.plan.at_offset(offset)
+        if u is None:
+            u = next((x for x in self.plan if x.end > offset), self.plan[len(self.plan) - 1])
+        return u.index
+
+    def get_default_screen(self) -> Screen:
+        return self.reading
+
+    def on_mount(self) -> None:
+        themes, warnings = load_themes()
+        for theme in themes:
+            self.register_theme(theme)
+        wanted = self.config.theme
+        self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        if self.config.keymap:
+            self.set_keymap(self.config.keymap)
+        for w in [*self.options.warnings, *warnings]:
+            self.notify(w, severity="warning", markup=False, timeout=8)
+        if self.positions is not None:
+            for w in self.positions.warnings:
+                self.notify(w, severity="warning", markup=False, timeout=8)
+        if self.reading.position > 0:
+            self.notify(f"Resuming at sentence {self.reading.position + 1} of {len(self.plan)}.",
+                        timeout=4)
+        self.set_interval(10, self.save_position)
+        self.run_worker(self._load_engine, thread=True, exclusive=True, name="load-engine")
+
+    def _load_engine(self) -> None:
+        """Worker thread: open the engine (download, load, warm-up) without blocking the UI."""
+        worker = get_current_worker()
+        try:
+            engine = self._open_engine()
+        except Exception as err:  # EngineUnavailable and anything the loader raises
+            if not worker.is_cancelled:
+                self.call_from_thread(self._engine_failed, str(err))
+            return
+        if worker.is_cancelled:
+            engine.close()
+            return
+        self.call_from_thread(self._engine_ready, engine)
+
+    def _engine_failed(self, message: str) -> None:
+        self.reading.set_loading(f"no voice: {message}")
+        self.notify(message, title="Cannot load the model", severity="error", markup=False,
+                    timeout=30)
+
+    def _engine_ready(self, engine: SpeechEngine) -> None:
+        self.engine = engine
+        c = self.config
+        settings = self.reading.settings
+        try:
+            voices = list(engine.voices())
+        except Exception:
+            voices = []
+        factory = self._make_output(c.audio_device)
+        try:
+            narrator = Narrator(self.plan, engine, factory, settings, lookahead=c.lookahead,
+                                model_id=self.options.model_id)
+        except AudioDeviceError as err:
+            self.notify(f"{err}. Reading on without sound.", title="No audio output",
+                        severity="error", markup=False, timeout=30)
+            narrator = Narrator(self.plan, engine, NullPlayer, settings, lookahead=c.lookahead,
+                                model_id=self.options.model_id)
+        self.narrator = narrator
+        self.reading.attach(narrator, voices)
+
+    # ------------------------------------------------------------------ settings and state
+    def on_reading_screen_settings_changed(self, event: ReadingScreen.SettingsChanged) -> None:
+        s = event.settings
+        self.config = replace(self.config, voice=s.voice, cfg_scale=s.cfg_scale, steps=s.steps)
+        self._save_config()
+
+    def _theme_changed(self, theme: object) -> None:
+        name = getattr(theme, "name", None)
+        if name and name != self.config.theme:
+            self.config = replace(self.config, theme=name)
+            self._save_config()
+
+    def _save_config(self) -> None:
+        if self.options.config_file is None:
+            return
+        try:
+            save_config(self.config, self.options.config_file)
+        except OSError as err:
+            self.notify(f"cannot save settings to {self.options.config_file} ({err.strerror})",
+                        severity="warning", markup=False)
+
+    def save_position(self) -> None:
+        """Remember where the reader is (only when it moved)."""
+        path = self.options.document_path
+        if self.positions is None or path is None:
+            return
+        pos = self.reading.current_position()
+        if pos is None or (pos.offset, pos.text) == self._saved_position:
+            return
+        self.positions.put(path, pos)
+        try:
+            self.positions.save()
+        except OSError as err:
+            self.notify(f"cannot save the reading position ({err.strerror})",
+                        severity="warning", markup=False)
+            return
+        self._saved_position = (pos.offset, pos.text)
+
+    async def action_quit(self) -> None:
+        self.save_position()
+        self.exit()
+
+    def shutdown(self) -> None:
+        """Stop the narration and the engine (after the app has exited)."""
+        if self.narrator is not None:
+            self.narrator.close()
+        if self.engine is not None:
+            self.engine.close()
+
+    # ------------------------------------------------------------------ command palette
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if screen is not self.reading:
+            return
+        for node in (self.reading, self.reading.view):
+            for b in getattr(node, "BINDINGS", []):
+                if isinstance(b, Binding) and b.id:
+                    yield SystemCommand(
+                        b.description,
+                        b.tooltip or f"{b.description} ({b.key})",
+                        partial(node.run_action, b.action),
+                    )
+
+
+def _device_output(device: str) -> OutputFactory:
+    """The output factory for ``--audio-device`` (``""``: the default card)."""
+    return lambda ring, clock: open_output(device or None, ring, clock)

@@ -1,0 +1,258 @@
+"""ReadingView: the document as wrapped lines (Line API) with utterance highlights."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from vvreader.plan import SpeechPlan
+from vvreader.wrap import WrapModel, col_at_cell, safe_text
+
+__all__ = ["ReadingView"]
+
+Cells = dict[int, tuple[int, int]]
+
+
+class ReadingView(ScrollView, can_focus=True):
+    """Shows a document; highlights the audible utterance and, fainter, the cursor."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "reading-view--audible",
+        "reading-view--cursor",
+        "reading-view--heading",
+        "reading-view--code",
+        "reading-view--quote",
+        "reading-view--decoration",
+    }
+    DEFAULT_CSS = """
+    ReadingView {
+        overflow-y: scroll;
+        overflow-x: hidden;
+        background: $surface;
+        color: $foreground;
+    }
+    ReadingView > .reading-view--audible { background: $reading-highlight; }
+    ReadingView > .reading-view--cursor { background: $reading-cursor; }
+    ReadingView > .reading-view--heading { color: $accent; text-style: bold; }
+    ReadingView > .reading-view--code { color: $secondary; }
+    ReadingView > .reading-view--quote { text-style: italic; }
+    ReadingView > .reading-view--decoration { color: $foreground-muted; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j,down", "cursor_down", "Cursor down", id="cursor-down",
+                tooltip="Move the cursor to the next utterance (playback goes on)."),
+        Binding("k,up", "cursor_up", "Cursor up", id="cursor-up",
+                tooltip="Move the cursor to the previous utterance (playback goes on)."),
+    ]
+
+    class UtteranceClicked(Message):
+        """An utterance was clicked."""
+
+        def __init__(self, index: int) -> None:
+            self.index = index
+            """Index of the clicked utterance in the plan."""
+            super().__init__()
+
+    cursor: reactive[int] = reactive(0, init=False)
+    """Utterance under the cursor (a browsing position, independent of playback)."""
+    audible: reactive[int | None] = reactive[int | None](None, init=False)
+    """Utterance being heard, or None."""
+    follow: reactive[bool] = reactive(True, init=False)
+    """Keep the audible utterance in view; scrolling by hand turns it off."""
+
+    def __init__(self, plan: SpeechPlan, *, name: str | None = None, id: str | None = None) -> None:
+        super().__init__(name=name, id=id)
+        self.plan = plan
+        """The speech plan (its document is what is shown)."""
+        self.model: WrapModel | None = None
+        """The wrap model for the current width (None before the first layout)."""
+        self._safe = safe_text(plan.document.text)
+        self._cells: dict[str, Cells] = {"audible": {}, "cursor": {}}
+        self._cache: LRUCache[tuple[object, ...], Strip] = LRUCache(1024)
+
+    # -- wrapping -------------------------------------------------------------------------
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Rewrap when the width changes, keeping the top line's text in view."""
+        width = max(8, self.scrollable_content_region.width - 1)
+        if self.model is not None and self.model.width == width:
+            return
+        top = None
+        if self.model is not None:
+            top = self.model.nearest_offset(round(self.scroll_y), 0)
+        self.model = WrapModel(self.plan.document, width, self._safe)
+        self._cache.clear()
+        self.virtual_size = Size(width, len(self.model))
+        self._update_cells("audible")
+        self._update_cells("cursor")
+        if top is not None:
+            self.scroll_to(y=self.model.offset_to_cell(top)[0], animate=False, immediate=True)
+        elif self.follow and self.audible is not None:
+            self.reveal(self.audible)
+        self.refresh()
+
+    def _span(self, index: int | None) -> Cells:
+        if self.model is None or index is None or not 0 <= index < len(self.plan):
+            return {}
+        u = self.plan[index]
+        return self.model.span_cells(u.start, u.end)
+
+    def _update_cells(self, which: str) -> None:
+        """Recompute a highlight's cells and refresh only the lines it leaves and enters."""
+        old = self._cells[which]
+        new = self._span(self.cursor if which == "cursor" else self.audible)
+        self._cells[which] = new
+        for line in old.keys() | new.keys():
+            self.refresh_line(line)
+
+    def utterance_line(self, index: int) -> int:
+        """First display line of utterance ``index``."""
+        if self.model is None:
+            return 0
+        return self.model.offset_to_cell(self.plan[index].start)[0]
+
+    def reveal(self, index: int) -> bool:
+        """Scroll so utterance ``index`` is visible; True if it scrolled."""
+        lines = self._span(index)
+        if not lines:
+            return False
+        top, bottom = min(lines), max(lines)
+        height = self.scrollable_content_region.height
+        if top >= self.scroll_y and bottom < self.scroll_y + height:
+            return False
+        self.scroll_to(y=max(0, top - height // 3), animate=False, immediate=True)
+        return True
+
+    # -- reactives ------------------------------------------------------------------------
+
+    def validate_cursor(self, cursor: int) -> int:
+        return max(0, min(cursor, len(self.plan) - 1))
+
+    def watch_cursor(self) -> None:
+        self._update_cells("cursor")
+        if self.reveal(self.cursor):
+            self.follow = False
+
+    def watch_audible(self) -> None:
+        self._update_cells("audible")
+        if self.follow and self.audible is not None:
+            self.reveal(self.audible)
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow and self.audible is not None:
+            self.reveal(self.audible)
+
+    # -- actions and input ----------------------------------------------------------------
+
+    def action_cursor_down(self) -> None:
+        """Move the cursor to the next utterance."""
+        self.cursor += 1
+
+    def action_cursor_up(self) -> None:
+        """Move the cursor to the previous utterance."""
+        self.cursor -= 1
+
+    def _scrolled_by_hand(self) -> None:
+        self.follow = False
+
+    def action_page_down(self) -> None:
+        self._scrolled_by_hand()
+        super().action_page_down()
+
+    def action_page_up(self) -> None:
+        self._scrolled_by_hand()
+        super().action_page_up()
+
+    def action_scroll_home(self) -> None:
+        self._scrolled_by_hand()
+        super().action_scroll_home()
+
+    def action_scroll_end(self) -> None:
+        self._scrolled_by_hand()
+        super().action_scroll_end()
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        self._scrolled_by_hand()
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._scrolled_by_hand()
+
+    def utterance_at(self, x: int, y: int) -> int | None:
+        """Index of the utterance drawn at content cell (x, y), if any."""
+        if self.model is None:
+            return None
+        line = y + round(self.scroll_y)
+        if not 0 <= line < len(self.model):
+            return None
+        col = col_at_cell(self.model.lines[line].text, x + round(self.scroll_x))
+        offset = self.model.nearest_offset(line, col)
+        u = self.plan.at_offset(offset) if offset is not None else None
+        return u.index if u is not None else None
+
+    def on_click(self, event: events.Click) -> None:
+        """Post ``UtteranceClicked`` for the sentence under the pointer."""
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        index = self.utterance_at(offset.x, offset.y)
+        if index is not None:
+            self.post_message(self.UtteranceClicked(index))
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def notify_style_update(self) -> None:
+        self._cache.clear()
+        super().notify_style_update()
+
+    def render_line(self, y: int) -> Strip:
+        """One screen line: plain-text segments, styled by kind and highlights."""
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        index = scroll_y + y
+        if self.model is None or index >= len(self.model):
+            return Strip.blank(width, self.rich_style)
+        audible = self._cells["audible"].get(index)
+        cursor = self._cells["cursor"].get(index)
+        key = (index, self.model.width, audible, cursor)
+        strip = self._cache.get(key)
+        if strip is None:
+            strip = self._build(index, audible, cursor)
+            self._cache[key] = strip
+        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+
+    def _build(
+        self, index: int, audible: tuple[int, int] | None, cursor: tuple[int, int] | None
+    ) -> Strip:
+        assert self.model is not None
+        line = self.model.lines[index]
+        style = self.get_component_rich_style
+        base = self.rich_style
+        if line.style in ("heading", "code", "quote"):
+            base = base + style(f"reading-view--{line.style}")
+        deco = base + style("reading-view--decoration")
+        cur = style("reading-view--cursor")
+        aud = style("reading-view--audible")
+        cuts = {0, line.prefix, len(line.text)}
+        for span in (audible, cursor):
+            if span:
+                cuts.update(span)
+        points = sorted(c for c in cuts if 0 <= c <= len(line.text))
+        segments = []
+        for a, b in zip(points, points[1:], strict=False):
+            s: Style = deco if b <= line.prefix else base
+            if cursor and cursor[0] <= a < cursor[1]:
+                s = s + cur
+            if audible and audible[0] <= a < audible[1]:
+                s = s + aud
+            segments.append(Segment(line.text[a:b], s))
+        return Strip(segments)

@@ -1,0 +1,77 @@
+"""StatusBar: playback state, voice, synthesis settings, position and look-ahead."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from vvreader.wrap import safe_text
+
+__all__ = ["StatusBar", "format_duration"]
+
+
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``12m05s`` or ``42s``."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+class StatusBar(Widget):
+    """One line: ``state │ voice │ CFG │ steps │ i/N p% left │ ahead │ speed``."""
+
+    DEFAULT_CSS = """
+    StatusBar {
+        height: 1;
+        background: $panel;
+        color: $foreground;
+        padding: 0 1;
+    }
+    StatusBar > .status-bar--state { text-style: bold; color: $accent; }
+    """
+    COMPONENT_CLASSES = {"status-bar--state"}
+
+    state: reactive[str] = reactive("loading")
+    """loading, buffering, playing, paused, stopped, finished or an error word."""
+    voice: reactive[str] = reactive("")
+    """Name of the voice."""
+    cfg: reactive[float] = reactive(1.5)
+    """Classifier-free guidance scale."""
+    steps: reactive[int] = reactive(5)
+    """Diffusion steps."""
+    position: reactive[int] = reactive(0)
+    """Index of the audible (or selected) utterance."""
+    total: reactive[int] = reactive(0)
+    """Number of utterances."""
+    left: reactive[float | None] = reactive[float | None](None)
+    """Listening time to the end at the current pace (None until measured)."""
+    ahead: reactive[float] = reactive(0.0)
+    """Seconds of audio ready ahead of the voice."""
+    speed: reactive[float | None] = reactive[float | None](None)
+    """Synthesis speed in x real time (None until measured)."""
+
+    def position_text(self) -> str:
+        """``i/N p%`` with ``i`` counted from 1."""
+        if self.total <= 0:
+            return "0/0"
+        i = min(self.position + 1, self.total)
+        return f"{i}/{self.total} {100 * i // self.total}%"
+
+    def render(self) -> Text:
+        parts = [
+            f"voice {safe_text(self.voice) or '-'}",
+            f"CFG {self.cfg:.1f}",
+            f"steps {self.steps}",
+            self.position_text() + (f" {format_duration(self.left)} left"
+                                    if self.left is not None else ""),
+            f"ahead {self.ahead:.1f}s",
+            f"{self.speed:.2f}x" if self.speed is not None else "-x",
+        ]
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(self.state, self.get_component_rich_style("status-bar--state"))
+        text.append(" \u2502 " + " \u2502 ".join(parts))
+        return text
