@@ -64,6 +64,9 @@ class Line:
     """heading, code, quote, table, rule, or "" for plain text."""
     prefix: int = 0
     """Number of leading decoration characters (bullets, bars, indent)."""
+    marks: tuple[tuple[int, int, str], ...] = ()
+    """(col_start, col_end, mark) of inline styles: space-separated strong, em, code,
+    strike, link."""
 
 
 def _chunks(text: str, width: int, words: bool) -> list[tuple[int, int]]:
@@ -105,6 +108,155 @@ def _chunks(text: str, width: int, words: bool) -> list[tuple[int, int]]:
     return out
 
 
+_SPECIAL = re.compile(r"[*_`\[\]!<\\~]")
+_BACKTICKS = re.compile(r"`+")
+_DELIMS = re.compile(r"\*+|_+|~~")
+_AUTOLINK = re.compile(r"<[A-Za-z][A-Za-z0-9.+-]{1,31}:[^\s<>]*>")
+_ESCAPABLE = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_FLAGS = ("strong", "em", "code", "strike", "link")
+
+
+def _closing(text: str, i: int, open_: str, close: str, busy: list[tuple[int, int]]) -> int:
+    """Index of the bracket closing the one at ``i`` (-1 if none), skipping escapes and
+    code spans."""
+    depth = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if any(a <= i < b for a, b in busy):
+            i = next(b for a, b in busy if a <= i < b)
+            continue
+        if ch == open_:
+            depth += 1
+        elif ch == close:
+            depth -= 1
+            if depth == 0:
+                return i
+        elif ch == "\n" and close == ")":
+            return -1
+        i += 1
+    return -1
+
+
+def inline_marks(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+    """Inline Markdown of ``text`` for display: the ranges of markup to hide and the
+    ranges to style (bit flags in the order of ``_FLAGS``). An approximation of CommonMark
+    made for display only (the spoken text comes from markdown-it)."""
+    hidden: list[tuple[int, int]] = []
+    marks: list[tuple[int, int, int]] = []
+    if not _SPECIAL.search(text):
+        return hidden, marks
+    busy: list[tuple[int, int]] = []  # code spans and escapes: no markup inside
+    i = 0
+    for m in _BACKTICKS.finditer(text):
+        if m.start() < i:
+            continue
+        close = re.compile(r"(?<!`)" + "`" * len(m.group()) + r"(?!`)")
+        c = close.search(text, m.end())
+        if c is None:
+            continue
+        hidden += [(m.start(), m.end()), (c.start(), c.end())]
+        marks.append((m.end(), c.start(), 4))
+        busy.append((m.start(), c.end()))
+        i = c.end()
+    for k in range(len(text) - 1):
+        if text[k] == "\\" and text[k + 1] in _ESCAPABLE and not any(
+            a <= k < b for a, b in busy
+        ):
+            hidden.append((k, k + 1))
+            busy.append((k, k + 2))
+    for m in _AUTOLINK.finditer(text):
+        if not any(a <= m.start() < b for a, b in busy):
+            hidden += [(m.start(), m.start() + 1), (m.end() - 1, m.end())]
+            marks.append((m.start() + 1, m.end() - 1, 16))
+            busy.append((m.start(), m.end()))
+    k = 0
+    while (k := text.find("[", k)) >= 0:
+        if any(a <= k < b for a, b in busy) or text.startswith("[^", k):
+            k += 1
+            continue
+        end = _closing(text, k, "[", "]", busy)
+        if end < 0:
+            break
+        start = k - 1 if k > 0 and text[k - 1] == "!" else k
+        tail = -1
+        if text.startswith("(", end + 1):
+            tail = _closing(text, end + 1, "(", ")", busy)
+        elif text.startswith("[", end + 1):
+            tail = _closing(text, end + 1, "[", "]", busy)
+        if tail < 0:
+            k = end + 1
+            continue
+        hidden += [(start, k + 1), (end, tail + 1)]
+        marks.append((k + 1, end, 16))
+        busy.append((end, tail + 1))
+        k += 1
+    # emphasis: pair delimiter runs that can open with later ones that can close
+    openers: list[list[int]] = []  # [position, length, char]
+    for m in _DELIMS.finditer(text):
+        a, b = m.span()
+        if any(x <= a < y for x, y in busy) or (a > 0 and text[a - 1] == "\\"):
+            continue
+        ch = text[a]
+        before = text[a - 1] if a > 0 else " "
+        after = text[b] if b < len(text) else " "
+        can_open = not after.isspace()
+        can_close = not before.isspace()
+        if ch == "_":  # no intraword underscores
+            can_open = can_open and not before.isalnum()
+            can_close = can_close and not after.isalnum()
+        length = b - a
+        while can_close and length > 0:
+            j = next((j for j in range(len(openers) - 1, -1, -1) if openers[j][2] == ch), -1)
+            if j < 0:
+                break
+            pos, olen, och = openers[j]
+            use = 2 if ch == "~" or (olen >= 2 and length >= 2) else 1
+            flag = 8 if ch == "~" else (1 if use == 2 else 2)
+            hidden += [(pos + olen - use, pos + olen), (a, a + use)]
+            marks.append((pos + olen, a, flag))
+            del openers[j:]
+            if olen > use:
+                openers.append([pos, olen - use, och])
+            a += use
+            length -= use
+        if length > 0 and can_open:
+            openers.append([a, length, ch])
+    return hidden, marks
+
+
+def _visible(text: str) -> list[tuple[int, int, str]]:
+    """The shown pieces of ``text`` (newlines excluded), each with its mark."""
+    hidden, marks = inline_marks(text)
+    cuts = {0, len(text)}
+    for a, b in hidden:
+        cuts.update((a, b))
+    for a, b, _ in marks:
+        cuts.update((a, b))
+    k = text.find("\n")
+    while k >= 0:
+        cuts.update((k, k + 1))
+        k = text.find("\n", k + 1)
+    points = sorted(c for c in cuts if 0 <= c <= len(text))
+    out: list[tuple[int, int, str]] = []
+    for a, b in zip(points, points[1:], strict=False):
+        if text[a] == "\n" or any(x <= a < y for x, y in hidden):
+            continue
+        flags = 0
+        for x, y, f in marks:
+            if x <= a < y:
+                flags |= f
+        mark = " ".join(name for bit, name in enumerate(_FLAGS) if flags & (1 << bit))
+        if out and out[-1][1] == a and out[-1][2] == mark:
+            out[-1] = (out[-1][0], b, mark)
+        else:
+            out.append((a, b, mark))
+    return out
+
+
 class WrapModel:
     """A document wrapped to a width, with maps between source offsets and display cells."""
 
@@ -121,6 +273,8 @@ class WrapModel:
         """First display line of each shown block."""
         prev: Block | None = None
         for block in document.blocks:
+            if block.kind == "front_matter":
+                continue  # metadata, not reading matter
             if prev is not None and not (prev.list_depth and block.list_depth):
                 self.lines.append(Line("", ()))
             self.block_lines[block.index] = len(self.lines)
@@ -207,27 +361,48 @@ class WrapModel:
             self._flow(runs, *self._prefixes(block, marker), self._style(block))
 
     def _flow(self, runs: list[tuple[int, int]], first: str, cont: str, style: str) -> None:
-        """Join runs with spaces and word-wrap them."""
+        """Join the source lines ``runs`` with spaces, hide inline markup, word-wrap."""
         safe = self.safe
-        logical = " ".join(safe[s:e] for s, e in runs)
-        starts, pos = [], 0
+        joined = "\n".join(safe[s:e] for s, e in runs)
+        line_of = []  # (joined start, source start) of each source line
+        pos = 0
         for s, e in runs:
-            starts.append(pos)
+            line_of.append((pos, s))
             pos += e - s + 1
+        # pieces: (logical start, source start, length, mark)
+        pieces: list[tuple[int, int, int, str]] = []
+        parts: list[str] = []
+        logical_len = 0
+        line = 0
+        for a, b, mark in _visible(joined):
+            while line + 1 < len(line_of) and line_of[line + 1][0] <= a:
+                line += 1
+                if parts:
+                    parts.append(" ")
+                    logical_len += 1
+            src = line_of[line][1] + a - line_of[line][0]
+            pieces.append((logical_len, src, b - a, mark))
+            parts.append(joined[a:b])
+            logical_len += b - a
+        logical = "".join(parts)
         k = 0
         for n, (a, b) in enumerate(_chunks(logical, self.width - cell_len(first), True)):
             prefix = first if n == 0 else cont
-            out = []
-            while k < len(runs) and starts[k] + runs[k][1] - runs[k][0] <= a:
+            runs_out, marks_out = [], []
+            while k < len(pieces) and pieces[k][0] + pieces[k][2] <= a:
                 k += 1
             j = k
-            while j < len(runs) and starts[j] < b:
-                lo = max(a, starts[j])
-                hi = min(b, starts[j] + runs[j][1] - runs[j][0])
+            while j < len(pieces) and pieces[j][0] < b:
+                at, src, length, mark = pieces[j]
+                lo, hi = max(a, at), min(b, at + length)
                 if hi > lo:
-                    out.append((len(prefix) + lo - a, runs[j][0] + lo - starts[j], hi - lo))
+                    col = len(prefix) + lo - a
+                    runs_out.append((col, src + lo - at, hi - lo))
+                    if mark:
+                        marks_out.append((col, col + hi - lo, mark))
                 j += 1
-            self.lines.append(Line(prefix + logical[a:b], tuple(out), style, len(prefix)))
+            self.lines.append(Line(prefix + logical[a:b], tuple(runs_out), style, len(prefix),
+                                   tuple(marks_out)))
 
     def _verbatim(self, block: Block, lines: list[tuple[int, int]]) -> None:
         """Source lines as they are (fence lines dropped), hard-wrapped."""

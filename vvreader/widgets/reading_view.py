@@ -21,6 +21,7 @@ from vvreader.wrap import WrapModel, col_at_cell, safe_text
 __all__ = ["ReadingView"]
 
 Cells = dict[int, tuple[int, int]]
+_MARK_CLASS = {"code": "inline-code"}
 
 
 class ReadingView(ScrollView, can_focus=True):
@@ -33,6 +34,11 @@ class ReadingView(ScrollView, can_focus=True):
         "reading-view--code",
         "reading-view--quote",
         "reading-view--decoration",
+        "reading-view--strong",
+        "reading-view--em",
+        "reading-view--inline-code",
+        "reading-view--strike",
+        "reading-view--link",
     }
     DEFAULT_CSS = """
     ReadingView {
@@ -47,6 +53,11 @@ class ReadingView(ScrollView, can_focus=True):
     ReadingView > .reading-view--code { color: $secondary; }
     ReadingView > .reading-view--quote { text-style: italic; }
     ReadingView > .reading-view--decoration { color: $foreground-muted; }
+    ReadingView > .reading-view--strong { text-style: bold; }
+    ReadingView > .reading-view--em { text-style: italic; }
+    ReadingView > .reading-view--inline-code { color: $secondary; }
+    ReadingView > .reading-view--strike { text-style: strike; }
+    ReadingView > .reading-view--link { color: $primary; text-style: underline; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j,down", "cursor_down", "Cursor down", id="cursor-down",
@@ -246,10 +257,16 @@ class ReadingView(ScrollView, can_focus=True):
         for span in (audible, cursor):
             if span:
                 cuts.update(span)
+        for a, b, _ in line.marks:
+            cuts.update((a, b))
         points = sorted(c for c in cuts if 0 <= c <= len(line.text))
         segments = []
         for a, b in zip(points, points[1:], strict=False):
             s: Style = deco if b <= line.prefix else base
+            for ma, mb, mark in line.marks:
+                if ma <= a < mb:
+                    for name in mark.split():
+                        s = s + style(f"reading-view--{_MARK_CLASS.get(name, name)}")
             if cursor and cursor[0] <= a < cursor[1]:
                 s = s + cur
             if audible and audible[0] <= a < audible[1]:

@@ -1,0 +1,52 @@
+"""The reading view's layout: inline markup hidden and styled, source offsets kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vvreader.document import load_document
+from vvreader.wrap import WrapModel, _visible
+
+
+@pytest.mark.parametrize(
+    "src, shown",
+    [
+        ("This is **bold**, _emph_, ~~gone~~ and `co*de*`.",
+         [("This is ", ""), ("bold", "strong"), (", ", ""), ("emph", "em"), (", ", ""),
+          ("gone", "strike"), (" and ", ""), ("co*de*", "code"), (".", "")]),
+        ("a [link](http://x.com/a_(b) \"T\") and ![alt](i.png) <https://p.org>",
+         [("a ", ""), ("link", "link"), (" and ", ""), ("alt", "link"), (" ", ""),
+          ("https://p.org", "link")]),
+        ("***both*** and **a *b* c**",
+         [("both", "strong em"), (" and ", ""), ("a ", "strong"), ("b", "strong em"),
+          (" c", "strong")]),
+        ("snake_case_name, \\*not\\* and [^1] [open",
+         [("snake_case_name, ", ""), ("*not", ""), ("* and [^1] [open", "")]),
+    ],
+)
+def test_inline_markup_is_hidden_and_styled(src: str, shown: list) -> None:
+    assert [(src[a:b], m) for a, b, m in _visible(src)] == shown
+
+
+def test_every_shown_character_maps_to_its_source(tmp_path: Path) -> None:
+    doc_path = tmp_path / "d.md"
+    doc_path.write_text(
+        "---\ntitle: x\n---\n\n# The *Sample* heading\n\nSome **bold** text with a "
+        "[link](http://example.com) that wraps over several lines because it is long enough "
+        "to do so, and `code`.\n\n- item *one*\n- item two\n\n> quoted _words_\n"
+    )
+    doc = load_document(str(doc_path))
+    model = WrapModel(doc, 30)
+    shown = [ln.text for ln in model.lines]
+    assert "title: x" not in "\n".join(shown)  # front matter is not reading matter
+    assert shown[0] == "The Sample heading"
+    assert not any("**" in t or "](" in t or "`" in t for t in shown)
+    for ln in model.lines:
+        for col, src, n in ln.runs:
+            assert ln.text[col : col + n] == doc.text[src : src + n]
+    # offsets of hidden markup map to the next shown character
+    star = doc.text.index("**bold")
+    line, col = model.offset_to_cell(star)
+    assert model.lines[line].text[col:].startswith("bold")
