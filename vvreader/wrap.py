@@ -9,6 +9,7 @@ Columns count characters of ``Line.text``; terminal cells are only used to decid
 from __future__ import annotations
 
 import re
+import time
 from bisect import bisect_right
 from dataclasses import dataclass
 
@@ -257,8 +258,61 @@ def _visible(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
+class _Heights:
+    """A Fenwick tree of block heights: prefix sums and lookup by line in O(log n)."""
+
+    def __init__(self, heights: list[int]) -> None:
+        self.n = len(heights)
+        self.values = list(heights)
+        tree = [0] * (self.n + 1)
+        for i, h in enumerate(heights, 1):
+            tree[i] += h
+            j = i + (i & -i)
+            if j <= self.n:
+                tree[j] += tree[i]
+        self.tree = tree
+        self.total = sum(heights)
+
+    def set(self, i: int, height: int) -> None:
+        delta = height - self.values[i]
+        if not delta:
+            return
+        self.values[i] = height
+        self.total += delta
+        i += 1
+        while i <= self.n:
+            self.tree[i] += delta
+            i += i & -i
+
+    def prefix(self, i: int) -> int:
+        """Sum of the heights of blocks ``0 .. i-1``."""
+        out = 0
+        while i > 0:
+            out += self.tree[i]
+            i -= i & -i
+        return out
+
+    def find(self, line: int) -> int:
+        """The block holding display line ``line`` (clamped to the last block)."""
+        pos, rest = 0, line
+        step = 1 << self.n.bit_length()
+        while step:
+            nxt = pos + step
+            if nxt <= self.n and self.tree[nxt] <= rest:
+                pos = nxt
+                rest -= self.tree[nxt]
+            step >>= 1
+        return min(pos, self.n - 1)
+
+
 class WrapModel:
-    """A document wrapped to a width, with maps between source offsets and display cells."""
+    """A document wrapped to a width, with maps between source offsets and display cells.
+
+    Blocks are wrapped lazily, when a line of theirs is asked for (so a book of several MB
+    opens at once); blocks not wrapped yet count with an estimated height, which
+    :meth:`settle` replaces by the real one a slice at a time. ``version`` changes whenever
+    a height changes.
+    """
 
     def __init__(self, document: Document, width: int, safe: str | None = None) -> None:
         self.document = document
@@ -267,24 +321,93 @@ class WrapModel:
         """Width in cells that lines were wrapped to."""
         self.safe = safe if safe is not None else safe_text(document.text)
         """``document.text`` with unsafe characters replaced (same length)."""
-        self.lines: list[Line] = []
-        """The display lines."""
-        self.block_lines: dict[int, int] = {}
-        """First display line of each shown block."""
-        prev: Block | None = None
-        for block in document.blocks:
-            if block.kind == "front_matter":
-                continue  # metadata, not reading matter
-            if prev is not None and not (prev.list_depth and block.list_depth):
-                self.lines.append(Line("", ()))
-            self.block_lines[block.index] = len(self.lines)
-            self._block(block)
-            prev = block
-        self._mapped = [i for i, ln in enumerate(self.lines) if ln.runs]
-        self._lo = [self.lines[i].runs[0][1] for i in self._mapped]
+        self.version = 0
+        """Incremented whenever a block's height changes."""
+        self._blocks = [b for b in document.blocks if b.kind != "front_matter"]
+        self._starts = [b.start for b in self._blocks]
+        self._sep = [
+            0 if i == 0 or (self._blocks[i - 1].list_depth and b.list_depth) else 1
+            for i, b in enumerate(self._blocks)
+        ]
+        self._wrapped: dict[int, list[Line]] = {}
+        self._heights = _Heights([self._sep[i] + self._estimate(b)
+                                  for i, b in enumerate(self._blocks)])
+        self._settled = 0  # blocks before this one are all wrapped
+        self._building: list[Line] = []
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return self._heights.total
+
+    @property
+    def complete(self) -> bool:
+        """Every block is wrapped (heights are exact)."""
+        return self._settled >= len(self._blocks)
+
+    @property
+    def lines(self) -> list[Line]:
+        """Every display line (wraps the whole document)."""
+        out: list[Line] = []
+        for i in range(len(self._blocks)):
+            out += [Line("", ())] * self._sep[i] + self._block_lines(i)
+        return out
+
+    def line(self, index: int) -> Line:
+        """Display line ``index`` (blank past the end)."""
+        if not self._blocks or not 0 <= index < len(self):
+            return Line("", ())
+        for _ in range(8):  # wrapping a block may move the line into a neighbour
+            i = self._heights.find(index)
+            base = self._heights.prefix(i)
+            lines = self._block_lines(i)
+            local = index - base
+            if local < 0:
+                continue
+            if local < self._sep[i]:
+                return Line("", ())
+            if local - self._sep[i] < len(lines):
+                return lines[local - self._sep[i]]
+        return Line("", ())
+
+    def settle(self, budget: float = 0.02) -> bool:
+        """Wrap not-yet-wrapped blocks in order for about ``budget`` seconds; True when
+        the whole document is wrapped."""
+        end = time.perf_counter() + budget
+        n = len(self._blocks)
+        while self._settled < n:
+            self._block_lines(self._settled)
+            self._settled += 1
+            if not self._settled % 64 and time.perf_counter() > end:
+                break
+        return self.complete
+
+    def _estimate(self, block: Block) -> int:
+        if block.kind == "rule":
+            return 1
+        if block.kind in _VERBATIM or block.kind == "table":
+            return max(1, block.line_end - block.line_start - (2 if block.kind == "code" else 0))
+        room = max(8, self.width - 2 * (block.list_depth + block.quote_depth))
+        return max(1, -(-(block.end - block.start) * 9 // 10 // room))
+
+    def _block_lines(self, i: int) -> list[Line]:
+        lines = self._wrapped.get(i)
+        if lines is None:
+            self._building = []
+            self._block(self._blocks[i])
+            lines = self._wrapped[i] = self._building
+            self._building = []
+            if self._heights.values[i] != self._sep[i] + len(lines):
+                self._heights.set(i, self._sep[i] + len(lines))
+                self.version += 1
+        return lines
+
+    def _block_at(self, offset: int) -> int:
+        """The shown block holding ``offset``, or the next one (the last at the end)."""
+        i = bisect_right(self._starts, offset) - 1
+        if i < 0:
+            return 0
+        if offset >= self._blocks[i].end and i + 1 < len(self._blocks):
+            return i + 1
+        return i
 
     # -- building -------------------------------------------------------------------------
 
@@ -350,7 +473,7 @@ class WrapModel:
 
     def _block(self, block: Block) -> None:
         if block.kind == "rule":
-            self.lines.append(Line("\u2500" * min(self.width, 40), (), "rule"))
+            self._building.append(Line("\u2500" * min(self.width, 40), (), "rule"))
         elif block.kind in _VERBATIM:
             self._verbatim(block, self._source_lines(block))
         elif block.kind == "table":
@@ -401,7 +524,7 @@ class WrapModel:
                     if mark:
                         marks_out.append((col, col + hi - lo, mark))
                 j += 1
-            self.lines.append(Line(prefix + logical[a:b], tuple(runs_out), style, len(prefix),
+            self._building.append(Line(prefix + logical[a:b], tuple(runs_out), style, len(prefix),
                                    tuple(marks_out)))
 
     def _verbatim(self, block: Block, lines: list[tuple[int, int]]) -> None:
@@ -419,7 +542,7 @@ class WrapModel:
             seg = self.safe[s:e]
             for a, b in _chunks(seg, self.width - len(bars), False):
                 runs = ((len(bars), s + a, b - a),) if b > a else ()
-                self.lines.append(Line(bars + seg[a:b], runs, "code", len(bars)))
+                self._building.append(Line(bars + seg[a:b], runs, "code", len(bars)))
 
     def _table(self, block: Block) -> bool:
         """Aligned rows; False if the table is too wide (then shown verbatim)."""
@@ -460,35 +583,46 @@ class WrapModel:
                 gap = " " * (widths[c] - cell_len(cell)) + ("" if last else " \u2502 ")
                 parts.append(cell + gap)
                 col += len(cell) + len(gap)
-            self.lines.append(Line("".join(parts).rstrip(), tuple(runs), "table", len(bars)))
+            self._building.append(Line("".join(parts).rstrip(), tuple(runs), "table", len(bars)))
             if n == 0 and len(rows) > 1:
                 rule = "\u2500\u253c\u2500".join("\u2500" * w for w in widths)
-                self.lines.append(Line(bars + rule, (), "table", len(bars)))
+                self._building.append(Line(bars + rule, (), "table", len(bars)))
         return True
 
     # -- mapping --------------------------------------------------------------------------
 
+    def _first_line(self, i: int) -> int:
+        """Display line of block ``i``'s first line (after its separator)."""
+        self._block_lines(i)
+        return self._heights.prefix(i) + self._sep[i]
+
     def offset_to_cell(self, offset: int) -> tuple[int, int]:
         """Display (line, col) of a source offset (hidden markup maps to the next shown char)."""
-        k = max(0, bisect_right(self._lo, offset) - 1)
-        if not self._mapped:
+        if not self._blocks:
             return 0, 0
-        for mk in (k, k + 1):
-            if mk >= len(self._mapped):
-                break
-            line = self._mapped[mk]
-            for col, src, n in self.lines[line].runs:
-                if offset < src + n:
-                    return line, col + max(0, offset - src)
-        last = self._mapped[-1]
-        col, src, n = self.lines[last].runs[-1]
-        return last, col + n
+        i = self._block_at(offset)
+        while i < len(self._blocks):
+            lines = self._block_lines(i)
+            base = self._first_line(i)
+            for k, ln in enumerate(lines):
+                for col, src, n in ln.runs:
+                    if offset < src + n:
+                        return base + k, col + max(0, offset - src)
+            i += 1
+        i = len(self._blocks) - 1
+        lines = self._block_lines(i)
+        last = self._first_line(i) + max(0, len(lines) - 1)
+        mapped = [ln for ln in lines if ln.runs]
+        if mapped:
+            col, _src, n = mapped[-1].runs[-1]
+            return last, col + n
+        return last, 0
 
     def cell_to_offset(self, line: int, col: int) -> int | None:
         """Source offset shown at (line, col), or None for decoration and empty cells."""
-        if not 0 <= line < len(self.lines):
+        if not 0 <= line < len(self):
             return None
-        for c, src, n in self.lines[line].runs:
+        for c, src, n in self.line(line).runs:
             if c <= col < c + n:
                 return src + col - c
         return None
@@ -496,9 +630,11 @@ class WrapModel:
     def nearest_offset(self, line: int, col: int) -> int | None:
         """Like ``cell_to_offset`` but falls back to the nearest shown char on the line."""
         hit = self.cell_to_offset(line, col)
-        if hit is not None or not 0 <= line < len(self.lines) or not self.lines[line].runs:
+        if hit is not None or not 0 <= line < len(self):
             return hit
-        runs = self.lines[line].runs
+        runs = self.line(line).runs
+        if not runs:
+            return None
         for c, src, _n in runs:
             if col < c:
                 return src
@@ -508,16 +644,18 @@ class WrapModel:
     def span_cells(self, start: int, end: int) -> dict[int, tuple[int, int]]:
         """Lines showing any of ``[start, end)``, each with the (col_start, col_end) to mark."""
         out: dict[int, tuple[int, int]] = {}
-        if end <= start or not self._mapped:
+        if end <= start or not self._blocks:
             return out
-        k = max(0, bisect_right(self._lo, start) - 1)
-        while k < len(self._mapped) and self._lo[k] < end:
-            line = self._mapped[k]
-            for col, src, n in self.lines[line].runs:
-                lo, hi = max(start, src), min(end, src + n)
-                if hi > lo:
-                    a, b = col + lo - src, col + hi - src
-                    old = out.get(line)
-                    out[line] = (min(a, old[0]), max(b, old[1])) if old else (a, b)
-            k += 1
+        i = self._block_at(start)
+        while i < len(self._blocks) and self._blocks[i].start < end:
+            lines = self._block_lines(i)
+            base = self._first_line(i)
+            for k, ln in enumerate(lines):
+                for col, src, n in ln.runs:
+                    lo, hi = max(start, src), min(end, src + n)
+                    if hi > lo:
+                        a, b = col + lo - src, col + hi - src
+                        old = out.get(base + k)
+                        out[base + k] = (min(a, old[0]), max(b, old[1])) if old else (a, b)
+            i += 1
         return out

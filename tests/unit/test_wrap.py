@@ -50,3 +50,27 @@ def test_every_shown_character_maps_to_its_source(tmp_path: Path) -> None:
     star = doc.text.index("**bold")
     line, col = model.offset_to_cell(star)
     assert model.lines[line].text[col:].startswith("bold")
+
+
+def test_lazy_wrapping_matches_a_full_wrap_in_any_order(tmp_path: Path) -> None:
+    import random
+
+    para = ("A paragraph with *some* words that wrap, and a [link](http://x.org). " * 5 + "\n\n")
+    text = "".join(f"# Part {i}\n\n{para}- a\n- b\n\n```\ncode {i}\n```\n\n" for i in range(60))
+    doc_path = tmp_path / "book.md"
+    doc_path.write_text(text)
+    doc = load_document(str(doc_path))
+    full = WrapModel(doc, 50).lines
+    lazy = WrapModel(doc, 50)
+    assert not lazy.complete
+    rng = random.Random(7)
+    for _ in range(200):  # random access: each answer is right for the layout so far
+        k = rng.randrange(len(lazy))
+        line = lazy.line(k)
+        if line.runs:
+            off = line.runs[0][1]
+            assert lazy.offset_to_cell(off)[0] == k
+    while not lazy.settle(0.001):
+        pass
+    assert lazy.lines == full and len(lazy) == len(full)
+    assert [lazy.line(i) for i in range(len(full))] == full

@@ -87,6 +87,7 @@ class ReadingView(ScrollView, can_focus=True):
         """The speech plan (its document is what is shown)."""
         self.model: WrapModel | None = None
         """The wrap model for the current width (None before the first layout)."""
+        self._version = 0
         self._safe = safe_text(plan.document.text)
         self._cells: dict[str, Cells] = {"audible": {}, "cursor": {}}
         self._cache: LRUCache[tuple[object, ...], Strip] = LRUCache(1024)
@@ -102,6 +103,7 @@ class ReadingView(ScrollView, can_focus=True):
         if self.model is not None:
             top = self.model.nearest_offset(round(self.scroll_y), 0)
         self.model = WrapModel(self.plan.document, width, self._safe)
+        self._version = self.model.version
         self._cache.clear()
         self.virtual_size = Size(width, len(self.model))
         self._update_cells("audible")
@@ -110,6 +112,31 @@ class ReadingView(ScrollView, can_focus=True):
             self.scroll_to(y=self.model.offset_to_cell(top)[0], animate=False, immediate=True)
         elif self.follow and self.audible is not None:
             self.reveal(self.audible)
+        self.refresh()
+
+    def on_mount(self) -> None:
+        self.set_interval(0.05, self._settle)
+
+    def _settle(self) -> None:
+        """Wrap more of the document in the background of the UI (a slice a tick) and
+        keep the view steady when heights above it become exact."""
+        model = self.model
+        if model is None:
+            return
+        if not model.complete:
+            top = model.nearest_offset(round(self.scroll_y), 0) if self.scroll_y else None
+            model.settle(0.015)
+        else:
+            top = None
+        if model.version == self._version:
+            return
+        self._version = model.version
+        self._cache.clear()
+        self.virtual_size = Size(model.width, len(model))
+        self._update_cells("audible")
+        self._update_cells("cursor")
+        if top is not None:
+            self.scroll_to(y=model.offset_to_cell(top)[0], animate=False, immediate=True)
         self.refresh()
 
     def _span(self, index: int | None) -> Cells:
@@ -205,7 +232,7 @@ class ReadingView(ScrollView, can_focus=True):
         line = y + round(self.scroll_y)
         if not 0 <= line < len(self.model):
             return None
-        col = col_at_cell(self.model.lines[line].text, x + round(self.scroll_x))
+        col = col_at_cell(self.model.line(line).text, x + round(self.scroll_x))
         offset = self.model.nearest_offset(line, col)
         u = self.plan.at_offset(offset) if offset is not None else None
         return u.index if u is not None else None
@@ -234,7 +261,7 @@ class ReadingView(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         audible = self._cells["audible"].get(index)
         cursor = self._cells["cursor"].get(index)
-        key = (index, self.model.width, audible, cursor)
+        key = (index, self.model.width, self.model.version, audible, cursor)
         strip = self._cache.get(key)
         if strip is None:
             strip = self._build(index, audible, cursor)
@@ -245,7 +272,7 @@ class ReadingView(ScrollView, can_focus=True):
         self, index: int, audible: tuple[int, int] | None, cursor: tuple[int, int] | None
     ) -> Strip:
         assert self.model is not None
-        line = self.model.lines[index]
+        line = self.model.line(index)
         style = self.get_component_rich_style
         base = self.rich_style
         if line.style in ("heading", "code", "quote"):
