@@ -195,6 +195,10 @@ class Narrator:
                     self._speak(self._next)
             except _Restart:
                 continue
+            except Exception as e:  # an engine that fails outright: say so, stay alive
+                log.exception("narration stopped")
+                self.error = str(e) or type(e).__name__
+                self._playing = False
 
     def _wants_work(self) -> bool:
         return (
