@@ -107,6 +107,7 @@ class Narrator:
         pace of the voice)."""
         self.spoken_seconds = 0.0
         self._suffix: tuple[np.ndarray, np.ndarray] | None = None
+        self._seeds: dict[int, int] = {}  # utterances said again get a new noise seed
         self._playing = False
         self._next: int | None = None  # next utterance to synthesise
         self._speaking: int | None = None  # utterance being synthesised
@@ -134,6 +135,11 @@ class Narrator:
     def jump(self, index: int) -> None:
         """Read from utterance ``index`` now (drops what was ready)."""
         self._cmds.put(("jump", index))
+
+    def resay(self, index: int) -> None:
+        """Synthesise utterance ``index`` again with a new noise seed and read from it (for
+        when the voice garbled it)."""
+        self._cmds.put(("resay", index))
 
     def set_settings(self, **changes: object) -> None:
         """Change voice, cfg_scale or steps; applies from the next utterance."""
@@ -238,9 +244,13 @@ class Narrator:
         elif kind == "jump":
             self._seek(cmd[1])
             raise _Restart
+        elif kind == "resay":
+            self._seeds[cmd[1]] = self._seeds.get(cmd[1], 0) + 1
+            self._seek(cmd[1])
+            raise _Restart
         elif kind == "settings":
             self.settings = replace(self.settings, **cmd[1])
-            current = self.clock.audible()
+            current = self.clock.current()
             self._reset_after_current()
             # Only look-ahead work is redone; the utterance being heard finishes as it is.
             if self._speaking is not None and (current is None or self._speaking > current):
@@ -254,7 +264,7 @@ class Narrator:
 
     def _reset_after_current(self) -> None:
         """Drop ready audio of the utterances after the audible one (new settings)."""
-        current = self.clock.audible()
+        current = self.clock.current()
         if current is None or self._next is None:
             return
         following = self.clock.start_of(current + 1)
@@ -274,13 +284,14 @@ class Narrator:
     def _speak_one(self, index: int) -> None:
         u = self.plan[index]
         s = self.settings
-        key = (u.speak, s.voice, s.cfg_scale, s.steps, self.model_id)
+        seed = self._seeds.get(index, 0)
+        key = (u.speak, s.voice, s.cfg_scale, s.steps, seed, self.model_id)
         audio = self.cache.get(key)
         log.info("speak %d voice=%s cfg=%g steps=%d cached=%s", index, s.voice, s.cfg_scale,
                  s.steps, audio is not None)
         self.clock.mark(self.ring.written, index)
         if audio is None:
-            audio = self._synthesise(u.speak, s)
+            audio = self._synthesise(u.speak, s, seed)
             self.cache.put(key, audio)
         else:
             self._commit(audio)
@@ -290,12 +301,13 @@ class Narrator:
             self._commit_silence(SAMPLE_RATE * u.pause_after // 1000)
         self._next = index + 1
 
-    def _synthesise(self, text: str, s: VoiceSettings) -> np.ndarray:
+    def _synthesise(self, text: str, s: VoiceSettings, seed: int = 0) -> np.ndarray:
         """Stream one utterance; commit chunks as they come when synthesis is clearly
         faster than real time, else only the whole utterance, so that a slow machine
         pauses between utterances instead of inside a word."""
         stream = self.engine.synthesize(
-            SynthesisRequest(text=text, voice=s.voice, cfg_scale=s.cfg_scale, steps=s.steps)
+            SynthesisRequest(text=text, voice=s.voice, cfg_scale=s.cfg_scale, steps=s.steps,
+                             seed=seed)
         )
         chunks: list[np.ndarray] = []
         committed = 0

@@ -286,3 +286,18 @@ async def test_q_and_ctrl_q_quit_and_the_position_is_kept(rig: Rig) -> None:
                               "left_square_bracket")
             await pilot.press("q")
         again.shutdown()
+
+
+async def test_r_says_the_current_sentence_again_with_a_new_seed(rig: Rig) -> None:
+    app = rig.app(Config(autoplay=False))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await started(pilot, app)
+        await pilot.press("l")
+        here = screen.position
+        await pilot.press("r")
+        await until(pilot, lambda: any(r.seed == 1 for r in rig.engine.requests))
+        again = [r for r in rig.engine.requests if r.seed == 1]
+        assert again[0].text == app.plan[here].speak
+        await until(pilot, lambda: app.narrator.audible() == here)
+        await pilot.press("r")
+        await until(pilot, lambda: any(r.seed == 2 for r in rig.engine.requests))

@@ -64,6 +64,8 @@ class ReadingScreen(Screen[None]):
                 id="previous-heading", show=False),
         Binding("enter", "read_from_cursor", "Read from cursor", id="read-from-cursor",
                 show=False),
+        Binding("r", "resay", "Say it again", id="resay", show=False,
+                tooltip="Synthesise the current sentence again (a new take) and read on."),
         Binding("v", "pick_voice", "Voice", id="pick-voice"),
         Binding("V", "next_voice", "Next voice", id="next-voice", show=False),
         Binding("plus,equals_sign", "cfg_up", "CFG up", id="cfg-up", show=False),
@@ -259,6 +261,15 @@ class ReadingScreen(Screen[None]):
     def on_reading_view_utterance_clicked(self, event: ReadingView.UtteranceClicked) -> None:
         self.view.cursor = event.index
         self._go(event.index, play=True)
+
+    def action_resay(self) -> None:
+        n = self.narrator
+        if n is None or not len(self.plan):
+            return
+        self._pending = self.position
+        n.resay(self.position)
+        if n.state is State.STOPPED:
+            n.play()
 
     def action_toggle_follow(self) -> None:
         self.view.follow = not self.view.follow
