@@ -23,30 +23,32 @@ def strip_controls(text: str) -> str:
     return _CONTROLS.sub("", _ANSI.sub("", text))
 
 
-_ABBREVIATIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p), r)
-    for p, r in (
-        (r"\bMr\.(?=\s)", "Mister"),
-        (r"\bMrs\.(?=\s)", "Missus"),
-        (r"\bDr\.(?=\s+[A-Z])", "Doctor"),
-        (r"\bProf\.(?=\s)", "Professor"),
-        (r"\bSt\.(?=\s+[A-Z])", "Saint"),
-        (r"\bSt\.(?=\s+[a-z])", "Street"),
-        (r"\bMt\.(?=\s)", "Mount"),
-        (r"\bJr\.", "Junior"),
-        (r"\bSr\.", "Senior"),
-        (r"\be\.g\.", "for example"),
-        (r"\bi\.e\.", "that is"),
-        (r"\betc\.", "et cetera"),
-        (r"\bvs\.", "versus"),
-        (r"\bapprox\.", "approximately"),
-        (r"\b[Nn]o\.(?=\s*\d)", "number"),
-        (r"\bpp\.(?=\s*\d)", "pages"),
-        (r"\bp\.(?=\s*\d)", "page"),
-        (r"\b[Ff]ig\.(?=\s*\d)", "figure"),
-        (r"\b[Cc]h\.(?=\s*\d)", "chapter"),
-        (r"\b(\d+)\s?([ap])\.?m\.(?=\s|$)", r"\1 \2 m"),
-        (r"\b(\d+)\s?([AP])\.?M\.(?=\s|$)", r"\1 \2 M"),
+# Each rewrite with a piece of text that every match of it contains: most sentences hold
+# none of them (no replacement holds a full stop, so none makes a later one appear).
+_ABBREVIATIONS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
+    (re.compile(p), r, needle)
+    for p, r, needle in (
+        (r"\bMr\.(?=\s)", "Mister", "Mr."),
+        (r"\bMrs\.(?=\s)", "Missus", "Mrs."),
+        (r"\bDr\.(?=\s+[A-Z])", "Doctor", "Dr."),
+        (r"\bProf\.(?=\s)", "Professor", "Prof."),
+        (r"\bSt\.(?=\s+[A-Z])", "Saint", "St."),
+        (r"\bSt\.(?=\s+[a-z])", "Street", "St."),
+        (r"\bMt\.(?=\s)", "Mount", "Mt."),
+        (r"\bJr\.", "Junior", "Jr."),
+        (r"\bSr\.", "Senior", "Sr."),
+        (r"\be\.g\.", "for example", "e.g."),
+        (r"\bi\.e\.", "that is", "i.e."),
+        (r"\betc\.", "et cetera", "etc."),
+        (r"\bvs\.", "versus", "vs."),
+        (r"\bapprox\.", "approximately", "approx."),
+        (r"\b[Nn]o\.(?=\s*\d)", "number", "o."),
+        (r"\bpp\.(?=\s*\d)", "pages", "pp."),
+        (r"\bp\.(?=\s*\d)", "page", "p."),
+        (r"\b[Ff]ig\.(?=\s*\d)", "figure", "ig."),
+        (r"\b[Cc]h\.(?=\s*\d)", "chapter", "h."),
+        (r"\b(\d+)\s?([ap])\.?m\.(?=\s|$)", r"\1 \2 m", "m."),
+        (r"\b(\d+)\s?([AP])\.?M\.(?=\s|$)", r"\1 \2 M", "M."),
     )
 )
 
@@ -84,22 +86,28 @@ _MONEY = re.compile(r"([$€£¥])\s?" + _NUMBER + r"(?:\s(million|billion|thous
 _PERCENT = re.compile(_NUMBER + r"\s?%")
 _EMAIL = re.compile(r"\b([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+[^\s<>\"'.,;:!?)]", re.IGNORECASE)
-_SYMBOLS = (
-    (re.compile(r"\s*&\s*"), " and "),
-    (re.compile(r"(?<=\d)\s*[x×]\s*(?=\d)"), " by "),
-    (re.compile(r"\s*[\u2014\u2015]\s*|\s+\u2013\s+|\s*--\s*"), ", "),
-    (re.compile(r"(?<=\d)\u2013(?=\d)"), " to "),
-    (re.compile(r"\s*\+\s*(?=\d)|(?<=\d)\s*\+\s*"), " plus "),
-    (re.compile(r"(?<=\s)=(?=\s)"), "equals"),
-    (re.compile(r"#(?=\d)"), "number "),
-    (re.compile(r"(?<=\s)~(?=\d)"), "about "),
-    (re.compile(r"°"), " degrees"),
-    (re.compile(r"@"), " at "),
-    (re.compile(r"(?<=\w)/(?=\w)"), " "),
-    (re.compile(r"(?<!\w)/|/(?!\w)"), " "),
-    (re.compile(r"[*_|\\^<>{}\[\]#~`=+]+"), " "),
-    (re.compile(r"[\u201c\u201d\u201e\u00ab\u00bb]"), '"'),
-    (re.compile(r"[\u2018\u2019\u201a]"), "'"),
+# Each rewrite with the characters that any match of it contains: a sentence without them
+# skips the substitution (most sentences need two or three of the fifteen). No replacement
+# adds a trigger character, so the set of the characters is taken once.
+_SYMBOLS: tuple[tuple[re.Pattern[str], str, frozenset[str]], ...] = tuple(
+    (re.compile(p), r, frozenset(t))
+    for p, r, t in (
+        (r"\s*&\s*", " and ", "&"),
+        (r"(?<=\d)\s*[x×]\s*(?=\d)", " by ", "x×"),
+        (r"\s*[\u2014\u2015]\s*|\s+\u2013\s+|\s*--\s*", ", ", "\u2014\u2015\u2013-"),
+        (r"(?<=\d)\u2013(?=\d)", " to ", "\u2013"),
+        (r"\s*\+\s*(?=\d)|(?<=\d)\s*\+\s*", " plus ", "+"),
+        (r"(?<=\s)=(?=\s)", "equals", "="),
+        (r"#(?=\d)", "number ", "#"),
+        (r"(?<=\s)~(?=\d)", "about ", "~"),
+        (r"°", " degrees", "°"),
+        (r"@", " at ", "@"),
+        (r"(?<=\w)/(?=\w)", " ", "/"),
+        (r"(?<!\w)/|/(?!\w)", " ", "/"),
+        (r"[*_|\\^<>{}\[\]#~`=+]+", " ", "*_|\\^<>{}[]#~`=+"),
+        (r"[\u201c\u201d\u201e\u00ab\u00bb]", '"', "\u201c\u201d\u201e\u00ab\u00bb"),
+        (r"[\u2018\u2019\u201a]", "'", "\u2018\u2019\u201a"),
+    )
 )
 _SPACES = re.compile(r"\s+")
 _NEEDS_STRIP = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
@@ -108,6 +116,7 @@ _HAS_SYMBOL = re.compile(
     r"[&x×\u2013\u2014\u2015+=#~°@/*_|\\^<>{}\[\]`\u201c-\u201e\u00ab\u00bb\u2018-\u201a-]"
 )
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?])")
+_SPACED_PUNCT = (" ,", " .", " ;", " :", " !", " ?")  # what it needs once spaces are single
 
 
 def _unit(m: re.Match[str]) -> str:
@@ -159,16 +168,25 @@ def normalize(text: str, dictionary: PronunciationDictionary | None = None) -> s
     if "@" in out:
         out = _EMAIL.sub(_email, out)
     if "." in out and _ABBREVIATION_HINT.search(out):
-        for pattern, repl in _ABBREVIATIONS:
-            out = pattern.sub(repl, out)
+        for pattern, repl, needle in _ABBREVIATIONS:
+            if needle in out:
+                out = pattern.sub(repl, out)
     if _HAS_DIGIT.search(out):
-        out = _MONEY.sub(_money, out)
-        out = _PERCENT.sub(lambda m: f"{m.group(1)} percent", out)
+        if not _CURRENCY.keys().isdisjoint(out):
+            out = _MONEY.sub(_money, out)
+        if "%" in out:
+            out = _PERCENT.sub(lambda m: f"{m.group(1)} percent", out)
         out = _UNIT_RE.sub(_unit, out)
     if _HAS_SYMBOL.search(out):
-        for pattern, repl in _SYMBOLS:
-            out = pattern.sub(repl, out)
-    out = _SPACE_BEFORE_PUNCT.sub(r"\1", _SPACES.sub(" ", out)).strip()
+        chars = set(out)
+        for pattern, repl, trigger in _SYMBOLS:
+            if not chars.isdisjoint(trigger):
+                out = pattern.sub(repl, out)
+    if "  " in out or not out.isprintable():  # any whitespace but single spaces
+        out = _SPACES.sub(" ", out)
+    if any(p in out for p in _SPACED_PUNCT):
+        out = _SPACE_BEFORE_PUNCT.sub(r"\1", out)
+    out = out.strip()
     out = out.lstrip(",;: ")  # a clause piece may start after the break
     if dictionary is not None:
         out = dictionary.apply(out)

@@ -48,26 +48,43 @@ _TERMINAL = re.compile(
     re.VERBOSE,
 )
 _ACRONYM = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]\Z")
-_WORD_BEFORE = re.compile(r"[\w°$'\u2019@/:.\-]*\Z")
+_WORD_CHARS = "_\u00b0$'\u2019@/:.-"  # with letters and digits: a word before a full stop
 _OPENERS = "\"'\u201c\u2018\u00ab([{*_\u00bf\u00a1"
-_LIST_MARKER = re.compile(
-    r"(?:(?<=\s)|^)(?P<bullet>[\u2022\u2043]\s?)?(?P<label>\d{1,3}|[a-z])(?P<punct>\.\)|\)|\.)"
-    r"(?=\s+[A-Z])"
-)
+_NEXT_WORD = re.compile(r"\s*[" + re.escape(_OPENERS) + r"]*((?:[^\W_]|['\u2019])*)")
+# An inline list marker ("1.", "b)", "• 2.)") at the start of the text or after a space;
+# the second form starts with the space, which lets the regex engine skip ahead quickly.
+_MARKER = r"(?P<bullet>[\u2022\u2043]\s?)?(?P<label>\d{1,3}|[a-z])(?P<punct>\.\)|\)|\.)(?=\s+[A-Z])"
+_LIST_MARKER_FIRST = re.compile(_MARKER)
+_LIST_MARKER = re.compile(r"\s" + _MARKER)
 _SPACE = re.compile(r"\s")
 
 
 def _next_word(text: str, pos: int) -> str:
     """The word after ``pos`` (skipping whitespace and opening punctuation)."""
-    n = len(text)
-    while pos < n and text[pos].isspace():
-        pos += 1
-    while pos < n and text[pos] in _OPENERS:
-        pos += 1
-    end = pos
-    while end < n and (text[end].isalnum() or text[end] in "'\u2019"):
-        end += 1
-    return text[pos:end] if end > pos else text[pos : pos + 1]
+    m = _NEXT_WORD.match(text, pos)
+    word = m.group(1)
+    if word:
+        return word
+    at = m.start(1)
+    return text[at : at + 1]
+
+
+def _word_before(text: str, end: int) -> str:
+    """The run of word characters (letters, digits and ``_°$'’@/:.-``) ending at ``end``."""
+    i = end
+    while i > 0 and (text[i - 1].isalnum() or text[i - 1] in _WORD_CHARS):
+        i -= 1
+    return text[i:end]
+
+
+def _previous_token(text: str, end: int) -> str:
+    """The whitespace-separated token that ends before ``end`` (trailing spaces skipped)."""
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    i = end
+    while i > 0 and not text[i - 1].isspace():
+        i -= 1
+    return text[i:end]
 
 
 def _list_markers(text: str) -> dict[int, int]:
@@ -76,10 +93,16 @@ def _list_markers(text: str) -> dict[int, int]:
     Only runs of at least two consecutive labels (1, 2, … or a, b, …) count, which keeps
     ``for 1. above`` or ``Jonas E. Smith`` out.
     """
-    found = [
-        (m.start(), m.end(), m.group("label"), m.group("punct"))
-        for m in _LIST_MARKER.finditer(text)
-    ]
+    found = []
+    pos = 0
+    first = _LIST_MARKER_FIRST.match(text)
+    if first:
+        found.append((0, first.end(), first.group("label"), first.group("punct")))
+        pos = first.end()
+    found.extend(
+        (m.start() + 1, m.end(), m.group("label"), m.group("punct"))
+        for m in _LIST_MARKER.finditer(text, pos)
+    )
     if len(found) < 2:
         return {}
 
@@ -117,8 +140,7 @@ def _is_boundary(text: str, m: re.Match[str]) -> int | None:
         return None
     if dots > 1:
         return end  # "that.... She", "so... Then"
-    word = _WORD_BEFORE.search(text, 0, start).group()
-    word = word.lstrip("'\u2019(\"-")
+    word = _word_before(text, start).lstrip("'\u2019(\"-")
     if not word:
         return end
     if _ACRONYM.match(word):  # U.S., e.g., a.m., J.C.
@@ -130,8 +152,7 @@ def _is_boundary(text: str, m: re.Match[str]) -> int | None:
         if word.isupper():
             # An initial follows a capitalised first name ("Jonas E. Smith");
             # "you and I. Did" is the pronoun.
-            before = text[: start - 1].rstrip()
-            prev = before.rsplit(None, 1)[-1] if before else ""
+            prev = _previous_token(text, start - 1)
             if prev[:1].isupper() and prev.isalpha():
                 return None
             return end

@@ -138,6 +138,8 @@ class _Walker:
 
     def text(self, content: str, pos: int, limit: int) -> int:
         """A text token: literal text, with bare URLs spoken by policy."""
+        if "://" not in content and "w." not in content and "W." not in content:
+            return self.locate(content, pos, limit)  # no URL can start here ("www.")
         last = 0
         for m in _URL.finditer(content):
             url = m.group().rstrip(_URL_TAIL)
