@@ -3,20 +3,52 @@
 An utterance is a sentence, or a clause-sized piece of a sentence that is too long for good
 prosody; sentences are never merged. ``start``/``end`` index ``Document.text`` (the span the
 view highlights); ``speak`` is exactly what goes to the engine.
+
+``build_plan(doc)`` plans a parsed document at once. ``ProgressivePlan`` parses and plans a
+text a part at a time, so that a large book can be shown and read at once while the rest
+is planned::
+
+    progress = ProgressivePlan.open("book.md")   # or ProgressivePlan(text, markdown=True)
+    plan = progress.advance()       # the first part: a few milliseconds
+    progress.start(on_update)       # the rest on a background thread
+    ...
+    plan = progress.plan            # the latest plan (``plan.complete`` once all is done)
+    full = progress.result()        # wait for the whole plan
+
+Every plan it gives is a prefix of the whole one: utterance ``i`` of a partial plan is equal,
+field for field, to utterance ``i`` of ``build_plan(parse(text))``, and its document holds
+the first blocks of ``parse(text)`` (same text and line starts, the same ``Block`` values).
+The whole plan and document it ends with are equal to those of ``build_plan(parse(text))``.
+An utterance is only given once the one after it is known (its pause depends on it), and
+text that may use a link or footnote defined further on waits until that part is parsed
+(see ``vvreader.blocks``). ``on_update(progress)`` is called on the worker thread after each
+part; a Textual app hands it on with ``call_from_thread``.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
-from vvreader.document import Block, Document
+from vvreader.blocks import MarkdownParts
+from vvreader.document import (
+    Block,
+    Document,
+    gc_paused,
+    line_starts_of,
+    parse_text_blocks,
+    read_text,
+)
 from vvreader.normalize import PronunciationDictionary, normalize, strip_controls
 from vvreader.policy import PlanSettings
 from vvreader.segment import split_long, split_sentences
 from vvreader.speech_text import Speech, block_speech
 
-__all__ = ["PlanSettings", "SpeechPlan", "Utterance", "build_plan"]
+__all__ = ["PlanSettings", "ProgressivePlan", "SpeechPlan", "Utterance", "build_plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +92,15 @@ class Utterance:
 class SpeechPlan:
     """Utterances in reading order, with lookups by offset and index and navigation."""
 
-    def __init__(self, document: Document, utterances: list[Utterance]) -> None:
+    def __init__(
+        self, document: Document, utterances: list[Utterance], complete: bool = True
+    ) -> None:
         self.document = document
         """The planned document."""
         self.utterances = utterances
         """All utterances, in reading order."""
+        self.complete = complete
+        """False for the first part of a plan that ``ProgressivePlan`` is still building."""
         self._by_start = sorted(range(len(utterances)), key=lambda i: utterances[i].start)
         self._starts = [utterances[i].start for i in self._by_start]
 
@@ -139,11 +175,12 @@ class SpeechPlan:
 
 
 _BLOCK_PAUSE = {"heading": "pause_heading_ms", "list_item": "pause_list_item_ms"}
+_ALNUM = re.compile(r"[^\W_]")  # str.isalnum, as a search
 
 
-def _front_matter_dictionary(doc: Document) -> PronunciationDictionary | None:
+def _front_matter_dictionary(blocks: Sequence[Block]) -> PronunciationDictionary | None:
     """The per-document pronunciation layer from front matter, if any."""
-    for b in doc.blocks[:1]:
+    for b in blocks[:1]:
         if b.kind == "front_matter" and b.tokens:
             d = PronunciationDictionary.from_front_matter(b.tokens[0].content)
             return d if len(d) else None
@@ -166,124 +203,457 @@ def build_plan(
     Returns:
         The speech plan.
     """
-    settings = settings or PlanSettings()
-    local = _front_matter_dictionary(doc)
-    if local is not None:
-        dictionary = dictionary.layered(local) if dictionary else local
-    out: list[Utterance] = []
-    state = {"sentence": 0, "paragraph": 0}
-    footnotes = {b.footnote: b for b in doc.blocks if b.kind == "footnote"}
-    refs_by_section: dict[int, list[str]] = {}
-    if settings.footnotes == "section_end":
-        for label, offset in doc.footnote_refs.items():
-            block = doc.block_at(offset)
-            if block is not None and label in footnotes:
-                refs_by_section.setdefault(block.section, []).append(label)
-    section, heading = 0, None
-
-    def flush_footnotes(sec: int, head: int | None) -> None:
-        for label in refs_by_section.get(sec, ()):
-            for b in doc.blocks:
-                if b.footnote == label and b.kind == "footnote":
-                    here = replace(b, section=sec, heading=head)
-                    _emit(doc, here, settings, dictionary, out, state)
-
-    for block in doc.blocks:
-        if block.kind == "footnote":
-            continue
-        if block.section != section:
-            flush_footnotes(section, heading)
-            section, heading = block.section, block.heading
-        _emit(doc, block, settings, dictionary, out, state)
-    flush_footnotes(section, heading)
-    return SpeechPlan(doc, _with_pauses(out, settings))
+    planner = _Planner(doc, settings or PlanSettings(), dictionary)
+    with gc_paused():
+        planner.run(_WholeDocument(doc))
+        return SpeechPlan(doc, planner.utterances)
 
 
-def _emit(
-    doc: Document,
-    block: Block,
-    settings: PlanSettings,
-    dictionary: PronunciationDictionary | None,
-    out: list[Utterance],
-    state: dict[str, int],
-) -> None:
-    """Append the utterances of one block."""
-    units = block_speech(doc, block, settings)
-    spoken_any = False
-    for unit in units:
-        spans = [(0, len(unit.text))] if unit.whole else split_sentences(unit.text)
-        for s, e in spans:
-            spoken_any |= _sentence(doc, block, unit, s, e, settings, dictionary, out, state)
-    if spoken_any:
-        state["paragraph"] += 1
+class _Source(Protocol):
+    """Blocks as they become final (``MarkdownParts`` or a whole document)."""
+
+    blocks: list[Block] | tuple[Block, ...]
+    footnotes_settled: bool
+    footnote_refs: dict[str, int]
+    footnote_labels: frozenset[str]
+
+    @property
+    def done(self) -> bool: ...
+
+    def parse_inline(self, block: Block) -> bool: ...
+
+    def footnote_blocks(self, label: str) -> list[Block] | None: ...
+
+    def section_at(self, offset: int) -> int | None: ...
 
 
-def _sentence(
-    doc: Document,
-    block: Block,
-    unit: Speech,
-    s: int,
-    e: int,
-    settings: PlanSettings,
-    dictionary: PronunciationDictionary | None,
-    out: list[Utterance],
-    state: dict[str, int],
-) -> bool:
-    """Append one sentence (split for length if needed); False if it had nothing to say."""
-    text = unit.text
-    while s < e and text[s].isspace():
-        s += 1
-    while e > s and text[e - 1].isspace():
-        e -= 1
-    if s >= e:
-        return False
-    pieces = split_long(text, s, e, settings.max_utterance_chars)
-    made = []
-    for ps, pe in pieces:
-        raw = text[ps:pe]
-        speak = normalize(raw, dictionary) if settings.normalize else strip_controls(raw).strip()
-        if not any(ch.isalnum() for ch in speak):
-            continue
-        start, end = unit.source_span(ps, pe)
-        made.append((start, end, speak))
-    for part, (start, end, speak) in enumerate(made):
-        out.append(
-            Utterance(
-                index=len(out),
-                sentence=state["sentence"],
-                kind=unit.kind,
-                start=start,
-                end=end,
-                text=doc.text[start:end],
-                speak=speak,
-                pause_after=0,
-                block=block.index,
-                paragraph=state["paragraph"],
-                section=block.section,
-                heading=block.heading,
-                part=part,
-                parts=len(made),
-            )
-        )
-    if made:
-        state["sentence"] += 1
-    return bool(made)
+class _WholeDocument:
+    """A parsed document as a source: everything is final."""
+
+    done = True
+    footnotes_settled = True
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.blocks = doc.blocks
+        self.footnote_refs = doc.footnote_refs
+        self._notes: dict[str, list[Block]] = {}
+        for b in doc.blocks:
+            if b.kind == "footnote":
+                self._notes.setdefault(b.footnote or "", []).append(b)
+        self.footnote_labels = frozenset(self._notes)
+
+    def parse_inline(self, block: Block) -> bool:
+        return True
+
+    def footnote_blocks(self, label: str) -> list[Block] | None:
+        return self._notes.get(label, [])
+
+    def section_at(self, offset: int) -> int | None:
+        block = self.doc.block_at(offset)
+        return None if block is None else block.section
 
 
-def _with_pauses(us: list[Utterance], settings: PlanSettings) -> list[Utterance]:
-    """Set each utterance's pause from what follows it."""
-    result = []
-    for i, u in enumerate(us):
-        nxt = us[i + 1] if i + 1 < len(us) else None
-        if nxt is not None and nxt.sentence == u.sentence:
-            pause = settings.pause_clause_ms
-        elif nxt is None or nxt.section != u.section or nxt.kind == "heading":
-            pause = settings.pause_section_ms if u.kind != "heading" else settings.pause_heading_ms
-        elif nxt.paragraph == u.paragraph:
-            pause = settings.pause_list_item_ms if u.kind == "table" else settings.pause_sentence_ms
-        elif u.kind == "list_item" and nxt.kind != "list_item":
-            pause = settings.pause_paragraph_ms
+class _TextParts:
+    """A plain-text document as a source (its blocks come at once: no Markdown to parse)."""
+
+    footnotes_settled = True
+    footnote_labels: frozenset[str] = frozenset()
+
+    def __init__(self, text: str, line_starts: Sequence[int]) -> None:
+        self.text = text
+        self.line_starts = line_starts
+        self.blocks: list[Block] = []
+        self.footnote_refs: dict[str, int] = {}
+        self.done = False
+
+    def step(self) -> bool:
+        if self.done:
+            return False
+        self.blocks = parse_text_blocks(self.text, self.line_starts)
+        self.done = True
+        return True
+
+    def parse_inline(self, block: Block) -> bool:
+        return True
+
+    def footnote_blocks(self, label: str) -> list[Block] | None:
+        return []
+
+    def section_at(self, offset: int) -> int | None:
+        return None
+
+
+# Fields of a planned utterance before its index and pause are known.
+_Row = tuple[int, str, int, int, str, int, int, int, "int | None", int, int]
+
+
+class _Planner:
+    """Turns blocks into utterances in reading order, as far as its source allows.
+
+    Footnotes cited in a section are read at the section's end; an utterance is finished
+    (given its index and pause) once the next one is known.
+    """
+
+    def __init__(
+        self,
+        doc: Document,
+        settings: PlanSettings,
+        dictionary: PronunciationDictionary | None,
+    ) -> None:
+        self.doc = doc  # for block_speech: text, markdown, line_starts
+        self.settings = settings
+        self.utterances: list[Utterance] = []
+        self.pos = 0
+        """Blocks consumed."""
+        self.complete = False
+        self._global = dictionary
+        self._dictionary: PronunciationDictionary | None = None
+        self._started = False
+        self._rows: list[_Row] = []
+        self._sentence = 0
+        self._paragraph = 0
+        self._section = 0
+        self._heading: int | None = None
+        self._notes_by_section: dict[int, list[tuple[int, str]]] = {}
+        self._pending_refs: list[tuple[int, int, str]] | None = None  # (offset, order, label)
+
+    def run(self, source: _Source, budget: int | None = None) -> bool:
+        """Plan the blocks the source has made final (and finish if it is done).
+
+        Args:
+            source: Where the blocks come from.
+            budget: Stop after blocks with about this many characters (None: no limit).
+
+        Returns:
+            Whether any block was planned or the plan was completed.
+        """
+        if self.complete:
+            return False
+        blocks = source.blocks
+        if not self._started:
+            if not blocks and not source.done:
+                return False
+            self._start(blocks)
+        first = self.pos
+        chars = 0
+        while self.pos < len(blocks):
+            if budget is not None and chars >= budget:
+                break
+            block = blocks[self.pos]
+            if not source.parse_inline(block):
+                break
+            if block.kind != "footnote":
+                if block.section != self._section:
+                    if not self._flush(source):
+                        break
+                    self._section, self._heading = block.section, block.heading
+                self._emit(block)
+            chars += block.end - block.start
+            self.pos += 1
         else:
-            pause = getattr(settings, _BLOCK_PAUSE.get(u.kind, "pause_paragraph_ms"))
-        result.append(replace(u, pause_after=pause))
-    return result
+            if source.done and self._flush(source):
+                self._finish(last=True)
+                self.complete = True
+                return True
+        self._finish(last=False)
+        return self.pos > first
+
+    def _start(self, blocks: Sequence[Block]) -> None:
+        local = _front_matter_dictionary(blocks)
+        dictionary = self._global
+        if local is not None:
+            dictionary = dictionary.layered(local) if dictionary else local
+        self._dictionary = dictionary
+        self._started = True
+
+    # -- footnotes ------------------------------------------------------------------------
+
+    def _flush(self, source: _Source) -> bool:
+        """Read the footnotes first cited in the current section; False to wait for them."""
+        if self.settings.footnotes != "section_end" or not source.footnotes_settled:
+            return True  # unsettled: no block read so far can cite a footnote
+        labels = self._section_notes(source, self._section)
+        bodies = []
+        for label in labels:
+            found = source.footnote_blocks(label)
+            if found is None:
+                return False
+            bodies.extend(found)
+        for b in bodies:
+            if not source.parse_inline(b):  # pragma: no cover - settled means parsed
+                return False
+        for b in bodies:
+            self._emit(replace(b, section=self._section, heading=self._heading))
+        self._notes_by_section.pop(self._section, None)
+        return True
+
+    def _section_notes(self, source: _Source, section: int) -> list[str]:
+        """Labels whose first reference lies in ``section``, in reference order."""
+        if self._pending_refs is None:
+            self._pending_refs = sorted(
+                (offset, order, label)
+                for order, (label, offset) in enumerate(source.footnote_refs.items())
+                if label in source.footnote_labels
+            )
+            self._pending_refs.reverse()
+        pending = self._pending_refs
+        blocks = source.blocks
+        built_end = blocks[self.pos - 1].end if self.pos else 0
+        while pending and pending[-1][0] < built_end:
+            offset, order, label = pending.pop()
+            sec = source.section_at(offset)
+            if sec is not None:
+                self._notes_by_section.setdefault(sec, []).append((order, label))
+        return [label for _, label in sorted(self._notes_by_section.get(section, ()))]
+
+    # -- utterances -----------------------------------------------------------------------
+
+    def _emit(self, block: Block) -> None:
+        """Plan the utterances of one block."""
+        spoken_any = False
+        for unit in block_speech(self.doc, block, self.settings):
+            spans = [(0, len(unit.text))] if unit.whole else split_sentences(unit.text)
+            for s, e in spans:
+                spoken_any |= self._sentence_rows(block, unit, s, e)
+        if spoken_any:
+            self._paragraph += 1
+
+    def _sentence_rows(self, block: Block, unit: Speech, s: int, e: int) -> bool:
+        """Plan one sentence (split for length if needed); False if it says nothing."""
+        text = unit.text
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if s >= e:
+            return False
+        settings = self.settings
+        made = []
+        for ps, pe in split_long(text, s, e, settings.max_utterance_chars):
+            raw = text[ps:pe]
+            if settings.normalize:
+                speak = normalize(raw, self._dictionary)
+            else:
+                speak = strip_controls(raw).strip()
+            if _ALNUM.search(speak) is None:
+                continue
+            start, end = unit.source_span(ps, pe)
+            made.append((start, end, speak))
+        sentence, kind, n = self._sentence, unit.kind, len(made)
+        for part, (start, end, speak) in enumerate(made):
+            self._rows.append(
+                (sentence, kind, start, end, speak, block.index, self._paragraph,
+                 block.section, block.heading, part, n)
+            )
+        if made:
+            self._sentence += 1
+        return bool(made)
+
+    def _finish(self, last: bool) -> None:
+        """Give index and pause to every row whose successor is known (all if ``last``)."""
+        rows = self._rows
+        n = len(rows) if last else len(rows) - 1
+        if n <= 0:
+            return
+        s = self.settings
+        out = self.utterances
+        text = self.doc.text
+        for i in range(n):
+            u = rows[i]
+            nxt = rows[i + 1] if i + 1 < len(rows) else None
+            kind = u[1]
+            if nxt is not None and nxt[0] == u[0]:
+                pause = s.pause_clause_ms
+            elif nxt is None or nxt[7] != u[7] or nxt[1] == "heading":
+                pause = s.pause_section_ms if kind != "heading" else s.pause_heading_ms
+            elif nxt[6] == u[6]:
+                pause = s.pause_list_item_ms if kind == "table" else s.pause_sentence_ms
+            elif kind == "list_item" and nxt[1] != "list_item":
+                pause = s.pause_paragraph_ms
+            else:
+                pause = getattr(s, _BLOCK_PAUSE.get(kind, "pause_paragraph_ms"))
+            out.append(
+                Utterance(len(out), u[0], kind, u[2], u[3], text[u[2] : u[3]], u[4], pause,
+                          u[5], u[6], u[7], u[8], u[9], u[10])
+            )
+        del rows[:n]
+
+
+class ProgressivePlan:
+    """Parse and plan a document a part at a time (see the module docstring).
+
+    Args:
+        text: The decoded document text.
+        name: Where it came from.
+        encoding: The encoding it was decoded from.
+        markdown: Parse it as Markdown (else as plain text).
+        settings: Plan policies (defaults if None).
+        dictionary: Global pronunciation rules (as for ``build_plan``).
+        first_chars: Size of the first part parsed (later parts grow to ``part_chars``).
+        part_chars: Largest part parsed in one step (a step plans a quarter of that).
+    """
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        name: str = "<text>",
+        encoding: str = "utf-8",
+        markdown: bool = True,
+        settings: PlanSettings | None = None,
+        dictionary: PronunciationDictionary | None = None,
+        first_chars: int = 32_000,
+        part_chars: int = 256_000,
+    ) -> None:
+        starts = tuple(line_starts_of(text))
+        self._doc = Document(text, (), name, encoding, markdown, {}, starts)
+        self._source: MarkdownParts | _TextParts
+        if markdown:
+            self._source = MarkdownParts(text, starts, first_chars, part_chars)
+        else:
+            self._source = _TextParts(text, starts)
+        self._planner = _Planner(self._doc, settings or PlanSettings(), dictionary)
+        self._budget = max(1, part_chars // 4)  # characters planned per step
+        self._lock = threading.Lock()  # one step at a time
+        self._published = (0, 0, False)  # blocks, utterances, complete
+        self._cache: SpeechPlan | None = None
+        self._thread: threading.Thread | None = None
+        self._cancelled = threading.Event()
+        self._finished = threading.Event()
+        self._error: BaseException | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        encoding: str | None = None,
+        markdown: bool | None = None,
+        settings: PlanSettings | None = None,
+        dictionary: PronunciationDictionary | None = None,
+    ) -> ProgressivePlan:
+        """Read and decode a file (or ``-`` for stdin) as ``load_document`` does.
+
+        Raises:
+            DocumentError: the file cannot be read, decoded or is not text.
+        """
+        text, name, enc, md = read_text(path, encoding, markdown)
+        return cls(text, name=name, encoding=enc, markdown=md, settings=settings,
+                   dictionary=dictionary)
+
+    # -- work -----------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """Whether the whole plan is built."""
+        return self._published[2]
+
+    def step(self) -> bool:
+        """Parse and plan one more part.
+
+        Returns:
+            False once the whole plan is built.
+        """
+        with self._lock, gc_paused():
+            planner, source = self._planner, self._source
+            if not planner.run(source, self._budget) and not source.done:
+                source.step()  # the planner has caught up (or waits): parse another part
+                planner.run(source, self._budget)
+            self._published = (planner.pos, len(planner.utterances), planner.complete)
+            return not planner.complete
+
+    def advance(self, utterances: int = 1) -> SpeechPlan:
+        """Work until the plan has at least ``utterances`` utterances (or is complete).
+
+        Returns:
+            The plan so far (``plan``).
+        """
+        while self._published[1] < utterances and self.step():
+            pass
+        return self.plan
+
+    def start(self, on_update: Callable[[ProgressivePlan], None] | None = None) -> threading.Thread:
+        """Finish the plan on a daemon thread; ``on_update(self)`` runs there after each part.
+
+        Returns:
+            The thread (already started; calling ``start`` again returns it).
+        """
+        if self._thread is not None:
+            return self._thread
+
+        def work() -> None:
+            try:
+                last = self._published
+                while not self._cancelled.is_set() and self.step():
+                    if on_update is not None and self._published != last:
+                        last = self._published
+                        on_update(self)
+                if on_update is not None and self._published != last:
+                    on_update(self)
+            except BaseException as err:  # handed to result()
+                self._error = err
+            finally:
+                self._finished.set()
+
+        self._thread = threading.Thread(target=work, name="vvreader-plan", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def cancel(self) -> None:
+        """Stop the background work after the current part."""
+        self._cancelled.set()
+
+    def result(self, timeout: float | None = None) -> SpeechPlan:
+        """The whole plan: wait for the worker, or do the work here if none was started.
+
+        Raises:
+            TimeoutError: the worker did not finish within ``timeout`` seconds.
+        """
+        if self._thread is None:
+            while self.step():
+                pass
+        elif not self._finished.wait(timeout):
+            raise TimeoutError("the speech plan is not finished yet")
+        if self._error is not None:
+            raise self._error
+        if not self.done:
+            raise RuntimeError("the speech plan was cancelled")
+        return self.plan
+
+    # -- what is there so far -------------------------------------------------------------
+
+    @property
+    def plan(self) -> SpeechPlan:
+        """The plan so far: the first utterances of the whole plan (``complete`` at the end)."""
+        n_blocks, n_utterances, complete = self._published
+        cached = self._cache
+        if (
+            cached is not None
+            and len(cached) == n_utterances
+            and len(cached.document.blocks) == n_blocks
+            and cached.complete == complete
+        ):
+            return cached
+        doc = self._document(n_blocks, complete)
+        plan = SpeechPlan(doc, self._planner.utterances[:n_utterances], complete)
+        self._cache = plan
+        return plan
+
+    @property
+    def document(self) -> Document:
+        """The document so far: the first blocks of the whole document."""
+        return self.plan.document
+
+    def _document(self, n_blocks: int, complete: bool) -> Document:
+        blocks = tuple(self._source.blocks[:n_blocks])
+        source = self._source
+        refs: dict[str, int] = {}
+        if source.footnotes_settled:
+            if complete:
+                refs = dict(source.footnote_refs)
+            elif blocks:
+                end = blocks[-1].end
+                refs = {k: v for k, v in source.footnote_refs.items() if v < end}
+        base = self._doc
+        return Document(base.text, blocks, base.name, base.encoding, base.markdown, refs,
+                        base.line_starts)
