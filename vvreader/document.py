@@ -306,7 +306,8 @@ def line_starts_of(text: str) -> list[int]:
     return [0, *(m.end() for m in _LINE_BREAK.finditer(text))]
 
 
-_BLANK_LINE = re.compile(r"(?:\r\n|\r|\n)[ \t]*(?:\r\n|\r|\n)")
+# Atomic groups: the CR and LF of one CRLF are one line end, not an empty line between two.
+_BLANK_LINE = re.compile(r"(?>\r\n|\r|\n)[ \t]*+(?>\r\n|\r|\n)")
 
 
 def parse_text_blocks(text: str, line_starts: Sequence[int]) -> list[Block]:

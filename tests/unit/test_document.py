@@ -67,6 +67,15 @@ def test_crlf_offsets(tmp_path):
     assert doc.line_of(doc.text.index("second")) == 3
 
 
+def test_plain_text_crlf_and_cr_lines_join(tmp_path):
+    for nl in ("\r\n", "\r"):
+        path = tmp_path / "book.txt"
+        path.write_bytes(f"One wrapped{nl}line here.{nl}{nl}Two.{nl}".encode())
+        doc = load_document(str(path))
+        spans = [doc.text[b.start:b.end] for b in doc.blocks]
+        assert spans == [f"One wrapped{nl}line here.", "Two."]
+
+
 def test_plain_text_paragraphs(tmp_path):
     path = tmp_path / "book.txt"
     path.write_text("  One wrapped\nline here.\n\n\n\nTwo.\n   \nThree\n", "utf-8")
