@@ -116,6 +116,64 @@ class DiffusionHeadConfig:
 
 
 @dataclass(frozen=True)
+class QuantizationConfig:
+    """The ``quantization`` block that mlx-lm and mlx-audio converters write into config.json.
+
+    ``{"group_size": 64, "bits": 4, "mode": "affine"}`` applies to every quantized layer;
+    an entry keyed by a layer path (in the converter's naming, e.g.
+    ``"language_model.layers.0.mlp.down_proj"``) overrides it for that layer with its own
+    ``{"group_size", "bits"}`` or with ``false`` (left unquantized). Which layers are
+    quantized is decided by the weight file (a layer has ``.scales``), not by this block.
+    """
+
+    group_size: int = 64
+    bits: int = 4
+    mode: str = "affine"
+    per_layer: tuple[tuple[str, QuantizationConfig | None], ...] = ()
+    """Overrides by converter layer path; None marks a layer left in full precision."""
+
+    def for_layer(self, path: str) -> QuantizationConfig | None:
+        """The parameters of the layer at converter path ``path`` (None: not quantized)."""
+        for name, params in self.per_layer:
+            if name == path:
+                return params
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuantizationConfig:
+        if "quant_method" in data:
+            raise ConfigError(
+                f"config.json: quantization method {data['quant_method']!r} is not supported; "
+                "use an MLX conversion (mlx-community, mlx_audio.convert) or the full-precision "
+                "model with --quantize"
+            )
+        try:
+            base = cls(
+                group_size=int(data.get("group_size", 64)),
+                bits=int(data.get("bits", 4)),
+                mode=str(data.get("mode", "affine")),
+            )
+            overrides: list[tuple[str, QuantizationConfig | None]] = []
+            for key, value in data.items():
+                if isinstance(value, dict):
+                    overrides.append((key, cls.from_dict({**_scalars(base), **value})))
+                elif isinstance(value, bool):
+                    overrides.append((key, base if value else None))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config.json: malformed quantization block ({e})") from None
+        if base.bits not in (2, 3, 4, 5, 6, 8) or base.group_size not in (16, 32, 64, 128):
+            raise ConfigError(
+                f"config.json: quantization bits {base.bits} / group_size {base.group_size} "
+                "are not supported by MLX (bits 2-8, group size 16 to 128)"
+            )
+        return cls(base.group_size, base.bits, base.mode, tuple(overrides))
+
+
+def _scalars(q: QuantizationConfig) -> dict[str, Any]:
+    return {"group_size": q.group_size, "bits": q.bits, "mode": q.mode}
+
+
+@dataclass(frozen=True)
 class VibeVoiceConfig:
     """The whole ``config.json`` of a VibeVoice-Realtime checkpoint."""
 
@@ -125,7 +183,8 @@ class VibeVoiceConfig:
     acoustic_vae_dim: int
     tts_backbone_num_hidden_layers: int
     model_type: str = "vibevoice_streaming"
-    quantization: dict[str, Any] | None = None
+    quantization: QuantizationConfig | None = None
+    """Present in quantized MLX conversions (mlx-community ``-4bit``, ``-8bit``, ...)."""
 
     @property
     def lm_layers(self) -> int:
@@ -138,6 +197,16 @@ class VibeVoiceConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VibeVoiceConfig:
+        # mlx-audio 0.6.2's converter rewrites model_type to "vibevoice" even for the
+        # realtime model; the realtime model is recognised by its split backbone.
+        if "tts_backbone_num_hidden_layers" not in data and data.get("model_type") == "vibevoice":
+            raise ConfigError(
+                "config.json describes the long-form VibeVoice model, not VibeVoice-Realtime "
+                "(no tts_backbone_num_hidden_layers); use microsoft/VibeVoice-Realtime-0.5B "
+                "or one of its conversions"
+            )
+        quant = data.get("quantization", data.get("quantization_config"))
+        quantization = QuantizationConfig.from_dict(quant) if isinstance(quant, dict) else None
         try:
             dec = dict(data["decoder_config"])
             ac = dict(data["acoustic_tokenizer_config"])
@@ -155,7 +224,7 @@ class VibeVoiceConfig:
                 acoustic_vae_dim=int(data.get("acoustic_vae_dim", acoustic.vae_dim)),
                 tts_backbone_num_hidden_layers=int(data["tts_backbone_num_hidden_layers"]),
                 model_type=data.get("model_type", "vibevoice_streaming"),
-                quantization=data.get("quantization"),
+                quantization=quantization,
             )
         except KeyError as e:
             raise ConfigError(f"config.json lacks the key {e.args[0]!r}") from None
