@@ -70,6 +70,10 @@ class Line:
     strike, link."""
 
 
+_BLANK = Line("", ())
+"""The one blank line (separators; the view caches rendered lines by identity)."""
+
+
 def _chunks(text: str, width: int, words: bool) -> list[tuple[int, int]]:
     """Greedy line ranges of ``text`` at most ``width`` cells wide (by words or by cells)."""
     width = max(1, width)
@@ -339,6 +343,15 @@ class WrapModel:
         return self._heights.total
 
     @property
+    def settled(self) -> int:
+        """Blocks before this index are all wrapped (heights exact)."""
+        return self._settled
+
+    def block_of_line(self, line: int) -> int:
+        """Index (among shown blocks) of the block holding display line ``line``."""
+        return self._heights.find(line) if self._blocks else 0
+
+    @property
     def complete(self) -> bool:
         """Every block is wrapped (heights are exact)."""
         return self._settled >= len(self._blocks)
@@ -348,13 +361,13 @@ class WrapModel:
         """Every display line (wraps the whole document)."""
         out: list[Line] = []
         for i in range(len(self._blocks)):
-            out += [Line("", ())] * self._sep[i] + self._block_lines(i)
+            out += [_BLANK] * self._sep[i] + self._block_lines(i)
         return out
 
     def line(self, index: int) -> Line:
         """Display line ``index`` (blank past the end)."""
         if not self._blocks or not 0 <= index < len(self):
-            return Line("", ())
+            return _BLANK
         for _ in range(8):  # wrapping a block may move the line into a neighbour
             i = self._heights.find(index)
             base = self._heights.prefix(i)
@@ -363,10 +376,10 @@ class WrapModel:
             if local < 0:
                 continue
             if local < self._sep[i]:
-                return Line("", ())
+                return _BLANK
             if local - self._sep[i] < len(lines):
                 return lines[local - self._sep[i]]
-        return Line("", ())
+        return _BLANK
 
     def settle(self, budget: float = 0.02) -> bool:
         """Wrap not-yet-wrapped blocks in order for about ``budget`` seconds; True when

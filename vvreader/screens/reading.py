@@ -107,6 +107,7 @@ class ReadingScreen(Screen[None]):
         self._lower_text: str | None = None
         self._preview_from: str | None = None
         self._logged: int | None = None
+        self._banner = ""
 
     # ------------------------------------------------------------------ composition
     def compose(self) -> ComposeResult:
@@ -164,15 +165,18 @@ class ReadingScreen(Screen[None]):
     # ------------------------------------------------------------------ the clock
     def _tick(self) -> None:
         status = self.status
-        banner = self.query_one("#loading", Static)
         n = self.narrator
         if n is None:
             status.state = "loading"
             elapsed = time.monotonic() - self._loading_since
-            banner.update(f"{self.loading}\u2026" + (f" {elapsed:.0f} s" if elapsed >= 2 else ""))
-            banner.set_class(not self.loading, "-hidden")
+            banner = self.query_one("#loading", Static)
+            text = f"{self.loading}\u2026" + (f" {elapsed:.0f} s" if elapsed >= 2 else "")
+            if text != self._banner:
+                self._banner = text
+                banner.update(text)
+            if banner.has_class("-hidden") != (not self.loading):
+                banner.set_class(not self.loading, "-hidden")
             return
-        banner.set_class(True, "-hidden")
         if n.error:
             self.app.notify(n.error + " (press space to retry; --export writes a file instead)",
                             title="Speech engine", severity="error", markup=False, timeout=10)

@@ -16,7 +16,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from vvreader.plan import SpeechPlan
-from vvreader.wrap import WrapModel, col_at_cell, safe_text
+from vvreader.wrap import Line, WrapModel, col_at_cell, safe_text
 
 __all__ = ["ReadingView"]
 
@@ -87,7 +87,6 @@ class ReadingView(ScrollView, can_focus=True):
         """The speech plan (its document is what is shown)."""
         self.model: WrapModel | None = None
         """The wrap model for the current width (None before the first layout)."""
-        self._version = 0
         self._safe = safe_text(plan.document.text)
         self._cells: dict[str, Cells] = {"audible": {}, "cursor": {}}
         self._cache: LRUCache[tuple[object, ...], Strip] = LRUCache(1024)
@@ -103,7 +102,6 @@ class ReadingView(ScrollView, can_focus=True):
         if self.model is not None:
             top = self.model.nearest_offset(round(self.scroll_y), 0)
         self.model = WrapModel(self.plan.document, width, self._safe)
-        self._version = self.model.version
         self._cache.clear()
         self.virtual_size = Size(width, len(self.model))
         self._update_cells("audible")
@@ -118,24 +116,28 @@ class ReadingView(ScrollView, can_focus=True):
         self.set_interval(0.05, self._settle)
 
     def _settle(self) -> None:
-        """Wrap more of the document in the background of the UI (a slice a tick) and
-        keep the view steady when heights above it become exact."""
+        """Wrap more of the document in the background of the UI (a slice a tick); keep
+        the view steady when heights above it become exact, and repaint only when what
+        is on screen changed."""
         model = self.model
-        if model is None:
+        if model is None or model.complete:
             return
-        if not model.complete:
-            top = model.nearest_offset(round(self.scroll_y), 0) if self.scroll_y else None
-            model.settle(0.015)
-        else:
-            top = None
-        if model.version == self._version:
+        height = self.scrollable_content_region.height
+        top_line = round(self.scroll_y)
+        first_shown = model.block_of_line(top_line)
+        last_shown = model.block_of_line(top_line + height)
+        top = model.nearest_offset(top_line, 0) if top_line else None
+        before = model.settled
+        version = model.version
+        model.settle(0.015)
+        if model.version == version:
             return
-        self._version = model.version
-        self._cache.clear()
         self.virtual_size = Size(model.width, len(model))
+        if before > last_shown:  # all below the screen: only the scrollbar changes
+            return
         self._update_cells("audible")
         self._update_cells("cursor")
-        if top is not None:
+        if top is not None and before <= first_shown:
             self.scroll_to(y=model.offset_to_cell(top)[0], animate=False, immediate=True)
         self.refresh()
 
@@ -261,18 +263,17 @@ class ReadingView(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         audible = self._cells["audible"].get(index)
         cursor = self._cells["cursor"].get(index)
-        key = (index, self.model.width, self.model.version, audible, cursor)
+        line = self.model.line(index)
+        key = (id(line), audible, cursor)  # lines live as long as the model (cleared with it)
         strip = self._cache.get(key)
         if strip is None:
-            strip = self._build(index, audible, cursor)
+            strip = self._build(line, audible, cursor)
             self._cache[key] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
 
     def _build(
-        self, index: int, audible: tuple[int, int] | None, cursor: tuple[int, int] | None
+        self, line: Line, audible: tuple[int, int] | None, cursor: tuple[int, int] | None
     ) -> Strip:
-        assert self.model is not None
-        line = self.model.line(index)
         style = self.get_component_rich_style
         base = self.rich_style
         if line.style in ("heading", "code", "quote"):
