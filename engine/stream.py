@@ -15,7 +15,9 @@ from pathlib import Path
 
 from engine.api import SAMPLE_RATE, AudioChunk, SynthesisRequest
 from engine.backend import run_on_mlx_thread
+from engine.config import VibeVoiceConfig
 from engine.errors import EngineError, VoiceError
+from engine.sources import ModelSource
 
 _DONE = object()
 
@@ -56,8 +58,10 @@ class MLXEngine:
 
     Args:
         model_dir: a folder with config.json, model*.safetensors, tokenizer.json and
-            optionally voices/*.safetensors.
+            optionally voices/*.safetensors, or an :class:`engine.sources.ModelSource`
+            (from ``resolve_model``: a Hugging Face snapshot and a tokenizer elsewhere).
         dtype: compute dtype name ("float32", "bfloat16", "float16").
+        quantize: 8 or 4 to quantize the LM stacks on load (None: as stored).
         on_ready: called (on the engine thread) once the model is loaded, with None or
             the error that made loading fail.
         frames_per_token, extra_frames: the runaway guard of requests without
@@ -68,13 +72,21 @@ class MLXEngine:
 
     def __init__(
         self,
-        model_dir: str | Path,
+        model_dir: str | Path | ModelSource,
         dtype: str = "float32",
         on_ready: Callable[[EngineError | None], None] | None = None,
         frames_per_token: float = 4.0,
         extra_frames: int = 24,
+        quantize: int | None = None,
     ) -> None:
-        self.model_dir = Path(model_dir)
+        if isinstance(model_dir, ModelSource):
+            self._source: ModelSource | None = model_dir
+            self.model_dir = model_dir.folder
+        else:
+            self._source = None
+            self.model_dir = Path(model_dir)
+        self._quantize = quantize
+        self._presets: set[str] = set()
         self._frame_limit = (frames_per_token, extra_frames)
         self._dtype_name = dtype
         self._on_ready = on_ready
@@ -98,8 +110,10 @@ class MLXEngine:
         return self._ready.is_set() and self._load_error is None
 
     def voices(self) -> list[str]:
+        """The model's own voices, then the preset voices that fit it (fetched on first
+        use when not cached)."""
         self.wait_ready()
-        return sorted(self._voice_paths)
+        return sorted(self._voice_paths) + sorted(self._presets - set(self._voice_paths))
 
     def synthesize(self, request: SynthesisRequest) -> SynthesisHandle:
         handle = SynthesisHandle(request)
@@ -165,22 +179,31 @@ class MLXEngine:
         dtype = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}[
             self._dtype_name
         ]
-        self._model = load_model(self.model_dir, dtype=dtype)
-        self._tokenizer = TextTokenizer(self.model_dir / "tokenizer.json")
+        self._model = load_model(self.model_dir, dtype=dtype, quantize=self._quantize)
+        tokenizer = self._source.tokenizer if self._source else self.model_dir / "tokenizer.json"
+        self._tokenizer = TextTokenizer(tokenizer)
         self._voices: dict[Path, object] = {}
         self._kernels: dict[int, object] = {}
         for path in sorted((self.model_dir / "voices").glob("*.safetensors")):
             self._voice_paths[path.stem] = path
+        self._presets, self._default_preset = _preset_voices(self._model.config)
 
     def _voice(self, name: str) -> object:
         from engine.voices import load_voice
 
         path = self._voice_paths.get(name)
+        if path is None and name in self._presets:
+            from engine.sources import fetch_voice
+
+            path = self._voice_paths[name] = fetch_voice(name)
         if path is None:
             path = Path(name).expanduser()
             if not path.is_file():
                 known = ", ".join(sorted(self._voice_paths)) or "none"
-                raise VoiceError(f"unknown voice {name!r} (known: {known}; or give a file path)")
+                more = "; presets: see vvreader --list-voices" if self._presets else ""
+                raise VoiceError(
+                    f"unknown voice {name!r} (known: {known}{more}; or give a file path)"
+                )
         if path not in self._voices:
             cfg = self._model.config
             voice = load_voice(path)
@@ -210,6 +233,7 @@ class MLXEngine:
         if req.steps < 1:
             raise EngineError("diffusion steps must be at least 1")
         voice_name = req.voice or (min(self._voice_paths) if self._voice_paths else "")
+        voice_name = voice_name or self._default_preset
         voice = self._voice(voice_name)
         kernels = self._kernels.get(req.steps)
         if kernels is None:
@@ -236,3 +260,20 @@ class MLXEngine:
                     stop_reason=f.stop_reason,
                 )
             )
+
+
+def _preset_voices(cfg: VibeVoiceConfig) -> tuple[set[str], str]:
+    """The catalogue's preset voices and its default, if they fit a model of config ``cfg``
+    (the tiny test model gets none)."""
+    from engine.voices import load_catalogue
+
+    try:
+        catalogue = load_catalogue()
+    except VoiceError:
+        return set(), ""
+    dec = cfg.decoder
+    if not catalogue.fits(
+        dec.hidden_size, cfg.lm_layers, cfg.tts_layers, dec.kv_heads, dec.dim_per_head
+    ):
+        return set(), ""
+    return {v.id for v in catalogue.voices}, catalogue.default

@@ -9,6 +9,9 @@ Two formats load (chosen by content, then by suffix):
 * the official ``.pt`` files (``torch.save`` zips), read by :mod:`engine.torch_pickle`
   without torch and without running code from the file.
 
+The catalogue of the official preset voices (``voices/catalogue.toml``) is read here;
+fetching them is :func:`engine.sources.fetch_voice`.
+
 CLI: ``python -m engine.voices convert IN.pt OUT.safetensors`` and
 ``python -m engine.voices info FILE``.
 """
@@ -19,6 +22,11 @@ import argparse
 import os
 import re
 import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -280,6 +288,99 @@ def save_voice(voice: VoicePrompt | Mapping[str, mx.array], path: str | Path) ->
     except (OSError, RuntimeError, ValueError) as exc:
         tmp.unlink(missing_ok=True)
         raise VoiceError(f"{path}: cannot write voice file ({exc})") from None
+
+
+# Where the catalogue is: the source tree, then an installed copy.
+CATALOGUE_PATHS = (
+    Path(__file__).resolve().parent.parent / "voices" / "catalogue.toml",
+    Path(sys.prefix) / "share" / "vvreader" / "voices" / "catalogue.toml",
+)
+
+
+@dataclass(frozen=True)
+class PresetVoice:
+    """One official preset voice of the catalogue."""
+
+    id: str
+    """File stem upstream, e.g. ``en-Carter_man``."""
+    language: str
+    """BCP 47 code (``en``, ``en-IN``, ``de``, ``ja``, ...)."""
+    language_name: str
+    gender: str
+    """``man`` or ``woman``, as in the upstream file name."""
+    experimental: bool
+    """Upstream calls the non-English voices experimental."""
+    path: str
+    """Path of the .pt file in the upstream repository."""
+    git_blob: str
+    """The file's git blob id (SHA-1 of ``b"blob <size>\\0" + content``)."""
+
+
+@dataclass(frozen=True)
+class VoiceCatalogue:
+    """The preset voices, their upstream source and the model shape they fit."""
+
+    voices: tuple[PresetVoice, ...]
+    default: str
+    repository: str
+    commit: str
+    url_template: str
+    model_shape: tuple[tuple[str, int], ...]
+    """hidden_size, lm_layers, tts_layers, kv_heads, head_dim of the model they fit."""
+
+    def get(self, name: str) -> PresetVoice | None:
+        return next((v for v in self.voices if v.id == name), None)
+
+    def url(self, voice: PresetVoice) -> str:
+        return self.url_template.format(
+            repository=self.repository, commit=self.commit, path=voice.path
+        )
+
+    def fits(
+        self, hidden_size: int, lm_layers: int, tts_layers: int, kv_heads: int, head_dim: int
+    ) -> bool:
+        """Whether the preset voices can drive a model of this shape."""
+        have = dict(
+            hidden_size=hidden_size,
+            lm_layers=lm_layers,
+            tts_layers=tts_layers,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+        )
+        return all(have.get(k) == v for k, v in self.model_shape)
+
+
+def load_catalogue(path: str | Path | None = None) -> VoiceCatalogue:
+    """Read ``voices/catalogue.toml`` (or ``path``).
+
+    Raises:
+        VoiceError: the file is missing or malformed.
+    """
+    candidates = [Path(path)] if path is not None else list(CATALOGUE_PATHS)
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise VoiceError(f"voice catalogue not found (looked for {candidates[0]})")
+    try:
+        data = tomllib.loads(found.read_text(encoding="utf-8"))
+        src = data["source"]
+        voices = tuple(
+            PresetVoice(**{f.name: v[f.name] for f in fields(PresetVoice)}) for v in data["voice"]
+        )
+        catalogue = VoiceCatalogue(
+            voices=voices,
+            default=str(data["default"]),
+            repository=str(src["repository"]),
+            commit=str(src["commit"]),
+            url_template=str(src["url"]),
+            model_shape=tuple((str(k), int(v)) for k, v in data.get("model", {}).items()),
+        )
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise VoiceError(f"{found}: unreadable voice catalogue ({e})") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise VoiceError(f"{found}: malformed voice catalogue (missing or bad {e})") from None
+    if catalogue.get(catalogue.default) is None:
+        raise VoiceError(f"{found}: the default voice {catalogue.default!r} is not listed")
+    return catalogue
 
 
 def _describe(arrays: Mapping[str, mx.array]) -> str:

@@ -85,13 +85,20 @@ def reader_options(p: argparse.ArgumentParser) -> None:
 def engine_options(p: argparse.ArgumentParser) -> None:
     """Options that choose the model and how it speaks."""
     g = p.add_argument_group("voice")
-    g.add_argument("--model", metavar="DIR", help="a VibeVoice-Realtime model folder")
+    g.add_argument("--model", metavar="DIR|REPO",
+                   help="a VibeVoice-Realtime model folder or Hugging Face repository id "
+                   "(default microsoft/VibeVoice-Realtime-0.5B, downloaded once)")
     g.add_argument("--voice", metavar="NAME|PATH",
                    help="a voice of the model (e.g. en-Emma_woman) or a .pt/.safetensors file")
     g.add_argument("--cfg-scale", type=float,
                    help="classifier-free guidance, 1.0-5.0 (default 1.5, or the config file)")
     g.add_argument("--steps", type=int,
                    help="diffusion steps per frame, 1-50 (default 5, or the config file)")
+    g.add_argument("--quantize", type=int, choices=(8, 4), metavar="8|4",
+                   help="quantize the language model to 8 or 4 bits when loading "
+                   "(less memory; a small loss of precision)")
+    g.add_argument("--list-voices", action="store_true",
+                   help="list the voices on disk and those that can be fetched, and exit")
     g = p.add_argument_group("export")
     g.add_argument("--export", metavar="OUT.wav",
                    help="render the document to a WAV file (and OUT.vtt subtitles) and exit")
@@ -187,7 +194,13 @@ def run_reader(args: argparse.Namespace) -> int:
         return 2
     from vvreader.app import ReaderApp, ReaderOptions
     from vvreader.state import PositionStore
-    from vvreader.voice_engine import open_engine
+    from vvreader.voice_engine import EngineUnavailable, open_engine, prepare_model
+
+    try:  # download the model (and the first voice) here, with progress, not in the UI
+        source = prepare_model(config.model or None, voice=config.voice, progress=True)
+    except EngineUnavailable as err:
+        print(f"vvreader: {err}", file=sys.stderr)
+        return 2
 
     options = ReaderOptions(
         config=config,
@@ -196,7 +209,7 @@ def run_reader(args: argparse.Namespace) -> int:
         model_id=config.model,
         warnings=warnings,
     )
-    app = ReaderApp(plan, options, lambda: open_engine(config.model or None),
+    app = ReaderApp(plan, options, lambda: open_engine(source, quantize=args.quantize),
                     positions=PositionStore())
     try:
         app.run()
@@ -223,7 +236,7 @@ def run_export(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        engine = open_engine(config.model or None)
+        engine = open_engine(config.model or None, quantize=args.quantize, progress=True)
     except EngineUnavailable as err:
         print(f"vvreader: {err}", file=sys.stderr)
         return 2
@@ -258,6 +271,10 @@ def dispatch(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     """Pick the command for the parsed options."""
     if args.list_devices:
         return run_list_devices
+    if args.list_voices:
+        from vvreader.voice_engine import run_list_voices
+
+        return run_list_voices
     if args.plan:
         return run_plan
     if args.export:
@@ -286,8 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.json and not args.plan:
         parser.error("--json needs --plan")
-    if args.file is None and not args.list_devices:
-        parser.error("give a FILE to read (or --list-devices)")
+    if args.file is None and not (args.list_devices or args.list_voices):
+        parser.error("give a FILE to read (or --list-devices, --list-voices)")
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
