@@ -3,6 +3,7 @@ the narrator to the audio output, and keeps settings and the reading position on
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -11,13 +12,14 @@ from typing import ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from engine.api import SpeechEngine
 from vvreader.config import Config, save_config
 from vvreader.narrator import Narrator, VoiceSettings
-from vvreader.plan import SpeechPlan
+from vvreader.plan import ProgressivePlan, SpeechPlan
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import AudioDeviceError, AudioOutput, NullPlayer, open_output
 from vvreader.screens.reading import ReadingScreen
@@ -55,6 +57,9 @@ class ReaderApp(App[None]):
         Binding("q", "quit", "Quit", id="quit-q"),
     ]
 
+    class PlanGrew(Message):
+        """The background planner has planned more of the book."""
+
     def __init__(
         self,
         plan: SpeechPlan,
@@ -62,9 +67,13 @@ class ReaderApp(App[None]):
         open_engine: Callable[[], SpeechEngine],
         positions: PositionStore | None = None,
         make_output: Callable[[str], OutputFactory] | None = None,
+        progress: ProgressivePlan | None = None,
     ) -> None:
         super().__init__()
         self.plan = plan
+        self.progress = progress
+        """Plans the rest of a big book in the background (None: ``plan`` is whole)."""
+        self._swapped_at = 0.0
         self.options = options
         self.config = options.config
         self.positions = positions
@@ -74,25 +83,36 @@ class ReaderApp(App[None]):
         self.narrator: Narrator | None = None
         self._saved_position: object = None
         c = options.config
+        self._resume_offset = self._saved_offset()
+        start = self._index_at(self._resume_offset)
+        if start is not None or self._resume_offset is None:
+            self._resume_offset = None
         self.reading = ReadingScreen(
             plan,
             VoiceSettings(c.voice, c.cfg_scale, c.steps),
-            start=self._resume_index(),
-            autoplay=c.autoplay,
+            start=start or 0,
+            autoplay=c.autoplay and self._resume_offset is None,
         )
 
     # ------------------------------------------------------------------ start-up
-    def _resume_index(self) -> int:
+    def _saved_offset(self) -> int | None:
+        """Where the reader stopped last time in this document (a text offset)."""
         path = self.options.document_path
         if self.positions is None or path is None or not len(self.plan):
-            return 0
-        pos = self.positions.get(path, self.plan.document.text)
-        if pos is None:
-            return 0
-        offset = locate(self.plan.document.text, pos)
+            return None
+        text = self.plan.document.text
+        pos = self.positions.get(path, text)
+        return None if pos is None else locate(text, pos)
+
+    def _index_at(self, offset: int | None) -> int | None:
+        """The utterance at (or after) ``offset``; None when it is not planned yet."""
+        if offset is None:
+            return None
         u = self.plan.at_offset(offset)
         if u is None:
-            u = next((x for x in self.plan if x.end > offset), self.plan[len(self.plan) - 1])
+            u = next((x for x in self.plan if x.end > offset), None)
+        if u is None:
+            return len(self.plan) - 1 if getattr(self.plan, "complete", True) else None
         return u.index
 
     def get_default_screen(self) -> Screen:
@@ -115,6 +135,10 @@ class ReaderApp(App[None]):
         if self.reading.position > 0:
             self.notify(f"Resuming at sentence {self.reading.position + 1} of {len(self.plan)}.",
                         timeout=4)
+        elif self._resume_offset is not None:
+            self.notify("Finding where you stopped (planning the book)\u2026", timeout=4)
+        if self.progress is not None and not self.progress.done:
+            self.progress.start(lambda _progress: self.post_message(self.PlanGrew()))
         self.set_interval(10, self.save_position)
         self.run_worker(self._load_engine, thread=True, exclusive=True, name="load-engine")
 
@@ -157,6 +181,29 @@ class ReaderApp(App[None]):
         self.narrator = narrator
         self.reading.attach(narrator, voices)
 
+    def on_reader_app_plan_grew(self, _message: PlanGrew) -> None:
+        """Show more of the book (at most twice a second, and at the end)."""
+        progress = self.progress
+        if progress is None:
+            return
+        now = time.monotonic()
+        if not progress.done and now - self._swapped_at < 0.5:
+            return
+        self._swapped_at = now
+        plan = progress.plan
+        if len(plan) == len(self.plan) and plan.complete == getattr(self.plan, "complete", True):
+            return
+        self.plan = plan
+        self.reading.set_plan(plan)
+        if self._resume_offset is not None:
+            index = self._index_at(self._resume_offset)
+            if index is not None:
+                self._resume_offset = None
+                self.reading.resume_at(index, play=self.config.autoplay)
+                self.notify(f"Resuming at sentence {index + 1}.", timeout=4)
+        if not progress.done:
+            self.set_timer(0.6, lambda: self.post_message(self.PlanGrew()))
+
     # ------------------------------------------------------------------ settings and state
     def on_reading_screen_settings_changed(self, event: ReadingScreen.SettingsChanged) -> None:
         s = event.settings
@@ -181,8 +228,8 @@ class ReaderApp(App[None]):
     def save_position(self) -> None:
         """Remember where the reader is (only when it moved)."""
         path = self.options.document_path
-        if self.positions is None or path is None:
-            return
+        if self.positions is None or path is None or self._resume_offset is not None:
+            return  # (the saved place is not found yet: keep it)
         pos = self.reading.current_position()
         if pos is None or (pos.offset, pos.text) == self._saved_position:
             return
@@ -201,6 +248,8 @@ class ReaderApp(App[None]):
 
     def shutdown(self) -> None:
         """Stop the narration and the engine (after the app has exited)."""
+        if self.progress is not None:
+            self.progress.cancel()
         if self.narrator is not None:
             self.narrator.close()
         if self.engine is not None:

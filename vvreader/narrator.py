@@ -145,6 +145,12 @@ class Narrator:
         """Change voice, cfg_scale or steps; applies from the next utterance."""
         self._cmds.put(("settings", changes))
 
+    def set_plan(self, plan: SpeechPlan) -> None:
+        """A longer version of the plan (the same utterances first, more after): reading
+        goes on into the new utterances."""
+        self.plan = plan
+        self._suffix = None
+
     def close(self) -> None:
         self._closed.set()
         self._cmds.put(("close",))
@@ -179,7 +185,7 @@ class Narrator:
         """Everything was synthesised and played."""
         return (
             self._next is not None and self._next >= len(self.plan) and self._speaking is None
-            and self.ring.ready == 0
+            and self.ring.ready == 0 and getattr(self.plan, "complete", True)
         )
 
     @property

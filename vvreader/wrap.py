@@ -342,6 +342,24 @@ class WrapModel:
     def __len__(self) -> int:
         return self._heights.total
 
+    def extend(self, document: Document) -> None:
+        """Take ``document``, the same text with more blocks parsed (its first blocks are
+        this one's): the new blocks are added, the wrapped ones kept."""
+        old = len(self._blocks)
+        shown = [b for b in document.blocks if b.kind != "front_matter"]
+        if shown[:old] != self._blocks:
+            raise ValueError("not an extension of the wrapped document")
+        self.document = document
+        for b in shown[old:]:
+            i = len(self._blocks)
+            self._sep.append(0 if i == 0 or (self._blocks[-1].list_depth and b.list_depth) else 1)
+            self._blocks.append(b)
+            self._starts.append(b.start)
+        heights = self._heights.values + [self._sep[i] + self._estimate(self._blocks[i])
+                                          for i in range(old, len(self._blocks))]
+        self._heights = _Heights(heights)
+        self.version += 1
+
     @property
     def settled(self) -> int:
         """Blocks before this index are all wrapped (heights exact)."""

@@ -150,6 +150,21 @@ class ReadingScreen(Screen[None]):
             self._pending = self.position
             narrator.play(self.position)
 
+    def set_plan(self, plan: SpeechPlan) -> None:
+        """A longer version of the plan (more of the book planned)."""
+        self.plan = plan
+        self.view.set_plan(plan)
+        self.status.total = len(plan)
+        if self.narrator is not None:
+            self.narrator.set_plan(plan)
+
+    def resume_at(self, index: int, play: bool) -> None:
+        """Put the reader at utterance ``index`` (a saved place found late)."""
+        self.view.cursor = index
+        self._go(index, play=play or None)
+        if play:
+            self._want_play = True
+
     def set_loading(self, what: str) -> None:
         """Show what is being loaded ("" hides the line)."""
         self.loading = what

@@ -115,6 +115,26 @@ class ReadingView(ScrollView, can_focus=True):
     def on_mount(self) -> None:
         self.set_interval(0.05, self._settle)
 
+    def set_plan(self, plan: SpeechPlan) -> None:
+        """Show a longer version of the same document (more blocks parsed), keeping what
+        is on screen where it is."""
+        self.plan = plan
+        model = self.model
+        if model is None:
+            return
+        top = model.nearest_offset(round(self.scroll_y), 0) if self.scroll_y else None
+        try:
+            model.extend(plan.document)
+        except ValueError:
+            self.model = WrapModel(plan.document, model.width, self._safe)
+            self._cache.clear()
+        self.virtual_size = Size(self.model.width, len(self.model))
+        self._update_cells("audible")
+        self._update_cells("cursor")
+        if top is not None:
+            self.scroll_to(y=self.model.offset_to_cell(top)[0], animate=False, immediate=True)
+        self.refresh()
+
     def _settle(self) -> None:
         """Wrap more of the document in the background of the UI (a slice a tick); keep
         the view steady when heights above it become exact, and repaint only when what
