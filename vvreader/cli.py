@@ -15,7 +15,7 @@ from typing import TextIO
 from vvreader.config import Config, config_path, load_config
 from vvreader.document import DocumentError, load_document
 from vvreader.normalize import PronunciationDictionary
-from vvreader.plan import SpeechPlan, build_plan
+from vvreader.plan import ProgressivePlan, SpeechPlan, build_plan
 from vvreader.policy import PlanSettings
 
 __all__ = ["build_parser", "main", "escape_terminal"]
@@ -131,6 +131,19 @@ def _plan(args: argparse.Namespace) -> SpeechPlan:
     return build_plan(doc, settings, _dictionary(args.pronunciations))
 
 
+def _progressive_plan(args: argparse.Namespace) -> ProgressivePlan:
+    """The document, to be planned a part at a time (the reader shows it at once)."""
+    progress = ProgressivePlan.open(
+        args.file, encoding=args.encoding, markdown=False if args.text else None,
+        settings=PlanSettings(max_utterance_chars=max(0, args.max_chars)),
+        dictionary=_dictionary(args.pronunciations),
+    )
+    encoding = progress.plan.document.encoding
+    if encoding not in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+        print(f"vvreader: {args.file}: not UTF-8; decoded as {encoding}", file=sys.stderr)
+    return progress
+
+
 def print_plan(plan: SpeechPlan, as_json: bool, out: TextIO) -> None:
     """Write the plan, one utterance a line."""
     for u in plan:
@@ -184,7 +197,8 @@ def run_list_devices(args: argparse.Namespace) -> int:
 def run_reader(args: argparse.Namespace) -> int:
     """The reader UI."""
     config, config_file, warnings = settings(args)
-    plan = _plan(args)
+    progress = _progressive_plan(args)
+    plan = progress.advance(1)  # the first part of a big book: milliseconds
     if not len(plan):
         print(f"vvreader: {args.file}: nothing to read", file=sys.stderr)
         return 2
@@ -210,7 +224,7 @@ def run_reader(args: argparse.Namespace) -> int:
         warnings=warnings,
     )
     app = ReaderApp(plan, options, lambda: open_engine(source, quantize=args.quantize),
-                    positions=PositionStore())
+                    positions=PositionStore(), progress=progress)
     try:
         app.run()
     finally:
