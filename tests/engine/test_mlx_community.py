@@ -52,6 +52,7 @@ def mlx_audio_path() -> Path:
     needs only mlx, numpy and huggingface_hub, which the project already has."""
     target = CACHE / "mlx-audio-0.6.2"
     if not (target / "mlx_audio" / "convert.py").is_file():
+        CACHE.mkdir(exist_ok=True)
         tmp = CACHE / f".mlx-audio-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         pip = subprocess.run(
@@ -366,3 +367,40 @@ def test_cli_reports_a_broken_model_in_one_line(converted, tmp_path) -> None:
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     assert "missing key 'tts_eos_classifier.fc2.bias'" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+@pytest.mark.parametrize("case", ["tiny-run", "mid-shapes"])
+def test_quantization_cost_on_the_parity_cases(case: str, capsys) -> None:
+    """--quantize 8|4 (the LM only) against the official float32 latents, teacher-forced so
+    that each frame shows one frame's error. Measured: 8-bit 1.7e-2 (tiny-run) and 1.4e-2
+    (mid-shapes), 4-bit 2.5e-1 and 2.2e-1; full-davis (not run here, 2 GB) 4.1e-2 and
+    4.0e-1; float32 itself is within 1e-5."""
+    from engine.parity import find_voice
+    from tests.conftest import PARITY, parity_model_dir
+
+    fixture = PARITY / case
+    spec = json.loads((fixture / "case.json").read_text())
+    voice = load_voice(find_voice(fixture, spec))
+    noise = np.load(fixture / "noise.npy").astype(np.float32)
+    expected = np.load(fixture / "expected" / "latents.npy").astype(np.float32)
+    errors = {}
+    for bits in (None, 8, 4):
+        model = load_model(parity_model_dir(case), quantize=bits)
+        frames = generate_frames(
+            model,
+            voice,
+            spec["text_ids"],
+            cfg_scale=spec["cfg_scale"],
+            steps=spec["steps"],
+            noise=lambda i: mx.array(noise[i][None]),
+            max_frames=spec["max_frames"],
+            teacher_latents=expected,
+        )
+        errors[bits] = _rel(np.stack([f.latent for f in frames]), expected)
+    with capsys.disabled():
+        print(
+            f"\n{case}: latent error vs official, fp32 {errors[None]:.1e}, "
+            f"8-bit {errors[8]:.2e}, 4-bit {errors[4]:.2e}"
+        )
+    assert errors[None] < 1e-4
+    assert 1e-3 < errors[8] < 5e-2 and errors[8] * 4 < errors[4] < 0.6
