@@ -4,6 +4,7 @@ audio callback). No locks: each side moves only its own counter."""
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_right
 
 import numpy as np
@@ -72,14 +73,40 @@ class AudioRing:
 
 class PlaybackClock:
     """Which utterance is audible: utterance start markers (sample positions in the ring's
-    count) against the samples handed to the device minus the device latency."""
+    count) against what the device is playing now.
+
+    Outputs that know their timing call :meth:`stamp` once per block from the audio
+    callback: which ring samples the block carries, and when its first frame will be heard
+    (the callback time plus the device's reported delay). The clock then interpolates the
+    playhead between callbacks, so it is exact to a few milliseconds instead of to a
+    block, follows the latency the device actually has, and stands still during pauses
+    and underruns (the padding is silence, not ring audio). Outputs that do not stamp get
+    ``ring.read - latency``.
+    """
+
+    HISTORY = 64
+    """Blocks remembered (readers look at the last :data:`_LOOK` only, so the writer can
+    never be rewriting a row that a reader uses)."""
+    _LOOK = 48
+    _ORIGIN_BLOCKS = 8
+    """The time origin is the earliest over this many recent blocks: a late callback (CPU
+    load, the GIL) only makes its own estimate later, never earlier."""
 
     def __init__(self, ring: AudioRing) -> None:
         self.ring = ring
         self.latency = 0
-        """Samples between handing audio to the device and hearing it."""
+        """Samples between handing audio to the device and hearing it (the latest one
+        measured, or the device's nominal latency)."""
         self._starts: list[int] = []
         self._utterances: list[int] = []
+        # Per block, written by the audio callback only (preallocated: no allocation,
+        # no lock): the device frame it starts at, the ring position and number of ring
+        # samples it carries, and the time device frame 0 is heard by its estimate.
+        self._frame = np.zeros(self.HISTORY, dtype=np.float64)
+        self._read = np.zeros(self.HISTORY, dtype=np.float64)
+        self._got = np.zeros(self.HISTORY, dtype=np.float64)
+        self._origin = np.zeros(self.HISTORY, dtype=np.float64)
+        self._stamps = 0
 
     def mark(self, position: int, utterance: int) -> None:
         """Utterance ``utterance`` starts at sample ``position`` (producer side)."""
@@ -91,18 +118,50 @@ class PlaybackClock:
         k = bisect_right(self._starts, position - 1)
         del self._starts[k:], self._utterances[k:]
 
+    def stamp(self, frame: int, read: int, got: int, heard_at: float) -> None:
+        """Audio callback side: the block starting at device frame ``frame`` carries ring
+        samples ``read .. read + got`` (then silence), and its first frame will be heard at
+        ``heard_at`` (``time.monotonic()`` seconds)."""
+        i = self._stamps % self.HISTORY
+        self._frame[i] = frame
+        self._read[i] = read
+        self._got[i] = got
+        self._origin[i] = heard_at - frame / SAMPLE_RATE
+        self._stamps += 1  # publishes the row
+
     @property
     def position(self) -> int:
-        """The sample being heard now."""
-        return max(0, self.ring.read - self.latency)
+        """The ring sample being heard now (-1 before the first one)."""
+        return self.position_at(time.monotonic())
+
+    def position_at(self, now: float) -> int:
+        """The ring sample heard at ``now`` (``time.monotonic()``; -1 before the first)."""
+        count = self._stamps
+        if count == 0:
+            return max(-1, self.ring.read - self.latency - 1)
+        rows = [(count - 1 - j) % self.HISTORY for j in range(min(count, self._LOOK))]
+        origin = min(self._origin[i] for i in rows[: self._ORIGIN_BLOCKS])
+        frame = (now - origin) * SAMPLE_RATE  # device frames heard so far
+        for i in rows:
+            if self._frame[i] <= frame:
+                into = frame - self._frame[i]
+                if into < self._got[i]:
+                    return int(self._read[i] + into)
+                return int(self._read[i] + self._got[i]) - 1  # in the padding after it
+        i = rows[-1]  # before the oldest block remembered: the start, or a stale clock
+        return max(-1, int(self._read[i] - (self._frame[i] - frame)) - 1)
 
     def utterance_at(self, position: int) -> int | None:
         k = bisect_right(self._starts, position) - 1
         return self._utterances[k] if k >= 0 else None
 
     def audible(self) -> int | None:
-        """The utterance being heard now (None before the first one)."""
+        """The utterance being heard now (None before the first sound)."""
         return self.utterance_at(self.position)
+
+    def current(self) -> int | None:
+        """The utterance being heard, or before the first sound the first one queued."""
+        return self.utterance_at(max(0, self.position))
 
     def start_of(self, utterance: int) -> int | None:
         """Sample position where ``utterance`` starts, if marked."""

@@ -40,14 +40,19 @@ class _Pull:
         self.paused = False
         self.underruns = 0
         """Blocks that found less audio than they needed while playing."""
+        self.padded = 0
+        """Frames of silence played because the ring was empty while playing (before the
+        first audio, and wherever the narrator was buffering)."""
 
     def fill(self, out: np.ndarray) -> None:
         if self.paused:
             out[:] = 0.0
             return
         got = self.ring.read_into(out)
-        if got < len(out) and got > 0:
-            self.underruns += 1
+        if got < len(out):
+            self.padded += len(out) - got
+            if got > 0:
+                self.underruns += 1
 
 
 class NullPlayer(_Pull):
@@ -64,8 +69,12 @@ class NullPlayer(_Pull):
     def _run(self) -> None:
         block = np.zeros(BLOCK, dtype=np.float32)
         t = time.monotonic()
+        frame = 0
         while not self._stop.is_set():
+            read = self.ring.read
             self.fill(block)
+            self.clock.stamp(frame, read, self.ring.read - read, time.monotonic())
+            frame += BLOCK
             t += BLOCK / SAMPLE_RATE
             delay = t - time.monotonic()
             if delay > 0:
@@ -80,7 +89,8 @@ class NullPlayer(_Pull):
 
 
 class SoundDevicePlayer(_Pull):
-    """The sound card. The callback only copies from the ring (no allocation, no lock)."""
+    """The sound card. The callback only copies from the ring (no allocation, no lock) and
+    tells the clock when the block will be heard."""
 
     def __init__(self, ring: AudioRing, clock: PlaybackClock, device: str | int | None = None):
         super().__init__(ring, clock)
@@ -106,10 +116,30 @@ class SoundDevicePlayer(_Pull):
                 f"no usable audio output ({e}); see --list-devices, or use --audio-device "
                 "null, or --export OUT.wav"
             ) from None
-        clock.latency = int(self._stream.latency * SAMPLE_RATE)
+        self._nominal = float(self._stream.latency)
+        self._frames = 0
+        """Frames handed to the device so far (ring audio and padding)."""
+        self.device_underflows = 0
+        """Callbacks that PortAudio said came too late: the device ran dry and played
+        silence that the ring never saw (the machine was too busy to run the callback)."""
+        clock.latency = int(self._nominal * SAMPLE_RATE)
 
-    def _callback(self, outdata: np.ndarray, frames: int, time_info: object, status: object):
+    def _callback(self, outdata: np.ndarray, frames: int, time_info, status) -> None:
+        now = time.monotonic()
+        if status.output_underflow:
+            self.device_underflows += 1
+        # When this block's first frame will be heard: PortAudio's estimate from the
+        # device (for ALSA, the PCM delay, which through PulseAudio includes the server's
+        # buffering and the sink's latency), else the stream's nominal latency.
+        dac, current = time_info.outputBufferDacTime, time_info.currentTime
+        delay = dac - current
+        if (dac == 0.0 and current == 0.0) or not 0.0 <= delay < 10.0:
+            delay = self._nominal
+        read = self.ring.read
         self.fill(outdata[:, 0])
+        self.clock.stamp(self._frames, read, self.ring.read - read, now + delay)
+        self.clock.latency = int(delay * SAMPLE_RATE)
+        self._frames += frames
 
     def start(self) -> None:
         self._stream.start()
