@@ -1,14 +1,27 @@
 /* CBLAS entry points for MLX on Linux CPUs, forwarding to scipy-openblas32.
  *
- * MLX's CPU backend calls cblas_sgemm for every float32 matmul, including the M=1
- * (vector x matrix) products that dominate token-by-token decoding; OpenBLAS's sgemm is
- * several times slower there than its sgemv. This library exports cblas_sgemm,
- * cblas_dgemm and cblas_cgemm: products with at most SMALL_M rows go to sgemv row by
- * row, everything else to OpenBLAS's gemm. engine/backend.py loads scipy-openblas32
- * and then this library with RTLD_GLOBAL before MLX is imported, so MLX's references
- * bind here. The scipy_cblas_* symbols are left undefined and resolve at load time.
+ * MLX's CPU backend calls cblas_sgemm for every float32 matmul, including the few-row
+ * products that dominate token-by-token decoding (one row per CFG branch, a handful of
+ * text tokens). OpenBLAS's sgemm packs the whole weight matrix first and is several
+ * times slower there than a plain pass over the weights. This library exports
+ * cblas_sgemm, cblas_dgemm and cblas_cgemm:
+ *   - products with at most SMALL_M rows against a weight stored row-major as
+ *     (N, K) and used transposed (x @ W.T, what nn.Linear does) go to our own kernel:
+ *     one pass over W for all rows at once, split between two threads;
+ *   - other products of at most SMALL_GEMV rows go to OpenBLAS's sgemv, row by row;
+ *   - everything else to OpenBLAS's sgemm.
+ * engine/backend.py loads scipy-openblas32 and then this library with RTLD_GLOBAL before
+ * MLX is imported, so MLX's references bind here. The scipy_cblas_* symbols are left
+ * undefined and resolve at load time.
  */
+#define _GNU_SOURCE
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 enum Order { RowMajor = 101, ColMajor = 102 };
 enum Trans { NoTrans = 111, Trans = 112, ConjTrans = 113 };
@@ -22,7 +35,170 @@ extern void scipy_cblas_dgemm(int, int, int, int, int, int, double, const double
 extern void scipy_cblas_cgemm(int, int, int, int, int, int, const void *, const void *, int,
                               const void *, int, const void *, void *, int);
 
-#define SMALL_M 4
+#define SMALL_GEMV 4
+#define SMALL_M 16
+/* Below this many weight values one thread is faster than waking the other. */
+#define PARALLEL_MIN (1 << 16)
+
+/* ---- the few-row kernel: C[i, n] = alpha * A[i, :] . W[n, :] + beta * C[i, n] ---- */
+
+typedef float v8 __attribute__((vector_size(32)));
+
+typedef struct {
+    int M, K;
+    float alpha, beta;
+    const float *A;
+    int lda;
+    const float *W;
+    int ldw;
+    float *C;
+    int ldc;
+} Job;
+
+#if defined(__x86_64__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#define PAUSE() __builtin_ia32_pause()
+#else
+#define CLONES
+#define PAUSE() ((void)0)
+#endif
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE v8 load8(const float *p) {
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+INLINE float hsum(v8 v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+INLINE void store(const Job *j, int i, int n, float dot) {
+    float *c = j->C + (size_t)i * j->ldc + n;
+    *c = j->beta == 0.0f ? j->alpha * dot : j->alpha * dot + j->beta * *c;
+}
+
+/* MR rows of A against 4 rows of W: 4 * MR vector accumulators (8 for two rows, so
+ * that they and the 4 weight vectors stay in 16 registers); W is read once per call. */
+#define MICRO(MR)                                                                         \
+    INLINE void micro##MR(const Job *j, int i0, int n0) {                                 \
+        const int K = j->K;                                                               \
+        const float *a[MR], *w[4];                                                        \
+        for (int r = 0; r < MR; r++) a[r] = j->A + (size_t)(i0 + r) * j->lda;            \
+        for (int c = 0; c < 4; c++) w[c] = j->W + (size_t)(n0 + c) * j->ldw;             \
+        v8 acc[MR][4];                                                                    \
+        memset(acc, 0, sizeof acc);                                                       \
+        int k = 0;                                                                        \
+        for (; k + 8 <= K; k += 8) {                                                      \
+            v8 wv[4];                                                                     \
+            for (int c = 0; c < 4; c++) wv[c] = load8(w[c] + k);                          \
+            for (int r = 0; r < MR; r++) {                                                \
+                v8 av = load8(a[r] + k);                                                  \
+                for (int c = 0; c < 4; c++) acc[r][c] += av * wv[c];                      \
+            }                                                                             \
+        }                                                                                 \
+        for (int r = 0; r < MR; r++)                                                      \
+            for (int c = 0; c < 4; c++) {                                                 \
+                float s = hsum(acc[r][c]);                                                \
+                for (int kk = k; kk < K; kk++) s += a[r][kk] * w[c][kk];                  \
+                store(j, i0 + r, n0 + c, s);                                              \
+            }                                                                             \
+    }
+MICRO(1)
+MICRO(2)
+
+INLINE void single(const Job *j, int i, int n) {
+    const float *a = j->A + (size_t)i * j->lda, *w = j->W + (size_t)n * j->ldw;
+    float s = 0.0f;
+    for (int k = 0; k < j->K; k++) s += a[k] * w[k];
+    store(j, i, n, s);
+}
+
+/* Rows [n0, n1) of W against every row of A. */
+CLONES static void run_rows(const Job *j, int n0, int n1) {
+    int n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        int i = 0;
+        for (; i + 2 <= j->M; i += 2) micro2(j, i, n);
+        for (; i < j->M; i++) micro1(j, i, n);
+    }
+    for (; n < n1; n++)
+        for (int i = 0; i < j->M; i++) single(j, i, n);
+}
+
+/* ---- one helper thread: spins briefly for work, then sleeps on a futex ---- */
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int have_helper;
+static const Job *job;
+static int job_n0, job_n1;
+static atomic_int posted, finished, sleeping;
+
+static long futex(atomic_int *addr, int op, int val) {
+    return syscall(SYS_futex, (int *)addr, op, val, NULL, NULL, 0);
+}
+
+static void *helper(void *arg) {
+    (void)arg;
+    int seen = 0;
+    for (;;) {
+        int spins = 0;
+        while (atomic_load_explicit(&posted, memory_order_acquire) == seen) {
+            if (++spins < 20000) {
+                PAUSE();
+                continue;
+            }
+            atomic_store(&sleeping, 1);
+            if (atomic_load(&posted) == seen) futex(&posted, FUTEX_WAIT_PRIVATE, seen);
+            atomic_store(&sleeping, 0);
+            spins = 0;
+        }
+        seen = atomic_load_explicit(&posted, memory_order_acquire);
+        run_rows(job, job_n0, job_n1);
+        atomic_store_explicit(&finished, seen, memory_order_release);
+    }
+    return NULL;
+}
+
+static void start_helper(void) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    have_helper = pthread_create(&t, &attr, helper, NULL) == 0;
+    pthread_attr_destroy(&attr);
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void few_rows(const Job *j, int N) {
+    if ((long)N * j->K < PARALLEL_MIN || sysconf(_SC_NPROCESSORS_ONLN) < 2 ||
+        pthread_mutex_trylock(&lock) != 0) {
+        run_rows(j, 0, N);
+        return;
+    }
+    pthread_once(&once, start_helper);
+    if (!have_helper) {
+        pthread_mutex_unlock(&lock);
+        run_rows(j, 0, N);
+        return;
+    }
+    /* The helper takes the second half (a multiple of 4 rows in the first). */
+    int half = (N / 2 + 3) & ~3;
+    job = j;
+    job_n0 = half;
+    job_n1 = N;
+    int ticket = atomic_load(&posted) + 1;
+    atomic_store(&posted, ticket); /* seq_cst: ordered before the load of sleeping */
+    if (atomic_load(&sleeping)) futex(&posted, FUTEX_WAKE_PRIVATE, 1);
+    run_rows(j, 0, half);
+    while (atomic_load_explicit(&finished, memory_order_acquire) != ticket)
+        PAUSE();
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---- CBLAS ---- */
 
 void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                  int lda, const float *B, int ldb, float beta, float *C, int ldc) {
@@ -31,7 +207,12 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
         cblas_sgemm(RowMajor, tb, ta, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
         return;
     }
-    if (M <= SMALL_M && K > 0) {
+    if (M >= 2 && M <= SMALL_M && K > 0 && ta == NoTrans && tb != NoTrans) {
+        Job j = {M, K, alpha, beta, A, lda, B, ldb, C, ldc};
+        few_rows(&j, N);
+        return;
+    }
+    if (M <= SMALL_GEMV && K > 0) {
         for (int i = 0; i < M; i++) {
             /* Row i of op(A): contiguous if A is not transposed, else a column of A. */
             const float *x = ta == NoTrans ? A + (size_t)i * lda : A + i;

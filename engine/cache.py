@@ -198,9 +198,10 @@ class _PairSlot:
         return self.mask
 
 
-def compile_pair_step(stack: Callable[[mx.array, list], mx.array]) -> Callable[..., tuple]:
-    """One speech frame of the CFG pair through ``stack`` as a compiled function of
-    (x (2, 1, hidden), keys, values, valid, column, positions)."""
+def pair_step(stack: Callable[[mx.array, list], mx.array]) -> Callable[..., tuple]:
+    """One speech frame of the CFG pair through ``stack`` as a function of
+    (x (2, hidden), keys, values, valid, column, positions) returning (out (2, hidden),
+    keys, values, valid); fixed shapes, so one ``mx.compile`` trace serves every frame."""
 
     def step(
         x: mx.array,
@@ -218,25 +219,44 @@ def compile_pair_step(stack: Callable[[mx.array, list], mx.array]) -> Callable[.
         out = stack(x, slots)
         return out, [s.keys for s in slots], [s.values for s in slots], valid
 
-    return mx.compile(step)
+    return step
 
 
-def run_pair_step(step: Callable[..., tuple], x: mx.array, caches: list[CFGKVCache]) -> mx.array:
-    """Apply a :func:`compile_pair_step` function to ``caches`` (one frame, both rows)."""
+def compile_pair_step(stack: Callable[[mx.array, list], mx.array]) -> Callable[..., tuple]:
+    """:func:`pair_step`, compiled."""
+    return mx.compile(pair_step(stack))
+
+
+def pair_inputs(
+    caches: list[CFGKVCache],
+) -> tuple[list[mx.array], list[mx.array], mx.array, mx.array, mx.array]:
+    """The cache arguments of a :func:`pair_step` function for the next frame (keys,
+    values, valid, column, positions), growing the caches first when they are full."""
     first = caches[0]
     if first.column + 1 > first.keys.shape[2]:
         for c in caches:
             c._grow(first.column + 1)
-    out, keys, values, valid = step(
-        x,
+    return (
         [c.keys for c in caches],
         [c.values for c in caches],
         first.valid,
         mx.array([first.column], dtype=mx.int32),
         mx.array(first.positions, dtype=mx.int32),
     )
+
+
+def commit_pair_step(
+    caches: list[CFGKVCache], keys: list[mx.array], values: list[mx.array], valid: mx.array
+) -> None:
+    """Take a :func:`pair_step` function's new cache arrays: one more column in both rows."""
     for c, k, v in zip(caches, keys, values, strict=True):
         c.keys, c.values, c.valid = k, v, valid
         c.column += 1
         c.positions = [c.positions[0] + 1, c.positions[1] + 1]
+
+
+def run_pair_step(step: Callable[..., tuple], x: mx.array, caches: list[CFGKVCache]) -> mx.array:
+    """Apply a :func:`compile_pair_step` function to ``caches`` (one frame, both rows)."""
+    out, keys, values, valid = step(x, *pair_inputs(caches))
+    commit_pair_step(caches, keys, values, valid)
     return out

@@ -12,7 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from engine.config import DiffusionHeadConfig
-from engine.layers import RMSNorm, SwiGLU
+from engine.layers import Fused, RMSNorm, SwiGLU, fuse_linears, fused_or_none
 
 # Sinusoid width of the timestep embedding (upstream frequency_embedding_size).
 FREQUENCY_EMBEDDING_SIZE = 256
@@ -46,33 +46,29 @@ class TimestepEmbedder(nn.Module):
 class HeadLayer(nn.Module):
     """adaLN-modulated SwiGLU: ``x + gate * ffn(norm(x) * (1 + scale) + shift)``."""
 
+    # Rows of hidden size in this layer's modulation: shift, scale, gate.
+    MODULATIONS = 3
+
     def __init__(self, hidden: int, ffn_dim: int, eps: float) -> None:
         super().__init__()
         self.ffn = SwiGLU(hidden, ffn_dim)
         self.norm = RMSNorm(hidden, eps)
         self.adaLN_modulation = [nn.SiLU(), nn.Linear(hidden, 3 * hidden, bias=False)]
 
-    def modulation(self, c: mx.array) -> mx.array:
-        """(shift, scale, gate) concatenated, from the combined condition ``c``."""
-        return self.adaLN_modulation[1](nn.silu(c))
-
-    def __call__(self, x: mx.array, mod: mx.array) -> mx.array:
-        shift, scale, gate = mx.split(mod, 3, axis=-1)
+    def __call__(self, x: mx.array, shift: mx.array, scale: mx.array, gate: mx.array) -> mx.array:
         return x + gate * self.ffn(self.norm(x) * (1 + scale) + shift)
 
 
 class FinalLayer(nn.Module):
+    MODULATIONS = 2
+
     def __init__(self, hidden: int, out: int, eps: float) -> None:
         super().__init__()
         self.norm_final = RMSNorm(hidden, eps, affine=False)
         self.linear = nn.Linear(hidden, out, bias=False)
         self.adaLN_modulation = [nn.SiLU(), nn.Linear(hidden, 2 * hidden, bias=False)]
 
-    def modulation(self, c: mx.array) -> mx.array:
-        return self.adaLN_modulation[1](nn.silu(c))
-
-    def __call__(self, x: mx.array, mod: mx.array) -> mx.array:
-        shift, scale = mx.split(mod, 2, axis=-1)
+    def __call__(self, x: mx.array, shift: mx.array, scale: mx.array) -> mx.array:
         return self.linear(self.norm_final(x) * (1 + scale) + shift)
 
 
@@ -89,28 +85,55 @@ class DiffusionHead(nn.Module):
             HeadLayer(hidden, cfg.ffn_dim, cfg.rms_norm_eps) for _ in range(cfg.head_layers)
         ]
         self.final_layer = FinalLayer(hidden, cfg.latent_size, cfg.rms_norm_eps)
+        self.fused_modulation: Fused | None = None
 
-    def modulations(self, condition: mx.array, t_emb: mx.array) -> list[mx.array]:
+    def fuse(self) -> None:
+        """One matmul for the adaLN modulations of all layers, one per FFN for gate/up."""
+        blocks = [*self.layers, self.final_layer]
+        self.fused_modulation = fuse_linears(
+            [b.adaLN_modulation[1] for b in blocks], self.fused_modulation
+        )
+        for layer in self.layers:
+            layer.ffn.fuse()
+
+    def modulations(self, condition: mx.array, t_emb: mx.array) -> list[list[mx.array]]:
         """adaLN modulations of every layer for every (timestep, condition) pair.
 
         ``condition`` (B, hidden) and ``t_emb`` (S, hidden) give ``c = cond_proj(condition)
-        + t_emb``, shape (S, B, hidden); the result holds one (S, B, k * hidden) array per
-        layer, the final layer last. They do not depend on the noisy sample, so a sampler
-        computes them for all its steps at once (one pass over these weights per frame
-        instead of one per step).
+        + t_emb``, shape (S, B, hidden). Returns, per timestep, the (B, hidden) pieces in
+        layer order (shift, scale, gate of each layer, then shift, scale of the final
+        layer). They do not depend on the noisy sample, so a sampler computes them for all
+        its steps at once: one pass over these weights per frame, and one split instead
+        of an index per step and layer.
         """
-        c = self.cond_proj(condition)[None] + t_emb[:, None]
-        return [layer.modulation(c) for layer in self.layers] + [self.final_layer.modulation(c)]
+        c = nn.silu(self.cond_proj(condition)[None] + t_emb[:, None])
+        if (fused := fused_or_none(self.fused_modulation)) is not None:
+            m = c @ fused.weight.T
+        else:
+            blocks = [*self.layers, self.final_layer]
+            m = mx.concatenate([b.adaLN_modulation[1](c) for b in blocks], axis=-1)
+        S, B, _ = m.shape
+        hidden = c.shape[-1]
+        n = m.shape[-1] // hidden
+        # (S, B, n * hidden) -> (S * n * B, hidden): B consecutive rows per (step, piece).
+        rows = m.reshape(S, B, n, hidden).transpose(0, 2, 1, 3).reshape(S * n * B, hidden)
+        pieces = mx.split(rows, S * n)
+        return [pieces[i * n : (i + 1) * n] for i in range(S)]
 
     def denoise(self, noisy: mx.array, mods: list[mx.array]) -> mx.array:
-        """The v-prediction for ``noisy`` (B, latent) given one step's ``mods`` (B, ...)."""
+        """The v-prediction for ``noisy`` (B, latent) given one step's ``mods``
+        (from :meth:`modulations`)."""
         x = self.noisy_images_proj(noisy)
-        for layer, mod in zip(self.layers, mods[:-1], strict=True):
-            x = layer(x, mod)
-        return self.final_layer(x, mods[-1])
+        it = iter(mods)
+        for layer in self.layers:
+            x = layer(x, next(it), next(it), next(it))
+        return self.final_layer(x, next(it), next(it))
 
     def __call__(self, noisy: mx.array, t: mx.array, condition: mx.array) -> mx.array:
         """``(noisy (B, latent), t (B,), condition (B, hidden)) -> v (B, latent)``."""
-        mods = self.modulations(condition, self.t_embedder(t))
-        # (B, B, k * hidden): row i pairs timestep i with condition i.
-        return self.denoise(noisy, [m[mx.arange(t.shape[0]), mx.arange(t.shape[0])] for m in mods])
+        out = []
+        for i in range(t.shape[0]):
+            # Row i pairs timestep i with condition i.
+            mods = self.modulations(condition[i : i + 1], self.t_embedder(t[i : i + 1]))[0]
+            out.append(self.denoise(noisy[i : i + 1], mods))
+        return mx.concatenate(out)

@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING
 import mlx.core as mx
 import numpy as np
 
-from engine.cache import compile_pair_step, make_caches, make_cfg_caches, run_pair_step
+from engine.cache import (
+    CFGKVCache,
+    commit_pair_step,
+    compile_pair_step,
+    make_caches,
+    make_cfg_caches,
+    pair_inputs,
+    pair_step,
+    run_pair_step,
+)
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.dpm_solver import make_schedule
 from engine.model import VibeVoiceRealtime
@@ -50,10 +59,18 @@ def default_frame_limit(
 
 class FrameKernels:
     """The per-frame functions of one model and step count, compiled once and reusable
-    across utterances (the engine thread keeps one per step count)."""
+    across utterances (the engine thread keeps one per step count).
+
+    ``frame`` is a whole speech frame but its decoding, as one compiled function of fixed
+    shapes: the CFG sampler, the connector, both TTS-LM rows one position on, and the EOS
+    logit. On a GPU a frame is bound by the host launching its primitives, so one traced
+    graph (no Python between the parts, element-wise work fused across them) is what
+    makes it fast.
+    """
 
     def __init__(self, model: VibeVoiceRealtime, steps: int) -> None:
         m = model.model
+        model.fuse()
         self.steps = steps
         self.schedule = make_schedule(steps, model.config.diffusion.ddpm_num_steps)
         self.sample = CompiledSampler(m.prediction_head, self.schedule)
@@ -64,7 +81,58 @@ class FrameKernels:
             return decoder(model.latent_to_decoder_input(latents), state)
 
         self.decode = mx.compile(decode)
+        # The decoder runs on its own stream: decoding frame k (its input is ready) then
+        # overlaps with frame k + 1, which the host launched already. On a GPU that keeps
+        # the host from waiting for the frame in flight; on the CPU the stream has its own
+        # thread, so the decoder's single-threaded element-wise work runs beside the LM's
+        # BLAS calls on the other core.
+        self.decode_stream = mx.new_stream(mx.default_device())
         self.tts_pair = compile_pair_step(m.tts_language_model)
+        step = pair_step(m.tts_language_model)
+        dtype = m.tts_input_types.weight.dtype
+        hidden = model.config.decoder.hidden_size
+        schedule = self.schedule
+        t_emb = m.prediction_head.t_embedder(mx.array(schedule.timesteps, dtype=mx.float32))
+        mx.eval(t_emb)
+
+        def frame(
+            noise: mx.array,
+            pos: mx.array,
+            neg: mx.array,
+            cfg: mx.array,
+            teacher: mx.array,
+            use_teacher: mx.array,
+            *cache: mx.array | list[mx.array],
+        ) -> tuple[mx.array, ...]:
+            latent = sample_latent(m.prediction_head, schedule, noise, pos, neg, cfg, t_emb=t_emb)
+            fed = mx.where(use_teacher, teacher, latent)
+            emb = m.acoustic_connector(fed.astype(dtype)) + m.tts_input_types.weight[0]
+            out, keys, values, valid = step(mx.broadcast_to(emb, (2, hidden)), *cache)
+            pos, neg = out[0:1], out[1:2]
+            eos_logit = model.tts_eos_classifier(pos)[0, 0]
+            return latent, fed, pos, neg, eos_logit, keys, values, valid
+
+        self._frame = mx.compile(frame)
+        self._no_teacher = (mx.zeros((1, model.config.acoustic_vae_dim)), mx.array(False))
+
+    def frame(
+        self,
+        noise: mx.array,
+        pos_cond: mx.array,
+        neg_cond: mx.array,
+        cfg_scale: float,
+        caches: list[CFGKVCache],
+        teacher: mx.array | None = None,
+    ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
+        """Sample one frame and feed it back: (latent, fed latent, next positive and
+        negative conditions, EOS logit), all lazy; ``caches`` move one position on."""
+        forced = self._no_teacher if teacher is None else (teacher, mx.array(True))
+        cfg = mx.array(cfg_scale, dtype=mx.float32)
+        latent, fed, pos, neg, eos, keys, values, valid = self._frame(
+            noise.astype(mx.float32), pos_cond, neg_cond, cfg, *forced, *pair_inputs(caches)
+        )
+        commit_pair_step(caches, keys, values, valid)
+        return latent, fed, pos, neg, eos
 
 
 @dataclass
@@ -124,7 +192,7 @@ def generate_frames(
     trace: Trace | None = None,
     cancel: threading.Event | None = None,
     kernels: FrameKernels | None = None,
-    decode_group: int = 2,
+    decode_group: int | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of one utterance as they are generated.
 
@@ -145,8 +213,12 @@ def generate_frames(
         decode_group: frames decoded together after the first (the decoder is bound by
             reading its weights, on the CPU, or by kernel launches, on a GPU: two frames
             cost little more than one). Each frame is still its own chunk; a frame's
-            audio comes at most ``decode_group - 1`` frames later.
+            audio comes at most ``decode_group - 1`` frames later. Default: 2 on the CPU
+            (where the decoder's later stages grow with the frames), 4 on a GPU (where
+            four frames cost what one does, and four frames take milliseconds).
     """
+    if decode_group is None:
+        decode_group = 4 if mx.default_device().type == mx.DeviceType.gpu else 2
     cfg = model.config
     m = model.model
     dtype = m.tts_input_types.weight.dtype
@@ -191,9 +263,10 @@ def generate_frames(
         # The first frame is decoded alone (first audio as soon as possible); later ones
         # in groups, which share one pass over the decoder's weights.
         if stop is not None or final or s.index == 0 or len(pending) >= decode_group:
-            audio, dec_state = kernels.decode(
-                mx.concatenate([p.fed for p in pending])[None], dec_state
-            )
+            with mx.stream(kernels.decode_stream):
+                audio, dec_state = kernels.decode(
+                    mx.concatenate([p.fed for p in pending])[None], dec_state
+                )
             mx.eval(audio, dec_state)
             chunks = np.array(audio[0, :, 0].astype(mx.float32)).reshape(len(pending), -1)
             for p, chunk in zip(pending, chunks, strict=True):
@@ -235,7 +308,9 @@ def generate_frames(
             if trace is not None:
                 trace.cond_pos.append(np.array(pos_cond[0].astype(mx.float32)))
                 trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
+            teacher = None if teacher_latents is None else mx.array(teacher_latents[frame][None])
             if trace is not None and frame == 0:
+                # The parts one by one, recording the solver's steps.
                 latent = sample_latent(
                     m.prediction_head,
                     schedule,
@@ -245,15 +320,17 @@ def generate_frames(
                     cfg_scale,
                     trace.frame0_steps,
                 )
+                fed = latent if teacher is None else teacher
+                emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
+                out = run_pair_step(
+                    kernels.tts_pair, mx.broadcast_to(emb, (2, emb.shape[-1])), tts_cache
+                )
+                pos_cond, neg_cond = out[0:1], out[1:2]
+                eos_logit = model.tts_eos_classifier(pos_cond)[0, 0]
             else:
-                latent = kernels.sample(noise(frame), pos_cond, neg_cond, cfg_scale)
-            fed = latent if teacher_latents is None else mx.array(teacher_latents[frame][None])
-            emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
-            out = run_pair_step(
-                kernels.tts_pair, mx.broadcast_to(emb[:, None, :], (2, 1, emb.shape[-1])), tts_cache
-            )
-            pos_cond, neg_cond = out[0:1, -1], out[1:2, -1]
-            eos_logit = model.tts_eos_classifier(pos_cond)[0, 0]
+                latent, fed, pos_cond, neg_cond, eos_logit = kernels.frame(
+                    noise(frame), pos_cond, neg_cond, cfg_scale, tts_cache, teacher
+                )
             forced = None
             if frame + 1 >= limit:
                 forced = "frame_limit"

@@ -75,6 +75,17 @@ class VibeVoiceRealtime(nn.Module):
     def hop_length(self) -> int:
         return self.config.acoustic.hop_length
 
+    def fuse(self) -> None:
+        """Stack the projections that read the same input into one matmul each (q/k/v and
+        gate/up in both LM stacks, gate/up and the adaLN modulations in the diffusion
+        head): fewer, larger products, the same numbers. The checkpoint's parameters stay
+        in place as views of the stacked arrays. Idempotent; quantized layers are left
+        as they are."""
+        m = self.model
+        m.language_model.fuse()
+        m.tts_language_model.fuse()
+        m.prediction_head.fuse()
+
     def latent_to_decoder_input(self, latent: mx.array) -> mx.array:
         """The LM works in a normalised latent space; the decoder wants
         ``latent / speech_scaling_factor - speech_bias_factor``."""

@@ -21,19 +21,24 @@ def sample_latent(
     neg_cond: mx.array,
     cfg_scale: float | mx.array,
     trace: list[tuple[mx.array, mx.array]] | None = None,
+    t_emb: mx.array | None = None,
 ) -> mx.array:
     """Denoise ``noise`` (1, latent) into a latent (1, latent).
 
     ``pos_cond``/``neg_cond`` are (1, hidden). When ``trace`` is a list, each step
     appends (x fed to the head, raw head output (2, latent)) for parity checks.
+    ``t_emb`` is the timestep embedding of the schedule, when already computed.
     """
     cond = mx.concatenate([pos_cond, neg_cond], axis=0).astype(mx.float32)
-    t_emb = head.t_embedder(mx.array(schedule.timesteps, dtype=mx.float32))
-    mods = head.modulations(cond, t_emb)  # per layer (steps, 2, k * hidden)
+    if t_emb is None:
+        t_emb = head.t_embedder(mx.array(schedule.timesteps, dtype=mx.float32))
+    mods = head.modulations(cond, t_emb)  # per step, (2, hidden) pieces
     x = noise.astype(mx.float32)
     x0_prev = None
     for i, step in enumerate(schedule.steps):
-        v_both = head.denoise(mx.concatenate([x, x], axis=0), [m[i] for m in mods])
+        # Upstream feeds x twice (one row per condition); the single row broadcasts
+        # against the two rows of modulations, which gives the same two outputs.
+        v_both = head.denoise(x, mods[i])
         if trace is not None:
             trace.append((x, v_both))
         v_c, v_u = v_both[0:1], v_both[1:2]
@@ -50,11 +55,14 @@ class CompiledSampler:
     """:func:`sample_latent` for one head and schedule, compiled once (``mx.compile``):
     one traced graph per frame instead of rebuilding ~100 ops in Python, and fused
     element-wise kernels on the GPU. ``cfg_scale`` is an input, so changing it does not
-    recompile."""
+    recompile; the timestep embedding is computed once, here."""
 
     def __init__(self, head: DiffusionHead, schedule: DPMSolverSchedule) -> None:
+        t_emb = head.t_embedder(mx.array(schedule.timesteps, dtype=mx.float32))
+        mx.eval(t_emb)
+
         def run(noise: mx.array, pos: mx.array, neg: mx.array, cfg: mx.array) -> mx.array:
-            return sample_latent(head, schedule, noise, pos, neg, cfg)
+            return sample_latent(head, schedule, noise, pos, neg, cfg, t_emb=t_emb)
 
         self._fn = mx.compile(run)
 
