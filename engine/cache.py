@@ -6,8 +6,13 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
-# Capacity grows in steps of this many positions (as mlx-lm's KVCache does).
+# Capacity grows in steps of this many positions (as mlx-lm's KVCache does). Capacities
+# are multiples of it, so compiled steps see few distinct shapes across utterances.
 _STEP = 256
+
+
+def _round_up(n: int) -> int:
+    return -(-n // _STEP) * _STEP
 
 
 class KVCache:
@@ -19,7 +24,7 @@ class KVCache:
 
     def __init__(self, keys: mx.array, values: mx.array, reserve: int = _STEP) -> None:
         B, H, L, D = keys.shape
-        capacity = L + max(reserve, 1)
+        capacity = _round_up(L + max(reserve, 1))
         self.keys = mx.zeros((B, H, capacity, D), dtype=keys.dtype)
         self.values = mx.zeros((B, H, capacity, D), dtype=values.dtype)
         self.keys[:, :, :L, :] = keys
@@ -76,7 +81,7 @@ class CFGKVCache:
         _, H, Lp, D = kp.shape
         Ln = kn.shape[2]
         self.column = max(Lp, Ln)
-        capacity = self.column + max(reserve, 1)
+        capacity = _round_up(self.column + max(reserve, 1))
         self.keys = mx.zeros((2, H, capacity, D), dtype=kp.dtype)
         self.values = mx.zeros((2, H, capacity, D), dtype=vp.dtype)
         self.keys[0:1, :, :Lp, :] = kp
@@ -260,3 +265,123 @@ def run_pair_step(step: Callable[..., tuple], x: mx.array, caches: list[CFGKVCac
     out, keys, values, valid = step(x, *pair_inputs(caches))
     commit_pair_step(caches, keys, values, valid)
     return out
+
+
+class _WindowSlot:
+    """One layer's cache inside a compiled text-window step: fixed capacity; writes row 0
+    (the text LM's only row, the positive row of a CFG pair) from ``column`` on and
+    attends over the whole capacity through ``mask``."""
+
+    def __init__(
+        self,
+        keys: mx.array,
+        values: mx.array,
+        column: mx.array,
+        position: mx.array,
+        mask: mx.array,
+    ) -> None:
+        self.keys, self.values, self.mask = keys, values, mask
+        self.column, self.position = column, position
+
+    def rope_offset(self) -> mx.array:
+        return self.position
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys = mx.slice_update(self.keys, keys, self.column, axes=(2,))
+        self.values = mx.slice_update(self.values, values, self.column, axes=(2,))
+        return self.keys[0:1], self.values[0:1]
+
+    def attention_mask(self, L: int) -> mx.array:
+        return self.mask
+
+
+def _window_mask(valid: mx.array, column: mx.array, L: int) -> mx.array:
+    """(L, capacity): query i sees the valid columns up to its own, ``column + i``."""
+    cols = mx.arange(valid.shape[-1])
+    return valid[None] & (cols[None] <= (column + mx.arange(L))[:, None])
+
+
+def window_step(
+    lm: Callable[[mx.array, list], mx.array],
+    tts: Callable[[mx.array, list], mx.array],
+    embed: Callable[[mx.array], mx.array],
+    text_type: mx.array,
+) -> Callable[..., tuple]:
+    """One text window through the text LM (``lm`` over ``embed(tokens)``) and the positive
+    row of the TTS LM (``tts`` over the result plus ``text_type``), as a function of fixed
+    shapes: (tokens (1, L), lm keys, lm values, lm offset, tts keys, tts values, valid,
+    column, position) -> (text LM out, TTS LM out, the new cache arrays)."""
+
+    def step(
+        tokens: mx.array,
+        lm_keys: list[mx.array],
+        lm_values: list[mx.array],
+        lm_offset: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+        valid: mx.array,
+        column: mx.array,
+        position: mx.array,
+    ) -> tuple:
+        L = tokens.shape[1]
+        lm_valid = mx.arange(lm_keys[0].shape[2]) < lm_offset + L
+        lm_mask = _window_mask(lm_valid, lm_offset, L)
+        lm_slots = [
+            _WindowSlot(k, v, lm_offset, lm_offset, lm_mask)
+            for k, v in zip(lm_keys, lm_values, strict=True)
+        ]
+        h_text = lm(embed(tokens), lm_slots)
+        valid = mx.slice_update(valid, mx.ones((1, L), dtype=mx.bool_), column, axes=(1,))
+        mask = _window_mask(valid[0], column, L)
+        slots = [
+            _WindowSlot(k, v, column, position, mask) for k, v in zip(keys, values, strict=True)
+        ]
+        h_tts = tts(h_text + text_type, slots)
+        return (
+            h_text,
+            h_tts,
+            [s.keys for s in lm_slots],
+            [s.values for s in lm_slots],
+            [s.keys for s in slots],
+            [s.values for s in slots],
+            valid,
+        )
+
+    return step
+
+
+def run_window_step(
+    step: Callable[..., tuple],
+    tokens: mx.array,
+    lm_caches: list[KVCache],
+    caches: list[CFGKVCache],
+) -> tuple[mx.array, mx.array]:
+    """Apply a compiled :func:`window_step` to the text-LM caches and the positive row of
+    the CFG-pair caches; returns (text LM out, TTS LM out), both (1, L, hidden)."""
+    L = tokens.shape[1]
+    lm0, first = lm_caches[0], caches[0]
+    if lm0.offset + L > lm0.keys.shape[2]:
+        for c in lm_caches:
+            c._grow(lm0.offset + L)
+    if first.column + L > first.keys.shape[2]:
+        for c in caches:
+            c._grow(first.column + L)
+    h_text, h_tts, lm_keys, lm_values, keys, values, valid = step(
+        tokens,
+        [c.keys for c in lm_caches],
+        [c.values for c in lm_caches],
+        mx.array([lm0.offset], dtype=mx.int32),
+        [c.keys for c in caches],
+        [c.values for c in caches],
+        first.valid,
+        mx.array([first.column], dtype=mx.int32),
+        mx.array([first.positions[0]], dtype=mx.int32),
+    )
+    for c, k, v in zip(lm_caches, lm_keys, lm_values, strict=True):
+        c.keys, c.values = k, v
+        c.offset += L
+    for c, k, v in zip(caches, keys, values, strict=True):
+        c.keys, c.values, c.valid = k, v, valid
+        c.column += L
+        c.positions = [c.positions[0] + L, c.positions[1]]
+    return h_text, h_tts

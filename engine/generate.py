@@ -26,6 +26,8 @@ from engine.cache import (
     pair_inputs,
     pair_step,
     run_pair_step,
+    run_window_step,
+    window_step,
 )
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.dpm_solver import make_schedule
@@ -93,7 +95,14 @@ class FrameKernels:
         hidden = model.config.decoder.hidden_size
         schedule = self.schedule
         t_emb = m.prediction_head.t_embedder(mx.array(schedule.timesteps, dtype=mx.float32))
-        mx.eval(t_emb)
+        type_speech, type_text = m.tts_input_types.weight[0], m.tts_input_types.weight[1]
+        mx.eval(t_emb, type_speech, type_text)
+        # One compiled text window per window length (5, and the last one's).
+        self.window = mx.compile(
+            window_step(
+                m.language_model, m.tts_language_model, m.language_model.embed_tokens, type_text
+            )
+        )
 
         def frame(
             noise: mx.array,
@@ -106,7 +115,7 @@ class FrameKernels:
         ) -> tuple[mx.array, ...]:
             latent = sample_latent(m.prediction_head, schedule, noise, pos, neg, cfg, t_emb=t_emb)
             fed = mx.where(use_teacher, teacher, latent)
-            emb = m.acoustic_connector(fed.astype(dtype)) + m.tts_input_types.weight[0]
+            emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
             out, keys, values, valid = step(mx.broadcast_to(emb, (2, hidden)), *cache)
             pos, neg = out[0:1], out[1:2]
             eos_logit = model.tts_eos_classifier(pos)[0, 0]
@@ -242,7 +251,6 @@ def generate_frames(
     )
     decoder = m.acoustic_tokenizer.decoder
     dec_state = decoder.init_state(1, mx.float32)
-    type_text = m.tts_input_types.weight[1]
     type_speech = m.tts_input_types.weight[0]
 
     pos_cond = voice.tts_hidden[:, -1].astype(dtype)
@@ -294,9 +302,7 @@ def generate_frames(
                     previous.forced_stop = "context"
                     yield from settle(previous, final=True)
                 return
-            tok = mx.array([cur])
-            h_text = m.language_model(m.language_model.embed_tokens(tok), lm_cache)
-            h_tts = m.tts_language_model(h_text + type_text, [c.positive() for c in tts_cache])
+            h_text, h_tts = run_window_step(kernels.window, mx.array([cur]), lm_cache, tts_cache)
             pos_cond = h_tts[:, -1]
             consumed += len(cur)
             if trace is not None and window == 0:
