@@ -249,6 +249,10 @@ class Analysis:
     chunks and the stream's start; the rest of first_sound_ms is the device's latency)."""
     buffering_ms: list[float] = field(default_factory=list)
     """Stretches the narrator spent in BUFFERING after the first sound."""
+    content_ok: bool = False
+    """The recording's sound, silence left out, is exactly the utterances' sound in order
+    (nothing missing, repeated, reordered or altered, wherever silence was inserted)."""
+    device_underflows: int = 0
 
     @property
     def extra_gap_ms(self) -> list[float]:
@@ -259,6 +263,20 @@ class Analysis:
     def unexplained_gap_ms(self) -> list[float]:
         """Extra silence that is neither the plan's pause nor the player's padding."""
         return [e - p for e, p in zip(self.extra_gap_ms, self.padded_ms, strict=True)]
+
+    def disturbances(self, tolerance_ms: float = 5.0) -> list[str]:
+        """What in this run came from the machine rather than from vvreader's logic: late
+        audio callbacks, silence inside an utterance (the device, or the engine stalling
+        after the narrator began streaming the utterance), silence between utterances that
+        the player did not produce. Empty for a clean run."""
+        out = []
+        if self.device_underflows:
+            out.append(f"PortAudio reported {self.device_underflows} late callbacks")
+        out += [f"utterance {k} is not whole in the recording (silence inside it?)"
+                for k, m in enumerate(self.similarity) if m < 0.999]
+        out += [f"{u:.1f} ms of silence after utterance {k} not padded by the player"
+                for k, u in enumerate(self.unexplained_gap_ms) if u > tolerance_ms]
+        return out
 
 
 def analyse(pt: Playthrough, plan: SpeechPlan) -> Analysis:
@@ -295,6 +313,12 @@ def analyse(pt: Playthrough, plan: SpeechPlan) -> Analysis:
         t = seen.get(k)
         out.event_error_ms.append((t - rec.time_of(onset)) * 1000 if t is not None
                                   else float("nan"))
+    out.device_underflows = pt.device_underflows
+    if audios:
+        heard = x[out.onsets[0] : out.onsets[-1] + len(audios[-1]) + SAMPLE_RATE]
+        said = np.concatenate(audios)
+        heard, said = heard[heard != 0], said[said != 0]
+        out.content_ok = len(heard) == len(said) and bool(np.all(heard == said))
     if out.onsets:
         first = rec.time_of(out.onsets[0])
         out.first_sound_ms = (first - pt.t_play) * 1000
