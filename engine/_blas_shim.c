@@ -5,10 +5,11 @@
  * text tokens). OpenBLAS's sgemm packs the whole weight matrix first and is several
  * times slower there than a plain pass over the weights. This library exports
  * cblas_sgemm, cblas_dgemm and cblas_cgemm:
- *   - products with at most SMALL_M rows against a weight stored row-major as
- *     (N, K) and used transposed (x @ W.T, what nn.Linear does) go to our own kernel:
- *     one pass over W for all rows at once, split between two threads;
- *   - other products of at most SMALL_GEMV rows go to OpenBLAS's sgemv, row by row;
+ *   - products of 5 to SMALL_M rows (a text window, the decoder's second stage) against
+ *     a weight stored row-major as (N, K) and used transposed (x @ W.T, what nn.Linear
+ *     does) go to our own kernel: one pass over W for all rows at once, split between
+ *     two threads (see `mode` for the 2-4 row case);
+ *   - products of at most SMALL_GEMV rows go to OpenBLAS's sgemv, row by row;
  *   - everything else to OpenBLAS's sgemm.
  * engine/backend.py loads scipy-openblas32 and then this library with RTLD_GLOBAL before
  * MLX is imported, so MLX's references bind here. The scipy_cblas_* symbols are left
@@ -17,8 +18,10 @@
 #define _GNU_SOURCE
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -145,7 +148,7 @@ static void *helper(void *arg) {
     for (;;) {
         int spins = 0;
         while (atomic_load_explicit(&posted, memory_order_acquire) == seen) {
-            if (++spins < 20000) {
+            if (++spins < 4000) {
                 PAUSE();
                 continue;
             }
@@ -159,6 +162,24 @@ static void *helper(void *arg) {
         atomic_store_explicit(&finished, seen, memory_order_release);
     }
     return NULL;
+}
+
+/* Which few-row products our kernel takes: 0: none (OpenBLAS only); 1: 5 to SMALL_M rows
+ * (the default: at 2 to 4 rows, OpenBLAS's sgemv row by row was as fast end to end on the
+ * development machine, each row's second pass over a weight coming from L3); 2: 2 to
+ * SMALL_M rows. VVREADER_BLAS_SMALL sets it at load; vvreader_blas_small() changes it
+ * at run time and returns the previous mode (for measurements). */
+static int mode = 1;
+
+__attribute__((constructor)) static void read_env(void) {
+    const char *env = getenv("VVREADER_BLAS_SMALL");
+    if (env != NULL) mode = atoi(env);
+}
+
+int vvreader_blas_small(int m) {
+    int old = mode;
+    if (m >= 0) mode = m;
+    return old;
 }
 
 static void start_helper(void) {
@@ -193,8 +214,13 @@ static void few_rows(const Job *j, int N) {
     atomic_store(&posted, ticket); /* seq_cst: ordered before the load of sleeping */
     if (atomic_load(&sleeping)) futex(&posted, FUTEX_WAKE_PRIVATE, 1);
     run_rows(j, 0, half);
-    while (atomic_load_explicit(&finished, memory_order_acquire) != ticket)
-        PAUSE();
+    /* Spin briefly, then yield: if the helper lost its core to another process, spinning
+     * here would only keep it from getting one back. */
+    for (int spins = 0; atomic_load_explicit(&finished, memory_order_acquire) != ticket;)
+        if (++spins < 2000)
+            PAUSE();
+        else
+            sched_yield();
     pthread_mutex_unlock(&lock);
 }
 
@@ -207,7 +233,8 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
         cblas_sgemm(RowMajor, tb, ta, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
         return;
     }
-    if (M >= 2 && M <= SMALL_M && K > 0 && ta == NoTrans && tb != NoTrans) {
+    if (mode > 0 && M >= (mode == 1 ? SMALL_GEMV + 1 : 2) && M <= SMALL_M && K > 0 &&
+        ta == NoTrans && tb != NoTrans) {
         Job j = {M, K, alpha, beta, A, lda, B, ldb, C, ldc};
         few_rows(&j, N);
         return;

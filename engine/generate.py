@@ -83,12 +83,6 @@ class FrameKernels:
             return decoder(model.latent_to_decoder_input(latents), state)
 
         self.decode = mx.compile(decode)
-        # The decoder runs on its own stream: decoding frame k (its input is ready) then
-        # overlaps with frame k + 1, which the host launched already. On a GPU that keeps
-        # the host from waiting for the frame in flight; on the CPU the stream has its own
-        # thread, so the decoder's single-threaded element-wise work runs beside the LM's
-        # BLAS calls on the other core.
-        self.decode_stream = mx.new_stream(mx.default_device())
         self.tts_pair = compile_pair_step(m.tts_language_model)
         step = pair_step(m.tts_language_model)
         dtype = m.tts_input_types.weight.dtype
@@ -271,10 +265,9 @@ def generate_frames(
         # The first frame is decoded alone (first audio as soon as possible); later ones
         # in groups, which share one pass over the decoder's weights.
         if stop is not None or final or s.index == 0 or len(pending) >= decode_group:
-            with mx.stream(kernels.decode_stream):
-                audio, dec_state = kernels.decode(
-                    mx.concatenate([p.fed for p in pending])[None], dec_state
-                )
+            audio, dec_state = kernels.decode(
+                mx.concatenate([p.fed for p in pending])[None], dec_state
+            )
             mx.eval(audio, dec_state)
             chunks = np.array(audio[0, :, 0].astype(mx.float32)).reshape(len(pending), -1)
             for p, chunk in zip(pending, chunks, strict=True):
