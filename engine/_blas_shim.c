@@ -5,10 +5,10 @@
  * text tokens). OpenBLAS's sgemm packs the whole weight matrix first and is several
  * times slower there than a plain pass over the weights. This library exports
  * cblas_sgemm, cblas_dgemm and cblas_cgemm:
- *   - products of 5 to SMALL_M rows (a text window, the decoder's second stage) against
- *     a weight stored row-major as (N, K) and used transposed (x @ W.T, what nn.Linear
- *     does) go to our own kernel: one pass over W for all rows at once, split between
- *     two threads (see `mode` for the 2-4 row case);
+ *   - products of 2 to SMALL_M rows (the CFG pair, a text window, the decoder's second
+ *     stage) against a weight stored row-major as (N, K) and used transposed (x @ W.T,
+ *     what nn.Linear does) go to our own kernel: one pass over W for all rows at once,
+ *     split between two threads (see `mode`);
  *   - products of at most SMALL_GEMV rows go to OpenBLAS's sgemv, row by row;
  *   - everything else to OpenBLAS's sgemm.
  * engine/backend.py loads scipy-openblas32 and then this library with RTLD_GLOBAL before
@@ -164,12 +164,11 @@ static void *helper(void *arg) {
     return NULL;
 }
 
-/* Which few-row products our kernel takes: 0: none (OpenBLAS only); 1: 5 to SMALL_M rows
- * (the default: at 2 to 4 rows, OpenBLAS's sgemv row by row was as fast end to end on the
- * development machine, each row's second pass over a weight coming from L3); 2: 2 to
- * SMALL_M rows. VVREADER_BLAS_SMALL sets it at load; vvreader_blas_small() changes it
- * at run time and returns the previous mode (for measurements). */
-static int mode = 1;
+/* Which few-row products our kernel takes: 0: none (OpenBLAS only); 1: 5 to SMALL_M
+ * rows; 2: 2 to SMALL_M rows (the default: the CFG pair's TTS-LM step took 73 ms against
+ * 83 to 100 ms with OpenBLAS's sgemv row by row, on the 2-core development machine). VVREADER_BLAS_SMALL sets it at
+ * load; vvreader_blas_small() changes it at run time and returns the previous mode. */
+static int mode = 2;
 
 __attribute__((constructor)) static void read_env(void) {
     const char *env = getenv("VVREADER_BLAS_SMALL");

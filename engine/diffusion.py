@@ -87,14 +87,15 @@ class DiffusionHead(nn.Module):
         self.final_layer = FinalLayer(hidden, cfg.latent_size, cfg.rms_norm_eps)
         self.fused_modulation: Fused | None = None
 
-    def fuse(self) -> None:
+    def fuse(self, ffn: bool = True) -> None:
         """One matmul for the adaLN modulations of all layers, one per FFN for gate/up."""
         blocks = [*self.layers, self.final_layer]
         self.fused_modulation = fuse_linears(
             [b.adaLN_modulation[1] for b in blocks], self.fused_modulation
         )
-        for layer in self.layers:
-            layer.ffn.fuse()
+        if ffn:
+            for layer in self.layers:
+                layer.ffn.fuse()
 
     def modulations(self, condition: mx.array, t_emb: mx.array) -> list[list[mx.array]]:
         """adaLN modulations of every layer for every (timestep, condition) pair.

@@ -122,11 +122,13 @@ class Qwen2Stack(nn.Module):
         if final_norm:
             self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def fuse(self) -> None:
-        """Stack each layer's q/k/v and gate/up projections (one matmul each)."""
+    def fuse(self, mlp: bool = True) -> None:
+        """Stack each layer's q/k/v projections, and with ``mlp`` its gate/up projections
+        (one matmul each)."""
         for layer in self.layers:
             layer.self_attn.fuse()
-            layer.mlp.fuse()
+            if mlp:
+                layer.mlp.fuse()
 
     def __call__(self, h: mx.array, caches: list[KVCache] | list[CFGKVCache]) -> mx.array:
         for layer, cache in zip(self.layers, caches, strict=True):
