@@ -22,13 +22,12 @@ KEYS = [
 async def test_two_thousand_random_keys_while_playing(rig: Rig) -> None:
     rng = random.Random(20261125)
     app = rig.app()
+    app.animation_level = "none"  # scrolling keys jump instead of animating
     async with app.run_test(size=(90, 24)) as pilot:
         await until(pilot, lambda: app.narrator is not None)
         screen = app.reading
-        for i in range(2000):
+        for _ in range(2000):
             await pilot.press(rng.choice(KEYS))
-            if i % 100 == 99:  # let the narrator and the clock move between bursts
-                await pilot.pause(0.02)
         # close whatever modal is open, then check the state is sane and still live
         while app.screen is not screen:
             await pilot.press("escape")

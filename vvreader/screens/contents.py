@@ -8,11 +8,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from vvreader.plan import SpeechPlan
+from vvreader.screens.modal import OnceModal
 from vvreader.wrap import safe_text
 
 __all__ = ["TableOfContents", "headings"]
@@ -31,7 +31,7 @@ def headings(plan: SpeechPlan) -> list[tuple[int, int, str]]:
     return out
 
 
-class TableOfContents(ModalScreen[int | None]):
+class TableOfContents(OnceModal[int | None]):
     """Dismisses with the utterance index of the chosen heading, or None."""
 
     DEFAULT_CSS = """
@@ -67,7 +67,7 @@ class TableOfContents(ModalScreen[int | None]):
             self.query_one(OptionList).highlighted = here[-1]
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(int(event.option.id or 0))
+        self.close(int(event.option.id or 0))
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.close(None)

@@ -8,8 +8,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
+
+from vvreader.screens.modal import OnceModal
 
 __all__ = ["HelpScreen", "KeyHelp"]
 
@@ -17,7 +18,7 @@ KeyHelp = tuple[str, str, str]
 """(keys as shown, description, binding id)."""
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(OnceModal[None]):
     """A table of keys; any of escape, q, ? or F1 closes it."""
 
     DEFAULT_CSS = """
@@ -51,4 +52,4 @@ class HelpScreen(ModalScreen[None]):
             yield table
 
     def action_close(self) -> None:
-        self.dismiss(None)
+        self.close(None)

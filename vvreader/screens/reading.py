@@ -334,6 +334,8 @@ class ReadingScreen(Screen[None]):
         self._apply(voice=self.voices[(i + 1) % len(self.voices)])
 
     def action_pick_voice(self) -> None:
+        if self._covered():
+            return
         if not self.voices:
             self.app.notify("The voices are known once the model is loaded.", timeout=3)
             return
@@ -355,6 +357,8 @@ class ReadingScreen(Screen[None]):
 
     # ------------------------------------------------------------------ finding
     def action_contents(self) -> None:
+        if self._covered():
+            return
         def chosen(index: int | None) -> None:
             if index is not None:
                 self.view.cursor = index
@@ -363,6 +367,8 @@ class ReadingScreen(Screen[None]):
         self.app.push_screen(TableOfContents(self.plan, self.position), chosen)
 
     def action_search(self) -> None:
+        if self._covered():
+            return
         def chosen(query: str | None) -> None:
             if query:
                 self._query = query
@@ -413,4 +419,11 @@ class ReadingScreen(Screen[None]):
         return [b for b in getattr(node, "BINDINGS", []) if isinstance(b, Binding)]
 
     def action_help(self) -> None:
+        if self._covered():
+            return
         self.app.push_screen(HelpScreen(self.key_help()))
+
+    def _covered(self) -> bool:
+        """Another screen is on top (or being pushed): keys queued before it appeared
+        must not open a second one."""
+        return self.app.screen_stack[-1] is not self

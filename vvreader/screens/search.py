@@ -6,8 +6,9 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import ModalScreen
 from textual.widgets import Input
+
+from vvreader.screens.modal import OnceModal
 
 __all__ = ["SearchBar", "find"]
 
@@ -23,7 +24,7 @@ def find(haystack_lower: str, query: str, start: int) -> int | None:
     return i if i >= 0 else None
 
 
-class SearchBar(ModalScreen[str | None]):
+class SearchBar(OnceModal[str | None]):
     """Dismisses with the query, or None when cancelled."""
 
     DEFAULT_CSS = """
@@ -43,7 +44,7 @@ class SearchBar(ModalScreen[str | None]):
                     "cancels)", select_on_focus=True)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value or None)
+        self.close(event.value or None)
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.close(None)

@@ -9,10 +9,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from vvreader.screens.modal import OnceModal
 from vvreader.wrap import safe_text
 
 __all__ = ["VoicePicker", "describe_voice"]
@@ -38,7 +38,7 @@ def describe_voice(name: str) -> tuple[str, str]:
     return language or "-", gender or "-"
 
 
-class VoicePicker(ModalScreen[str | None]):
+class VoicePicker(OnceModal[str | None]):
     """Choose a voice; ``on_preview`` is called with each highlighted voice.
 
     Dismisses with the chosen name, or None when cancelled.
@@ -90,7 +90,7 @@ class VoicePicker(ModalScreen[str | None]):
             self.on_preview(event.option.id)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+        self.close(event.option.id)
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.close(None)
