@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -87,18 +88,23 @@ def test_a_range_renders_only_those_utterances(tmp_path, engine) -> None:
 def test_cli_export_and_its_errors(tmp_path, tiny_model) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(DOC)
+    # The default model is a Hugging Face repo: offline with an empty cache it cannot come.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf"),
+           "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     run = lambda *a: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "vvreader", str(doc), *a],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     ok = run("--export", str(tmp_path / "o.wav"), "--model", str(tiny_model))
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "o.wav").stat().st_size > 44 and (tmp_path / "o.vtt").is_file()
     for args, message in [
-        (("--export", str(tmp_path / "x.wav")), "no model given"),
+        (("--export", str(tmp_path / "x.wav")),
+         "cannot get config.json and the weights of microsoft/VibeVoice-Realtime-0.5B"),
         (("--export", "/nonexistent/x.wav", "--model", str(tiny_model)), "cannot write"),
         (("--export", str(tmp_path / "x.wav"), "--model", str(tmp_path)), "config.json"),
         (
