@@ -64,8 +64,8 @@ async def test_resume_beyond_the_first_part(tmp_path: Path) -> None:
     store.put(path, Position.at(text, target.start, target.end, target.index))
     store.save()
     app, _ = make(path, tmp_path, Config(autoplay=False))
+    assert target.index >= len(app.plan)  # not planned when the app starts
     async with app.run_test(size=(100, 30)) as pilot:
-        assert target.index >= len(app.plan)  # not planned at start
         await until(pilot, lambda: app.reading.position == target.index, timeout=30)
         await until(pilot, lambda: app.query_one(ReadingView).cursor == target.index)
         start = time.monotonic()
