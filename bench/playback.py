@@ -18,9 +18,12 @@ taken apart as in tests/e2e/test_audio_playback.py. Reported, per model:
   neither the plan nor the player produced) are counted, and left out of these figures
   when there are undisturbed ones.
 - clock error: when ``narrator.audible()`` changed minus when that utterance started in
-  the recording (median of |error| and worst).
+  the recording (median of |error| and worst, over the undisturbed runs).
 
-The tiny random model runs faster than real time; ``--full`` adds the full-size model with
+``--blas-threads N`` sets OpenBLAS's thread count (the engine leaves OpenBLAS's default,
+one per core, whose busy-waiting threads can starve the audio callback on a 2-core
+machine: see "device_underflows" and "disturbed_runs"). The tiny random model runs faster
+than real time; ``--full`` adds the full-size model with
 random weights (bench/engine.py's; EOS disabled, so each utterance is held to 2.5 frames
 per text token, a natural length), which on a CPU is slower than real time: the narrator
 then waits at utterance boundaries, and the gaps show how long. The last line is one JSON
@@ -52,7 +55,13 @@ sys.path.append(str(REPO / "bench"))
 from engine.api import SpeechEngine, SynthesisRequest  # noqa: E402
 from engine.stream import MLXEngine  # noqa: E402
 from tests.audio_server import PulseServer, use_server  # noqa: E402
-from tests.e2e.playthrough import Analysis, analyse, play_and_record, table  # noqa: E402
+from tests.e2e.playthrough import (  # noqa: E402
+    Analysis,
+    analyse,
+    blas_threads,
+    play_and_record,
+    table,
+)
 from vvreader.document import load_document  # noqa: E402
 from vvreader.narrator import VoiceSettings  # noqa: E402
 from vvreader.plan import SpeechPlan, build_plan  # noqa: E402
@@ -93,6 +102,11 @@ def measure(engine: SpeechEngine, plan: SpeechPlan, server: PulseServer, voice: 
         print(f"{label}: run {i + 1}/{runs}{' (cold)' if i == 0 else ''}...", flush=True)
         pt = play_and_record(plan, engine, server, VoiceSettings(voice=voice), timeout=timeout)
         a = analyse(pt, plan)
+        err = a.event_error_ms
+        print(f"  first sound {a.first_sound_ms:.0f} ms; extra gaps "
+              f"{[round(g, 1) for g in a.extra_gap_ms]} ms; clock error "
+              f"{min(err):+.1f}..{max(err):+.1f} ms (as polled, worst "
+              f"{max(a.event_error_polled_ms, key=abs):+.1f})")
         for reason in a.disturbances():
             print(f"  disturbed: {reason}")
         out.append(Run(i == 0, a, pt.speed, pt.latency_ms, pt.device_underflows))
@@ -105,7 +119,9 @@ def summary(runs: list[Run]) -> dict[str, object]:
     extra = [g for r in warm for g in r.analysis.extra_gap_ms]
     padded = [p for r in warm for p in r.analysis.padded_ms]
     unexplained = [u for r in warm for u in r.analysis.unexplained_gap_ms]
-    errors = [e for r in runs for e in r.analysis.event_error_ms]
+    clean = [r for r in runs if not r.analysis.disturbances()] or runs
+    errors = [e for r in clean for e in r.analysis.event_error_ms]
+    polled = [e for r in clean for e in r.analysis.event_error_polled_ms]
     first_warm = [r.analysis.first_sound_ms for r in warm]
     return {
         "first_sound_cold_ms": round(runs[0].analysis.first_sound_ms, 1),
@@ -122,6 +138,7 @@ def summary(runs: list[Run]) -> dict[str, object]:
         "boundaries": len(padded),
         "clock_error_median_ms": round(statistics.median(abs(e) for e in errors), 1),
         "clock_error_worst_ms": round(max(errors, key=abs), 1),
+        "clock_error_polled_worst_ms": round(max(polled, key=abs), 1),
         "synthesis_x_real_time": round(statistics.median(r.speed or 0 for r in warm), 2),
         "device_latency_ms": round(statistics.median(r.latency_ms for r in runs), 1),
         "device_underflows": sum(r.device_underflows for r in runs),
@@ -150,6 +167,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=4, help="tiny model runs (the first cold)")
     p.add_argument("--full", action="store_true", help="also the full-size random model")
     p.add_argument("--full-runs", type=int, default=2)
+    p.add_argument("--blas-threads", type=int, metavar="N",
+                   help="run OpenBLAS with N threads (default: the engine's, one per core)")
     a = p.parse_args()
 
     results: dict[str, dict[str, object]] = {}
@@ -161,6 +180,7 @@ def main() -> int:
         with PulseServer(folder / "pulse") as server, use_server(server):
             engine = MLXEngine(tiny)
             engine.wait_ready(120)
+            threads = blas_threads(a.blas_threads)
             try:
                 results["tiny"] = summary(measure(engine, plan_of(TINY_DOC, folder), server,
                                                   "en-Emma_woman", a.runs, 120, "tiny"))
@@ -184,9 +204,13 @@ def main() -> int:
     rows += [(k, *(str(r[k]) for r in results.values())) for k in keys]
     print()
     print(table(rows))
+    from engine.backend import blas_in_use
+
+    print(f"BLAS: {blas_in_use()}, {threads} OpenBLAS threads")
     if _UNSET:
         print(f"(unset for this process: {', '.join(_UNSET)})")
-    print(json.dumps({"bench": "playback", **results}))
+    print(json.dumps({"bench": "playback", "blas": blas_in_use(), "blas_threads": threads,
+                      **results}))
     return 0
 
 

@@ -78,12 +78,18 @@ class CapturingEngine:
 
 class Poller:
     """Samples ``narrator.audible()`` and ``narrator.state`` every 5 ms, keeping the
-    changes with their ``time.monotonic()`` (and, with each audible change, the frames of
-    silence the output had padded so far)."""
+    changes with their ``time.monotonic()``.
+
+    Each audible change is kept as (time, utterance, padded frames so far, time polled).
+    The poll time is when the poller saw the change, late by up to its period, and by
+    however long a busy machine kept it from running; the first value narrows that down
+    to the moment the clock itself says the utterance began: the clock is a function of
+    time (``PlaybackClock.position_at``), bisected between the previous poll and this one.
+    """
 
     def __init__(self, narrator: Narrator) -> None:
         self.narrator = narrator
-        self.audible: list[tuple[float, int | None, int]] = []
+        self.audible: list[tuple[float, int | None, int, float]] = []
         self.states: list[tuple[float, State]] = []
         self.first_handed: float | None = None
         """When the output had first taken audio from the ring."""
@@ -94,17 +100,32 @@ class Poller:
         self._thread.start()
         return self
 
+    def _when(self, u: int | None, lo: float, hi: float) -> float:
+        """The earliest time in (lo, hi] at which the clock says ``u``."""
+        clock = self.narrator.clock
+        for _ in range(16):
+            mid = (lo + hi) / 2
+            if clock.utterance_at(clock.position_at(mid)) == u:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
     def _run(self) -> None:
         last_u: object = object()
         last_s: object = object()
+        prev = time.monotonic()
         while not self._stop.is_set():
+            before = time.monotonic()
             u, s = self.narrator.audible(), self.narrator.state
             now = time.monotonic()
             if self.first_handed is None and self.narrator.ring.read > 0:
                 self.first_handed = now
             if u != last_u:
-                self.audible.append((now, u, getattr(self.narrator.output, "padded", 0)))
+                padded = getattr(self.narrator.output, "padded", 0)
+                self.audible.append((self._when(u, prev, now), u, padded, now))
                 last_u = u
+            prev = before
             if s != last_s:
                 self.states.append((now, s))
                 last_s = s
@@ -120,7 +141,7 @@ class Playthrough:
     recording: Recording
     t_play: float
     """``time.monotonic()`` just before ``narrator.play()``."""
-    audible: list[tuple[float, int | None, int]]
+    audible: list[tuple[float, int | None, int, float]]
     states: list[tuple[float, State]]
     said: list[tuple[SynthesisRequest, np.ndarray]]
     output: AudioOutput
@@ -183,6 +204,27 @@ def play_and_record(
                        poller.first_handed, getattr(outputs[0], "device_underflows", 0))
 
 
+def blas_threads(n: int | None = None) -> int | None:
+    """OpenBLAS's thread count when the engine uses scipy-openblas32 (None otherwise);
+    with ``n``, set it first. OpenBLAS starts one thread per core, which busy-wait
+    between calls: on a 2-core machine they starve the audio callback while the engine
+    synthesizes (see bench/playback.py --blas-threads)."""
+    from engine.backend import blas_in_use
+
+    if not blas_in_use().startswith("openblas"):
+        return None
+    import ctypes
+    import os
+
+    import scipy_openblas32
+
+    lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(),
+                                   f"lib{scipy_openblas32.get_library()}.so"))
+    if n is not None:
+        lib.scipy_openblas_set_num_threads(int(n))
+    return int(lib.scipy_openblas_get_num_threads())
+
+
 def speech_runs(samples: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) samples of the runs of 10 ms windows louder than ``SILENCE_RMS``."""
     n = len(samples) // WINDOW
@@ -194,21 +236,37 @@ def speech_runs(samples: np.ndarray) -> list[tuple[int, int]]:
                                                                 strict=True)]
 
 
-def find(samples: np.ndarray, audio: np.ndarray, start: int) -> int:
-    """Where ``audio`` begins in ``samples`` at or after ``start``: the offset where its
-    first 100 ms differ least (sum of squared differences, through FFT correlation). The
-    chain is bit-exact, so at the true onset the difference is zero, wherever the rest of
-    the recording has gaps or stutters."""
-    head = audio[: SAMPLE_RATE // 10].astype(np.float64)
+def _best(samples: np.ndarray, probe: np.ndarray, start: int) -> tuple[int, float]:
+    """Where ``probe`` differs least from ``samples[start:]`` (sum of squared differences,
+    through FFT correlation), and that difference relative to the probe's energy."""
+    probe = probe.astype(np.float64)
     seg = samples[start:].astype(np.float64)
-    m = len(seg) - len(head) + 1
-    if m <= 0 or not len(head):
-        return start
-    size = 1 << int(np.ceil(np.log2(len(seg) + len(head))))
-    corr = np.fft.irfft(np.fft.rfft(seg, size) * np.conj(np.fft.rfft(head, size)), size)[:m]
+    m = len(seg) - len(probe) + 1
+    energy = float(probe @ probe)
+    if m <= 0 or not energy:
+        return start, float("inf")
+    size = 1 << int(np.ceil(np.log2(len(seg) + len(probe))))
+    corr = np.fft.irfft(np.fft.rfft(seg, size) * np.conj(np.fft.rfft(probe, size)), size)[:m]
     power = np.concatenate([[0.0], np.cumsum(seg * seg)])
-    ssd = power[len(head) : len(head) + m] - power[:m] - 2 * corr + float(head @ head)
-    return start + int(np.argmin(ssd))
+    ssd = power[len(probe) : len(probe) + m] - power[:m] - 2 * corr + energy
+    k = int(np.argmin(ssd))
+    return start + k, max(float(ssd[k]), 0.0) / energy
+
+
+def find(samples: np.ndarray, audio: np.ndarray, start: int) -> int:
+    """Where ``audio`` begins in ``samples`` at or after ``start``. The chain is bit-exact,
+    so a 100 ms stretch of the utterance appears unchanged in the recording: its start,
+    or if silence was inserted there (a disturbed run), its middle or its end (then the
+    onset found is off by that silence, and the utterance is reported not whole)."""
+    probe = SAMPLE_RATE // 10
+    offsets = [0, max(0, len(audio) // 2 - probe // 2), max(0, len(audio) - probe)]
+    found = []
+    for off in offsets:
+        at, err = _best(samples, audio[off : off + probe], start + off)
+        if err < 1e-9:
+            return max(start, at - off)
+        found.append((err, max(start, at - off)))
+    return min(found)[1]
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -240,8 +298,10 @@ class Analysis:
     events: list[int | None] = field(default_factory=list)
     """The distinct values audible() took, in order."""
     event_error_ms: list[float] = field(default_factory=list)
-    """For each utterance: when audible() first said it minus when it began in the
-    recording."""
+    """For each utterance: when the clock began to say it (audible()) minus when it began
+    in the recording."""
+    event_error_polled_ms: list[float] = field(default_factory=list)
+    """The same with the time the poller saw the change (later by the poller's delay)."""
     first_sound_ms: float = float("nan")
     """play() to the first sample of speech in the recording."""
     first_handed_ms: float = float("nan")
@@ -298,21 +358,24 @@ def analyse(pt: Playthrough, plan: SpeechPlan) -> Analysis:
         out.gaps_ms.append((out.onsets[k + 1] - end) * 1000 / SAMPLE_RATE)
         out.planned_ms.append(plan[k].pause_after)
     seen: dict[int, float] = {}
+    polled: dict[int, float] = {}
     padded: dict[int, int] = {}
-    for t, u, pad in pt.audible:
+    for t, u, pad, t_polled in pt.audible:
         if not out.events or out.events[-1] != u:
             out.events.append(u)
         if u is not None and u not in seen:
-            seen[u], padded[u] = t, pad
+            seen[u], padded[u], polled[u] = t, pad, t_polled
     for k in range(len(audios) - 1):
         if k in padded and k + 1 in padded:
             out.padded_ms.append((padded[k + 1] - padded[k]) * 1000 / SAMPLE_RATE)
         else:
             out.padded_ms.append(float("nan"))
     for k, onset in enumerate(out.onsets):
-        t = seen.get(k)
+        t, tp = seen.get(k), polled.get(k)
         out.event_error_ms.append((t - rec.time_of(onset)) * 1000 if t is not None
                                   else float("nan"))
+        out.event_error_polled_ms.append((tp - rec.time_of(onset)) * 1000 if tp is not None
+                                         else float("nan"))
     out.device_underflows = pt.device_underflows
     if audios:
         heard = x[out.onsets[0] : out.onsets[-1] + len(audios[-1]) + SAMPLE_RATE]
@@ -344,13 +407,14 @@ def table(rows: list[tuple[str, ...]]) -> str:
 def describe(a: Analysis, plan: SpeechPlan, text: Callable[[int], str] | None = None) -> str:
     """One line per utterance: onset, length, gap against the plan, event error."""
     rows = [("#", "onset s", "length s", "gap ms", "planned", "padded", "event err ms",
-             "match", "text")]
+             "(polled)", "match", "text")]
     for k, onset in enumerate(a.onsets):
         last = k >= len(a.gaps_ms)
         rows.append((str(k), f"{onset / SAMPLE_RATE:.3f}", f"{a.lengths[k] / SAMPLE_RATE:.2f}",
                      "-" if last else f"{a.gaps_ms[k]:.1f}",
                      "-" if last else str(a.planned_ms[k]),
                      "-" if last else f"{a.padded_ms[k]:.1f}",
-                     f"{a.event_error_ms[k]:+.1f}", f"{a.similarity[k]:.4f}",
+                     f"{a.event_error_ms[k]:+.1f}", f"{a.event_error_polled_ms[k]:+.1f}",
+                     f"{a.similarity[k]:.4f}",
                      (text(k) if text else plan[k].speak)[:40]))
     return table(rows)
