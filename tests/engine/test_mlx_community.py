@@ -144,12 +144,14 @@ def test_the_converter_writes_the_layout_we_load(converted: dict[str, Path]) -> 
     ]
 
 
-def test_plain_conversion_gives_bit_identical_audio(tiny_model, converted) -> None:
+def test_plain_conversion_gives_the_same_audio(tiny_model, converted) -> None:
     voice = tiny_model / "voices" / "en-Emma_woman.safetensors"
     ref_lat, ref_audio = _run(load_model(tiny_model), voice)
     lat, audio = _run(load_model(converted["fp"]), converted["fp"] / voice.relative_to(tiny_model))
-    np.testing.assert_array_equal(lat, ref_lat)
-    np.testing.assert_array_equal(audio, ref_audio)
+    np.testing.assert_array_equal(lat, ref_lat)  # the same weights: identical latents
+    # The decoder's convolution weights arrive in another memory layout (MLX's, already
+    # transposed), so its sums may run in another order: float32 rounding only.
+    np.testing.assert_allclose(audio, ref_audio, rtol=0, atol=1e-6)
 
 
 def _dense_twin(original, quantized):
