@@ -74,10 +74,11 @@ ATTEMPTS = 4
 def engine(tiny_model: Path):
     e = open_engine(str(tiny_model))
     # One OpenBLAS thread: with one per core (OpenBLAS's default, the engine's setting
-    # today) its threads busy-wait between calls and, on a 2-core machine, starve the
-    # audio callback while the narrator synthesizes ahead: 4 of 5 runs had late callbacks
-    # and dropouts, against 0 of 5 with one thread (or MLX's bundled BLAS). That is the
-    # engine's setting to fix, measured by bench/playback.py; this test is about playback.
+    # today) its threads busy-wait between calls and, on a 2-core machine that other jobs
+    # also load, starve the audio callback while the narrator synthesizes ahead: in the
+    # same half hour 4 of 5 runs had late callbacks and dropouts, against 0 of 5 with one
+    # thread (and 0 of 5 with MLX's bundled BLAS). That is the engine's setting to decide
+    # (bench/playback.py --blas-threads measures it); this test is about playback.
     before = blas_threads(1)
     # The first request compiles the frame kernels (several times slower than the rest).
     for _ in e.synthesize(SynthesisRequest(text="Warm up.", voice="en-Emma_woman")):
