@@ -18,6 +18,7 @@ that to about ``latency_ms``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -34,6 +35,17 @@ import numpy as np
 RATE = 24_000
 PACKAGES = {"pulseaudio": "pulseaudio", "pactl": "pulseaudio-utils", "parec": "pulseaudio-utils"}
 """Programs the server needs, and the Debian package of each (.ci/setup installs them)."""
+
+
+try:  # the server dies with the process that started it, even if that one crashes
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    if _prctl is not None:
+        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class AudioSetupError(RuntimeError):
@@ -109,7 +121,7 @@ class PulseServer:
         with open(self.log, "wb") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                           env=self._env(), cwd=self.root,
-                                          start_new_session=True)
+                                          start_new_session=True, preexec_fn=_die_with_parent)
         end = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:

@@ -89,8 +89,9 @@ class PlaybackClock:
     never be rewriting a row that a reader uses)."""
     _LOOK = 48
     _ORIGIN_BLOCKS = 8
-    """The time origin is the earliest over this many recent blocks: a late callback (CPU
-    load, the GIL) only makes its own estimate later, never earlier."""
+    """The time origin is the median over this many recent blocks: a callback that ran late
+    (CPU load, the GIL) or a stale delay from the device moves only its own estimate, and
+    a lasting change of the device's latency is followed within half of them."""
 
     def __init__(self, ring: AudioRing) -> None:
         self.ring = ring
@@ -140,7 +141,7 @@ class PlaybackClock:
         if count == 0:
             return max(-1, self.ring.read - self.latency - 1)
         rows = [(count - 1 - j) % self.HISTORY for j in range(min(count, self._LOOK))]
-        origin = min(self._origin[i] for i in rows[: self._ORIGIN_BLOCKS])
+        origin = float(np.median([self._origin[i] for i in rows[: self._ORIGIN_BLOCKS]]))
         frame = (now - origin) * SAMPLE_RATE  # device frames heard so far
         for i in rows:
             if self._frame[i] <= frame:

@@ -312,6 +312,10 @@ class Analysis:
     content_ok: bool = False
     """The recording's sound, silence left out, is exactly the utterances' sound in order
     (nothing missing, repeated, reordered or altered, wherever silence was inserted)."""
+    content_detail: str = ""
+    """What differs, when not ``content_ok``."""
+    sound_outside: int = 0
+    """Nonzero samples in the recording outside the utterances found."""
     device_underflows: int = 0
 
     @property
@@ -325,10 +329,12 @@ class Analysis:
         return [e - p for e, p in zip(self.extra_gap_ms, self.padded_ms, strict=True)]
 
     def disturbances(self, tolerance_ms: float = 5.0) -> list[str]:
-        """What in this run came from the machine rather than from vvreader's logic: late
+        """What in this run looks like the machine rather than vvreader's logic: late
         audio callbacks, silence inside an utterance (the device, or the engine stalling
         after the narrator began streaming the utterance), silence between utterances that
-        the player did not produce. Empty for a clean run."""
+        the player did not produce, sound where there should be none (the audio path
+        playing something twice). Empty for a clean run; a fault of vvreader's that shows
+        here shows in every run."""
         out = []
         if self.device_underflows:
             out.append(f"PortAudio reported {self.device_underflows} late callbacks")
@@ -336,6 +342,8 @@ class Analysis:
                 for k, m in enumerate(self.similarity) if m < 0.999]
         out += [f"{u:.1f} ms of silence after utterance {k} not padded by the player"
                 for k, u in enumerate(self.unexplained_gap_ms) if u > tolerance_ms]
+        if self.sound_outside:
+            out.append(f"{self.sound_outside} samples of sound outside the utterances")
         return out
 
 
@@ -382,6 +390,19 @@ def analyse(pt: Playthrough, plan: SpeechPlan) -> Analysis:
         said = np.concatenate(audios)
         heard, said = heard[heard != 0], said[said != 0]
         out.content_ok = len(heard) == len(said) and bool(np.all(heard == said))
+        rest = x.copy()
+        for o, n in zip(out.onsets, out.lengths, strict=True):
+            rest[o : o + n] = 0
+        extra = np.flatnonzero(rest)
+        out.sound_outside = len(extra)
+        if not out.content_ok:
+            out.content_detail = (
+                f"{len(heard)} nonzero samples heard, {len(said)} said; "
+                f"{len(extra)} nonzero outside the utterances"
+                + (f" (first at {extra[0] / SAMPLE_RATE:.3f} s, last at "
+                   f"{extra[-1] / SAMPLE_RATE:.3f} s, max {np.abs(rest).max():.3g})"
+                   if len(extra) else "")
+            )
     if out.onsets:
         first = rec.time_of(out.onsets[0])
         out.first_sound_ms = (first - pt.t_play) * 1000

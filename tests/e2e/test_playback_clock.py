@@ -72,6 +72,13 @@ def test_late_callbacks_do_not_hold_the_clock_back() -> None:
     assert abs(clock.position_at(t) - (t - LATENCY) * SAMPLE_RATE) <= 1
 
 
+def test_a_delay_reported_too_short_once_does_not_move_the_clock() -> None:
+    clock = clock_with(2 * SAMPLE_RATE)
+    end = play_blocks(clock, 12, t0=0.0, late={10: -0.04})
+    t = end - 0.01 + LATENCY
+    assert abs(clock.position_at(t) - (t - LATENCY) * SAMPLE_RATE) <= 1
+
+
 def test_a_lasting_change_of_latency_is_followed() -> None:
     clock = clock_with(2 * SAMPLE_RATE)
     # From block 4 on the device is 50 ms later (it ran dry and caught up later).
