@@ -52,7 +52,7 @@ async def run(path: Path, pages: int) -> dict[str, float]:
     out["plan_s"] = time.perf_counter() - t
     out["first_utterances"] = len(plan)
     engine = FakeEngine(0.001)
-    app = ReaderApp(plan, ReaderOptions(config=Config(autoplay=False)), lambda: engine,
+    app = ReaderApp(plan, ReaderOptions(config=Config(autoplay=False)), lambda _progress: engine,
                     make_output=lambda device: NullPlayer, progress=progress)
     app.animation_level = "none"  # time the rendering, not the smooth-scroll animation
     t = time.perf_counter()

@@ -12,18 +12,24 @@ repository on first use, checked by their git blob id, read by the safe ``.pt`` 
 kept as ``.safetensors`` in :func:`voice_cache_dir`.
 
 Nothing here prints: progress goes to ``huggingface_hub``'s tqdm bars (when asked for) and
-to the ``progress`` callbacks.
+to the ``progress`` callbacks. A :data:`TransferReport` callback (the reader's loading
+banner) gets a :class:`Transfer` (file, bytes done and in all, rate) at every chunk of
+:data:`DOWNLOAD_CHUNK_BYTES`; raising :class:`DownloadCancelled` from it stops the download
+(huggingface_hub deletes its partial file).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +55,183 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 Progress = Callable[[int, int | None], None]
 """Called with (bytes done, bytes in all or None) while a voice downloads."""
 
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+"""With a :data:`TransferReport`, huggingface_hub reads (and reports) this much at a time
+(its default, 10 MB, would leave the display still for seconds on a slow line)."""
+STALE_PARTIAL_SECONDS = 3600.0
+"""A partial download (``*.incomplete`` in the Hub cache) untouched this long is left over
+from a killed process and is deleted before the next download of that repository."""
+
 
 class DownloadError(EngineError):
     """A model, tokenizer or voice is neither on disk nor downloadable; the message says
     what is missing, what to run and how to use a local folder instead."""
+
+
+class DownloadCancelled(DownloadError):
+    """The download was stopped on purpose (the reader quit); nothing partial is kept."""
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Where a download stands."""
+
+    name: str
+    """What is downloaded: a repository id, or ``voice NAME``."""
+    file: str
+    """The file being downloaded now ("" when not known)."""
+    index: int
+    """Its number, from 1."""
+    files: int
+    """How many files are downloaded (0 when not known)."""
+    done: int
+    """Bytes done, all files together."""
+    total: int | None
+    """Bytes in all (None until known)."""
+    rate: float | None
+    """Bytes a second over the last few seconds (None until measured)."""
+
+    @property
+    def fraction(self) -> float | None:
+        """Done, from 0 to 1 (None when the total is unknown)."""
+        if not self.total:
+            return None
+        return min(1.0, self.done / self.total)
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At the current rate (None until measured)."""
+        if not self.total or not self.rate:
+            return None
+        return max(0.0, (self.total - self.done) / self.rate)
+
+    def describe(self) -> str:
+        """``25% · model.safetensors (2 of 4) · 512.0 MB of 2.0 GB · 21.3 MB/s · 1m18s left``
+        (most telling first: a narrow line cuts the end)."""
+        parts = []
+        if self.total:
+            parts.append(f"{100 * (self.fraction or 0):.0f}%")
+        head = self.file
+        if head and self.files > 1:
+            head += f" ({self.index} of {self.files})"
+        if head:
+            parts.append(head)
+        parts.append(_size(self.done) + (f" of {_size(self.total)}" if self.total else ""))
+        if self.rate:
+            parts.append(f"{_size(self.rate)}/s")
+        left = self.seconds_left
+        if left is not None and self.done < (self.total or 0):
+            parts.append(f"{_duration(left)} left")
+        return " \u00b7 ".join(parts)
+
+
+TransferReport = Callable[[Transfer], None]
+"""Called (on the downloading thread) with the state of a download at every chunk."""
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # unreachable
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+class _Tracker:
+    """Sums the progress bars huggingface_hub opens (one or two a file) into
+    :class:`Transfer` reports."""
+
+    def __init__(self, name: str, report: TransferReport, sizes: list[int | None]) -> None:
+        self.name = name
+        self.report = report
+        self.files = len(sizes)
+        self.total = sum(s for s in sizes if s) if sizes and all(sizes) else None
+        self.index = 0
+        self.file = ""
+        self.base = 0  # bytes of the files finished
+        self.bars: dict[int, tuple[int, int | None]] = {}
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def start_file(self, name: str) -> None:
+        self.index += 1
+        self.file = name
+        self.bars.clear()
+
+    def end_file(self, size: int | None) -> None:
+        self.base += size if size is not None else self._current()
+        self.bars.clear()
+
+    def _current(self) -> int:
+        return max((n for n, _ in self.bars.values()), default=0)
+
+    def moved(self, bar: object, n: int, total: int | None) -> None:
+        self.bars[id(bar)] = (n, total)
+        self.bytes(self.base + self._current(), None)
+
+    def bytes(self, done: int, total: int | None) -> None:
+        """Report ``done`` bytes (of ``total``, when the tracker does not know it)."""
+        if self.total is None:
+            known = [t for _, t in self.bars.values() if t]
+            total = total or (self.base + max(known) if known else None)
+        now = time.monotonic()
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[0][0] > 5.0:
+            self.samples.popleft()
+        t0, d0 = self.samples[0]
+        rate = (done - d0) / (now - t0) if now - t0 >= 0.5 and done > d0 else None
+        self.report(Transfer(self.name, self.file, max(1, self.index), self.files, done,
+                             self.total or total, rate))
+
+
+def _forwarding_tqdm(tracker: _Tracker) -> type:
+    """A tqdm class that draws nothing and forwards its byte counts to ``tracker``."""
+    import io
+
+    from tqdm.auto import tqdm
+
+    class Forward(tqdm):  # type: ignore[misc,valid-type]
+        monitor_interval = 0  # no monitor thread
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs.pop("name", None)  # huggingface_hub's own tqdm option
+            kwargs["disable"] = False  # count even without a terminal
+            kwargs["file"] = io.StringIO()
+            kwargs["mininterval"] = 3600.0
+            self._bytes = kwargs.get("unit") == "B"
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self._bytes:
+                try:
+                    tracker.moved(self, int(self.n), int(self.total) if self.total else None)
+                except DownloadCancelled:
+                    _abort_xet()  # a Xet download runs in Rust: stop it there too
+                    raise
+            return shown
+
+        def display(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    return Forward
+
+
+def _abort_xet() -> None:
+    try:
+        from huggingface_hub.utils._xet import abort_xet_session
+
+        abort_xet_session()
+    except Exception:  # no hf_xet, or another huggingface_hub: nothing to stop
+        pass
 
 
 @dataclass(frozen=True)
@@ -87,7 +266,7 @@ def resolve_model(
     offline: bool | None = None,
     cache_dir: str | Path | None = None,
     endpoint: str | None = None,
-    progress: bool = False,
+    progress: bool | TransferReport = False,
     tokenizer: bool = True,
 ) -> ModelSource:
     """Find (downloading if needed) the model ``spec`` and its tokenizer.
@@ -97,13 +276,17 @@ def resolve_model(
         offline: never use the network (default: ``HF_HUB_OFFLINE``).
         cache_dir: the huggingface_hub cache (default: its own, ``HF_HUB_CACHE``).
         endpoint: the Hub's address (default: ``HF_ENDPOINT`` or huggingface.co).
-        progress: show huggingface_hub's progress bars (on stderr).
+        progress: True: huggingface_hub's progress bars (on stderr); a
+            :data:`TransferReport`: called at every chunk downloaded (files one after
+            the other, so that each report names its file), and may raise
+            :class:`DownloadCancelled` to stop.
         tokenizer: also find the tokenizer (False: ``tokenizer`` is where it would be in
             the model folder, present or not).
 
     Raises:
         DownloadError: the files are not on disk and cannot be downloaded, or the
             repository does not exist.
+        DownloadCancelled: the ``progress`` callback stopped the download.
         EngineError: ``spec`` is neither a folder nor a repository id.
     """
     spec = spec or DEFAULT_MODEL
@@ -140,21 +323,34 @@ class _Hub:
     """huggingface_hub calls with our options and our error messages."""
 
     def __init__(
-        self, offline: bool, cache_dir: str | Path | None, endpoint: str | None, progress: bool
+        self,
+        offline: bool,
+        cache_dir: str | Path | None,
+        endpoint: str | None,
+        progress: bool | TransferReport,
     ) -> None:
         self.options: dict[str, object] = {
             "cache_dir": str(cache_dir) if cache_dir is not None else None,
             "local_files_only": offline,
             "endpoint": endpoint,
         }
-        if not progress:
+        self.report: TransferReport | None = None
+        if callable(progress):
+            self.report = progress
+            from huggingface_hub import constants
+
+            constants.DOWNLOAD_CHUNK_SIZE = DOWNLOAD_CHUNK_BYTES
+        if progress is not True:
             self.options["tqdm_class"] = _silent_tqdm()
         self.offline = offline
 
     def _call(self, fn: Callable[..., str], *args: object, **extra: object) -> Path:
+        return Path(self._call_raw(fn, *args, **extra))
+
+    def _call_raw(self, fn: Callable[..., object], *args: object, **extra: object) -> object:
         # Pass only the options this huggingface_hub version knows (tqdm_class is recent).
         known = inspect.signature(fn).parameters
-        return Path(fn(*args, **{k: v for k, v in {**self.options, **extra}.items() if k in known}))
+        return fn(*args, **{k: v for k, v in {**self.options, **extra}.items() if k in known})
 
     def where(self) -> str:
         if self.options["cache_dir"]:
@@ -173,7 +369,11 @@ class _Hub:
         from huggingface_hub import snapshot_download
 
         try:
+            if self.report is not None and not self.offline:
+                self._fetch_each(repo_id)
             folder = self._call(snapshot_download, repo_id, allow_patterns=list(MODEL_FILES))
+        except DownloadCancelled:
+            raise
         except Exception as e:  # huggingface_hub's many error types, sorted out in _error
             missing = f"config.json and the weights of {repo_id}"
             if repo_id in _SIZES:
@@ -189,11 +389,54 @@ class _Hub:
             )
         return folder
 
+    def _fetch_each(self, repo_id: str) -> None:
+        """Download the files a snapshot lacks one by one, reporting each (a snapshot
+        download reports only its sum). Needs huggingface_hub's ``dry_run``; without it
+        the snapshot download that follows fetches the files, reporting nothing."""
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        assert self.report is not None
+        if "dry_run" not in inspect.signature(snapshot_download).parameters:
+            return
+        self._remove_stale_partials(repo_id)
+        listing = self._call_raw(
+            snapshot_download, repo_id, allow_patterns=list(MODEL_FILES), dry_run=True
+        )
+        assert isinstance(listing, list)
+        todo = [f for f in listing if getattr(f, "will_download", False)]  # type: ignore[attr-defined]
+        tracker = _Tracker(repo_id, self.report, [f.file_size for f in todo])
+        tqdm_class = _forwarding_tqdm(tracker)
+        for f in todo:
+            tracker.start_file(f.filename)
+            tracker.bytes(tracker.base, None)
+            self._call(hf_hub_download, repo_id, f.filename, revision=f.commit_hash,
+                       tqdm_class=tqdm_class)
+            tracker.end_file(f.file_size)
+        if todo:
+            tracker.bytes(tracker.base, None)
+
+    def _remove_stale_partials(self, repo_id: str) -> None:
+        blobs = Path(self.where()) / f"models--{repo_id.replace('/', '--')}" / "blobs"
+        now = time.time()
+        for part in blobs.glob("*.incomplete"):
+            try:
+                if now - part.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                    part.unlink()
+            except OSError:
+                pass
+
     def file(self, repo_id: str, filename: str, wanted_by: str) -> Path:
         from huggingface_hub import hf_hub_download
 
+        extra: dict[str, object] = {}
+        if self.report is not None and not self.offline:
+            tracker = _Tracker(repo_id, self.report, [None])
+            tracker.start_file(filename)
+            extra["tqdm_class"] = _forwarding_tqdm(tracker)
         try:
-            return self._call(hf_hub_download, repo_id, filename)
+            return self._call(hf_hub_download, repo_id, filename, **extra)
+        except DownloadCancelled:
+            raise
         except Exception as e:
             raise self._error(repo_id, e, f"{filename} from {repo_id} (for {wanted_by})") from None
 
@@ -208,6 +451,16 @@ class _Hub:
             )
         if kind == "RevisionNotFoundError":
             return DownloadError(f"{repo_id}: the requested revision does not exist")
+        cause = error.__cause__ or error
+        if getattr(cause, "errno", None) == errno.ENOSPC or getattr(error, "errno", None) == (
+            errno.ENOSPC
+        ):
+            return DownloadError(
+                f"cannot get {missing}: the disk is full (the Hugging Face cache is "
+                f"{self.where()}). Free some space there and run again (the files already "
+                "downloaded are kept), or point HF_HOME at a disk "
+                "with room; or pass a local model folder with --model /path/to/folder."
+            )
         if self.offline:
             reason = "downloads are off (HF_HUB_OFFLINE=1)"
             fix = "run once with network access (HF_HUB_OFFLINE unset)"
@@ -335,6 +588,14 @@ def fetch_voice(
     finally:
         part.unlink(missing_ok=True)
     return dest
+
+
+def transfer_progress(name: str, file: str, report: TransferReport) -> Progress:
+    """A ``progress`` callback for :func:`fetch_voice` that reports :class:`Transfer`
+    objects (named ``name``, one file ``file``) to ``report``."""
+    tracker = _Tracker(name, report, [None])
+    tracker.start_file(file)
+    return tracker.bytes
 
 
 def _download(url: str, name: str, progress: Progress | None) -> bytes:

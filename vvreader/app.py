@@ -1,8 +1,15 @@
 """The Textual app: composes the reading screen, loads the engine off the UI thread, wires
-the narrator to the audio output, and keeps settings and the reading position on disk."""
+the narrator to the audio output, and keeps settings and the reading position on disk.
+
+The document is shown at once; the engine loads on a worker thread. A loader that takes a
+:class:`~vvreader.voice_engine.LoadProgress` (the reader's
+:class:`~vvreader.voice_engine.EngineLoader`) reports its stages and downloads, which the
+reading screen's banner shows; quitting cancels it. Preset voices chosen later are
+downloaded on a worker the same way."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -17,6 +24,7 @@ from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from engine.api import SpeechEngine
+from engine.sources import DownloadCancelled, Transfer
 from vvreader.config import Config, save_config
 from vvreader.narrator import Narrator, VoiceSettings
 from vvreader.plan import ProgressivePlan, SpeechPlan
@@ -25,10 +33,14 @@ from vvreader.player import AudioDeviceError, AudioOutput, NullPlayer, open_outp
 from vvreader.screens.reading import ReadingScreen
 from vvreader.state import PositionStore, locate
 from vvreader.themes import DEFAULT_THEME, load_themes
+from vvreader.voice_engine import LoadCancelled, LoadProgress, run_cancellable
 
 __all__ = ["ReaderApp", "ReaderOptions"]
 
 OutputFactory = Callable[[AudioRing, PlaybackClock], AudioOutput]
+
+REPORTS_PER_SECOND = 10
+"""At most this many download reports a second reach the UI (plus the last one)."""
 
 
 @dataclass
@@ -60,11 +72,29 @@ class ReaderApp(App[None]):
     class PlanGrew(Message):
         """The background planner has planned more of the book."""
 
+    class Loading(Message):
+        """A loading thread moved on: a stage, or a download's progress."""
+
+        def __init__(self, target: str, what: str, transfer: Transfer | None) -> None:
+            self.target = target
+            """"engine" or "voice"."""
+            self.what = what
+            self.transfer = transfer
+            super().__init__()
+
+    class VoiceFetched(Message):
+        """A preset voice download ended (``error``: None when it worked)."""
+
+        def __init__(self, name: str, error: str | None) -> None:
+            self.name = name
+            self.error = error
+            super().__init__()
+
     def __init__(
         self,
         plan: SpeechPlan,
         options: ReaderOptions,
-        open_engine: Callable[[], SpeechEngine],
+        open_engine: Callable[[LoadProgress], SpeechEngine],
         positions: PositionStore | None = None,
         make_output: Callable[[str], OutputFactory] | None = None,
         progress: ProgressivePlan | None = None,
@@ -78,6 +108,9 @@ class ReaderApp(App[None]):
         self.config = options.config
         self.positions = positions
         self._open_engine = open_engine
+        """Opens the engine (on a worker thread), reporting to the LoadProgress it is given
+        (the reader's is an EngineLoader, which also downloads preset voices)."""
+        self._quitting = threading.Event()
         self._make_output = make_output or _device_output
         self.engine: SpeechEngine | None = None
         self.narrator: Narrator | None = None
@@ -146,20 +179,65 @@ class ReaderApp(App[None]):
         """Worker thread: open the engine (download, load, warm-up) without blocking the UI."""
         worker = get_current_worker()
         try:
-            engine = self._open_engine()
+            engine = self._open_engine(_Reporter(self, "engine", lambda: worker.is_cancelled))
+        except LoadCancelled:
+            return
         except Exception as err:  # EngineUnavailable and anything the loader raises
-            if not worker.is_cancelled:
+            if not (worker.is_cancelled or self._quitting.is_set()):
                 self.call_from_thread(self._engine_failed, str(err))
             return
-        if worker.is_cancelled:
+        if worker.is_cancelled or self._quitting.is_set():
             engine.close()
             return
         self.call_from_thread(self._engine_ready, engine)
 
     def _engine_failed(self, message: str) -> None:
-        self.reading.set_loading(f"no voice: {message}")
+        self.reading.show_loading("no voice", "the model could not be loaded (see the message)")
         self.notify(message, title="Cannot load the model", severity="error", markup=False,
                     timeout=30)
+
+    def on_reader_app_loading(self, message: Loading) -> None:
+        t = message.transfer
+        detail, fraction = (t.describe(), t.fraction) if t is not None else ("", None)
+        if message.target == "voice":
+            self.reading.set_download(message.what, detail, fraction)
+        elif self.narrator is None:
+            self.reading.show_loading(message.what, detail, fraction)
+
+    # ------------------------------------------------------------------ preset voices
+    def _missing_voices(self, voices: Iterable[str]) -> set[str]:
+        """Those of ``voices`` that the loader downloads on first use."""
+        missing = getattr(self._open_engine, "voice_missing", None)
+        if missing is None:
+            return set()
+        return {v for v in voices if missing(v)}
+
+    def on_reading_screen_voice_wanted(self, message: ReadingScreen.VoiceWanted) -> None:
+        """Download preset voice ``message.voice`` on a worker, with progress in the
+        banner; then tell the reading screen."""
+        name = message.voice
+        fetch = getattr(self._open_engine, "fetch_voice", None)
+        if fetch is None:  # a loader that cannot download: the engine fetches it itself
+            self.reading.voice_fetched(name, None)
+            return
+
+        def work() -> None:
+            worker = get_current_worker()
+            progress = _Reporter(self, "voice", lambda: worker.is_cancelled)
+            progress.stage(f"downloading voice {name}")
+            try:
+                run_cancellable(lambda: fetch(name, progress), progress)
+            except LoadCancelled:
+                return
+            except Exception as err:  # EngineUnavailable says what to do
+                self.post_message(self.VoiceFetched(name, str(err)))
+                return
+            self.post_message(self.VoiceFetched(name, None))
+
+        self.run_worker(work, thread=True, name=f"fetch-voice {name}", group="voices")
+
+    def on_reader_app_voice_fetched(self, message: VoiceFetched) -> None:
+        self.reading.voice_fetched(message.name, message.error)
 
     def _engine_ready(self, engine: SpeechEngine) -> None:
         self.engine = engine
@@ -179,7 +257,9 @@ class ReaderApp(App[None]):
             narrator = Narrator(self.plan, engine, NullPlayer, settings, lookahead=c.lookahead,
                                 model_id=self.options.model_id)
         self.narrator = narrator
-        self.reading.attach(narrator, voices)
+        first = str(getattr(self._open_engine, "voice", "") or "")
+        self.reading.attach(narrator, voices, first_voice=first,
+                            missing=self._missing_voices(voices))
 
     def on_reader_app_plan_grew(self, _message: PlanGrew) -> None:
         """Show more of the book (at most twice a second, and at the end)."""
@@ -243,6 +323,7 @@ class ReaderApp(App[None]):
         self._saved_position = (pos.offset, pos.text)
 
     async def action_quit(self) -> None:
+        self._quitting.set()  # a download in progress stops at its next chunk
         self.save_position()
         self.exit()
 
@@ -268,6 +349,40 @@ class ReaderApp(App[None]):
                         b.tooltip or f"{b.description} ({b.key})",
                         partial(node.run_action, b.action),
                     )
+
+
+class _Reporter:
+    """The :class:`~vvreader.voice_engine.LoadProgress` of a loading thread: posts to the
+    app without waiting (download reports at most REPORTS_PER_SECOND times a second)."""
+
+    def __init__(self, app: ReaderApp, target: str, cancelled: Callable[[], bool]) -> None:
+        self.app = app
+        self.target = target
+        self._cancelled = cancelled
+        self._last = 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled() or self.app._quitting.is_set()
+
+    def stage(self, what: str) -> None:
+        self._post(what, None)
+
+    def transfer(self, transfer: Transfer) -> None:
+        if self.cancelled:
+            raise DownloadCancelled("the reader quit")
+        now = time.monotonic()
+        last = transfer.total is not None and transfer.done >= transfer.total
+        if now - self._last < 1 / REPORTS_PER_SECOND and not last:
+            return
+        self._last = now
+        self._post(f"downloading {transfer.name}", transfer)
+
+    def _post(self, what: str, transfer: Transfer | None) -> None:
+        try:
+            self.app.post_message(ReaderApp.Loading(self.target, what, transfer))
+        except RuntimeError:  # the app's loop is closed: it is quitting
+            pass
 
 
 def _device_output(device: str) -> OutputFactory:

@@ -207,13 +207,14 @@ def run_reader(args: argparse.Namespace) -> int:
               "print the plan or --export OUT.wav to write the audio", file=sys.stderr)
         return 2
     from vvreader.app import ReaderApp, ReaderOptions
-    from vvreader.state import PositionStore
-    from vvreader.voice_engine import EngineUnavailable, open_engine, prepare_model
+    from vvreader.state import PositionStore, state_dir
+    from vvreader.terminal import native_stderr_to
+    from vvreader.voice_engine import EngineLoader, EngineUnavailable, check_model
 
-    try:  # download the model (and the first voice) here, with progress, not in the UI
-        source = prepare_model(config.model or None, voice=config.voice, progress=True)
+    try:  # a mistyped folder, or nothing cached while offline: say so before the UI opens
+        check_model(config.model or None)
     except EngineUnavailable as err:
-        print(f"vvreader: {err}", file=sys.stderr)
+        print(f"vvreader: {escape_terminal(str(err))}", file=sys.stderr)
         return 2
 
     options = ReaderOptions(
@@ -223,12 +224,15 @@ def run_reader(args: argparse.Namespace) -> int:
         model_id=config.model,
         warnings=warnings,
     )
-    app = ReaderApp(plan, options, lambda: open_engine(source, quantize=args.quantize),
-                    positions=PositionStore(), progress=progress)
-    try:
-        app.run()
-    finally:
-        app.shutdown()
+    # The download (with progress), the weights and the warm-up happen inside the app.
+    loader = EngineLoader(config.model or None, config.voice, quantize=args.quantize,
+                          cfg_scale=config.cfg_scale, steps=config.steps)
+    with native_stderr_to(state_dir() / "stderr.log"):
+        app = ReaderApp(plan, options, loader, positions=PositionStore(), progress=progress)
+        try:
+            app.run()
+        finally:
+            app.shutdown()
     return app.return_code or 0
 
 

@@ -4,15 +4,12 @@ Nothing here touches the network."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlx.core as mx
@@ -34,123 +31,10 @@ from engine.sources import (
 from engine.stream import MLXEngine
 from engine.voices import load_catalogue, load_voice_arrays
 from tests.conftest import PARITY, REPO, SHARED
+from tests.hub import FakeHub
 
 REFERENCE = SHARED / "reference-voices"
 MLX_REPO = "mlx-community/VibeVoice-Realtime-0.5B-4bit"
-
-
-class FakeHub:
-    """A few endpoints of the Hugging Face Hub API, serving local folders as repositories:
-    repo info, the file tree, and HEAD/GET of ``/{repo}/resolve/{revision}/{file}``.
-    Also serves any file under ``files`` at ``/files/<name>`` (for voice downloads)."""
-
-    def __init__(self, repos: dict[str, Path], files: dict[str, bytes] | None = None) -> None:
-        self.repos = repos
-        self.files = files or {}
-        self.requests: list[tuple[str, str]] = []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                hub._handle(self, head=True)
-
-            def do_GET(self) -> None:
-                hub._handle(self, head=False)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def commit(self, repo: str) -> str:
-        return hashlib.sha1(repo.encode()).hexdigest()
-
-    def names(self, repo: str) -> list[str]:
-        root = self.repos[repo]
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-    def downloaded(self) -> set[str]:
-        return {
-            p.split("/resolve/")[1].split("/", 1)[1]
-            for m, p in self.requests
-            if m == "GET" and "/resolve/" in p
-        }
-
-    @staticmethod
-    def _send(
-        h: BaseHTTPRequestHandler, code: int, body: bytes, head: bool, headers: dict[str, str]
-    ) -> None:
-        h.send_response(code)
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if not head:
-            h.wfile.write(body)
-
-    def _handle(self, h: BaseHTTPRequestHandler, head: bool) -> None:
-        path = h.path.split("?")[0]
-        self.requests.append((h.command, h.path))
-        as_json = {"Content-Type": "application/json"}
-        if path.startswith("/files/") and path[7:] in self.files:
-            return self._send(h, 200, self.files[path[7:]], head, {})
-        api = re.match(r"^/api/models/([^/]+/[^/]+)(/revision/[^/]+|/tree/.+)?$", path)
-        if api:
-            repo = api.group(1)
-            if repo not in self.repos:
-                return self._send(
-                    h,
-                    404,
-                    b'{"error": "Repository not found"}',
-                    head,
-                    {**as_json, "X-Error-Code": "RepoNotFound"},
-                )
-            if (api.group(2) or "").startswith("/tree/"):
-                body = [
-                    {
-                        "type": "file",
-                        "path": n,
-                        "size": (self.repos[repo] / n).stat().st_size,
-                        "oid": hashlib.sha1((self.repos[repo] / n).read_bytes()).hexdigest(),
-                    }
-                    for n in self.names(repo)
-                ]
-            else:
-                body = {
-                    "id": repo,
-                    "sha": self.commit(repo),
-                    "private": False,
-                    "siblings": [{"rfilename": n} for n in self.names(repo)],
-                }
-            return self._send(h, 200, json.dumps(body).encode(), head, as_json)
-        res = re.match(r"^/([^/]+/[^/]+)/resolve/[^/]+/(.+)$", path)
-        if (
-            res
-            and res.group(1) in self.repos
-            and (self.repos[res.group(1)] / res.group(2)).is_file()
-        ):
-            data = (self.repos[res.group(1)] / res.group(2)).read_bytes()
-            return self._send(
-                h,
-                200,
-                data,
-                head,
-                {
-                    "X-Repo-Commit": self.commit(res.group(1)),
-                    "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
-                    "Content-Type": "application/octet-stream",
-                },
-            )
-        code = "EntryNotFound" if res and res.group(1) in self.repos else "RepoNotFound"
-        return self._send(
-            h, 404, b'{"error": "not found"}', head, {**as_json, "X-Error-Code": code}
-        )
 
 
 @pytest.fixture(scope="module")
@@ -477,3 +361,56 @@ def test_the_reader_fetches_its_first_voice_before_starting(
         prepare_model(str(folder))  # the default preset, not on this fake server
     prepare_model(str(folder), voice=str(REFERENCE / "en-Mike_man.pt"))  # a file: no fetch
     assert sorted(cached_voices(tmp_path / "xdg" / "vvreader" / "voices")) == ["en-Davis_man"]
+
+
+def test_the_reader_loader_reports_voice_downloads(tiny_model, tmp_path, monkeypatch) -> None:
+    """EngineLoader (what the reader opens the engine with) fetches its first voice, and
+    later presets, reporting Transfers (file, bytes, fraction, rate) as they arrive."""
+    from vvreader.voice_engine import EngineLoader, EngineUnavailable
+
+    files = {f.name: f.read_bytes() for f in REFERENCE.glob("en-*.pt")}
+    slow = FakeHub({}, files, bytes_per_second=4e6)
+    try:
+        folder = tmp_path / "full"  # the real shape, no weights: the voices fit, loading fails
+        folder.mkdir()
+        shutil.copy(PARITY / "full-davis" / "model" / "config.json", folder / "config.json")
+        shutil.copy(tiny_model / "tokenizer.json", folder / "tokenizer.json")
+        cache = tmp_path / "xdg" / "vvreader" / "voices"
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        monkeypatch.delenv("VVREADER_VOICE_CACHE", raising=False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("VVREADER_VOICE_URL", slow.url + "/files/{name}.pt")
+
+        class Recorder:
+            cancelled = False
+
+            def __init__(self) -> None:
+                self.stages: list[str] = []
+                self.transfers: list = []
+
+            def stage(self, what: str) -> None:
+                self.stages.append(what)
+
+            def transfer(self, t) -> None:
+                self.transfers.append(t)
+
+        progress = Recorder()
+        loader = EngineLoader(str(folder), "en-Davis_man", warm_up=False)
+        with pytest.raises(EngineUnavailable):
+            loader(progress)  # no weights here: it fails after the voice was fetched
+        assert progress.stages[:2] == ["finding the model", "loading the weights"]
+        size = len(files["en-Davis_man.pt"])
+        davis = [t for t in progress.transfers if t.name == "voice en-Davis_man"]
+        assert davis and davis[-1].done == size and davis[-1].fraction == 1.0
+        assert all(t.file == "en-Davis_man.pt" and t.total == size for t in davis)
+        assert [t.done for t in davis] == sorted(t.done for t in davis) and len(davis) > 10
+        assert any(t.rate for t in davis) and "MB/s" in davis[-1].describe()
+        assert sorted(cached_voices(cache)) == ["en-Davis_man"]
+        assert not loader.voice_missing("en-Davis_man") and loader.voice_missing("en-Grace_woman")
+        assert not loader.voice_missing("en-Nobody_man")  # not a preset: not downloadable
+        loader.fetch_voice("en-Grace_woman", progress)
+        assert not loader.voice_missing("en-Grace_woman")
+        assert progress.transfers[-1].name == "voice en-Grace_woman"
+        assert progress.transfers[-1].fraction == 1.0
+    finally:
+        slow.close()

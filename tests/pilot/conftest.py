@@ -63,7 +63,7 @@ class Rig:
                 return player
             return make
 
-        def open_engine() -> FakeEngine:
+        def open_engine(_progress: object) -> FakeEngine:
             time.sleep(engine_delay)
             return self.engine
 

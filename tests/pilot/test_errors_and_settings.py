@@ -24,7 +24,7 @@ async def test_a_model_that_cannot_load_is_a_notification_and_reading_view_works
 ) -> None:
     app = rig.app(Config(autoplay=True))
 
-    def fail():
+    def fail(_progress):
         raise EngineUnavailable("/nowhere: no such model folder")
 
     app._open_engine = fail

@@ -31,7 +31,7 @@ def make(path: Path, tmp_path: Path, config: Config) -> tuple[ReaderApp, Progres
         first,
         ReaderOptions(config=config, config_file=tmp_path / "c.toml",
                       document_path=str(path)),
-        lambda: engine,
+        lambda _progress: engine,
         positions=PositionStore(tmp_path / "positions.json"),
         make_output=lambda device: (lambda ring, clock: RecordingPlayer(ring, clock, 50.0)),
         progress=progress,

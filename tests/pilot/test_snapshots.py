@@ -42,12 +42,39 @@ def test_loading_screen(rig: Rig, snap_compare) -> None:
     app = rig.app(Config(autoplay=False))
     opener = app._open_engine
 
-    def slow_open():
+    def slow_open(progress):
         gate.wait(30)
-        return opener()
+        return opener(progress)
 
     app._open_engine = slow_open
     try:
         assert snap_compare(app, terminal_size=SIZE)
+    finally:
+        gate.set()
+
+
+def test_download_banner(rig: Rig, snap_compare) -> None:
+    """The first start: the model downloading, with its progress in the banner."""
+    from engine.sources import DEFAULT_MODEL, Transfer
+
+    gate = threading.Event()
+    app = rig.app(Config(autoplay=False))
+    opener = app._open_engine
+    transfer = Transfer(DEFAULT_MODEL, "model.safetensors", 3, 4, 1_234_000_000,
+                        2_016_000_000, 21_300_000.0)
+
+    def downloading(progress):
+        progress.stage("finding the model")
+        progress.transfer(transfer)
+        gate.wait(30)
+        return opener(progress)
+
+    app._open_engine = downloading
+
+    async def shown(pilot) -> None:
+        await until(pilot, lambda: "%" in str(app.reading.banner.render()))
+
+    try:
+        assert snap_compare(app, terminal_size=SIZE, run_before=shown)
     finally:
         gate.set()

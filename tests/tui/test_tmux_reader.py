@@ -99,6 +99,11 @@ class Tmux:
                 raise AssertionError(f"timed out waiting for {what}:\n{SGR.sub('', screen)}")
             time.sleep(0.1)
 
+    def quit(self) -> None:
+        """q, and the command exits with status 0."""
+        self.keys("q")
+        self.wait(lambda text, _: "VVREADER-EXIT 0" in text, 15, "exit")
+
     def kill(self) -> None:
         subprocess.run([TMUX, "-L", self.socket, "kill-server"], capture_output=True)
 
@@ -139,6 +144,15 @@ def norm(s: str) -> str:
     return " ".join(s.split())
 
 
+def reader_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `vvreader` run in tmux: its own config and state folders."""
+    return {
+        "TERM": "xterm-256color", "COLORTERM": "truecolor",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_STATE_HOME": str(tmp_path / "state"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **extra,
+    }
+
+
 def test_reader_in_tmux(tmux: Tmux, tmp_path: Path, tiny_model: Path) -> None:
     doc = tmp_path / "book.md"
     doc.write_text(DOC)
@@ -146,11 +160,7 @@ def test_reader_in_tmux(tmux: Tmux, tmp_path: Path, tiny_model: Path) -> None:
         [sys.executable, "-m", "vvreader", str(doc), "--plan", "--json"],
         check=True, capture_output=True, text=True).stdout.splitlines()]
     log = tmp_path / "vvreader.log"
-    env = {
-        "TERM": "xterm-256color", "COLORTERM": "truecolor",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_STATE_HOME": str(tmp_path / "state"),
-        "VVREADER_LOG": str(log), "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
+    env = reader_env(tmp_path, VVREADER_LOG=str(log))
     command = f"{sys.executable} -m vvreader {doc} --model {tiny_model} --audio-device null"
     tmux.start(command, env)
     tmux.wait(lambda text, _: "playing" in status_line(text), 120, "playing")
@@ -200,8 +210,7 @@ def test_reader_in_tmux(tmux: Tmux, tmp_path: Path, tiny_model: Path) -> None:
     stopped_at = position(SGR.sub("", screen))
     stopped_text = highlighted(screen)
     assert norm(stopped_text) == norm(plan[stopped_at]["text"])
-    tmux.keys("q")
-    tmux.wait(lambda text, _: "VVREADER-EXIT 0" in text, 15, "exit")
+    tmux.quit()
     tmux.kill()
 
     again = Tmux(tmp_path)
@@ -215,7 +224,125 @@ def test_reader_in_tmux(tmux: Tmux, tmp_path: Path, tiny_model: Path) -> None:
                             and position(text) is not None, 30, "the status bar")
         assert position(SGR.sub("", screen)) == stopped_at
         assert norm(highlighted(screen)) == norm(plan[stopped_at]["text"])
-        again.keys("q")
-        again.wait(lambda text, _: "VVREADER-EXIT 0" in text, 15, "exit")
+        again.quit()
     finally:
         again.kill()
+
+
+def test_first_run_downloads_the_model_inside_the_reader(
+    tmux: Tmux, tmp_path: Path, tiny_model: Path
+) -> None:
+    """`vvreader book.md` with nothing cached: the document shows at once, the download's
+    progress moves in the banner (the terminal never freezes), then reading starts."""
+    from tests.hub import official_hub
+
+    hub = official_hub(tiny_model, tmp_path / "hub", bytes_per_second=1e6)
+    try:
+        doc = tmp_path / "book.md"
+        doc.write_text(DOC)
+        env = reader_env(tmp_path, XDG_CACHE_HOME=str(tmp_path / "cache"),
+                         HF_HUB_CACHE=str(tmp_path / "hf"), HF_ENDPOINT=hub.url,
+                         HF_HUB_OFFLINE="0")
+        tmux.start(f"{sys.executable} -m vvreader {doc} --audio-device null", env)
+        percents: list[int] = []
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            text = tmux.text()
+            if "playing" in status_line(text):
+                break
+            m = re.search(r"downloading microsoft/VibeVoice-Realtime-0\.5B\u2026 (\d+)% "
+                          r"\u00b7 model\.safetensors", text)
+            if m:
+                assert "A short book" in text  # the document is there meanwhile
+                if not percents or percents[-1] != int(m.group(1)):
+                    percents.append(int(m.group(1)))
+            time.sleep(0.1)
+        assert "playing" in status_line(tmux.text()), tmux.text()
+        assert len(percents) >= 3 and percents == sorted(percents), percents
+        assert "downloading" not in tmux.text()
+        tmux.quit()
+    finally:
+        hub.close()
+
+
+def test_the_sound_server_dies_mid_sentence_and_comes_back(
+    tmux: Tmux, tmp_path: Path, tiny_model: Path
+) -> None:
+    """Real `vvreader` on a private PulseAudio server that is killed while it plays: one
+    message, the place kept, nothing of PortAudio's or ALSA's complaints on the screen;
+    space while the server is down says so again; once it is back, space reads on from
+    the start of the sentence that was cut. (The messages cover the right of the status
+    bar: the sentence is read from the highlight.)"""
+    from tests.audio_server import PulseServer
+
+    server = PulseServer(tmp_path / "pulse").start()
+    try:
+        doc = tmp_path / "book.md"
+        doc.write_text(DOC)
+        plan = [norm(json.loads(x)["text"]) for x in subprocess.run(
+            [sys.executable, "-m", "vvreader", str(doc), "--plan", "--json"],
+            check=True, capture_output=True, text=True).stdout.splitlines()]
+
+        def lit(screen: str) -> int | None:
+            """The highlighted sentence (its start, where a message covers the rest)."""
+            text = norm(highlighted(screen))
+            hits = [i for i, u in enumerate(plan) if text and u.startswith(text)]
+            return hits[0] if len(hits) == 1 else None
+
+        log = tmp_path / "vvreader.log"
+        env = reader_env(tmp_path, PULSE_SERVER=server.server, VVREADER_LOG=str(log))
+        tmux.start(f"{sys.executable} -m vvreader {doc} --model {tiny_model}", env)
+        tmux.wait(lambda text, _: "playing" in status_line(text)
+                  and (position(text) or 0) >= 2, 120, "playing the third sentence")
+        server.crash()
+        screen = tmux.wait(lambda text, _: "stopped" in status_line(text)
+                           and "Audio device" in text, 10, "the message")
+        text = SGR.sub("", screen)
+        lost_at = lit(screen)
+        assert lost_at is not None and lost_at >= 2, text
+        assert "The audio device went away" in text
+        for noise in ("Expression", "ALSA lib", "PaErrorCode", "Traceback"):
+            assert noise not in text, text
+        assert "audio device lost" in log.read_text()
+
+        tmux.keys("space")  # no server yet: said again, nothing moves
+        end = time.monotonic() + 10
+        while "still unavailable" not in log.read_text():
+            assert time.monotonic() < end, "no second message"
+            time.sleep(0.1)
+        time.sleep(0.3)
+        screen = tmux.screen()
+        assert lit(screen) == lost_at and "stopped" in status_line(SGR.sub("", screen))
+
+        server.start()
+        time.sleep(0.5)
+        back_at = time.time()
+        tmux.keys("space")
+        screen = tmux.wait(lambda text, _: "playing" in status_line(text), 15, "playing again")
+        assert lit(screen) == lost_at
+        tmux.wait(lambda _, screen: (lit(screen) or 0) > lost_at, 30, "the next sentence")
+        # The cut sentence was put in the ring again, whole, after the server came back.
+        again = [t for t, _, m in log_lines(log) if m.startswith(f"speak {lost_at} ")]
+        assert len(again) >= 2 and again[-1] > back_at
+        for noise in ("Expression", "ALSA lib", "PaErrorCode", "Traceback"):
+            assert noise not in tmux.text()
+        tmux.quit()
+        diverted = (tmp_path / "state" / "vvreader" / "stderr.log").read_text()
+        assert "ALSA lib" in diverted or "Expression" in diverted  # what was kept off screen
+    finally:
+        server.stop()
+
+
+def test_offline_with_nothing_cached_says_what_to_do_before_opening(
+    tmux: Tmux, tmp_path: Path
+) -> None:
+    doc = tmp_path / "book.md"
+    doc.write_text(DOC)
+    env = reader_env(tmp_path, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hf"))
+    tmux.start(f"{sys.executable} -m vvreader {doc}", env)
+    text = tmux.wait(lambda text, _: "VVREADER-EXIT" in text, 60, "exit")
+    assert "VVREADER-EXIT 2" in text and "Traceback" not in text
+    said = norm(text.split("VVREADER-EXIT")[0])
+    assert said.startswith("vvreader: cannot get config.json and the weights of "
+                           "microsoft/VibeVoice-Realtime-0.5B"), said
+    assert "HF_HUB_OFFLINE" in said and "--model /path/to/folder" in said

@@ -9,7 +9,6 @@ synthesised. Settings changes go up to the app as :class:`ReadingScreen.Settings
 from __future__ import annotations
 
 import logging
-import time
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -17,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.keys import format_key
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer
 
 from vvreader.narrator import Narrator, State, VoiceSettings
 from vvreader.plan import SpeechPlan
@@ -26,6 +25,7 @@ from vvreader.screens.help import HelpScreen, KeyHelp
 from vvreader.screens.search import SearchBar, find
 from vvreader.screens.voices import VoicePicker
 from vvreader.state import Position
+from vvreader.widgets.loading_banner import LoadingBanner
 from vvreader.widgets.reading_view import ReadingView
 from vvreader.widgets.status_bar import StatusBar
 
@@ -41,13 +41,6 @@ STEPS_RANGE = (1, 50)
 class ReadingScreen(Screen[None]):
     """The main screen."""
 
-    DEFAULT_CSS = """
-    ReadingScreen #loading {
-        dock: top; height: 1; padding: 0 1;
-        background: $boost; color: $text-muted;
-    }
-    ReadingScreen #loading.-hidden { display: none; }
-    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "play_pause", "Play/pause", id="play-pause",
                 tooltip="Start, pause or resume the narration."),
@@ -88,6 +81,14 @@ class ReadingScreen(Screen[None]):
             self.settings = settings
             super().__init__()
 
+    class VoiceWanted(Message):
+        """The user chose a preset voice that is not downloaded yet; the app downloads it
+        and answers with :meth:`ReadingScreen.voice_fetched`."""
+
+        def __init__(self, voice: str) -> None:
+            self.voice = voice
+            super().__init__()
+
     def __init__(self, plan: SpeechPlan, settings: VoiceSettings, start: int = 0,
                  autoplay: bool = True) -> None:
         super().__init__()
@@ -98,20 +99,23 @@ class ReadingScreen(Screen[None]):
         """The utterance being read, or where reading will start."""
         self.narrator: Narrator | None = None
         self.voices: list[str] = []
-        self.loading = "loading the model"
-        """What is being loaded ("" when ready)."""
+        self.missing_voices: set[str] = set()
+        """Preset voices of :attr:`voices` that are downloaded when first chosen."""
+        self.loading_what = "loading the model"
+        """What is being loaded ("" when ready). (Not ``loading``: that is Textual's
+        reactive for a widget's loading indicator.)"""
+        self._loading_detail: tuple[str, float | None] = ("", None)
         self._want_play = autoplay
         self._pending: int | None = None  # jumped to, not yet audible
-        self._loading_since = time.monotonic()
+        self._fetching: str | None = None  # a voice being downloaded
         self._query = ""
         self._lower_text: str | None = None
         self._preview_from: str | None = None
         self._logged: int | None = None
-        self._banner = ""
 
     # ------------------------------------------------------------------ composition
     def compose(self) -> ComposeResult:
-        yield Static("", id="loading", markup=False)
+        yield LoadingBanner(id="loading")
         yield ReadingView(self.plan, id="reading")
         yield StatusBar()
         yield Footer()
@@ -124,6 +128,10 @@ class ReadingScreen(Screen[None]):
     def status(self) -> StatusBar:
         return self.query_one(StatusBar)
 
+    @property
+    def banner(self) -> LoadingBanner:
+        return self.query_one(LoadingBanner)
+
     def on_mount(self) -> None:
         view = self.view
         view.cursor = self.position
@@ -132,19 +140,29 @@ class ReadingScreen(Screen[None]):
         status.total = len(self.plan)
         status.position = self.position
         self._show_settings()
+        self.banner.show(self.loading_what, *self._loading_detail)
         self.set_interval(1 / 20, self._tick)
         view.focus()
 
     # ------------------------------------------------------------------ calls from the app
-    def attach(self, narrator: Narrator, voices: list[str]) -> None:
-        """The model is ready: take the narrator and start if asked to."""
+    def attach(self, narrator: Narrator, voices: list[str], first_voice: str = "",
+               missing: set[str] | None = None) -> None:
+        """The model is ready: take the narrator and start if asked to.
+
+        Args:
+            voices: the voices to offer.
+            first_voice: the voice to read with when none is set (default: the first).
+            missing: those of ``voices`` that must be downloaded before use.
+        """
         self.narrator = narrator
         self.voices = voices
-        self.loading = ""
-        self.query_one("#loading", Static).set_class(True, "-hidden")
+        self.missing_voices = set(missing or ())
+        self.loading_what = ""
+        self.banner.show("")
         if not self.settings.voice and voices:
-            self.settings = VoiceSettings(voices[0], self.settings.cfg_scale, self.settings.steps)
-            narrator.set_settings(voice=voices[0])
+            first = first_voice if first_voice in voices else voices[0]
+            self.settings = VoiceSettings(first, self.settings.cfg_scale, self.settings.steps)
+            narrator.set_settings(voice=first)
         self._show_settings()
         if self._want_play and len(self.plan):
             self._pending = self.position
@@ -165,10 +183,30 @@ class ReadingScreen(Screen[None]):
         if play:
             self._want_play = True
 
-    def set_loading(self, what: str) -> None:
-        """Show what is being loaded ("" hides the line)."""
-        self.loading = what
-        self._loading_since = time.monotonic()
+    def show_loading(self, what: str, detail: str = "", fraction: float | None = None) -> None:
+        """Show what is being loaded (before the narrator is attached)."""
+        self.loading_what = what
+        self._loading_detail = (detail, fraction)
+        if self.is_mounted:
+            self.banner.show(what, detail, fraction)
+
+    def set_download(self, what: str, detail: str = "", fraction: float | None = None) -> None:
+        """Show a download made while reading (a voice); ``""`` hides the line."""
+        if self.narrator is not None and self.is_mounted:
+            self.banner.show(what, detail, fraction)
+
+    def voice_fetched(self, voice: str, error: str | None) -> None:
+        """The download asked for by :class:`VoiceWanted` ended; read with the voice
+        from the next sentence on, unless it failed."""
+        if self._fetching == voice:
+            self._fetching = None
+        self.set_download("")
+        if error is not None:
+            self.app.notify(error, title=f"Cannot get voice {voice}", severity="error",
+                            markup=False, timeout=20)
+            return
+        self.missing_voices.discard(voice)
+        self._apply(voice=voice)
 
     def current_position(self) -> Position | None:
         """The position to save."""
@@ -183,18 +221,15 @@ class ReadingScreen(Screen[None]):
         n = self.narrator
         if n is None:
             status.state = "loading"
-            elapsed = time.monotonic() - self._loading_since
-            banner = self.query_one("#loading", Static)
-            text = f"{self.loading}\u2026" + (f" {elapsed:.0f} s" if elapsed >= 2 else "")
-            if text != self._banner:
-                self._banner = text
-                banner.update(text)
-            if banner.has_class("-hidden") != (not self.loading):
-                banner.set_class(not self.loading, "-hidden")
             return
         if n.error:
-            self.app.notify(n.error + " (press space to retry; --export writes a file instead)",
-                            title="Speech engine", severity="error", markup=False, timeout=10)
+            if n.error_source == "audio":  # the message says what to do
+                self.app.notify(n.error, title="Audio device", severity="error",
+                                markup=False, timeout=12)
+            else:
+                self.app.notify(n.error + " (press space to retry; --export writes a file "
+                                "instead)", title="Speech engine", severity="error",
+                                markup=False, timeout=10)
             n.error = None
         audible = n.audible()
         state = n.state
@@ -331,7 +366,7 @@ class ReadingScreen(Screen[None]):
             self.app.notify("The voices are known once the model is loaded.", timeout=3)
             return
         i = self.voices.index(self.settings.voice) if self.settings.voice in self.voices else -1
-        self._apply(voice=self.voices[(i + 1) % len(self.voices)])
+        self._choose_voice(self.voices[(i + 1) % len(self.voices)])
 
     def action_pick_voice(self) -> None:
         if self._covered():
@@ -342,7 +377,7 @@ class ReadingScreen(Screen[None]):
         self._preview_from = self.settings.voice
 
         def preview(voice: str) -> None:
-            if voice != self.settings.voice:
+            if voice != self.settings.voice and voice not in self.missing_voices:
                 self._apply(voice=voice)
                 self._go(self.position, play=True)
 
@@ -351,9 +386,23 @@ class ReadingScreen(Screen[None]):
             if voice is None and original is not None and original != self.settings.voice:
                 self._apply(voice=original)
             elif voice is not None and voice != self.settings.voice:
-                self._apply(voice=voice)
+                self._choose_voice(voice)
 
-        self.app.push_screen(VoicePicker(self.voices, self.settings.voice, preview), chosen)
+        self.app.push_screen(VoicePicker(self.voices, self.settings.voice, preview,
+                                         missing=self.missing_voices), chosen)
+
+    def _choose_voice(self, voice: str) -> None:
+        """Read with ``voice`` from the next sentence, downloading it first if needed
+        (the current voice reads on meanwhile)."""
+        if voice not in self.missing_voices:
+            self._apply(voice=voice)
+            return
+        if self._fetching is not None:
+            self.app.notify(f"Still downloading voice {self._fetching}.", timeout=3)
+            return
+        self._fetching = voice
+        self.set_download(f"downloading voice {voice}")
+        self.post_message(self.VoiceWanted(voice))
 
     # ------------------------------------------------------------------ finding
     def action_contents(self) -> None:

@@ -58,24 +58,36 @@ class VoicePicker(OnceModal[str | None]):
     ]
 
     def __init__(
-        self, voices: list[str], current: str, on_preview: Callable[[str], None] | None = None
+        self,
+        voices: list[str],
+        current: str,
+        on_preview: Callable[[str], None] | None = None,
+        missing: set[str] | None = None,
     ) -> None:
         super().__init__()
         self.voices = voices
         self.current = current
         self.on_preview = on_preview
+        self.missing = missing or set()
+        """Voices downloaded when chosen (marked; highlighting them previews nothing)."""
         self._ready = False
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("Voice (enter chooses, escape cancels; the highlighted voice reads "
-                         "the current sentence)", markup=False)
+            hint = ("Voice (enter chooses, escape cancels; the highlighted voice reads "
+                    "the current sentence)")
+            if self.missing:
+                hint += "; \u2913 voices are downloaded when chosen (a few MB)"
+            yield Static(hint, markup=False)
             options = []
             width = max((len(v) for v in self.voices), default=8)
             for name in self.voices:
                 language, gender = describe_voice(name)
                 label = Text(f"{safe_text(name):<{width}}  ")
-                label.append(f"{language:<16} {gender}", style="dim")
+                if name in self.missing:
+                    label.append(f"{language:<16} {gender:<6} \u2913", style="dim")
+                else:
+                    label.append(f"{language:<16} {gender}", style="dim")
                 options.append(Option(label, id=name))
             yield OptionList(*options)
 
