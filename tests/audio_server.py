@@ -140,6 +140,14 @@ class PulseServer:
             self.pactl("set-default-sink", self.sink)
         return self
 
+    def crash(self) -> None:
+        """Kill the server at once (SIGKILL), as a crashing sound server goes away: its
+        clients' streams break. :meth:`start` brings it back on the same socket."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:

@@ -97,11 +97,19 @@ class Narrator:
         self.cache = cache or AudioCache()
         self.ring = AudioRing(seconds=max(60.0, 3 * lookahead))
         self.clock = PlaybackClock(self.ring)
+        self._make_output = make_output
+        self._device = threading.Lock()
+        """Held while the output is paused, resumed, replaced or closed (by the narrator
+        thread, and by close(); never by the audio callback)."""
         self.output = make_output(self.ring, self.clock)
+        self._output_lost = False
+        """The output's device went away; the next play makes a new output."""
         self.speed: float | None = None
         """Measured synthesis speed, seconds of audio per second (None before any)."""
         self.error: str | None = None
-        """The last engine error, for the UI to show (the UI clears it)."""
+        """The last error, for the UI to show (the UI clears it)."""
+        self.error_source = "engine"
+        """What :attr:`error` is about: "engine" or "audio"."""
         self.spoken_chars = 0
         """Characters of speech text synthesised so far (with :attr:`spoken_seconds`, the
         pace of the voice)."""
@@ -123,8 +131,19 @@ class Narrator:
         self._cmds.put(("play", index))
 
     def pause(self) -> None:
+        """Silence within one audio block; resume goes on from the sample last heard.
+
+        Never blocks the caller: the output plays silence from its next block at once,
+        and a short-lived thread stops the stream (dropping what the device still held),
+        which a hung sound server could make wait."""
         self.output.paused = True
+        threading.Thread(target=self._stop_stream, name="vvreader-pause", daemon=True).start()
         self._cmds.put(("pause",))
+
+    def _stop_stream(self) -> None:
+        with self._device:
+            if self.output.paused:  # not resumed meanwhile
+                self.output.pause()
 
     def toggle(self) -> None:
         if self.state in (State.PLAYING, State.BUFFERING):
@@ -155,7 +174,8 @@ class Narrator:
         self._closed.set()
         self._cmds.put(("close",))
         self._thread.join(5)
-        self.output.close()
+        with self._device:
+            _close_quietly(self.output)
 
     # ------------------------------------------------------------ reads (any thread)
     def audible(self) -> int | None:
@@ -209,8 +229,12 @@ class Narrator:
                 continue
             except Exception as e:  # an engine that fails outright: say so, stay alive
                 log.exception("narration stopped")
-                self.error = str(e) or type(e).__name__
+                self._fail(str(e) or type(e).__name__)
                 self._playing = False
+
+    def _fail(self, message: str, source: str = "engine") -> None:
+        self.error_source = source
+        self.error = message
 
     def _wants_work(self) -> bool:
         return (
@@ -221,6 +245,10 @@ class Narrator:
         )
 
     def _drain_commands(self, block: bool) -> None:
+        if self._playing and not self._output_lost:
+            why = self.output.lost()
+            if why is not None:
+                self._device_lost(why)
         while True:
             try:
                 cmd = self._cmds.get(timeout=0.05) if block else self._cmds.get_nowait()
@@ -235,16 +263,17 @@ class Narrator:
             self._closed.set()
             raise _Restart
         if kind == "pause":
-            self.output.paused = True
+            with self._device:
+                self.output.pause()
         elif kind == "play":
             index = cmd[1]
             if index is not None or self._next is None:
                 self._seek(index or 0)
-            self.output.paused = False
+            if not self._start_output():
+                if self._speaking is not None:
+                    raise _Restart
+                return
             self._playing = True
-            if not self._started:
-                self._started = True
-                self.output.start()
             if index is not None and self._speaking is not None:
                 raise _Restart
         elif kind == "jump":
@@ -261,6 +290,75 @@ class Narrator:
             # Only look-ahead work is redone; the utterance being heard finishes as it is.
             if self._speaking is not None and (current is None or self._speaking > current):
                 raise _Restart
+
+    def _start_output(self) -> bool:
+        """Start or resume the output, making a new one first if the device was lost (and
+        once more if starting fails: a device lost while paused may be back). False, with
+        the error said, if there is no sound."""
+        for _attempt in range(2):
+            if self._output_lost and not self._reopen():
+                return False
+            try:
+                with self._device:
+                    if not self._started:
+                        self._started = True
+                        self.output.paused = False
+                        self.output.start()
+                    else:
+                        self.output.resume()
+                return True
+            except Exception as e:  # AudioDeviceError, or a broken output
+                self._lose_output(getattr(e, "reason", None) or f"it did not start: {e}",
+                                  started=False)
+        return False
+
+    def _device_lost(self, why: str) -> None:
+        """The output stopped by itself while playing: stop there and say so."""
+        self._lose_output(why)
+        if self._speaking is not None:
+            raise _Restart
+
+    def _lose_output(self, why: str, started: bool = True) -> None:
+        """Keep the utterance that was being heard (resume says it again from its start),
+        close the output, stop, and say so."""
+        with self._device:
+            output = self.output
+            at = getattr(output, "lost_at", None) or time.monotonic()
+            heard = self.clock.position_at(at) if started else self.ring.read - 1
+            _close_quietly(output)
+            # The callback is gone: the ring is ours. What was handed but not heard is
+            # dropped, and everything after the utterance heard is made again on resume.
+            self.ring.rewind(heard + 1)
+            end = self.ring.truncate(self.ring.read)
+            self.clock.drop_after(end)
+            self.clock.restart()
+            kept = self.clock.utterance_at(max(0, heard))
+            if kept is None:
+                kept = self._next if self._next is not None else 0
+            self._next = kept
+            self._output_lost = True
+            self._playing = False
+        log.warning("audio device lost (%s); kept utterance %d", why, kept)
+        self._fail(f"The audio device went away ({why}). Your place is kept: press space to "
+                   "read on once it is back, or quit and choose another with --audio-device.",
+                   "audio")
+
+    def _reopen(self) -> bool:
+        """A new output after the device was lost; False (and the error said) if not."""
+        try:
+            output = self._make_output(self.ring, self.clock)
+        except Exception as e:  # AudioDeviceError says what to do
+            log.warning("audio device still unavailable: %s", e)
+            reason = getattr(e, "reason", None) or str(e)
+            self._fail(f"Still no audio device ({reason}). Your place is kept: press space to "
+                       "try again, or quit and choose another with --audio-device (null reads "
+                       "without sound).", "audio")
+            return False
+        with self._device:
+            self.output = output
+            self._started = False
+            self._output_lost = False
+        return True
 
     def _seek(self, index: int) -> None:
         index = max(0, min(index, len(self.plan) - 1))
@@ -332,7 +430,7 @@ class Narrator:
             stream.cancel()
             raise
         except Exception as e:  # engine errors end the reading here, with a message
-            self.error = str(e)
+            self._fail(str(e))
             self._playing = False
             raise _Restart from None
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
@@ -350,9 +448,24 @@ class Narrator:
             time.sleep(0.01)
 
     def _commit(self, audio: np.ndarray) -> None:
-        self._wait_for_space(len(audio))
-        self.ring.write(audio)
+        while not self.ring.try_write(audio) and not self._closed.is_set():
+            self._wait_for_space(len(audio))
 
     def _commit_silence(self, n: int) -> None:
-        self._wait_for_space(n)
-        self.ring.write_silence(n)
+        while not self.ring.try_write_silence(n) and not self._closed.is_set():
+            self._wait_for_space(n)
+
+
+def _close_quietly(output: AudioOutput, timeout: float = 1.0) -> None:
+    """Close ``output`` without waiting more than ``timeout`` (a hung sound server can
+    block PortAudio's abort) and without letting an error out."""
+
+    def close() -> None:
+        try:
+            output.close()
+        except Exception:
+            log.exception("closing the audio output")
+
+    t = threading.Thread(target=close, name="vvreader-output-close", daemon=True)
+    t.start()
+    t.join(timeout)

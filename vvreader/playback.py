@@ -4,6 +4,7 @@ audio callback). No locks: each side moves only its own counter."""
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_right
 
@@ -23,6 +24,8 @@ class AudioRing:
         """Samples handed to the ring so far (producer side)."""
         self.read = 0
         """Samples taken by the consumer so far."""
+        self._write_lock = threading.Lock()
+        """Between the producer's writes and :meth:`rewind` (never taken by the consumer)."""
 
     @property
     def ready(self) -> int:
@@ -32,6 +35,30 @@ class AudioRing:
     @property
     def space(self) -> int:
         return self.capacity - self.ready
+
+    def try_write(self, audio: np.ndarray) -> bool:
+        """Append ``audio`` if there is space for it (checked and written atomically with
+        respect to :meth:`rewind`); False if there is not."""
+        with self._write_lock:
+            if self.space < len(audio):
+                return False
+            self.write(audio)
+            return True
+
+    def try_write_silence(self, n: int) -> bool:
+        with self._write_lock:
+            if self.space < n:
+                return False
+            self.write_silence(n)
+            return True
+
+    def rewind(self, position: int) -> int:
+        """Consumer side, while the consumer is stopped: the samples from ``position`` on
+        were not heard (the device dropped them), so read them again. Never further back
+        than the oldest sample still in the ring, nor forward. Returns the new ``read``."""
+        with self._write_lock:
+            self.read = min(self.read, max(position, self.written - self.capacity, 0))
+            return self.read
 
     def write(self, audio: np.ndarray) -> None:
         """Append ``audio`` (the caller checks ``space`` first)."""
@@ -108,6 +135,17 @@ class PlaybackClock:
         self._got = np.zeros(self.HISTORY, dtype=np.float64)
         self._origin = np.zeros(self.HISTORY, dtype=np.float64)
         self._stamps = 0
+        self._floor = -1
+        """The position never goes back before this (the last sample heard before the
+        output was stopped and started again)."""
+
+    def restart(self) -> None:
+        """The output stopped its stream and dropped what the device held (the ring's
+        ``read`` was stepped back to the first sample not heard); it will start a new one.
+        The old stamps are forgotten, and until the new stream's first sample is heard the
+        position stands at the last sample heard. Call only while no callback runs."""
+        self._floor = self.ring.read - 1
+        self._stamps = 0
 
     def mark(self, position: int, utterance: int) -> None:
         """Utterance ``utterance`` starts at sample ``position`` (producer side)."""
@@ -139,7 +177,7 @@ class PlaybackClock:
         """The ring sample heard at ``now`` (``time.monotonic()``; -1 before the first)."""
         count = self._stamps
         if count == 0:
-            return max(-1, self.ring.read - self.latency - 1)
+            return max(self._floor, self.ring.read - self.latency - 1)
         rows = [(count - 1 - j) % self.HISTORY for j in range(min(count, self._LOOK))]
         origin = float(np.median([self._origin[i] for i in rows[: self._ORIGIN_BLOCKS]]))
         frame = (now - origin) * SAMPLE_RATE  # device frames heard so far
@@ -150,7 +188,7 @@ class PlaybackClock:
                     return int(self._read[i] + into)
                 return int(self._read[i] + self._got[i]) - 1  # in the padding after it
         i = rows[-1]  # before the oldest block remembered: the start, or a stale clock
-        return max(-1, int(self._read[i] - (self._frame[i] - frame)) - 1)
+        return max(self._floor, int(self._read[i] - (self._frame[i] - frame)) - 1)
 
     def utterance_at(self, position: int) -> int | None:
         k = bisect_right(self._starts, position) - 1

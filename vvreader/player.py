@@ -1,7 +1,9 @@
 """Audio outputs: the sound card through sounddevice, and a null sink that keeps time.
 
-Both pull from an :class:`AudioRing` in blocks; pausing outputs silence from the next
-block on without consuming audio.
+Both pull from an :class:`AudioRing` in blocks. Pausing is silent at once: the sound card's
+stream is aborted (PortAudio drops what the device still held, through PulseAudio too) and
+the ring steps back to the first sample not heard, so resuming goes on from exactly there.
+The sound card's output notices when its device goes away while playing (:meth:`lost`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ from engine.api import SAMPLE_RATE
 from vvreader.playback import AudioRing, PlaybackClock
 
 BLOCK = 1024  # samples per callback: 43 ms at 24 kHz
+STALL = 5.0
+"""Seconds without a callback, while the stream should be running, after which the device
+counts as lost (a hung sound server). Not less: PulseAudio's null sink, with no client
+asking for a low latency, renders up to 2 s at once, and the callbacks wait that long."""
 
 
 class AudioDeviceError(Exception):
     """No usable audio output; the message says what to do."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        """What went wrong, in a few words (the message adds what to do)."""
 
 
 class AudioOutput(Protocol):
@@ -27,7 +38,17 @@ class AudioOutput(Protocol):
 
     paused: bool
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Begin playing (once)."""
+
+    def pause(self) -> None:
+        """Silence now; what was handed but not heard is played again on :meth:`resume`."""
+
+    def resume(self) -> None:
+        """Play on after :meth:`pause`."""
+
+    def lost(self) -> str | None:
+        """Why the device stopped playing by itself (None while it is fine)."""
 
     def close(self) -> None: ...
 
@@ -43,6 +64,15 @@ class _Pull:
         self.padded = 0
         """Frames of silence played because the ring was empty while playing (before the
         first audio, and wherever the narrator was buffering)."""
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def lost(self) -> str | None:
+        return None
 
     def fill(self, out: np.ndarray) -> None:
         if self.paused:
@@ -110,11 +140,13 @@ class SoundDevicePlayer(_Pull):
                 blocksize=BLOCK,
                 device=device,
                 callback=self._callback,
+                finished_callback=self._finished,
             )
         except (sd.PortAudioError, ValueError) as e:
             raise AudioDeviceError(
                 f"no usable audio output ({e}); see --list-devices, or use --audio-device "
-                "null, or --export OUT.wav"
+                "null, or --export OUT.wav",
+                reason="the audio output cannot be opened",
             ) from None
         self._nominal = float(self._stream.latency)
         self._frames = 0
@@ -123,9 +155,27 @@ class SoundDevicePlayer(_Pull):
         """Callbacks that PortAudio said came too late: the device ran dry and played
         silence that the ring never saw (the machine was too busy to run the callback)."""
         clock.latency = int(self._nominal * SAMPLE_RATE)
+        self._running = False
+        """The stream was started by us and not stopped by us."""
+        self._closed = False
+        self._lost: str | None = None
+        self.lost_at: float | None = None
+        """When the device was lost (``time.monotonic()``)."""
+        self._last_callback = 0.0
+
+    def _finished(self) -> None:
+        # PortAudio calls this when the stream becomes inactive: after our abort (then
+        # _running is already False), or by itself when the device failed. Through the
+        # ALSA pulse plugin a killed server or an unloaded sink ends the stream this way
+        # within a few ms (PortAudio's ALSA thread gets an error polling the device).
+        if self._running:
+            self.lost_at = time.monotonic()
+            self._lost = "its stream stopped"
+            self._running = False
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info, status) -> None:
         now = time.monotonic()
+        self._last_callback = now
         if status.output_underflow:
             self.device_underflows += 1
         # When this block's first frame will be heard: PortAudio's estimate from the
@@ -142,11 +192,49 @@ class SoundDevicePlayer(_Pull):
         self._frames += frames
 
     def start(self) -> None:
-        self._stream.start()
+        self._last_callback = time.monotonic()
+        self._running = True
+        try:
+            self._stream.start()
+        except self._sd.PortAudioError as e:
+            self._running = False
+            raise AudioDeviceError(f"the audio output did not start ({e})",
+                                   reason="the audio output did not start") from None
+
+    def pause(self) -> None:
+        self.paused = True  # silence from the next callback, even if the abort fails
+        if not self._running:
+            return
+        self._running = False
+        try:
+            self._stream.abort()  # drops what PortAudio and the device held
+        except self._sd.PortAudioError:
+            pass
+        # The callback has returned for good: the consumer side is ours until resume().
+        heard = self.clock.position_at(time.monotonic())
+        self.ring.rewind(heard + 1)
+        self.clock.restart()
+
+    def resume(self) -> None:
+        self.paused = False
+        if not self._running and self._lost is None:
+            self.start()
+
+    def lost(self) -> str | None:
+        if self._lost is None and self._running:
+            idle = time.monotonic() - self._last_callback
+            if idle > STALL:
+                self.lost_at = self._last_callback
+                self._lost = f"no audio callback for {idle:.0f} s"
+        return self._lost
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._running = False
         try:
-            self._stream.stop()
+            self._stream.abort()
             self._stream.close()
         except self._sd.PortAudioError:
             pass

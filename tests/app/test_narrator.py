@@ -140,3 +140,91 @@ def test_going_back_uses_the_cache(plan) -> None:
     wait_for(lambda: n.finished)
     assert len(engine.requests) == asked
     n.close()
+
+
+class LosablePlayer(RecordingPlayer):
+    """A recording output whose device can go away: it stops consuming and says why."""
+
+    def __init__(self, ring, clock, rate: float = 8.0) -> None:
+        super().__init__(ring, clock, rate=rate)
+        self.why: str | None = None
+
+    def lose(self, why: str) -> None:
+        self.why = why
+        self._stop.set()
+
+    def lost(self) -> str | None:
+        return self.why
+
+
+def test_a_lost_device_stops_keeps_the_utterance_and_play_reads_on_from_it(plan) -> None:
+    from vvreader.player import AudioDeviceError
+
+    players: list[LosablePlayer] = []
+    unavailable = [False]
+
+    def output(ring, clock):
+        if unavailable[0]:
+            raise AudioDeviceError("no device here", reason="the audio output cannot be opened")
+        players.append(LosablePlayer(ring, clock))
+        return players[-1]
+
+    n = Narrator(plan, FakeEngine(0.0005), output)
+    try:
+        n.play(0)
+        wait_for(lambda: n.audible() == 2)
+        time.sleep(0.05)  # into utterance 2
+        players[0].lose("its stream stopped")
+        wait_for(lambda: n.error is not None)
+        assert n.error_source == "audio" and "went away (its stream stopped)" in n.error
+        assert "Your place is kept" in n.error
+        assert n.state is State.STOPPED and n.audible() == 2
+        n.error = None
+        unavailable[0] = True  # still gone: said again, nothing else happens
+        n.play()
+        wait_for(lambda: n.error is not None)
+        assert "Still no audio device (the audio output cannot be opened)" in n.error
+        assert n.state is State.STOPPED and len(players) == 1 and n._thread.is_alive()
+        n.error = None
+        unavailable[0] = False
+        n.play()  # back: a new output, from the start of the utterance that was cut
+        wait_for(lambda: n.finished, 20)
+        assert len(players) == 2 and n.error is None
+        played = np.concatenate(players[1].played)
+        assert np.array_equal(played, expected(plan, 2))
+    finally:
+        n.close()
+
+
+def test_pause_is_silent_at_once_and_never_waits_for_the_device(plan) -> None:
+    """pause() returns at once even if stopping the device's stream hangs (a hung sound
+    server), and the output plays silence from its next block."""
+    import threading
+
+    hang = threading.Event()
+
+    class HangingPlayer(RecordingPlayer):
+        def pause(self) -> None:
+            self.paused = True
+            hang.wait(5)  # PortAudio's abort against a server that does not answer
+
+    players: list[HangingPlayer] = []
+
+    def output(ring, clock):
+        players.append(HangingPlayer(ring, clock, rate=8.0))
+        return players[-1]
+
+    n = Narrator(plan, FakeEngine(0.0005), output)
+    try:
+        n.play(0)
+        wait_for(lambda: n.audible() == 1)
+        t0 = time.monotonic()
+        n.pause()
+        assert time.monotonic() - t0 < 0.05
+        assert n.state is State.PAUSED and players[0].paused
+        read = n.ring.read
+        time.sleep(0.3)
+        assert n.ring.read == read  # nothing more consumed: silence
+    finally:
+        hang.set()
+        n.close()

@@ -1,0 +1,109 @@
+"""Pause and resume through real audio (PortAudio -> ALSA pulse plugin -> PulseAudio null
+sink, its monitor recorded): the sound stops within one audio block of ``pause()``, and
+resuming goes on from the sample last heard, so that the recording, its silences taken
+out, is the utterances' audio: exactly, but for at most SPLICE_MS lost or said twice where
+the pause cut in (what the device held is dropped, and the playback clock's estimate of the
+sample at the speaker is good to a few milliseconds, not to the sample).
+
+The scripted engine's audio is a different constant in every frame (see tests.fakes), so a
+sample dropped or repeated at the pause changes a frame's length, which the comparison
+sees. The chain is bit-exact (float32 mono 24 kHz sink at unit volume)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from engine.api import SynthesisRequest
+from tests.audio_server import RATE, MonitorRecorder, PulseServer
+from tests.fakes import FakeEngine, fake_audio
+from vvreader.document import load_document
+from vvreader.narrator import Narrator, State
+from vvreader.plan import build_plan
+from vvreader.player import BLOCK, SoundDevicePlayer
+
+DOC = "Sentence one is short. Sentence two says a little more than that.\n"
+BLOCK_MS = 1000 * BLOCK / RATE  # 42.7 ms
+ATTEMPTS = 3
+SPLICE_MS = 20.0
+
+
+def splice(heard: np.ndarray, want: np.ndarray) -> float:
+    """How many ms of ``want`` are missing from ``heard`` (negative: heard twice), if
+    ``heard`` is ``want`` with one such cut; raises if it is not."""
+    n = min(len(heard), len(want))
+    diff = np.flatnonzero(heard[:n] != want[:n])
+    prefix = int(diff[0]) if len(diff) else n
+    tail = np.flatnonzero(heard[::-1][:n] != want[::-1][:n])
+    suffix = int(tail[0]) if len(tail) else n
+    assert prefix + suffix >= n, (
+        f"not one cut: heard {len(heard)} samples, want {len(want)}, same for the first "
+        f"{prefix} and the last {suffix}")
+    return 1000 * (len(want) - len(heard)) / RATE
+
+
+def run_once(plan, server: PulseServer) -> tuple[np.ndarray, float, float, float, int]:
+    """Play, pause in the middle of the second utterance for a second, resume, finish.
+    Returns the recording, the times of pause() and of the last sound before the silence
+    (on the recording's clock, ``time.monotonic()``), and the device underflows."""
+    players: list[SoundDevicePlayer] = []
+
+    def output(ring, clock):
+        players.append(SoundDevicePlayer(ring, clock))
+        return players[-1]
+
+    recorder = MonitorRecorder(server).start()
+    n = Narrator(plan, FakeEngine(0.0005), output)
+    try:
+        time.sleep(0.2)
+        n.play(0)
+        end = time.monotonic() + 20
+        while n.audible() != 1:
+            assert time.monotonic() < end and n.error is None, n.error
+            time.sleep(0.002)
+        time.sleep(0.35)
+        t_pause = time.monotonic()
+        n.pause()
+        assert n.state is State.PAUSED
+        time.sleep(1.0)
+        n.play()
+        while not n.finished:
+            assert time.monotonic() < end + 20 and n.error is None, n.error
+            time.sleep(0.02)
+        time.sleep(0.5)
+    finally:
+        n.close()
+        rec = recorder.stop()
+    sound = np.flatnonzero(rec.samples != 0.0)
+    gaps = np.diff(sound)
+    longest = int(np.argmax(gaps))
+    last_before = rec.time_of(sound[longest] + 1)
+    return rec.samples, t_pause, last_before, rec.time_of(sound[longest + 1]), (
+        players[0].device_underflows)
+
+
+def test_pause_is_silent_within_a_block_and_resume_loses_nothing(pulse_server) -> None:
+    import tempfile
+    from pathlib import Path
+
+    doc = Path(tempfile.mkdtemp()) / "d.md"
+    doc.write_text(DOC)
+    plan = build_plan(load_document(str(doc)))
+    want = np.concatenate([fake_audio(SynthesisRequest(text=u.speak)) for u in plan])
+    results = []
+    for _ in range(ATTEMPTS):
+        samples, t_pause, stopped, resumed, underflows = run_once(plan, pulse_server)
+        heard = samples[samples != 0.0]
+        results.append((stopped - t_pause) * 1000)
+        print(f"pause: sound stopped {results[-1]:.1f} ms after pause(); silence "
+              f"{(resumed - stopped) * 1000:.0f} ms; underflows {underflows}")
+        if underflows:  # the machine starved the audio callback: proves nothing
+            continue
+        cut = splice(heard, want)
+        print(f"resume: {cut:+.1f} ms of audio lost (negative: heard twice) at the pause")
+        assert abs(cut) <= SPLICE_MS
+        assert (resumed - stopped) > 0.9  # it stayed paused
+        assert results[-1] <= BLOCK_MS, f"sound went on {results[-1]:.1f} ms after pause()"
+        return
+    raise AssertionError(f"every attempt was disturbed by the machine: {results}")
