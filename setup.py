@@ -1,13 +1,27 @@
-"""Build hook for the optional BLAS shim (Linux only); everything else is in pyproject.toml."""
+"""Build hook for the optional C libraries (Linux only); everything else is in pyproject.toml."""
 
 import sys
 
 from setuptools import Extension, setup
 
-# Plain C, no Python API: a shared library that engine/backend.py loads with ctypes. It is
-# optional: without a compiler the install still works and MLX keeps its bundled BLAS.
+# Plain C, no Python API: shared libraries that engine/ loads with ctypes. Both are optional:
+# without a compiler the install still works, MLX keeps its bundled BLAS and the decoder
+# runs on MLX.
 ext_modules = []
 if sys.platform.startswith("linux"):
     ext_modules.append(Extension("engine._blas_shim", ["engine/_blas_shim.c"], optional=True))
+    # The decoder's layers (engine/native_decoder.py); its matrix products go to the BLAS
+    # shim's cblas_sgemm, whose address engine/native_decoder.py hands it at load time.
+    # -z now: an unresolved symbol fails the load (an OSError: MLX decodes), not a call.
+    ext_modules.append(
+        Extension(
+            "engine._cpu_decoder",
+            ["engine/_cpu_decoder.c"],
+            extra_compile_args=["-O3", "-std=gnu11"],
+            extra_link_args=["-Wl,-z,now"],
+            libraries=["m"],
+            optional=True,
+        )
+    )
 
 setup(ext_modules=ext_modules)

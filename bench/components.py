@@ -4,14 +4,17 @@
 
 Prints milliseconds per call for the TTS LM (one position, and the CFG pair as one batch),
 the 5-step CFG diffusion sampler (eager and compiled), and the acoustic decoder for one
-and two frames (eager and compiled); medians of 7 calls after a warm-up. Used to decide
-where engine time goes; bench/engine.py gives the end-to-end numbers.
+and two frames (eager and compiled); medians of 7 calls after a warm-up. Then the C
+decoder (engine/native_decoder.py) against the compiled MLX one for 1, 2 and 4 frames,
+their calls alternating (medians of 9 each) so that a busy machine slows both alike.
+Used to decide where engine time goes; bench/engine.py gives the end-to-end numbers.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +30,10 @@ import engine  # noqa: E402,F401  (chooses MLX's BLAS before mlx.core is importe
 import mlx.core as mx  # noqa: E402
 # isort: on
 
+from engine.acoustic import AcousticDecoder  # noqa: E402
 from engine.cache import make_caches, make_cfg_caches  # noqa: E402
 from engine.dpm_solver import make_schedule  # noqa: E402
+from engine.native_decoder import NativeDecoder, load_library, unavailable_reason  # noqa: E402
 from engine.sampler import CompiledSampler, sample_latent  # noqa: E402
 from engine.voices import load_voice  # noqa: E402
 from engine.weights import load_model  # noqa: E402
@@ -42,6 +47,46 @@ def timed(fn, n: int = 7) -> float:
         fn()
         runs.append(time.perf_counter() - t0)
     return float(np.median(runs)) * 1000
+
+
+def alternating(fns: dict[str, Callable[[], object]], n: int = 9) -> dict[str, float]:
+    """Median milliseconds of each function, their calls interleaved, after a warm-up."""
+    for fn in fns.values():
+        fn()
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(n):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(r)) * 1000 for name, r in runs.items()}
+
+
+def decoder_comparison(dec: AcousticDecoder) -> list[tuple[str, float]]:
+    """The C decoder against the compiled MLX one, alternating, for 1, 2 and 4 frames."""
+    if load_library() is None:
+        return [(f"native decoder unavailable: {unavailable_reason()}", float("nan"))]
+    native = NativeDecoder(dec, max_frames=4)
+    compiled = mx.compile(dec.__call__)
+    rows = []
+    rng = np.random.default_rng(0)
+    for frames in (1, 2, 4):
+        x = rng.standard_normal((frames, dec.cfg.vae_dim), dtype=np.float32)
+        xm = mx.array(x[None])
+        state, nstate = dec.init_state(), native.init_state()
+        mx.eval(xm, state)
+        ms = alternating(
+            {
+                "mlx": lambda xm=xm, state=state: mx.eval(compiled(xm, state)),
+                "native": lambda x=x, nstate=nstate: native(x, nstate),
+            }
+        )
+        rows += [
+            (f"decoder {frames} frames, MLX compiled", ms["mlx"]),
+            (f"decoder {frames} frames, native (C)", ms["native"]),
+            (f"  MLX / native ({frames} frames)", ms["mlx"] / ms["native"]),
+        ]
+    return rows
 
 
 def main() -> None:
@@ -85,6 +130,9 @@ def main() -> None:
     print(f"device {mx.default_device()}")
     for name, ms in rows:
         print(f"{name:28s} {ms:8.2f} ms")
+    for name, v in decoder_comparison(dec):
+        unit = "x" if name.startswith("  ") else "ms"
+        print(f"{name:36s} {v:8.2f} {unit}")
 
 
 if __name__ == "__main__":

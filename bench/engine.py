@@ -1,6 +1,6 @@
 """Engine speed: full-size VibeVoice-Realtime (random weights), a real voice, fixed text.
 
-    python bench/engine.py [--frames N] [--runs R] [--baseline] [--dtype float32]
+    python bench/engine.py [--frames N] [--runs R] [--baseline] [--dtype float32] [--decoders]
 
 Reports first-audio latency (text given -> first 3200-sample chunk decoded), steady ms
 per frame, x real time and peak memory: medians over R runs after one warm-up run.
@@ -8,7 +8,8 @@ With --baseline, mlx-audio 0.6.2's VibeVoice runs in the same invocation (in its
 virtualenv, same weights, voice and token ids, same BLAS) and our speed is printed as a
 ratio to it. The last line is one JSON object. Weights come from
 ../shared/parity/make_weights.py (the full-davis case: EOS disabled), the voice is the
-official en-Davis_man.pt.
+official en-Davis_man.pt. With --decoders, runs with the C decoder (engine/native_decoder.py)
+and with the MLX one alternate in this process, and both are reported.
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ def main() -> None:
         "--baseline-python",
         help="a python that imports mlx_audio 0.6.2 (default: a virtualenv made under .cache/)",
     )
+    ap.add_argument(
+        "--decoders",
+        action="store_true",
+        help="alternate runs with the native and the MLX decoder; report both",
+    )
     a = ap.parse_args()
 
     model_dir = a.model or full_model_dir()
@@ -133,9 +139,17 @@ def main() -> None:
     voice = load_voice(reference_voice())
     kernels = FrameKernels(model, 5)
     measure(model, voice, 8, kernels)  # warm-up (and compilation)
-    firsts, steadies = zip(
-        *(measure(model, voice, a.frames, kernels) for _ in range(a.runs)), strict=True
-    )
+    variants = {"native" if kernels.native is not None else "mlx": kernels}
+    if a.decoders and kernels.native is not None:
+        mlx_kernels = FrameKernels(model, 5)
+        mlx_kernels.native = None  # the same kernels, decoding on MLX
+        measure(model, voice, 8, mlx_kernels)
+        variants["mlx"] = mlx_kernels
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for _ in range(a.runs):
+        for name, k in variants.items():
+            runs[name].append(measure(model, voice, a.frames, k))
+    firsts, steadies = zip(*runs[next(iter(variants))], strict=True)
     result = {
         "first_audio_ms": round(float(np.median(firsts)), 1),
         "ms_per_frame": round(float(np.median(steadies)), 2),
@@ -152,9 +166,19 @@ def main() -> None:
         "frames": a.frames,
         "runs": a.runs,
         "blas": blas_in_use(),
+        "decoder": next(iter(variants)),
         "unset_env": _UNSET,
     }
     rows = [("vvreader engine", result["first_audio_ms"], result["ms_per_frame"])]
+    if "mlx" in runs and len(runs) > 1:
+        f_mlx, s_mlx = zip(*runs["mlx"], strict=True)
+        result["mlx_decoder_first_audio_ms"] = round(float(np.median(f_mlx)), 1)
+        result["mlx_decoder_ms_per_frame"] = round(float(np.median(s_mlx)), 2)
+        result["native_decoder_speedup"] = round(
+            result["mlx_decoder_ms_per_frame"] / result["ms_per_frame"], 2
+        )
+        rows[0] = ("engine, C decoder", result["first_audio_ms"], result["ms_per_frame"])
+        rows.append(("engine, MLX dec.", float(np.median(f_mlx)), float(np.median(s_mlx))))
     if a.baseline:
         voice_file = Path(REPO / ".cache" / "bench-voice-en-Davis_man.safetensors")
         save_voice(voice, voice_file)

@@ -3,7 +3,8 @@
     python bench/engine_profile.py [--dtype float32] [--frames 24]
 
 Times each part of a frame on the default device (the compiled sampler, the connector
-and EOS head, the CFG-pair TTS-LM step, the decoder for one and two frames, the text
+and EOS head, the CFG-pair TTS-LM step, the decoder for one and two frames (MLX, and the
+C decoder where the engine uses it), the text
 window of the first-audio path), the frame without and with its decoder, and a short
 end-to-end run; each part is synchronised on its own (medians of 15 calls after a
 warm-up). It also counts the primitives each part puts in the graph: on a GPU a frame is
@@ -121,6 +122,11 @@ def main() -> None:
             *feedback(lt := sampler()), kernels.decode(lt[None], state)
         ),
     }
+    if kernels.native is not None:
+        # The C decoder that generate_frames uses here (kernels.decode is the MLX one).
+        nstate = kernels.native.init_state()
+        parts["decoder, 1 frame, native"] = lambda: kernels.decode_audio(lat, nstate)
+        parts["decoder, 2 frames, native"] = lambda: kernels.decode_audio(two[0], nstate)
     rows = {name: timed(fn) for name, fn in parts.items()}
 
     def dispatch() -> float:

@@ -11,6 +11,8 @@
  *     split between two threads (see `mode`);
  *   - products of at most SMALL_GEMV rows go to OpenBLAS's sgemv, row by row;
  *   - everything else to OpenBLAS's sgemm.
+ * It also exports vvreader_sgemm_bf16w, the same few-row kernel for a bfloat16 weight
+ * (engine/_cpu_decoder.c: the acoustic decoder's weight-bound first stage).
  * engine/backend.py loads scipy-openblas32 and then this library with RTLD_GLOBAL before
  * MLX is imported, so MLX's references bind here. The scipy_cblas_* symbols are left
  * undefined and resolve at load time.
@@ -56,6 +58,8 @@ typedef struct {
     int ldw;
     float *C;
     int ldc;
+    /* When set, W is this bfloat16 matrix instead (vvreader_sgemm_bf16w). */
+    const unsigned short *Wh;
 } Job;
 
 #if defined(__x86_64__)
@@ -118,9 +122,94 @@ INLINE void single(const Job *j, int i, int n) {
     store(j, i, n, s);
 }
 
+/* bfloat16 is the top half of a float32: widen to 32 bits and shift left by 16 (exact). */
+typedef unsigned short v8h __attribute__((vector_size(16)));
+typedef unsigned int v8u __attribute__((vector_size(32)));
+
+INLINE v8 load8h(const unsigned short *p) {
+    v8h h;
+    memcpy(&h, p, sizeof h);
+    v8u u = __builtin_convertvector(h, v8u) << 16;
+    v8 f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+INLINE float bf16(unsigned short h) {
+    unsigned int u = (unsigned int)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The same micro-kernels with a bfloat16 W: half the bytes to read per weight, float32
+ * arithmetic (the products and sums are those of the float32 kernel). MR rows of A
+ * against NC rows of W; each widened weight vector serves all MR rows. */
+#define MICRO_H(MR, NC)                                                                   \
+    INLINE void micro_h##MR##x##NC(const Job *j, int i0, int n0) {                        \
+        const int K = j->K;                                                               \
+        const float *a[MR];                                                               \
+        const unsigned short *w[NC];                                                      \
+        for (int r = 0; r < MR; r++) a[r] = j->A + (size_t)(i0 + r) * j->lda;            \
+        for (int c = 0; c < NC; c++) w[c] = j->Wh + (size_t)(n0 + c) * j->ldw;           \
+        v8 acc[MR][NC];                                                                   \
+        memset(acc, 0, sizeof acc);                                                       \
+        int k = 0;                                                                        \
+        for (; k + 8 <= K; k += 8) {                                                      \
+            v8 av[MR];                                                                    \
+            for (int r = 0; r < MR; r++) av[r] = load8(a[r] + k);                         \
+            for (int c = 0; c < NC; c++) {                                                \
+                v8 wv = load8h(w[c] + k);                                                 \
+                for (int r = 0; r < MR; r++) acc[r][c] += av[r] * wv;                     \
+            }                                                                             \
+        }                                                                                 \
+        for (int r = 0; r < MR; r++)                                                      \
+            for (int c = 0; c < NC; c++) {                                                \
+                float s = hsum(acc[r][c]);                                                \
+                for (int kk = k; kk < K; kk++) s += a[r][kk] * bf16(w[c][kk]);            \
+                store(j, i0 + r, n0 + c, s);                                              \
+            }                                                                             \
+    }
+MICRO_H(1, 8)
+MICRO_H(2, 4)
+MICRO_H(4, 2)
+
+INLINE void single_h(const Job *j, int i, int n) {
+    const float *a = j->A + (size_t)i * j->lda;
+    const unsigned short *w = j->Wh + (size_t)n * j->ldw;
+    float s = 0.0f;
+    for (int k = 0; k < j->K; k++) s += a[k] * bf16(w[k]);
+    store(j, i, n, s);
+}
+
+/* Rows [n0, n1) of the bfloat16 W against every row of A, 8 rows of W at a time. */
+INLINE void run_rows_h(const Job *j, int n0, int n1) {
+    int n = n0;
+    for (; n + 8 <= n1; n += 8) {
+        int i = 0;
+        for (; i + 4 <= j->M; i += 4) {
+            micro_h4x2(j, i, n);
+            micro_h4x2(j, i, n + 2);
+            micro_h4x2(j, i, n + 4);
+            micro_h4x2(j, i, n + 6);
+        }
+        for (; i + 2 <= j->M; i += 2) {
+            micro_h2x4(j, i, n);
+            micro_h2x4(j, i, n + 4);
+        }
+        for (; i < j->M; i++) micro_h1x8(j, i, n);
+    }
+    for (; n < n1; n++)
+        for (int i = 0; i < j->M; i++) single_h(j, i, n);
+}
+
 /* Rows [n0, n1) of W against every row of A. */
 CLONES static void run_rows(const Job *j, int n0, int n1) {
     int n = n0;
+    if (j->Wh) {
+        run_rows_h(j, n0, n1);
+        return;
+    }
     for (; n + 4 <= n1; n += 4) {
         int i = 0;
         for (; i + 2 <= j->M; i += 2) micro2(j, i, n);
@@ -204,8 +293,8 @@ static void few_rows(const Job *j, int N) {
         run_rows(j, 0, N);
         return;
     }
-    /* The helper takes the second half (a multiple of 4 rows in the first). */
-    int half = (N / 2 + 3) & ~3;
+    /* The helper takes the second half (a multiple of 8 rows in the first). */
+    int half = (N / 2 + 7) & ~7;
     job = j;
     job_n0 = half;
     job_n1 = N;
@@ -234,7 +323,7 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
     }
     if (mode > 0 && M >= (mode == 1 ? SMALL_GEMV + 1 : 2) && M <= SMALL_M && K > 0 &&
         ta == NoTrans && tb != NoTrans) {
-        Job j = {M, K, alpha, beta, A, lda, B, ldb, C, ldc};
+        Job j = {M, K, alpha, beta, A, lda, B, ldb, C, ldc, NULL};
         few_rows(&j, N);
         return;
     }
@@ -254,6 +343,15 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
         return;
     }
     scipy_cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* C = A W^T for a few rows of A (M, K) float32 against W (N, K) stored as bfloat16, rows
+ * ldw apart (engine/_cpu_decoder.c: the decoder's weight-bound first stage, whose
+ * checkpoint weights are bfloat16, so nothing is rounded). Our kernel, on two threads. */
+void vvreader_sgemm_bf16w(int M, int N, int K, const float *A, int lda,
+                          const unsigned short *W, int ldw, float *C, int ldc) {
+    Job j = {M, K, 1.0f, 0.0f, A, lda, NULL, ldw, C, ldc, W};
+    few_rows(&j, N);
 }
 
 void cblas_dgemm(int order, int ta, int tb, int M, int N, int K, double alpha, const double *A,

@@ -50,21 +50,47 @@ def configure_cpu_blas() -> str:
     return _blas
 
 
+_shim: ctypes.CDLL | None = None
+_shim_lock = threading.Lock()
+
+
+def _open_shim() -> ctypes.CDLL | str:
+    """Load scipy-openblas32 and the shim (once) with RTLD_GLOBAL; the shim's handle, or
+    why it could not be loaded."""
+    global _shim
+    with _shim_lock:
+        if _shim is not None:
+            return _shim
+        shim = importlib.util.find_spec("engine._blas_shim")
+        if shim is None or shim.origin is None:
+            return "the BLAS shim was not built: reinstall with a C compiler"
+        try:
+            import scipy_openblas32
+        except ImportError:
+            return "scipy-openblas32 is not installed"
+        lib = os.path.join(
+            scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so"
+        )
+        try:
+            ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+            _shim = ctypes.CDLL(shim.origin, mode=ctypes.RTLD_GLOBAL)
+        except OSError as e:
+            return f"could not load OpenBLAS: {e}"
+        return _shim
+
+
 def _load_shim() -> str:
-    shim = importlib.util.find_spec("engine._blas_shim")
-    if shim is None or shim.origin is None:
-        return "bundled (the BLAS shim was not built: reinstall with a C compiler)"
-    try:
-        import scipy_openblas32
-    except ImportError:
-        return "bundled (scipy-openblas32 is not installed)"
-    lib = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
-    try:
-        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-        ctypes.CDLL(shim.origin, mode=ctypes.RTLD_GLOBAL)
-    except OSError as e:
-        return f"bundled (could not load OpenBLAS: {e})"
-    return "openblas+shim"
+    shim = _open_shim()
+    return "openblas+shim" if isinstance(shim, ctypes.CDLL) else f"bundled ({shim})"
+
+
+def blas_shim() -> ctypes.CDLL | str:
+    """The BLAS shim's library handle (its ``cblas_sgemm`` for our own C code), loading it
+    if MLX was set up without it; or why it cannot be loaded. Loading it late does not
+    change the BLAS MLX already bound to."""
+    if not sys.platform.startswith("linux"):
+        return "not Linux"
+    return _open_shim()
 
 
 def blas_in_use() -> str:

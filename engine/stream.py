@@ -180,6 +180,7 @@ class MLXEngine:
             self._dtype_name
         ]
         self._model = load_model(self.model_dir, dtype=dtype, quantize=self._quantize)
+        self._prepare_native_decoder()
         tokenizer = self._source.tokenizer if self._source else self.model_dir / "tokenizer.json"
         self._tokenizer = TextTokenizer(tokenizer)
         self._voices: dict[Path, object] = {}
@@ -216,6 +217,17 @@ class MLXEngine:
             )
             self._voices[path] = voice
         return self._voices[path]
+
+    def _prepare_native_decoder(self) -> None:
+        """Make the C decoder's copy of the weights while loading (seconds for the full
+        model, most of it the first touch of new memory), not at the first synthesis."""
+        from engine.native_decoder import native_decoder_wanted, shared_native_decoder
+
+        if native_decoder_wanted():
+            try:
+                shared_native_decoder(self._model.model.acoustic_tokenizer.decoder)
+            except TypeError:
+                pass  # quantized decoder layers: FrameKernels decodes on MLX
 
     def _serve(self, handle: SynthesisHandle) -> None:
         from engine.generate import (
