@@ -60,7 +60,9 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 (its default, 10 MB, would leave the display still for seconds on a slow line)."""
 STALE_PARTIAL_SECONDS = 3600.0
 """A partial download (``*.incomplete`` in the Hub cache) untouched this long is left over
-from a killed process and is deleted before the next download of that repository."""
+from a killed process and is deleted before the next download of that repository
+(huggingface_hub names partial files per download and never resumes them; it deletes its
+own when a download fails, not those of a process that was killed)."""
 
 
 class DownloadError(EngineError):
