@@ -7,6 +7,8 @@ the 5-step CFG diffusion sampler (eager and compiled), and the acoustic decoder 
 and two frames (eager and compiled); medians of 7 calls after a warm-up. Then the C
 decoder (engine/native_decoder.py) against the compiled MLX one for 1, 2 and 4 frames,
 their calls alternating (medians of 9 each) so that a busy machine slows both alike.
+Last, the CFG-pair step and the sampler with and without the bfloat16 weight copies
+(engine/bf16_weights.py), alternating likewise (medians of 15).
 Used to decide where engine time goes; bench/engine.py gives the end-to-end numbers.
 """
 
@@ -89,6 +91,51 @@ def decoder_comparison(dec: AcousticDecoder) -> list[tuple[str, float]]:
     return rows
 
 
+def bf16_comparison(model, voice) -> list[tuple[str, float]]:
+    """The CFG-pair TTS-LM step and the compiled 5-step sampler (as the engine runs them:
+    fused, FrameKernels' compiled functions) reading the bfloat16 copies of the weights
+    (engine/bf16_weights.py) and the float32 weights, their calls alternating."""
+    from engine import bf16_weights
+    from engine.cache import run_pair_step
+    from engine.generate import FrameKernels
+
+    kernels = FrameKernels(model, 5)
+    if not kernels.bf16_weights:
+        return [("bf16 weights unavailable (switched off, or MLX not on the shim)", float("nan"))]
+    pair = make_cfg_caches(
+        voice.tts_keys, voice.tts_values, voice.neg_keys, voice.neg_values, mx.float32, 1000
+    )
+    x = mx.random.normal((2, 896))
+    noise = mx.random.normal((1, 64))
+    pos, neg = voice.tts_hidden[:, -1], voice.neg_hidden[:, -1]
+
+    def with_bf16(on: bool, fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            bf16_weights.set_enabled(on)
+            return fn()
+
+        return run
+
+    def step() -> None:
+        mx.eval(run_pair_step(kernels.tts_pair, x, pair))
+
+    def sample() -> None:
+        mx.eval(kernels.sample(noise, pos, neg, 1.5))
+
+    rows = []
+    try:
+        for name, fn in (("TTS LM CFG pair step", step), ("sampler 5 steps", sample)):
+            ms = alternating({"f32": with_bf16(False, fn), "bf16": with_bf16(True, fn)}, n=15)
+            rows += [
+                (f"{name}, float32 weights", ms["f32"]),
+                (f"{name}, bf16 copies", ms["bf16"]),
+                (f"  float32 / bf16 ({name})", ms["f32"] / ms["bf16"]),
+            ]
+    finally:
+        bf16_weights.set_enabled(True)
+    return rows
+
+
 def main() -> None:
     from engine_paths import full_model_dir, reference_voice
 
@@ -130,7 +177,7 @@ def main() -> None:
     print(f"device {mx.default_device()}")
     for name, ms in rows:
         print(f"{name:28s} {ms:8.2f} ms")
-    for name, v in decoder_comparison(dec):
+    for name, v in decoder_comparison(dec) + bf16_comparison(model, voice):
         unit = "x" if name.startswith("  ") else "ms"
         print(f"{name:36s} {v:8.2f} {unit}")
 

@@ -1,6 +1,7 @@
 """Engine speed: full-size VibeVoice-Realtime (random weights), a real voice, fixed text.
 
     python bench/engine.py [--frames N] [--runs R] [--baseline] [--dtype float32] [--decoders]
+                           [--bf16-weights]
 
 Reports first-audio latency (text given -> first 3200-sample chunk decoded), steady ms
 per frame, x real time and peak memory: medians over R runs after one warm-up run.
@@ -9,7 +10,9 @@ virtualenv, same weights, voice and token ids, same BLAS) and our speed is print
 ratio to it. The last line is one JSON object. Weights come from
 ../shared/parity/make_weights.py (the full-davis case: EOS disabled), the voice is the
 official en-Davis_man.pt. With --decoders, runs with the C decoder (engine/native_decoder.py)
-and with the MLX one alternate in this process, and both are reported.
+and with the MLX one alternate in this process, and both are reported. With --bf16-weights,
+runs reading the bfloat16 copies of the LM and diffusion-head weights (engine/bf16_weights.py)
+and runs reading the float32 weights alternate likewise.
 """
 
 from __future__ import annotations
@@ -132,7 +135,13 @@ def main() -> None:
         action="store_true",
         help="alternate runs with the native and the MLX decoder; report both",
     )
+    ap.add_argument(
+        "--bf16-weights",
+        action="store_true",
+        help="alternate runs with and without the bf16 weight copies; report both",
+    )
     a = ap.parse_args()
+    from engine import bf16_weights
 
     model_dir = a.model or full_model_dir()
     model = load_model(model_dir, dtype=getattr(mx, a.dtype))
@@ -145,10 +154,17 @@ def main() -> None:
         mlx_kernels.native = None  # the same kernels, decoding on MLX
         measure(model, voice, 8, mlx_kernels)
         variants["mlx"] = mlx_kernels
+    # name -> whether the run reads the bf16 weight copies (the same kernels otherwise).
+    bf16_on = {name: True for name in variants}
+    if a.bf16_weights and kernels.bf16_weights:
+        variants["f32 weights"] = kernels
+        bf16_on["f32 weights"] = False
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(a.runs):
         for name, k in variants.items():
+            bf16_weights.set_enabled(bf16_on[name])
             runs[name].append(measure(model, voice, a.frames, k))
+    bf16_weights.set_enabled(True)
     firsts, steadies = zip(*runs[next(iter(variants))], strict=True)
     result = {
         "first_audio_ms": round(float(np.median(firsts)), 1),
@@ -167,9 +183,18 @@ def main() -> None:
         "runs": a.runs,
         "blas": blas_in_use(),
         "decoder": next(iter(variants)),
+        "bf16_weights": kernels.bf16_weights,
         "unset_env": _UNSET,
     }
     rows = [("vvreader engine", result["first_audio_ms"], result["ms_per_frame"])]
+    if "f32 weights" in runs:
+        f_32, s_32 = zip(*runs["f32 weights"], strict=True)
+        result["f32_weights_first_audio_ms"] = round(float(np.median(f_32)), 1)
+        result["f32_weights_ms_per_frame"] = round(float(np.median(s_32)), 2)
+        result["bf16_weights_speedup"] = round(
+            result["f32_weights_ms_per_frame"] / result["ms_per_frame"], 3
+        )
+        rows.append(("engine, f32 weights", float(np.median(f_32)), float(np.median(s_32))))
     if "mlx" in runs and len(runs) > 1:
         f_mlx, s_mlx = zip(*runs["mlx"], strict=True)
         result["mlx_decoder_first_audio_ms"] = round(float(np.median(f_mlx)), 1)

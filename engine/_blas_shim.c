@@ -12,7 +12,9 @@
  *   - products of at most SMALL_GEMV rows go to OpenBLAS's sgemv, row by row;
  *   - everything else to OpenBLAS's sgemm.
  * It also exports vvreader_sgemm_bf16w, the same few-row kernel for a bfloat16 weight
- * (engine/_cpu_decoder.c: the acoustic decoder's weight-bound first stage).
+ * (engine/_cpu_decoder.c: the acoustic decoder's weight-bound first stage), and a registry
+ * of float32 weights with bfloat16 copies: few-row products (1 to SMALL_M rows) against a
+ * registered weight read the copy instead (engine/bf16_weights.py).
  * engine/backend.py loads scipy-openblas32 and then this library with RTLD_GLOBAL before
  * MLX is imported, so MLX's references bind here. The scipy_cblas_* symbols are left
  * undefined and resolve at load time.
@@ -154,10 +156,17 @@ INLINE float bf16(unsigned short h) {
         for (int c = 0; c < NC; c++) w[c] = j->Wh + (size_t)(n0 + c) * j->ldw;           \
         v8 acc[MR][NC];                                                                   \
         memset(acc, 0, sizeof acc);                                                       \
+        /* The next NC rows of W, fetched while these are used: a row of 896 bfloat16    \
+         * values is too short a stream for the hardware prefetcher to get going (12     \
+         * against 18+ GB/s here without this). One line of each row every 32 values.    \
+         * Prefetching past the end of W is harmless (no fault, on x86 and arm64). */    \
+        const size_t ahead = (size_t)NC * j->ldw;                                         \
         int k = 0;                                                                        \
         for (; k + 8 <= K; k += 8) {                                                      \
             v8 av[MR];                                                                    \
             for (int r = 0; r < MR; r++) av[r] = load8(a[r] + k);                         \
+            if ((k & 31) == 0)                                                            \
+                for (int c = 0; c < NC; c++) __builtin_prefetch(w[c] + k + ahead);        \
             for (int c = 0; c < NC; c++) {                                                \
                 v8 wv = load8h(w[c] + k);                                                 \
                 for (int r = 0; r < MR; r++) acc[r][c] += av[r] * wv;                     \
@@ -312,6 +321,126 @@ static void few_rows(const Job *j, int N) {
     pthread_mutex_unlock(&lock);
 }
 
+/* ---- registry of float32 weights that have a bfloat16 copy ----
+ *
+ * engine/bf16_weights.py registers every float32 weight matrix of the language models and
+ * the diffusion head whose values are all bfloat16 (they come from a bfloat16
+ * checkpoint): the address MLX passes to cblas_sgemm as B, its shape (rows N, cols K,
+ * stored row-major and contiguous, used as x @ W.T), and a bfloat16 copy in the same
+ * layout. A few-row product against a registered matrix then reads the copy: half the
+ * bytes, the same values, so the same result up to the order of the float32 sums.
+ *
+ * Open addressing with linear probing on the address; at most half the slots are used,
+ * so a miss ends after a short probe. A slot's key is published last (release) and read
+ * first (acquire), so a lookup on MLX's thread never sees a half-written entry. Keys are
+ * never removed: unregistering clears the copy (the slot then misses), and registering
+ * the same address again reuses the slot. The caller keeps the float32 matrix alive while
+ * it is registered, so its address cannot be reused by another array meanwhile. */
+
+#define REG_SLOTS 4096 /* a power of two */
+
+typedef struct {
+    _Atomic(const float *) key;
+    int rows, cols;
+    _Atomic(const unsigned short *) wh;
+} Entry;
+
+static Entry reg[REG_SLOTS];
+static atomic_int reg_used, bf16_on = 1;
+static atomic_long bf16_calls;
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned slot_of(const void *p) {
+    /* Fibonacci hashing of the address (allocations are aligned: drop the low bits). */
+    return (unsigned)((((unsigned long)p >> 4) * 0x9E3779B97F4A7C15ul) >> 52) & (REG_SLOTS - 1);
+}
+
+/* 1 when registered (or re-registered), 0 when the table is full or the shape invalid. */
+int vvreader_register_bf16(const float *w, int rows, int cols, const unsigned short *wh) {
+    if (w == NULL || wh == NULL || rows <= 0 || cols <= 0) return 0;
+    int ok = 0;
+    pthread_mutex_lock(&reg_lock);
+    for (unsigned s = slot_of(w), n = 0; n < REG_SLOTS; s = (s + 1) & (REG_SLOTS - 1), n++) {
+        const float *k = atomic_load_explicit(&reg[s].key, memory_order_relaxed);
+        if (k == w) {
+            /* Cleared first, so a concurrent lookup misses rather than pairs the new
+             * shape with the old copy. */
+            atomic_store_explicit(&reg[s].wh, NULL, memory_order_release);
+            reg[s].rows = rows;
+            reg[s].cols = cols;
+            atomic_store_explicit(&reg[s].wh, wh, memory_order_release);
+            ok = 1;
+            break;
+        }
+        if (k == NULL) {
+            if (atomic_load(&reg_used) >= REG_SLOTS / 2) break;
+            reg[s].rows = rows;
+            reg[s].cols = cols;
+            atomic_store_explicit(&reg[s].wh, wh, memory_order_relaxed);
+            atomic_store_explicit(&reg[s].key, w, memory_order_release);
+            atomic_fetch_add(&reg_used, 1);
+            ok = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return ok;
+}
+
+/* Forget w's copy (the caller may free it once no product against w is running). */
+int vvreader_unregister_bf16(const float *w) {
+    int found = 0;
+    pthread_mutex_lock(&reg_lock);
+    for (unsigned s = slot_of(w), n = 0; n < REG_SLOTS; s = (s + 1) & (REG_SLOTS - 1), n++) {
+        const float *k = atomic_load_explicit(&reg[s].key, memory_order_relaxed);
+        if (k == NULL) break;
+        if (k == w) {
+            found = atomic_load(&reg[s].wh) != NULL;
+            atomic_store_explicit(&reg[s].wh, NULL, memory_order_release);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return found;
+}
+
+/* The bfloat16 copy of B when B is a registered (N, K) matrix used as x @ B.T. */
+static const unsigned short *lookup(const float *B, int N, int K, int ldb) {
+    for (unsigned s = slot_of(B);; s = (s + 1) & (REG_SLOTS - 1)) {
+        const float *k = atomic_load_explicit(&reg[s].key, memory_order_acquire);
+        if (k == NULL) return NULL;
+        if (k == B) {
+            const unsigned short *wh = atomic_load_explicit(&reg[s].wh, memory_order_acquire);
+            return wh != NULL && reg[s].rows == N && reg[s].cols == K && ldb == K ? wh : NULL;
+        }
+    }
+}
+
+/* Use the registered copies (1, the default) or not (0); a negative argument only asks.
+ * Returns the previous setting. */
+int vvreader_bf16_weights(int on) {
+    return on < 0 ? atomic_load(&bf16_on) : atomic_exchange(&bf16_on, on != 0);
+}
+
+/* Products that read a registered copy so far (for tests). */
+long vvreader_bf16_calls(void) { return atomic_load_explicit(&bf16_calls, memory_order_relaxed); }
+
+/* dst = the top 16 bits of each of the n float32 values of src; 1 when every value is a
+ * bfloat16 (all low halves zero), else 0 (dst is then incomplete and unusable). */
+CLONES int vvreader_to_bf16(long n, const unsigned int *restrict src, unsigned short *restrict dst) {
+    const long chunk = 1 << 16;
+    for (long i0 = 0; i0 < n; i0 += chunk) {
+        const long i1 = n - i0 < chunk ? n : i0 + chunk;
+        unsigned int low = 0;
+        for (long i = i0; i < i1; i++) {
+            low |= src[i] & 0xFFFFu;
+            dst[i] = (unsigned short)(src[i] >> 16);
+        }
+        if (low) return 0;
+    }
+    return 1;
+}
+
 /* ---- CBLAS ---- */
 
 void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A,
@@ -320,6 +449,17 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
         /* C^T = op(B)^T op(A)^T: the same product in row-major with A and B swapped. */
         cblas_sgemm(RowMajor, tb, ta, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
         return;
+    }
+    if (M <= SMALL_M && K > 0 && ta == NoTrans && tb != NoTrans &&
+        atomic_load_explicit(&reg_used, memory_order_relaxed) > 0 &&
+        atomic_load_explicit(&bf16_on, memory_order_relaxed)) {
+        const unsigned short *wh = lookup(B, N, K, ldb);
+        if (wh != NULL) {
+            Job j = {M, K, alpha, beta, A, lda, NULL, ldb, C, ldc, wh};
+            atomic_fetch_add_explicit(&bf16_calls, 1, memory_order_relaxed);
+            few_rows(&j, N);
+            return;
+        }
     }
     if (mode > 0 && M >= (mode == 1 ? SMALL_GEMV + 1 : 2) && M <= SMALL_M && K > 0 &&
         ta == NoTrans && tb != NoTrans) {

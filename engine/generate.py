@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import mlx.core as mx
 import numpy as np
 
+from engine.bf16_weights import register_model
 from engine.cache import (
     CFGKVCache,
     commit_pair_step,
@@ -79,6 +80,9 @@ class FrameKernels:
     def __init__(self, model: VibeVoiceRealtime, steps: int) -> None:
         m = model.model
         model.fuse()
+        # On Linux CPUs the few-row products read bfloat16 copies of the (bfloat16-valued)
+        # float32 weights (engine/bf16_weights.py: same values, half the bytes).
+        self.bf16_weights = register_model(model)
         self.steps = steps
         self.schedule = make_schedule(steps, model.config.diffusion.ddpm_num_steps)
         self.sample = CompiledSampler(m.prediction_head, self.schedule)

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# engine first: on Linux it loads the BLAS shim (engine/backend.py) that MLX must bind to,
+# which works only before mlx.core is imported.
+import engine  # noqa: E402,F401,I001
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VVREADER_SHARED", REPO.parent / "shared")).resolve()
 PARITY = SHARED / "parity"
