@@ -1,7 +1,7 @@
 """Engine speed: full-size VibeVoice-Realtime (random weights), a real voice, fixed text.
 
     python bench/engine.py [--frames N] [--runs R] [--baseline] [--dtype float32] [--decoders]
-                           [--bf16-weights]
+                           [--bf16-weights] [--decode-groups 4,2]
 
 Reports first-audio latency (text given -> first 3200-sample chunk decoded), steady ms
 per frame, x real time and peak memory: medians over R runs after one warm-up run.
@@ -12,7 +12,8 @@ ratio to it. The last line is one JSON object. Weights come from
 official en-Davis_man.pt. With --decoders, runs with the C decoder (engine/native_decoder.py)
 and with the MLX one alternate in this process, and both are reported. With --bf16-weights,
 runs reading the bfloat16 copies of the LM and diffusion-head weights (engine/bf16_weights.py)
-and runs reading the float32 weights alternate likewise.
+and runs reading the float32 weights alternate likewise. With --decode-groups 4,2, runs
+with each decode_group (generate_frames) alternate likewise.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ BASELINE_VENV = REPO / ".cache" / "bench-mlx-audio-venv"
 FRAME_SECONDS = 3200 / 24000
 
 
-def measure(model, voice, frames: int, kernels: FrameKernels) -> tuple[float, float]:
+def measure(
+    model, voice, frames: int, kernels: FrameKernels, decode_group: int | None = None
+) -> tuple[float, float]:
     t0 = time.perf_counter()
     stamps = []
     for _ in generate_frames(
@@ -71,6 +74,7 @@ def measure(model, voice, frames: int, kernels: FrameKernels) -> tuple[float, fl
         max_frames=frames,
         stop_at_eos=False,
         kernels=kernels,
+        decode_group=decode_group,
     ):
         stamps.append(time.perf_counter())
     # Steady rate: from the second chunk to the last (frames may arrive in pairs).
@@ -140,6 +144,11 @@ def main() -> None:
         action="store_true",
         help="alternate runs with and without the bf16 weight copies; report both",
     )
+    ap.add_argument(
+        "--decode-groups",
+        help="comma-separated decode_group values (generate_frames) to alternate and report;"
+        " the first is the one reported as the engine's",
+    )
     a = ap.parse_args()
     from engine import bf16_weights
 
@@ -159,11 +168,20 @@ def main() -> None:
     if a.bf16_weights and kernels.bf16_weights:
         variants["f32 weights"] = kernels
         bf16_on["f32 weights"] = False
+    # name -> decode_group (None: generate_frames' default).
+    groups: dict[str, int | None] = {name: None for name in variants}
+    if a.decode_groups:
+        first, *others = (int(g) for g in a.decode_groups.split(","))
+        groups[next(iter(variants))] = first
+        for g in others:
+            variants[f"decode group {g}"] = kernels
+            bf16_on[f"decode group {g}"] = True
+            groups[f"decode group {g}"] = g
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(a.runs):
         for name, k in variants.items():
             bf16_weights.set_enabled(bf16_on[name])
-            runs[name].append(measure(model, voice, a.frames, k))
+            runs[name].append(measure(model, voice, a.frames, k, groups[name]))
     bf16_weights.set_enabled(True)
     firsts, steadies = zip(*runs[next(iter(variants))], strict=True)
     result = {
@@ -204,6 +222,14 @@ def main() -> None:
         )
         rows[0] = ("engine, C decoder", result["first_audio_ms"], result["ms_per_frame"])
         rows.append(("engine, MLX dec.", float(np.median(f_mlx)), float(np.median(s_mlx))))
+    for name, g in groups.items():
+        if name.startswith("decode group "):
+            f_g, s_g = zip(*runs[name], strict=True)
+            result[f"decode_group_{g}_first_audio_ms"] = round(float(np.median(f_g)), 1)
+            result[f"decode_group_{g}_ms_per_frame"] = round(float(np.median(s_g)), 2)
+            rows.append((name, float(np.median(f_g)), float(np.median(s_g))))
+    if groups[next(iter(variants))] is not None:
+        result["decode_group"] = groups[next(iter(variants))]
     if a.baseline:
         voice_file = Path(REPO / ".cache" / "bench-voice-en-Davis_man.safetensors")
         save_voice(voice, voice_file)

@@ -34,7 +34,8 @@ static int few_rows_max;
 /* Products of 2 to 4 rows use a layer's bfloat16 copy of its weights when it has one
  * (half the bytes of a weight-bound product: the decoder took 123 against 142 ms for two
  * frames here, the same for four). One row stays with float32 and OpenBLAS's sgemv (75
- * against 86 ms), larger products are compute-bound. */
+ * against 86 ms; with the shim's prefetching one-row bfloat16 kernel, 73-78 against 74-80
+ * ms for one frame: no gain), larger products are compute-bound. */
 #define BF16_MIN_ROWS 2
 #define BF16_MAX_ROWS 4
 

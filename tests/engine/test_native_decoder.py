@@ -181,3 +181,41 @@ def test_generation_loop_uses_it_with_the_same_audio(
     reference = FrameKernels(model, 2)
     assert reference.native is None
     assert _rel(run(native), run(reference)) <= RTOL
+
+
+@pytest.mark.parametrize(
+    ("decode_group", "sizes"),
+    [(None, [1, 2, 4, 4]), (4, [1, 2, 4, 4]), (3, [1, 2, 3, 3, 2]), (2, [1] + [2] * 5),
+     (1, [1] * 11)],
+)  # fmt: skip
+def test_decode_groups_ramp_up(
+    tiny_model: Path, decode_group: int | None, sizes: list[int]
+) -> None:
+    """The first frame alone, then two, then decode_group at a time (the last group is
+    what is left: 11 frames)."""
+    model = load_model(tiny_model)
+    voice = load_voice(tiny_model / "voices" / "en-Emma_woman.safetensors")
+    kernels = FrameKernels(model, 2)
+    calls: list[int] = []
+    decode = kernels.decode_audio
+
+    def recording(latents: mx.array, state):  # noqa: ANN001, ANN202
+        calls.append(latents.shape[0])
+        return decode(latents, state)
+
+    kernels.decode_audio = recording  # type: ignore[method-assign]
+    frames = list(
+        generate_frames(
+            model,
+            voice,
+            list(range(20, 33)),
+            steps=2,
+            noise=seeded_noise(3, model.config.acoustic_vae_dim),
+            max_frames=11,
+            stop_at_eos=False,
+            kernels=kernels,
+            decode_group=decode_group,
+        )
+    )
+    assert [f.index for f in frames] == list(range(11))
+    assert calls == sizes
