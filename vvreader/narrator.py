@@ -23,6 +23,16 @@ from vvreader.player import BLOCK, AudioOutput
 log = logging.getLogger("vvreader.narrator")
 
 
+SPEED_MARGIN = 1.15
+"""The synthesis speed is taken as this much lower than measured when deciding to stream
+(the machine's load varies)."""
+LENGTH_MARGIN = 1.25
+"""An utterance is taken as this much longer than its characters say at the voice's pace."""
+PRIOR_CHARS_PER_SECOND = 12.0
+"""The pace assumed before any was measured (slow: speech runs at about 15 characters a
+second), so that the first sentence can start before it is made."""
+
+
 class State(str, Enum):
     STOPPED = "stopped"
     PLAYING = "playing"
@@ -405,10 +415,33 @@ class Narrator:
             self._commit_silence(SAMPLE_RATE * u.pause_after // 1000)
         self._next = index + 1
 
+    def _may_stream(self, chunks: int, made: float, speed: float, chars: int) -> bool:
+        """Whether the utterance being made can start playing now (its chunks committed as
+        they come) without running dry before its end: the pre-roll adapts to the speed.
+
+        With ``made`` seconds of it made at ``speed`` x real time and ``ready`` seconds of
+        earlier audio still to play, a remainder of ``rest`` seconds made at speed ``s``
+        is in time iff ``rest * (1 / s - 1) <= ready + made`` (its last sample is made
+        ``rest / s`` from now and heard ``ready + made + rest`` from now). ``s`` is the
+        measured speed less a margin, ``rest`` comes from the voice's measured seconds per
+        character, with a margin. Faster than real time (with the margin) this holds at
+        once; slower, it holds part of the way through, or only at the end."""
+        if chunks < 2:
+            return False
+        s = min(speed, self.speed or speed) / SPEED_MARGIN
+        if s >= 1.0:
+            return True
+        pace = (self.spoken_seconds / self.spoken_chars if self.spoken_chars
+                else 1.0 / PRIOR_CHARS_PER_SECOND)
+        expected = chars * pace * LENGTH_MARGIN
+        rest = max(0.0, expected - made)
+        ready = self.ring.ready / SAMPLE_RATE
+        return rest * (1.0 / max(s, 1e-3) - 1.0) <= ready + made
+
     def _synthesise(self, text: str, s: VoiceSettings, seed: int = 0) -> np.ndarray:
-        """Stream one utterance; commit chunks as they come when synthesis is clearly
-        faster than real time, else only the whole utterance, so that a slow machine
-        pauses between utterances instead of inside a word."""
+        """Stream one utterance; commit chunks as they come once that cannot run dry
+        before its end (:meth:`_may_stream`), so that a machine slower than real time
+        waits between utterances (or at the start of one) instead of inside a word."""
         stream = self.engine.synthesize(
             SynthesisRequest(text=text, voice=s.voice, cfg_scale=s.cfg_scale, steps=s.steps,
                              seed=seed)
@@ -422,7 +455,7 @@ class Narrator:
                 self._drain_commands(block=False)  # may raise _Restart
                 made = sum(len(c) for c in chunks) / SAMPLE_RATE
                 speed = made / max(time.monotonic() - t0, 1e-6)
-                if committed or (len(chunks) >= 2 and min(speed, self.speed or speed) >= 1.15):
+                if committed or self._may_stream(len(chunks), made, speed, len(text)):
                     for c in chunks[committed:]:
                         self._commit(c)
                     committed = len(chunks)
