@@ -9,7 +9,8 @@ from setuptools import Extension, setup
 # runs on MLX.
 ext_modules = []
 if sys.platform.startswith("linux"):
-    ext_modules.append(Extension("engine._blas_shim", ["engine/_blas_shim.c"], optional=True))
+    ext_modules.append(Extension("engine._blas_shim", ["engine/_blas_shim.c"],
+                                 depends=["engine/_bf16.h"], optional=True))
     # The decoder's layers (engine/native_decoder.py); its matrix products go to the BLAS
     # shim's cblas_sgemm, whose address engine/native_decoder.py hands it at load time.
     # -z now: an unresolved symbol fails the load (an OSError: MLX decodes), not a call.
@@ -17,6 +18,7 @@ if sys.platform.startswith("linux"):
         Extension(
             "engine._cpu_decoder",
             ["engine/_cpu_decoder.c"],
+            depends=["engine/_bf16.h"],
             extra_compile_args=["-O3", "-std=gnu11"],
             extra_link_args=["-Wl,-z,now"],
             libraries=["m"],

@@ -30,6 +30,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "_bf16.h"
+
 enum Order { RowMajor = 101, ColMajor = 102 };
 enum Trans { NoTrans = 111, Trans = 112, ConjTrans = 113 };
 
@@ -443,20 +445,10 @@ int vvreader_bf16_weights(int on) {
 /* Products that read a registered copy so far (for tests). */
 long vvreader_bf16_calls(void) { return atomic_load_explicit(&bf16_calls, memory_order_relaxed); }
 
-/* dst = the top 16 bits of each of the n float32 values of src; 1 when every value is a
- * bfloat16 (all low halves zero), else 0 (dst is then incomplete and unusable). */
-CLONES int vvreader_to_bf16(long n, const unsigned int *restrict src, unsigned short *restrict dst) {
-    const long chunk = 1 << 16;
-    for (long i0 = 0; i0 < n; i0 += chunk) {
-        const long i1 = n - i0 < chunk ? n : i0 + chunk;
-        unsigned int low = 0;
-        for (long i = i0; i < i1; i++) {
-            low |= src[i] & 0xFFFFu;
-            dst[i] = (unsigned short)(src[i] >> 16);
-        }
-        if (low) return 0;
-    }
-    return 1;
+/* bf16_from_f32 (engine/_bf16.h), exported. */
+CLONES int vvreader_to_bf16(long n, const unsigned int *restrict src,
+                 unsigned short *restrict dst) {
+    return bf16_from_f32(n, src, dst);
 }
 
 /* ---- CBLAS ---- */

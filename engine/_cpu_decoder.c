@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "_bf16.h"
+
 enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
                          const float *, int, float, float *, int);
@@ -254,18 +256,8 @@ CLONES void vv_conv(int T, int cin, int cout, int K, const float *restrict x,
             for (int c = 0; c < cout; c++) y[(size_t)t * cout + c] += bias[c];
 }
 
-/* dst = the bfloat16 bits of src (its top halves) if every value of src is a bfloat16
- * (zero low halves); returns 1 then, else 0 (dst is then incomplete: discard it). */
-CLONES int vv_to_bf16(long n, const unsigned int *restrict src, unsigned short *restrict dst) {
-    const long chunk = 1 << 16;
-    for (long i0 = 0; i0 < n; i0 += chunk) {
-        const long i1 = n - i0 < chunk ? n : i0 + chunk;
-        unsigned int low = 0;
-        for (long i = i0; i < i1; i++) {
-            low |= src[i] & 0xFFFFu;
-            dst[i] = (unsigned short)(src[i] >> 16);
-        }
-        if (low) return 0;
-    }
-    return 1;
+/* bf16_from_f32 (engine/_bf16.h), exported. */
+CLONES int vv_to_bf16(long n, const unsigned int *restrict src,
+                 unsigned short *restrict dst) {
+    return bf16_from_f32(n, src, dst);
 }
