@@ -28,9 +28,6 @@ SPEED_MARGIN = 1.15
 (the machine's load varies)."""
 LENGTH_MARGIN = 1.25
 """An utterance is taken as this much longer than its characters say at the voice's pace."""
-PRIOR_CHARS_PER_SECOND = 12.0
-"""The pace assumed before any was measured (slow: speech runs at about 15 characters a
-second), so that the first sentence can start before it is made."""
 
 
 class State(str, Enum):
@@ -424,16 +421,21 @@ class Narrator:
         is in time iff ``rest * (1 / s - 1) <= ready + made`` (its last sample is made
         ``rest / s`` from now and heard ``ready + made + rest`` from now). ``s`` is the
         measured speed less a margin, ``rest`` comes from the voice's measured seconds per
-        character, with a margin. Faster than real time (with the margin) this holds at
-        once; slower, it holds part of the way through, or only at the end."""
+        character, with a margin. Faster than real time with the margin this holds at
+        once; between real time and the margin it holds after a short pre-roll; slower than
+        real time only whole utterances are committed (a length misjudged there would
+        stutter)."""
         if chunks < 2:
             return False
-        s = min(speed, self.speed or speed) / SPEED_MARGIN
+        measured = min(speed, self.speed or speed)
+        s = measured / SPEED_MARGIN
         if s >= 1.0:
             return True
-        pace = (self.spoken_seconds / self.spoken_chars if self.spoken_chars
-                else 1.0 / PRIOR_CHARS_PER_SECOND)
-        expected = chars * pace * LENGTH_MARGIN
+        # Below real time the rest's length decides, and the voice's pace per character is
+        # only an estimate: there (and before any pace is measured) whole utterances only.
+        if measured < 1.0 or not self.spoken_chars:
+            return False
+        expected = chars * self.spoken_seconds / self.spoken_chars * LENGTH_MARGIN
         rest = max(0.0, expected - made)
         ready = self.ring.ready / SAMPLE_RATE
         return rest * (1.0 / max(s, 1e-3) - 1.0) <= ready + made
