@@ -53,15 +53,13 @@ class LoadingBanner(Widget):
     elapsed: reactive[int] = reactive(0)
     """Whole seconds since the stage began (shown from 2 s on)."""
 
-    def __init__(self, *, id: str | None = None, clock: bool = True) -> None:
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._since = time.monotonic()
-        self._clock = clock
 
     def on_mount(self) -> None:
         self.set_class(not self.what, "-hidden")
-        if self._clock:
-            self.set_interval(0.5, self._count)
+        self.set_interval(0.5, self._count)
 
     def show(self, what: str, detail: str = "", fraction: float | None = None) -> None:
         """Show a stage (a new ``what`` restarts the seconds); ``""`` hides the banner."""
