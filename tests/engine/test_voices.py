@@ -24,9 +24,9 @@ from engine.voices import (
     save_voice,
     voice_from_arrays,
 )
+from tests.conftest import SHARED  # VVREADER_SHARED, else ../shared
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
 REFERENCE = SHARED / "reference-voices"
 PARITY = SHARED / "parity"
 PARITY_PT_CASES = ("tiny-run", "tiny-eos", "mid-shapes")
