@@ -62,12 +62,18 @@ typedef struct {
     int ldw;
     float *C;
     int ldc;
-    /* When set, W is this bfloat16 matrix instead (vvreader_sgemm_bf16w). */
+    /* When set, W is this bfloat16 matrix instead (vvreader_sgemm_bf16w)... */
     const unsigned short *Wh;
+    /* ...and A's even and odd columns, packed by few_rows: row i's column 2p is
+     * Ae[i * packed_half + p], its column 2p + 1 Ao[i * packed_half + p]. */
+    const float *Ae, *Ao;
+    int packed_half;
 } Job;
 
 #if defined(__x86_64__)
-#define CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+/* One clone per x86-64 level (v4: AVX-512, v3: AVX2 and FMA; a string with a comma would
+ * make two clones, "avx2" without FMA and "fma" without AVX2). */
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define PAUSE() __builtin_ia32_pause()
 #else
 #define CLONES
@@ -139,64 +145,13 @@ INLINE void single(const Job *j, int i, int n) {
     store(j, i, n, s);
 }
 
-/* bfloat16 is the top half of a float32: widen to 32 bits and shift left by 16 (exact). */
-typedef unsigned short v8h __attribute__((vector_size(16)));
-typedef unsigned int v8u __attribute__((vector_size(32)));
-
-INLINE v8 load8h(const unsigned short *p) {
-    v8h h;
-    memcpy(&h, p, sizeof h);
-    v8u u = __builtin_convertvector(h, v8u) << 16;
-    v8 f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
+/* bfloat16 is the top half of a float32 (exact). */
 INLINE float bf16(unsigned short h) {
     unsigned int u = (unsigned int)h << 16;
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
-
-/* The same micro-kernels with a bfloat16 W: half the bytes to read per weight, float32
- * arithmetic (the products and sums are those of the float32 kernel). MR rows of A
- * against NC rows of W; each widened weight vector serves all MR rows. */
-#define MICRO_H(MR, NC)                                                                   \
-    INLINE void micro_h##MR##x##NC(const Job *j, int i0, int n0) {                        \
-        const int K = j->K;                                                               \
-        const float *a[MR];                                                               \
-        const unsigned short *w[NC];                                                      \
-        for (int r = 0; r < MR; r++) a[r] = j->A + (size_t)(i0 + r) * j->lda;            \
-        for (int c = 0; c < NC; c++) w[c] = j->Wh + (size_t)(n0 + c) * j->ldw;           \
-        v8 acc[MR][NC];                                                                   \
-        memset(acc, 0, sizeof acc);                                                       \
-        /* The next NC rows of W, fetched while these are used: a row of 896 bfloat16    \
-         * values is too short a stream for the hardware prefetcher to get going (12     \
-         * against 18+ GB/s here without this). One line of each row every 32 values.    \
-         * Prefetching past the end of W is harmless (no fault, on x86 and arm64). */    \
-        const size_t ahead = (size_t)NC * j->ldw;                                         \
-        int k = 0;                                                                        \
-        for (; k + 8 <= K; k += 8) {                                                      \
-            v8 av[MR];                                                                    \
-            for (int r = 0; r < MR; r++) av[r] = load8(a[r] + k);                         \
-            if ((k & 31) == 0)                                                            \
-                for (int c = 0; c < NC; c++) __builtin_prefetch(w[c] + k + ahead);        \
-            for (int c = 0; c < NC; c++) {                                                \
-                v8 wv = load8h(w[c] + k);                                                 \
-                for (int r = 0; r < MR; r++) acc[r][c] += av[r] * wv;                     \
-            }                                                                             \
-        }                                                                                 \
-        for (int r = 0; r < MR; r++)                                                      \
-            for (int c = 0; c < NC; c++) {                                                \
-                float s = hsum(acc[r][c]);                                                \
-                for (int kk = k; kk < K; kk++) s += a[r][kk] * bf16(w[c][kk]);            \
-                store(j, i0 + r, n0 + c, s);                                              \
-            }                                                                             \
-    }
-MICRO_H(1, 4)
-MICRO_H(2, 4)
-MICRO_H(4, 2)
 
 INLINE void single_h(const Job *j, int i, int n) {
     const float *a = j->A + (size_t)i * j->lda;
@@ -206,30 +161,37 @@ INLINE void single_h(const Job *j, int i, int n) {
     store(j, i, n, s);
 }
 
-/* Rows [n0, n1) of the bfloat16 W against every row of A, 8 rows of W at a time. */
-INLINE void run_rows_h(const Job *j, int n0, int n1) {
-    int n = n0;
-    for (; n + 8 <= n1; n += 8) {
-        int i = 0;
-        for (; i + 4 <= j->M; i += 4) {
-            micro_h4x2(j, i, n);
-            micro_h4x2(j, i, n + 2);
-            micro_h4x2(j, i, n + 4);
-            micro_h4x2(j, i, n + 6);
-        }
-        for (; i + 2 <= j->M; i += 2) {
-            micro_h2x4(j, i, n);
-            micro_h2x4(j, i, n + 4);
-        }
-        /* One row: two blocks of 4 rows of W (one block of 8 streamed 18-22 GB/s against
-         * 22-26 GB/s with these, same results, on the development machine). */
-        for (; i < j->M; i++) {
-            micro_h1x4(j, i, n);
-            micro_h1x4(j, i, n + 4);
-        }
-    }
-    for (; n < n1; n++)
-        for (int i = 0; i < j->M; i++) single_h(j, i, n);
+/* The bfloat16-weight kernels (engine/_bf16_rows.h), one per instruction set, chosen
+ * once at load (run_rows_h below). */
+#if defined(__x86_64__)
+#define ROWS_SUFFIX v4
+#define ROWS_TARGET __attribute__((target("arch=x86-64-v4")))
+#define ROWS_W 16
+#define ROWS_MR 6
+#include "_bf16_rows.h"
+#define ROWS_SUFFIX v3
+#define ROWS_TARGET __attribute__((target("arch=x86-64-v3")))
+#define ROWS_W 8
+#define ROWS_MR 3
+#include "_bf16_rows.h"
+#endif
+#define ROWS_SUFFIX plain
+#define ROWS_TARGET
+#define ROWS_W 4
+#define ROWS_MR 3
+#include "_bf16_rows.h"
+
+typedef void (*rows_fn)(const Job *, int, int);
+static rows_fn run_rows_h = run_rows_h_plain;
+
+__attribute__((constructor)) static void choose_rows_h(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4"))
+        run_rows_h = run_rows_h_v4;
+    else if (__builtin_cpu_supports("x86-64-v3"))
+        run_rows_h = run_rows_h_v3;
+#endif
 }
 
 /* Rows [n0, n1) of W against every row of A. */
@@ -287,10 +249,22 @@ static void *helper(void *arg) {
  * 83 to 100 ms with OpenBLAS's sgemv row by row, on the 2-core development machine). VVREADER_BLAS_SMALL sets it at
  * load; vvreader_blas_small() changes it at run time and returns the previous mode. */
 static int mode = 2;
+/* Whether few-row products may use the helper thread (VVREADER_BLAS_THREADS=1: no). */
+static int two_threads = 1;
 
 __attribute__((constructor)) static void read_env(void) {
     const char *env = getenv("VVREADER_BLAS_SMALL");
     if (env != NULL) mode = atoi(env);
+    env = getenv("VVREADER_BLAS_THREADS");
+    if (env != NULL) two_threads = atoi(env) != 1;
+}
+
+/* Few-row products on two threads (1) or on the caller's alone (0); a negative argument
+ * only asks. Returns the previous setting. */
+int vvreader_blas_threads(int two) {
+    int old = two_threads;
+    if (two >= 0) two_threads = two != 0;
+    return old;
 }
 
 int vvreader_blas_small(int m) {
@@ -310,8 +284,42 @@ static void start_helper(void) {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void few_rows(const Job *j, int N) {
-    if ((long)N * j->K < PARALLEL_MIN || sysconf(_SC_NPROCESSORS_ONLN) < 2 ||
+/* A's even and odd columns for the bfloat16 kernels, in a buffer of the calling thread
+ * (grown as needed and kept for its next call); 0 when no memory could be had. */
+static __thread float *pack_buf;
+static __thread size_t pack_cap;
+
+static int pack_even_odd(Job *j) {
+    const int half = j->K / 2;
+    const size_t need = (size_t)2 * j->M * half + 1;
+    if (need > pack_cap) {
+        float *p = realloc(pack_buf, need * sizeof(float));
+        if (p == NULL) return 0;
+        pack_buf = p;
+        pack_cap = need;
+    }
+    float *e = pack_buf, *o = pack_buf + (size_t)j->M * half;
+    for (int i = 0; i < j->M; i++) {
+        const float *a = j->A + (size_t)i * j->lda;
+        for (int q = 0; q < half; q++) {
+            e[(size_t)i * half + q] = a[2 * q];
+            o[(size_t)i * half + q] = a[2 * q + 1];
+        }
+    }
+    j->Ae = e;
+    j->Ao = o;
+    j->packed_half = half;
+    return 1;
+}
+
+static void few_rows(Job *j, int N) {
+    if (j->Wh != NULL && !pack_even_odd(j)) {
+        /* No memory for the packed copy: one value at a time. */
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < j->M; i++) single_h(j, i, n);
+        return;
+    }
+    if (!two_threads || (long)N * j->K < PARALLEL_MIN || sysconf(_SC_NPROCESSORS_ONLN) < 2 ||
         pthread_mutex_trylock(&lock) != 0) {
         run_rows(j, 0, N);
         return;

@@ -65,7 +65,9 @@ static void product(int M, int N, int K, const float *A, int lda, const float *w
 }
 
 #if defined(__x86_64__)
-#define CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+/* One clone per x86-64 level (v4: AVX-512, v3: AVX2 and FMA; "avx2,fma" in one string
+ * would make two clones, one without FMA and one without AVX2). */
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CLONES
 #endif

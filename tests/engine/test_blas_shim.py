@@ -27,6 +27,8 @@ def _lib() -> ctypes.CDLL:
     _shim.cblas_sgemm.restype = None
     _shim.vvreader_sgemm_bf16w.argtypes = [_I, _I, _I, _P, _I, _P, _I, _P, _I]
     _shim.vvreader_sgemm_bf16w.restype = None
+    _shim.vvreader_blas_threads.argtypes = [_I]
+    _shim.vvreader_blas_threads.restype = _I
     return _shim
 
 
@@ -53,7 +55,7 @@ def test_few_row_float32_products(m: int) -> None:
             assert _err(c, ref, scale) < 1e-6, (m, n, k, alpha, beta)
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9, 16])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 9, 12, 16])
 def test_bfloat16_weight_products(m: int) -> None:
     lib, rng = _lib(), np.random.default_rng(100 + m)
     for n, k in SHAPES:
@@ -67,3 +69,25 @@ def test_bfloat16_weight_products(m: int) -> None:
         a64, w64 = a.astype(np.float64), w.astype(np.float64)
         ref = a64 @ w64.T
         assert _err(c, ref, np.abs(a64) @ np.abs(w64).T) < 1e-6, (m, n, k)
+
+
+@pytest.mark.parametrize("m", [1, 2, 5])
+def test_one_thread_or_two_give_the_same_products(m: int) -> None:
+    """The helper thread takes half of W's rows; each output is the same sum either way."""
+    lib, rng = _lib(), np.random.default_rng(7)
+    n, k = 1000, 896  # large enough to be split between the threads
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    wh = (rng.standard_normal((n, k), dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    out = {}
+    previous = lib.vvreader_blas_threads(-1)
+    try:
+        for two in (0, 1):
+            assert lib.vvreader_blas_threads(two) in (0, 1)
+            c = np.full((m, n), np.nan, np.float32)
+            lib.vvreader_sgemm_bf16w(m, n, k, a.ctypes.data, k, wh.ctypes.data, k,
+                                     c.ctypes.data, n)  # fmt: skip
+            out[two] = c
+    finally:
+        lib.vvreader_blas_threads(previous)
+    assert np.isfinite(out[0]).all()
+    np.testing.assert_array_equal(out[0], out[1])
