@@ -136,7 +136,15 @@ class FrameKernels:
             eos_logit = model.tts_eos_classifier(pos)[0, 0]
             return latent, fed, pos, neg, eos_logit, keys, values, valid
 
+        def feed(fed: mx.array, *cache: mx.array | list[mx.array]) -> tuple[mx.array, ...]:
+            # The second half of `frame`: a sampled (or forced) latent fed back.
+            emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
+            out, keys, values, valid = step(mx.broadcast_to(emb, (2, hidden)), *cache)
+            pos, neg = out[0:1], out[1:2]
+            return pos, neg, model.tts_eos_classifier(pos)[0, 0], keys, values, valid
+
         self._frame = mx.compile(frame)
+        self._feed = mx.compile(feed)
         self._no_teacher = (mx.zeros((1, model.config.acoustic_vae_dim)), mx.array(False))
 
     def decoder_state(self) -> list[mx.array] | NativeDecoderState:
@@ -185,6 +193,15 @@ class FrameKernels:
         commit_pair_step(caches, keys, values, valid)
         return latent, fed, pos, neg, eos
 
+    def feed(
+        self, fed: mx.array, caches: list[CFGKVCache]
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        """Feed ``fed`` (1, latent) back, as :meth:`frame` does after sampling: (next
+        positive and negative conditions, EOS logit), lazy; ``caches`` move one on."""
+        pos, neg, eos, keys, values, valid = self._feed(fed, *pair_inputs(caches))
+        commit_pair_step(caches, keys, values, valid)
+        return pos, neg, eos
+
 
 @dataclass
 class Frame:
@@ -196,11 +213,15 @@ class Frame:
     audio: np.ndarray
     """(hop,) float32 samples at 24 kHz."""
     eos_prob: float
+    """P(EOS) read after this frame was fed back; NaN for a first frame yielded before
+    that (``early_first``)."""
     tokens_consumed: int
     """Text tokens fed to the model when this frame was sampled."""
     is_last: bool = False
     stop_reason: str | None = None
-    """"eos", "frame_limit" or "context" on the last frame."""
+    """"eos", "frame_limit" or "context" on the last frame. With ``early_first``, an EOS
+    read right after the first frame ends the stream after that frame, which was
+    yielded unmarked."""
 
 
 @dataclass
@@ -244,6 +265,7 @@ def generate_frames(
     cancel: threading.Event | None = None,
     kernels: FrameKernels | None = None,
     decode_group: int | None = None,
+    early_first: bool | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of one utterance as they are generated.
 
@@ -270,9 +292,16 @@ def generate_frames(
             of two). Default: 4 (on the 2-core CPU with the C decoder, four frames took
             190 against 2 x 118 ms for two pairs; on a GPU four frames cost what one
             does).
+        early_first: yield the first frame as soon as it is sampled and decoded, before
+            it is fed back to the TTS LM (which is what its EOS is read from): first
+            audio sooner by one TTS-LM step, as upstream streams a chunk before its EOS
+            check. Its ``eos_prob`` is then NaN, and an EOS right after it ends the
+            stream without a frame marked last. Default: on unless ``trace`` is given.
     """
     if decode_group is None:
         decode_group = 4
+    if early_first is None:
+        early_first = trace is None
     decode_group = max(1, decode_group)
     decodes = 0  # decoder calls so far: group k (from 0) holds min(2**k, decode_group)
     cfg = model.config
@@ -360,6 +389,28 @@ def generate_frames(
                 trace.cond_pos.append(np.array(pos_cond[0].astype(mx.float32)))
                 trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
             teacher = None if teacher_latents is None else mx.array(teacher_latents[frame][None])
+            if early_first and frame == 0 and limit > 1 and trace is None:
+                # The first chunk before the first feedback (see early_first).
+                latent = kernels.sample(noise(frame), pos_cond, neg_cond, cfg_scale)
+                fed = latent if teacher is None else teacher
+                mx.eval(latent, fed)
+                chunks, dec_state = kernels.decode_audio(fed, dec_state)
+                decodes += 1
+                yield Frame(
+                    index=0,
+                    latent=np.array(latent[0].astype(mx.float32)),
+                    audio=chunks[0],
+                    eos_prob=float("nan"),
+                    tokens_consumed=consumed,
+                )
+                pos_cond, neg_cond, eos_logit = kernels.feed(fed, tts_cache)
+                logit = float(eos_logit)
+                if tts_cache[0].offset + 1 > max_positions or (
+                    stop_at_eos and 1.0 / (1.0 + np.exp(-logit)) > 0.5
+                ):
+                    return
+                frame += 1
+                continue
             if trace is not None and frame == 0:
                 # The parts one by one, recording the solver's steps.
                 latent = sample_latent(
