@@ -9,6 +9,7 @@ checked on the positive state after each frame.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 from engine.bf16_weights import register_model
 from engine.cache import (
     CFGKVCache,
+    KVCache,
     commit_pair_step,
     compile_pair_step,
     make_caches,
@@ -31,6 +33,8 @@ from engine.cache import (
     window_step,
 )
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
+from engine.cuda_frame import CudaFrame, StackedCaches, cuda_kernels_wanted
+from engine.cuda_frame import build as build_cuda_frame
 from engine.dpm_solver import make_schedule
 from engine.model import VibeVoiceRealtime
 from engine.native_decoder import (
@@ -66,6 +70,15 @@ def default_frame_limit(
     return int(frames_per_token * num_tokens) + extra_frames
 
 
+class PairCaches(list):
+    """The CFG pair's per-layer caches (engine.cache.CFGKVCache), with the positive row's
+    next position as ``offset`` (as StackedCaches has it)."""
+
+    @property
+    def offset(self) -> int:
+        return self[0].offset
+
+
 class FrameKernels:
     """The per-frame functions of one model and step count, compiled once and reusable
     across utterances (the engine thread keeps one per step count).
@@ -77,15 +90,16 @@ class FrameKernels:
     makes it fast.
     """
 
-    def __init__(self, model: VibeVoiceRealtime, steps: int) -> None:
+    def __init__(self, model: VibeVoiceRealtime, steps: int, cuda: bool = True) -> None:
         m = model.model
         model.fuse()
+        self.model = model
         # On Linux CPUs the few-row products read bfloat16 copies of the (bfloat16-valued)
         # float32 weights (engine/bf16_weights.py: same values, half the bytes).
         self.bf16_weights = register_model(model)
         self.steps = steps
         self.schedule = make_schedule(steps, model.config.diffusion.ddpm_num_steps)
-        self.sample = CompiledSampler(m.prediction_head, self.schedule)
+        self._sample = CompiledSampler(m.prediction_head, self.schedule)
         decoder = self._decoder = m.acoustic_tokenizer.decoder
 
         def decode(latents: mx.array, state: list[mx.array]) -> tuple[mx.array, list[mx.array]]:
@@ -112,6 +126,7 @@ class FrameKernels:
         t_emb = m.prediction_head.t_embedder(mx.array(schedule.timesteps, dtype=mx.float32))
         type_speech, type_text = m.tts_input_types.weight[0], m.tts_input_types.weight[1]
         mx.eval(t_emb, type_speech, type_text)
+        self.t_emb = t_emb
         # One compiled text window per window length (5, and the last one's).
         self.window = mx.compile(
             window_step(
@@ -146,6 +161,68 @@ class FrameKernels:
         self._frame = mx.compile(frame)
         self._feed = mx.compile(feed)
         self._no_teacher = (mx.zeros((1, model.config.acoustic_vae_dim)), mx.array(False))
+        self._embed = m.language_model.embed_tokens
+        # On a CUDA GPU a frame and a text window are one kernel each (engine/cuda_frame.py),
+        # used once they agree with the MLX functions above.
+        self.cuda: CudaFrame | None = None
+        if cuda and cuda_kernels_wanted():
+            self.cuda = build_cuda_frame(model, schedule, t_emb)
+            if self.cuda is not None and not self._cuda_agrees():
+                self.cuda = None
+        # With the frame one kernel, the host is free to launch the decoder's ~500
+        # kernels while the GPU runs frames: on a stream of its own they overlap (the
+        # frame kernel leaves room on every multiprocessor), and groups of 8 frames
+        # share one pass (5.7 ms for 8 frames against 5.1 ms for 4 and 5.1 ms for 1,
+        # H200). VVREADER_DECODE_STREAM=0 keeps it on the frames' stream.
+        self.decode_stream = None
+        self.decode_group = 4
+        if self.cuda is not None:
+            self.decode_group = 8
+            if os.environ.get("VVREADER_DECODE_STREAM", "1") != "0":
+                self.decode_stream = mx.new_stream(mx.gpu)
+
+    def _cuda_agrees(self) -> bool:
+        """The CUDA kernels against the MLX functions on one synthetic window and frame
+        (this also compiles them, before any utterance)."""
+        from engine.cuda_frame import check_against_mlx
+
+        return check_against_mlx(self)
+
+    def new_caches(
+        self, voice: VoicePrompt, lm_reserve: int, tts_reserve: int
+    ) -> tuple[list[KVCache], PairCaches] | tuple[StackedCaches, StackedCaches]:
+        """Fresh caches of both LMs seeded from ``voice``, with room for ``lm_reserve``
+        text tokens and ``tts_reserve`` more TTS-LM positions (they grow beyond)."""
+        if self.cuda is not None:
+            stacked = StackedCaches(voice, lm_reserve, tts_reserve)
+            return stacked, stacked
+        dtype = self.model.model.tts_input_types.weight.dtype
+        lm = make_caches(voice.lm_keys, voice.lm_values, dtype, lm_reserve)
+        tts = PairCaches(
+            make_cfg_caches(
+                voice.tts_keys, voice.tts_values, voice.neg_keys, voice.neg_values, dtype,
+                tts_reserve,
+            )
+        )  # fmt: skip
+        return lm, tts
+
+    def run_window(
+        self, tokens: mx.array, lm_cache: list[KVCache] | StackedCaches,
+        tts_cache: PairCaches | StackedCaches,
+    ) -> tuple[mx.array, mx.array]:  # fmt: skip
+        """One text window (1, L) through the text LM and the positive TTS-LM row:
+        (text LM out, TTS LM out), (1, L, hidden) each; the caches move L on."""
+        if self.cuda is not None:
+            return self.cuda.window(self._embed(tokens)[0], tts_cache)
+        return run_window_step(self.window, tokens, lm_cache, tts_cache)
+
+    def sample(
+        self, noise: mx.array, pos_cond: mx.array, neg_cond: mx.array, cfg_scale: float
+    ) -> mx.array:
+        """The latent (1, latent dim) of one frame from its noise and conditions, lazy."""
+        if self.cuda is not None:
+            return self.cuda.sample(noise, pos_cond, neg_cond, cfg_scale)
+        return self._sample(noise, pos_cond, neg_cond, cfg_scale)
 
     def decoder_state(self) -> list[mx.array] | NativeDecoderState:
         """Zero streaming state of the decoder :meth:`decode_audio` uses."""
@@ -170,7 +247,11 @@ class FrameKernels:
             mx.synchronize()
             audio, state = self.native(x, state)
             return audio[:, 0].reshape(T, -1), state
-        audio, state = self.decode(latents[None], state)
+        if self.decode_stream is None:
+            audio, state = self.decode(latents[None], state)
+        else:
+            with mx.stream(self.decode_stream):
+                audio, state = self.decode(latents[None], state)
         mx.eval(audio, state)
         return np.array(audio[0, :, 0].astype(mx.float32)).reshape(T, -1), state
 
@@ -185,6 +266,20 @@ class FrameKernels:
     ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
         """Sample one frame and feed it back: (latent, fed latent, next positive and
         negative conditions, EOS logit), all lazy; ``caches`` move one position on."""
+        if self.cuda is not None:
+            return self.cuda.frame(noise, pos_cond, neg_cond, cfg_scale, caches, teacher)
+        return self.mlx_frame(noise, pos_cond, neg_cond, cfg_scale, caches, teacher)
+
+    def mlx_frame(
+        self,
+        noise: mx.array,
+        pos_cond: mx.array,
+        neg_cond: mx.array,
+        cfg_scale: float,
+        caches: list[CFGKVCache],
+        teacher: mx.array | None = None,
+    ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
+        """:meth:`frame` by the MLX functions (per-layer caches)."""
         forced = self._no_teacher if teacher is None else (teacher, mx.array(True))
         cfg = mx.array(cfg_scale, dtype=mx.float32)
         latent, fed, pos, neg, eos, keys, values, valid = self._frame(
@@ -198,6 +293,14 @@ class FrameKernels:
     ) -> tuple[mx.array, mx.array, mx.array]:
         """Feed ``fed`` (1, latent) back, as :meth:`frame` does after sampling: (next
         positive and negative conditions, EOS logit), lazy; ``caches`` move one on."""
+        if self.cuda is not None:
+            return self.cuda.feed(fed, caches)
+        return self.mlx_feed(fed, caches)
+
+    def mlx_feed(
+        self, fed: mx.array, caches: list[CFGKVCache]
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        """:meth:`feed` by the MLX functions (per-layer caches)."""
         pos, neg, eos, keys, values, valid = self._feed(fed, *pair_inputs(caches))
         commit_pair_step(caches, keys, values, valid)
         return pos, neg, eos
@@ -289,42 +392,36 @@ def generate_frames(
             audio comes at most ``decode_group - 1`` frames later. The groups ramp up
             to it: the first frame alone (first audio as soon as possible), then two,
             then ``decode_group`` (so the second chunk comes no later than with groups
-            of two). Default: 4 (on the 2-core CPU with the C decoder, four frames took
-            190 against 2 x 118 ms for two pairs; on a GPU four frames cost what one
-            does).
+            of two). Default: the kernels' ``decode_group``: 4 (on the 2-core CPU with
+            the C decoder, four frames took 190 against 2 x 118 ms for two pairs), 8
+            with the CUDA frame kernels (the decoder then overlaps the frames).
         early_first: yield the first frame as soon as it is sampled and decoded, before
             it is fed back to the TTS LM (which is what its EOS is read from): first
             audio sooner by one TTS-LM step, as upstream streams a chunk before its EOS
             check. Its ``eos_prob`` is then NaN, and an EOS right after it ends the
             stream without a frame marked last. Default: on unless ``trace`` is given.
     """
-    if decode_group is None:
-        decode_group = 4
     if early_first is None:
         early_first = trace is None
-    decode_group = max(1, decode_group)
     decodes = 0  # decoder calls so far: group k (from 0) holds min(2**k, decode_group)
     cfg = model.config
     m = model.model
     dtype = m.tts_input_types.weight.dtype
     if kernels is None or kernels.steps != steps:
         kernels = FrameKernels(model, steps)
+    if trace is not None and kernels.cuda is not None:
+        kernels = FrameKernels(model, steps, cuda=False)  # the traced parts are MLX's
+    if decode_group is None:
+        decode_group = kernels.decode_group
+    decode_group = max(1, decode_group)
     schedule = kernels.schedule
     noise = noise or seeded_noise(0, cfg.acoustic_vae_dim)
     ids = list(text_ids)
     limit = max_frames if max_frames is not None else default_frame_limit(len(ids))
     max_positions = cfg.decoder.max_position_embeddings
 
-    lm_cache = make_caches(voice.lm_keys, voice.lm_values, dtype, len(ids) + 8)
     # Positive and negative TTS LM in one batch of two (rows 0 and 1).
-    tts_cache = make_cfg_caches(
-        voice.tts_keys,
-        voice.tts_values,
-        voice.neg_keys,
-        voice.neg_values,
-        dtype,
-        len(ids) + limit + 8,
-    )
+    lm_cache, tts_cache = kernels.new_caches(voice, len(ids) + 8, len(ids) + limit + 8)
     dec_state = kernels.decoder_state()
     type_speech = m.tts_input_types.weight[0]
 
@@ -371,12 +468,12 @@ def generate_frames(
     while True:
         cur = ids[window * TTS_TEXT_WINDOW_SIZE : (window + 1) * TTS_TEXT_WINDOW_SIZE]
         if cur:
-            if tts_cache[0].offset + len(cur) > max_positions:
+            if tts_cache.offset + len(cur) > max_positions:
                 if previous is not None:
                     previous.forced_stop = "context"
                     yield from settle(previous, final=True)
                 return
-            h_text, h_tts = run_window_step(kernels.window, mx.array([cur]), lm_cache, tts_cache)
+            h_text, h_tts = kernels.run_window(mx.array([cur]), lm_cache, tts_cache)
             pos_cond = h_tts[:, -1]
             consumed += len(cur)
             if trace is not None and window == 0:
@@ -405,7 +502,7 @@ def generate_frames(
                 )
                 pos_cond, neg_cond, eos_logit = kernels.feed(fed, tts_cache)
                 logit = float(eos_logit)
-                if tts_cache[0].offset + 1 > max_positions or (
+                if tts_cache.offset + 1 > max_positions or (
                     stop_at_eos and 1.0 / (1.0 + np.exp(-logit)) > 0.5
                 ):
                     return
@@ -436,7 +533,7 @@ def generate_frames(
             forced = None
             if frame + 1 >= limit:
                 forced = "frame_limit"
-            elif tts_cache[0].offset + 1 > max_positions:
+            elif tts_cache.offset + 1 > max_positions:
                 forced = "context"
             # Launch this frame and settle the previous one meanwhile: EOS is read one
             # frame late, so building and running the next frame overlap with the wait.

@@ -1,0 +1,586 @@
+"""A speech frame and a text window as one CUDA kernel each (engine/cuda_kernels.cu).
+
+On an NVIDIA GPU the MLX graph of a frame is ~1,000 small operations, and launching them
+is what takes the time (8-10 ms a frame on an H100, where its arithmetic and its weights
+take well under one). :class:`CudaFrame` runs the same math as ``FrameKernels``' MLX
+functions as single persistent kernels through ``mx.fast.cuda_kernel``: the CFG sampler,
+the connector, both TTS-LM rows and the EOS head in one launch per frame, the text LM
+and the positive TTS-LM row in one launch per text window. The weights are packed once
+into one bfloat16 buffer (the checkpoint's values exactly: a matrix with any value that
+is not a bfloat16 keeps the model on the MLX path) and one float32 buffer for norms and
+biases. The caches of both LMs are each one array for all layers (:class:`StackedCaches`),
+written by one ``slice_update`` per call.
+
+Used by engine.generate when MLX runs on a CUDA device; ``VVREADER_CUDA_KERNELS=0`` turns
+it off. A self-check against the MLX path when it is built decides whether it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from engine.config import TTS_TEXT_WINDOW_SIZE, VibeVoiceConfig
+from engine.dpm_solver import DPMSolverSchedule
+
+ENV_SWITCH = "VVREADER_CUDA_KERNELS"
+SOURCE = Path(__file__).with_name("cuda_kernels.cu")
+# Threads per block (NT in the source) and rows of a text window the kernel takes.
+THREADS = 256
+LMAX = TTS_TEXT_WINDOW_SIZE
+# Items of one layer in the offset table: qkv, o, gate/up, down (bfloat16), qkv bias,
+# input norm, post-attention norm (float32). After the layers (text LM, then TTS LM)
+# come these items, in this order (pack_model), then one item per head layer of each of
+# PER_HEAD_LAYER_ITEMS.
+LAYER_ITEMS = 7
+SINGLE_ITEMS = [
+    "TTS_NORM", "HEAD_COND", "HEAD_MOD", "HEAD_NOISY", "HEAD_FINAL",
+    "CONN_FC1", "CONN_FC1_B", "CONN_NORM", "CONN_FC2", "CONN_FC2_B",
+    "TYPE_SPEECH", "TYPE_TEXT", "EOS_FC1", "EOS_FC1_B", "EOS_FC2", "EOS_FC2_B",
+]  # fmt: skip
+PER_HEAD_LAYER_ITEMS = ["HEAD_GU", "HEAD_DOWN", "HEAD_NORM"]
+
+
+def cuda_kernels_wanted() -> bool:
+    """The engine's choice: MLX runs on a CUDA GPU and the switch allows it."""
+    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if mx.default_device().type != mx.DeviceType.gpu or not mx.cuda.is_available():
+        return False
+    return True
+
+
+def _grid_blocks() -> int:
+    """One block per multiprocessor (every block must be resident: see grid_sync)."""
+    info = mx.device_info()
+    for key in ("num_sms", "multi_processor_count", "multiprocessor_count", "sm_count"):
+        if isinstance(info.get(key), int) and info[key] > 0:
+            return int(info[key])
+    name = str(info.get("device_name", ""))
+    return 132 if any(n in name for n in ("H100", "H200", "H800", "H20")) else 48
+
+
+def item_indices(cfg: VibeVoiceConfig) -> dict[str, int]:
+    """Where each named item (O_<name> in the source) is in the offset table; a
+    per-head-layer item's first layer (the others follow)."""
+    base = (cfg.lm_layers + cfg.tts_layers) * LAYER_ITEMS
+    out = {name: base + i for i, name in enumerate(SINGLE_ITEMS)}
+    base += len(SINGLE_ITEMS)
+    for j, name in enumerate(PER_HEAD_LAYER_ITEMS):
+        out[name] = base + j * cfg.diffusion.head_layers
+    return out
+
+
+def supported(cfg: VibeVoiceConfig) -> bool:
+    """Shapes the kernels are written for: heads of 64 (a warp holds a head as d and
+    d + 32), whole query groups, rows of whole 16-byte loads."""
+    dec = cfg.decoder
+    return (
+        dec.dim_per_head == 64
+        and dec.num_attention_heads % dec.kv_heads == 0
+        and all(
+            n % 8 == 0
+            for n in (
+                dec.hidden_size, dec.intermediate_size, cfg.diffusion.ffn_dim,
+                cfg.acoustic_vae_dim,
+            )
+        )
+    )  # fmt: skip
+
+
+def header(cfg: VibeVoiceConfig) -> str:
+    """The kernels' source with the model's dimensions and table indices as constants."""
+    dec, head = cfg.decoder, cfg.diffusion
+    consts = {
+        "H": dec.hidden_size,
+        "NH": dec.num_attention_heads,
+        "KVH": dec.kv_heads,
+        "HD": dec.dim_per_head,
+        "I": dec.intermediate_size,
+        "NLM": cfg.lm_layers,
+        "NTTS": cfg.tts_layers,
+        "LAT": cfg.acoustic_vae_dim,
+        "HF": head.ffn_dim,
+        "NHL": head.head_layers,
+        "NMOD": 3 * head.head_layers + 2,
+        "LMAX": LMAX,
+        "O_LAYER": LAYER_ITEMS,
+    }
+    consts.update({f"O_{name}": i for name, i in item_indices(cfg).items()})
+    lines = ["#pragma nv_diag_suppress 177  // constants a kernel does not use"]
+    lines += [f"constexpr int {k} = {v};" for k, v in consts.items()]
+    lines.append(f"constexpr float RMS_EPS = {float(dec.rms_norm_eps)!r}f;")
+    lines.append(f"constexpr float HEAD_EPS = {float(head.rms_norm_eps)!r}f;")
+    lines.append(f"constexpr float LOG2_THETA = {float(np.log2(dec.rope_theta))!r}f;")
+    return "\n".join(lines) + "\n" + SOURCE.read_text()
+
+
+@dataclass
+class KernelSpec:
+    """What ``mx.fast.cuda_kernel`` gets for one kernel (also compiled by the tests)."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    body: str
+    shared_bytes: int
+
+
+def frame_spec(cfg: VibeVoiceConfig, steps: int, sample: bool, feed: bool) -> KernelSpec:
+    dec = cfg.decoder
+    smem = (2 * dec.intermediate_size + 8 + 3 * cfg.acoustic_vae_dim) * 4
+    flags = f"{steps}, {'true' if sample else 'false'}, {'true' if feed else 'false'}"
+    body = (
+        f"frame_body<{flags}>((const bf16_t*)wh, wf, offs, noise, pos, neg, temb, sched, cfg,"
+        " fed, kv, valid, info, info[3], (unsigned int*)state, work, latent, pos_out,"
+        " neg_out, eos, newkv);"
+    )
+    kind = "frame" if sample and feed else "sample" if sample else "feed"
+    return KernelSpec(
+        f"vv_{kind}_{steps}",
+        ["wh", "wf", "offs", "noise", "pos", "neg", "temb", "sched", "cfg", "fed", "kv",
+         "valid", "info", "state"],
+        ["work", "latent", "pos_out", "neg_out", "eos", "newkv"],
+        body,
+        smem,
+    )  # fmt: skip
+
+
+def window_spec(cfg: VibeVoiceConfig) -> KernelSpec:
+    smem = (LMAX * cfg.decoder.intermediate_size + 8) * 4
+    body = (
+        "window_body((const bf16_t*)wh, wf, offs, x, lmkv, info[4], kv, valid, info[5], info,"
+        " (unsigned int*)state, work, htext, htts, newkv_lm, newkv);"
+    )
+    return KernelSpec(
+        "vv_window",
+        ["wh", "wf", "offs", "x", "lmkv", "kv", "valid", "info", "state"],
+        ["work", "htext", "htts", "newkv_lm", "newkv"],
+        body,
+        smem,
+    )
+
+
+def frame_scratch(cfg: VibeVoiceConfig, steps: int) -> int:
+    """Floats of the frame kernel's scratch (FrameScratch in the source)."""
+    dec, head = cfg.decoder, cfg.diffusion
+    H, I, HF, LAT = dec.hidden_size, dec.intermediate_size, head.ffn_dim, cfg.acoustic_vae_dim
+    qkv = (dec.num_attention_heads + 2 * dec.kv_heads) * dec.dim_per_head
+    nmod = 3 * head.head_layers + 2
+    return 2 * H + 2 * qkv + 2 * H + 2 * I + steps * 2 * H + steps * 2 * nmod * H + 2 * H + (
+        2 * HF
+    ) + 2 * LAT + 2 * H
+
+
+def window_scratch(cfg: VibeVoiceConfig) -> int:
+    dec = cfg.decoder
+    qkv = (dec.num_attention_heads + 2 * dec.kv_heads) * dec.dim_per_head
+    return LMAX * (2 * dec.hidden_size + qkv + dec.intermediate_size)
+
+
+class PackedWeights:
+    """Every matrix the kernels multiply with as bfloat16 bits in one uint16 array, every
+    norm weight, bias and type embedding as float32 in another, and the table of where
+    each starts (8-value aligned: the kernels read 16 bytes at a time)."""
+
+    def __init__(self) -> None:
+        self._h: list[mx.array] = []
+        self._f: list[mx.array] = []
+        self._nh = self._nf = 0
+        self.offsets: list[int] = []
+
+    def matrix(self, w: mx.array) -> None:
+        bits = w.astype(mx.float32).view(mx.uint32)
+        if mx.any(bits & 0xFFFF).item():
+            raise ValueError("a weight that is not a bfloat16")
+        flat = (bits >> 16).astype(mx.uint16).reshape(-1)
+        self.offsets.append(self._nh)
+        pad = -flat.size % 8
+        self._h.append(flat if not pad else mx.concatenate([flat, mx.zeros((pad,), mx.uint16)]))
+        self._nh += flat.size + pad
+
+    def vector(self, v: mx.array) -> None:
+        flat = v.astype(mx.float32).reshape(-1)
+        self.offsets.append(self._nf)
+        pad = -flat.size % 8
+        self._f.append(flat if not pad else mx.concatenate([flat, mx.zeros((pad,))]))
+        self._nf += flat.size + pad
+
+    def arrays(self) -> tuple[mx.array, mx.array, mx.array]:
+        wh, wf = mx.concatenate(self._h), mx.concatenate(self._f)
+        offs = mx.array(np.array(self.offsets, dtype=np.int64))
+        mx.eval(wh, wf, offs)
+        self._h, self._f = [], []
+        return wh, wf, offs
+
+
+def _weight(layer: nn.Module) -> mx.array:
+    if type(layer) is not nn.Linear:
+        raise TypeError(f"{type(layer).__name__} is not a plain Linear")
+    return layer.weight
+
+
+def pack_model(model) -> tuple[mx.array, mx.array, mx.array]:
+    """(wh, wf, offs) for ``model`` (engine.model.VibeVoiceRealtime); TypeError or
+    ValueError for a model the kernels cannot take (quantized, not bfloat16-valued)."""
+    m = model.model
+    p = PackedWeights()
+    for stack in (m.language_model, m.tts_language_model):
+        for layer in stack.layers:
+            a = layer.self_attn
+            p.matrix(mx.concatenate([_weight(a.q_proj), _weight(a.k_proj), _weight(a.v_proj)]))
+            p.matrix(_weight(a.o_proj))
+            p.matrix(mx.concatenate([_weight(layer.mlp.gate_proj), _weight(layer.mlp.up_proj)]))
+            p.matrix(_weight(layer.mlp.down_proj))
+            p.vector(mx.concatenate([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+            p.vector(layer.input_layernorm.weight)
+            p.vector(layer.post_attention_layernorm.weight)
+    head, conn, eos = m.prediction_head, m.acoustic_connector, model.tts_eos_classifier
+    blocks = [*head.layers, head.final_layer]
+    p.vector(m.tts_language_model.norm.weight)  # TTS_NORM
+    p.matrix(_weight(head.cond_proj))  # HEAD_COND
+    p.matrix(mx.concatenate([_weight(b.adaLN_modulation[1]) for b in blocks]))  # HEAD_MOD
+    p.matrix(_weight(head.noisy_images_proj))  # HEAD_NOISY
+    p.matrix(_weight(head.final_layer.linear))  # HEAD_FINAL
+    p.matrix(_weight(conn.fc1))
+    p.vector(conn.fc1.bias)
+    p.vector(conn.norm.weight)
+    p.matrix(_weight(conn.fc2))
+    p.vector(conn.fc2.bias)
+    p.vector(m.tts_input_types.weight[0])  # TYPE_SPEECH
+    p.vector(m.tts_input_types.weight[1])  # TYPE_TEXT
+    p.matrix(_weight(eos.fc1))
+    p.vector(eos.fc1.bias)
+    p.matrix(_weight(eos.fc2))
+    p.vector(eos.fc2.bias)
+    for layer in head.layers:  # HEAD_GU
+        p.matrix(mx.concatenate([_weight(layer.ffn.gate_proj), _weight(layer.ffn.up_proj)]))
+    for layer in head.layers:  # HEAD_DOWN
+        p.matrix(_weight(layer.ffn.down_proj))
+    for layer in head.layers:  # HEAD_NORM
+        p.vector(layer.norm.weight)
+    return p.arrays()
+
+
+def _round_up(n: int, step: int = 256) -> int:
+    return -(-n // step) * step
+
+
+class StackedCaches:
+    """The caches of both LMs for the CUDA kernels: the text LM's (layers, 2 (k/v), 1,
+    kv heads, capacity, head dim) and the TTS LM's CFG pair (layers, 2, 2 (rows),
+    kv heads, capacity, head dim), with the pair's valid columns (2, capacity), as
+    ``engine.cache.CFGKVCache`` keeps them per layer (keys after RoPE; the negative row
+    never sees text, so its columns of a text window stay masked)."""
+
+    def __init__(self, voice, lm_reserve: int, tts_reserve: int) -> None:
+        def stack(arrays: list[mx.array], cap: int) -> mx.array:
+            a = mx.stack([x[0].astype(mx.float32) for x in arrays])  # (layers, kv, L, D)
+            pad = cap - a.shape[2]
+            return mx.pad(a, [(0, 0), (0, 0), (0, pad), (0, 0)])
+
+        self.lm_offset = voice.lm_length
+        lm_cap = _round_up(self.lm_offset + max(lm_reserve, 1))
+        self.lm_kv = mx.stack(
+            [stack(voice.lm_keys, lm_cap)[:, None], stack(voice.lm_values, lm_cap)[:, None]], 1
+        )
+        lp, ln = voice.tts_length, voice.neg_length
+        self.column = max(lp, ln)
+        self.positions = [lp, ln]
+        cap = _round_up(self.column + max(tts_reserve, 1))
+        keys = mx.stack([stack(voice.tts_keys, cap), stack(voice.neg_keys, cap)], 1)
+        values = mx.stack([stack(voice.tts_values, cap), stack(voice.neg_values, cap)], 1)
+        self.kv = mx.stack([keys, values], 1)
+        cols = np.arange(cap)
+        self.valid = mx.array(np.stack([cols < lp, cols < ln]))
+        mx.eval(self.lm_kv, self.kv, self.valid)
+
+    @property
+    def offset(self) -> int:
+        """Position of the positive row's next token (the 8192-position cap counts it)."""
+        return self.positions[0]
+
+    def reserve(self, lm: int, tts: int) -> None:
+        """Room for ``lm`` more text-LM columns and ``tts`` more pair columns."""
+        if self.lm_offset + lm > self.lm_kv.shape[4]:
+            extra = _round_up(self.lm_offset + lm) - self.lm_kv.shape[4]
+            self.lm_kv = mx.pad(self.lm_kv, [(0, 0)] * 4 + [(0, extra), (0, 0)])
+        if self.column + tts > self.kv.shape[4]:
+            extra = _round_up(self.column + tts) - self.kv.shape[4]
+            self.kv = mx.pad(self.kv, [(0, 0)] * 4 + [(0, extra), (0, 0)])
+            self.valid = mx.pad(self.valid, [(0, 0), (0, extra)])
+
+
+def _cuda_kernel(spec: KernelSpec, src: str):
+    return mx.fast.cuda_kernel(
+        name=spec.name,
+        input_names=spec.inputs,
+        output_names=spec.outputs,
+        source=spec.body,
+        header=src,
+        shared_memory=spec.shared_bytes,
+    )
+
+
+class CudaFrame:
+    """The compiled kernels and packed weights of one model and step count."""
+
+    def __init__(
+        self, model, schedule: DPMSolverSchedule, t_emb: mx.array, kernel_factory=None
+    ) -> None:
+        """``kernel_factory(spec, header)`` makes each kernel's callable (default:
+        ``mx.fast.cuda_kernel``; the tests give an emulation)."""
+        cfg: VibeVoiceConfig = model.config
+        if not supported(cfg):
+            raise ValueError("shapes the CUDA kernels are not written for")
+        self.cfg = cfg
+        self.steps = len(schedule.steps)
+        self.wh, self.wf, self.offs = pack_model(model)
+        src = header(cfg)
+        make = kernel_factory or _cuda_kernel
+        self.blocks = _grid_blocks()
+        self.temb = t_emb.astype(mx.float32)
+        self.sched = mx.array(
+            np.array(
+                [[s.alpha_s, s.sigma_s, s.ratio, s.c0, s.c1] for s in schedule.steps],
+                dtype=np.float32,
+            )
+        )
+        # Barrier state (arrivals, generation, error flag): lives as long as the kernels.
+        self.state = mx.array(np.zeros(4, np.uint32))
+        self._scratch = frame_scratch(cfg, self.steps)
+        self._wscratch = window_scratch(cfg)
+        self._kernels = {}
+        for spec in (
+            frame_spec(cfg, self.steps, True, True),
+            frame_spec(cfg, self.steps, True, False),
+            frame_spec(cfg, self.steps, False, True),
+            window_spec(cfg),
+        ):
+            self._kernels[spec.name] = (make(spec, src), spec)
+        self._empty_fed = mx.zeros((cfg.acoustic_vae_dim + 1,))
+        mx.eval(self.temb, self.sched, self.state, self._empty_fed)
+
+    def _launch(self, name: str, inputs: list[mx.array], shapes: list[tuple]) -> list[mx.array]:
+        kernel, spec = self._kernels[name]
+        return kernel(
+            inputs=inputs,
+            output_shapes=shapes,
+            output_dtypes=[mx.float32] * len(shapes),
+            grid=(self.blocks * THREADS, 1, 1),
+            threadgroup=(THREADS, 1, 1),
+        )
+
+    def _frame(
+        self,
+        kind: str,
+        noise: mx.array,
+        pos: mx.array,
+        neg: mx.array,
+        cfg_scale: float,
+        fed: mx.array,
+        caches: StackedCaches | None,
+    ) -> list[mx.array]:
+        c = self.cfg
+        H, LAT = c.decoder.hidden_size, c.acoustic_vae_dim
+        if caches is not None:
+            caches.reserve(0, 1)
+            kv, valid = caches.kv, caches.valid
+            info = [caches.column, *caches.positions, kv.shape[4]]
+        else:
+            kv, valid, info = self._dummy_kv(), mx.zeros((2, 1), mx.bool_), [0, 0, 0, 1]
+        layers, kvh, hd = c.tts_layers, c.decoder.kv_heads, c.decoder.dim_per_head
+        return self._launch(
+            f"vv_{kind}_{self.steps}",
+            [
+                self.wh, self.wf, self.offs,
+                noise.astype(mx.float32).reshape(-1),
+                pos.astype(mx.float32).reshape(-1),
+                neg.astype(mx.float32).reshape(-1),
+                self.temb, self.sched, mx.array([cfg_scale], mx.float32), fed, kv, valid,
+                mx.array(info, mx.int32), self.state,
+            ],
+            [(self._scratch,), (1, LAT), (1, H), (1, H), (1,), (layers, 2, 2, kvh, hd)],
+        )  # fmt: skip
+
+    def _dummy_kv(self) -> mx.array:
+        c = self.cfg
+        return mx.zeros((c.tts_layers, 2, 2, c.decoder.kv_heads, 1, c.decoder.dim_per_head))
+
+    @staticmethod
+    def _commit_frame(caches: StackedCaches, newkv: mx.array) -> None:
+        col = mx.array([caches.column], mx.int32)
+        caches.kv = mx.slice_update(caches.kv, newkv[..., None, :], col, axes=(4,))
+        caches.valid = mx.slice_update(
+            caches.valid, mx.ones((2, 1), mx.bool_), col, axes=(1,)
+        )
+        caches.column += 1
+        caches.positions = [caches.positions[0] + 1, caches.positions[1] + 1]
+
+    def frame(
+        self,
+        noise: mx.array,
+        pos: mx.array,
+        neg: mx.array,
+        cfg_scale: float,
+        caches: StackedCaches,
+        teacher: mx.array | None = None,
+    ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
+        """As ``FrameKernels.frame``: (latent, fed latent, next positive and negative
+        conditions, EOS logit), lazy; ``caches`` move one column on."""
+        if teacher is None:
+            fed = self._empty_fed
+        else:
+            fed = mx.concatenate([teacher.astype(mx.float32).reshape(-1), mx.ones((1,))])
+        _, latent, p, n, eos, newkv = self._frame("frame", noise, pos, neg, cfg_scale, fed,
+                                                  caches)  # fmt: skip
+        self._commit_frame(caches, newkv)
+        out = latent if teacher is None else teacher.astype(mx.float32).reshape(latent.shape)
+        return latent, out, p, n, eos[0]
+
+    def sample(self, noise: mx.array, pos: mx.array, neg: mx.array, cfg_scale: float) -> mx.array:
+        """As ``FrameKernels.sample``: the latent (1, latent dim) of one frame."""
+        out = self._frame("sample", noise, pos, neg, cfg_scale, self._empty_fed, None)
+        return out[1]
+
+    def feed(
+        self, fed: mx.array, caches: StackedCaches
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        """As ``FrameKernels.feed``: (next conditions, EOS logit); ``caches`` move on."""
+        c = self.cfg
+        zeros = mx.zeros((c.decoder.hidden_size,))
+        lat = mx.zeros((c.acoustic_vae_dim,))
+        fed1 = mx.concatenate([fed.astype(mx.float32).reshape(-1), mx.ones((1,))])
+        _, _, p, n, eos, newkv = self._frame("feed", lat, zeros, zeros, 1.0, fed1, caches)
+        self._commit_frame(caches, newkv)
+        return p, n, eos[0]
+
+    def window(self, x: mx.array, caches: StackedCaches) -> tuple[mx.array, mx.array]:
+        """A text window of L <= LMAX embedded tokens ``x`` (L, hidden) through the text
+        LM and the positive TTS-LM row: (text LM out, TTS LM out), (1, L, hidden) each."""
+        c = self.cfg
+        L, H = x.shape[0], c.decoder.hidden_size
+        caches.reserve(LMAX, LMAX)
+        xin = mx.pad(x.astype(mx.float32), [(0, LMAX - L), (0, 0)]) if L < LMAX else x
+        kvh, hd = c.decoder.kv_heads, c.decoder.dim_per_head
+        info = [L, caches.lm_offset, caches.column, caches.positions[0],
+                caches.lm_kv.shape[4], caches.kv.shape[4]]  # fmt: skip
+        _, htext, htts, new_lm, new_tts = self._launch(
+            "vv_window",
+            [self.wh, self.wf, self.offs, xin, caches.lm_kv, caches.kv, caches.valid,
+             mx.array(info, mx.int32), self.state],
+            [(self._wscratch,), (LMAX, H), (LMAX, H), (c.lm_layers, 2, LMAX, kvh, hd),
+             (c.tts_layers, 2, LMAX, kvh, hd)],
+        )  # fmt: skip
+        # (layers, 2, L, kv, D) -> (layers, 2, 1, kv, L, D) at batch row 0.
+        lm_upd = new_lm[:, :, :L].transpose(0, 1, 3, 2, 4)[:, :, None]
+        upd = new_tts[:, :, :L].transpose(0, 1, 3, 2, 4)[:, :, None]
+        caches.lm_kv = mx.slice_update(
+            caches.lm_kv, lm_upd, mx.array([caches.lm_offset], mx.int32), axes=(4,)
+        )
+        caches.kv = mx.slice_update(
+            caches.kv, upd, mx.array([0, caches.column], mx.int32), axes=(2, 4)
+        )
+        caches.valid = mx.slice_update(
+            caches.valid, mx.ones((1, L), mx.bool_), mx.array([0, caches.column], mx.int32),
+            axes=(0, 1),
+        )  # fmt: skip
+        caches.lm_offset += L
+        caches.column += L
+        caches.positions = [caches.positions[0] + L, caches.positions[1]]
+        return htext[None, :L], htts[None, :L]
+
+    def failed(self) -> bool:
+        """Whether a barrier ever gave up (the kernels' results are then not to be used)."""
+        return bool(np.array(self.state)[2])
+
+
+def build(model, schedule: DPMSolverSchedule, t_emb: mx.array) -> CudaFrame | None:
+    """A :class:`CudaFrame` for ``model`` when the kernels can take it, else None (with a
+    warning saying why, for anything but a model they cannot take)."""
+    try:
+        return CudaFrame(model, schedule, t_emb)
+    except (TypeError, ValueError):
+        return None  # quantized or not bfloat16-valued: the MLX path
+    except RuntimeError as e:  # no CUDA headers, a compile error, ...
+        warnings.warn(f"CUDA frame kernels unavailable ({e}); using MLX's", stacklevel=2)
+        return None
+
+
+def check_against_mlx(kernels, tolerance: float = 2e-3) -> bool:
+    """Whether ``kernels.cuda`` (engine.generate.FrameKernels) gives what the MLX
+    functions give on a synthetic prompt: a text window, a sampled frame, a frame fed a
+    given latent, then a second frame on the caches they left. A warning names the
+    first quantity off by more than ``tolerance`` (relative to its largest value)."""
+    from engine.cache import make_caches, make_cfg_caches, run_window_step
+
+    cuda: CudaFrame = kernels.cuda
+    cfg = cuda.cfg
+    dec = cfg.decoder
+    kvh, hd = dec.kv_heads, dec.dim_per_head
+    rng = np.random.default_rng(0)
+
+    def rand(*shape: int) -> mx.array:
+        return mx.array(rng.standard_normal(shape, dtype=np.float32))
+
+    class Prompt:  # the VoicePrompt fields the caches read
+        lm_keys = [rand(1, kvh, 30, hd) for _ in range(cfg.lm_layers)]
+        lm_values = [rand(1, kvh, 30, hd) for _ in range(cfg.lm_layers)]
+        tts_keys = [rand(1, kvh, 40, hd) for _ in range(cfg.tts_layers)]
+        tts_values = [rand(1, kvh, 40, hd) for _ in range(cfg.tts_layers)]
+        neg_keys = [rand(1, kvh, 3, hd) for _ in range(cfg.tts_layers)]
+        neg_values = [rand(1, kvh, 3, hd) for _ in range(cfg.tts_layers)]
+        lm_length, tts_length, neg_length = 30, 40, 3
+
+    p = Prompt()
+    lm = make_caches(p.lm_keys, p.lm_values, mx.float32, 16)
+    pair = make_cfg_caches(p.tts_keys, p.tts_values, p.neg_keys, p.neg_values, mx.float32, 16)
+    stacked = StackedCaches(p, 16, 16)
+    tokens = mx.array([[11, 220, 3000, 42, 7]])
+    errors: list[tuple[str, float]] = []
+
+    def compare(name: str, got: mx.array, want: mx.array) -> None:
+        got, want = np.array(got.astype(mx.float32)), np.array(want.astype(mx.float32))
+        scale = max(float(np.max(np.abs(want))), 1e-30)
+        err = float(np.max(np.abs(got - want))) / scale if got.shape == want.shape else np.inf
+        errors.append((name, err if np.isfinite(err) else np.inf))
+
+    want_text, want_tts = run_window_step(kernels.window, tokens, lm, pair)
+    got_text, got_tts = cuda.window(kernels._embed(tokens)[0], stacked)
+    compare("window text LM", got_text, want_text)
+    compare("window TTS LM", got_tts, want_tts)
+    pos, neg = want_tts[:, -1], rand(1, dec.hidden_size)
+    noise = rand(1, cfg.acoustic_vae_dim)
+    want = kernels.mlx_frame(noise, pos, neg, 1.5, pair)
+    got = cuda.frame(noise, pos, neg, 1.5, stacked)
+    for name, g, w in zip(("latent", "fed", "positive", "negative", "EOS"), got, want,
+                          strict=True):  # fmt: skip
+        compare(f"frame {name}", g, w)
+    compare("sample", cuda.sample(noise, pos, neg, 1.5), kernels._sample(noise, pos, neg, 1.5))
+    fed = rand(1, cfg.acoustic_vae_dim)
+    for name, g, w in zip(("positive", "negative", "EOS"), cuda.feed(fed, stacked),
+                          kernels.mlx_feed(fed, pair), strict=True):  # fmt: skip
+        compare(f"fed {name}", g, w)
+    want = kernels.mlx_frame(noise, want[2], want[3], 2.0, pair)
+    got = cuda.frame(noise, got[2], got[3], 2.0, stacked)
+    for name, g, w in zip(("latent", "positive", "EOS"), (got[0], got[2], got[4]),
+                          (want[0], want[2], want[4]), strict=True):  # fmt: skip
+        compare(f"second frame {name}", g, w)
+    if cuda.failed():
+        warnings.warn("CUDA frame kernels: a grid barrier timed out; using MLX's", stacklevel=3)
+        return False
+    bad = [(n, e) for n, e in errors if not e <= tolerance]
+    if bad:
+        warnings.warn(
+            f"CUDA frame kernels disagree with MLX ({bad[0][0]}: {bad[0][1]:.2e}); using MLX's",
+            stacklevel=3,
+        )
+        return False
+    kernels.cuda_check = errors
+    return True

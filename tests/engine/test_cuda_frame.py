@@ -1,0 +1,146 @@
+"""The CUDA frame path without a GPU: the weight packing, the stacked caches and the
+generation loop around the kernels, with the kernels' contract emulated in numpy
+(tests/engine/cuda_emulator.py); and the self-check that keeps a wrong kernel out."""
+
+from __future__ import annotations
+
+import warnings
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from engine import cuda_frame
+from engine.config import VibeVoiceConfig
+from engine.cuda_frame import CudaFrame, StackedCaches, check_against_mlx, item_indices
+from engine.generate import FrameKernels, generate_frames, seeded_noise
+from engine.voices import load_voice
+from engine.weights import load_model
+from tests.conftest import PARITY, parity_model_dir
+from tests.engine.cuda_emulator import factory
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def mid():
+    """The mid-shapes parity model (heads of 64, as the kernels want) and its voice."""
+    model = load_model(parity_model_dir("mid-shapes"))
+    voice = load_voice(PARITY / "mid-shapes" / "voice.safetensors")
+    return model, voice
+
+
+def _kernels(model, **kw) -> FrameKernels:
+    k = FrameKernels(model, STEPS, cuda=False)
+    k.cuda = CudaFrame(model, k.schedule, k.t_emb, kernel_factory=factory(model.config, **kw))
+    return k
+
+
+def test_every_packed_item_is_the_module_weight(mid) -> None:
+    model, _ = mid
+    wh, wf, offs = (np.array(a) for a in cuda_frame.pack_model(model))
+    m, cfg = model.model, model.config
+    idx = item_indices(cfg)
+
+    def mat(i: int, shape: tuple[int, int]) -> np.ndarray:
+        o = int(offs[i])
+        bits = wh[o : o + shape[0] * shape[1]].astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(shape)
+
+    layer = m.tts_language_model.layers[1]
+    base = (cfg.lm_layers + 1) * cuda_frame.LAYER_ITEMS
+    np.testing.assert_array_equal(mat(base + 1, layer.self_attn.o_proj.weight.shape),
+                                  np.array(layer.self_attn.o_proj.weight))  # fmt: skip
+    down = m.prediction_head.layers[2].ffn.down_proj.weight
+    np.testing.assert_array_equal(mat(idx["HEAD_DOWN"] + 2, down.shape), np.array(down))
+    o = int(offs[idx["TYPE_TEXT"]])
+    np.testing.assert_array_equal(wf[o : o + cfg.decoder.hidden_size],
+                                  np.array(m.tts_input_types.weight[1]))  # fmt: skip
+    assert all(int(x) % 8 == 0 for x in offs)  # 16-byte loads
+
+
+def test_a_weight_off_the_bfloat16_grid_keeps_the_mlx_path(mid) -> None:
+    model, _ = load_model(parity_model_dir("mid-shapes")), None
+    w = np.array(model.model.acoustic_connector.fc2.weight)
+    w.flat[3] = np.nextafter(w.flat[3], np.float32(np.inf))
+    model.model.acoustic_connector.fc2.weight = mx.array(w)
+    k = FrameKernels(model, STEPS, cuda=False)
+    with pytest.raises(ValueError):
+        CudaFrame(model, k.schedule, k.t_emb, kernel_factory=factory(model.config))
+    assert cuda_frame.build(model, k.schedule, k.t_emb) is None
+
+
+def test_stacked_caches_hold_the_prompt_like_the_per_layer_ones(mid) -> None:
+    model, voice = mid
+    c = StackedCaches(voice, 8, 20)
+    assert c.column == max(voice.tts_length, voice.neg_length)
+    assert c.positions == [voice.tts_length, voice.neg_length] and c.offset == voice.tts_length
+    kv = np.array(c.kv)
+    np.testing.assert_array_equal(kv[2, 0, 1, :, : voice.neg_length],
+                                  np.array(voice.neg_keys[2][0].astype(mx.float32)))  # fmt: skip
+    np.testing.assert_array_equal(kv[0, 1, 0, :, : voice.tts_length],
+                                  np.array(voice.tts_values[0][0].astype(mx.float32)))  # fmt: skip
+    assert kv.shape[4] % 256 == 0 and kv.shape[4] >= c.column + 20
+    valid = np.array(c.valid)
+    assert valid[0].sum() == voice.tts_length and valid[1].sum() == voice.neg_length
+    cap = kv.shape[4]
+    c.reserve(0, cap)  # grows to whole 256s, keeps what it had
+    assert c.kv.shape[4] > cap and np.array(c.valid)[0].sum() == voice.tts_length
+
+
+def test_generation_through_the_kernel_contract_matches_mlx(mid) -> None:
+    """Windows, frames, the first frame before its feedback, and the caches between them,
+    through the CUDA path's code with emulated kernels: the MLX path's frames."""
+    model, voice = mid
+    ids = list(range(100, 112))  # three text windows (5, 5, 2 tokens)
+
+    def run(kernels: FrameKernels) -> list:
+        return list(
+            generate_frames(
+                model, voice, ids, steps=STEPS, noise=seeded_noise(4, 64), max_frames=14,
+                stop_at_eos=False, kernels=kernels,
+            )
+        )  # fmt: skip
+
+    want = run(FrameKernels(model, STEPS, cuda=False))
+    got = run(_kernels(model))
+    assert [f.index for f in got] == [f.index for f in want] == list(range(14))
+    lat_g, lat_w = np.stack([f.latent for f in got]), np.stack([f.latent for f in want])
+    assert np.max(np.abs(lat_g - lat_w)) / np.max(np.abs(lat_w)) < 1e-4
+    eos_g = np.array([f.eos_prob for f in got[1:]])
+    eos_w = np.array([f.eos_prob for f in want[1:]])
+    np.testing.assert_allclose(eos_g, eos_w, atol=1e-4)
+
+
+def test_teacher_latents_are_fed_back(mid) -> None:
+    model, voice = mid
+    teacher = np.random.default_rng(1).standard_normal((6, 64)).astype(np.float32)
+
+    def run(kernels: FrameKernels) -> np.ndarray:
+        frames = generate_frames(
+            model, voice, [5, 6, 7], steps=STEPS, noise=seeded_noise(4, 64), max_frames=6,
+            stop_at_eos=False, kernels=kernels, teacher_latents=teacher,
+        )  # fmt: skip
+        return np.concatenate([f.audio for f in frames])
+
+    want, got = run(FrameKernels(model, STEPS, cuda=False)), run(_kernels(model))
+    assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want))
+
+
+def test_self_check_passes_a_faithful_kernel_and_stops_a_wrong_one(mid) -> None:
+    model, _ = mid
+    good = _kernels(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_against_mlx(good)
+    assert max(e for _, e in good.cuda_check) < 1e-4
+    bad = _kernels(model, rope_sign=-1.0)  # keys and queries rotated the wrong way
+    with pytest.warns(UserWarning, match="disagree with MLX"):
+        assert not check_against_mlx(bad)
+
+
+def test_only_shapes_the_kernels_are_written_for(tiny_model) -> None:
+    cfg = VibeVoiceConfig.from_file(tiny_model / "config.json")
+    assert not cuda_frame.supported(cfg)  # heads of 16
+    assert cuda_frame.supported(VibeVoiceConfig.from_file(PARITY / "full-davis" / "model"
+                                                          / "config.json"))  # fmt: skip
