@@ -34,6 +34,8 @@ SOURCE = Path(__file__).with_name("cuda_kernels.cu")
 # Threads per block (NT in the source) and rows of a text window the kernel takes.
 THREADS = 256
 LMAX = TTS_TEXT_WINDOW_SIZE
+# Barrier clock stamps kept by a launch (MAX_STAMPS in the source).
+MAX_STAMPS = 256
 # Items of one layer in the offset table: qkv, o, gate/up, down (bfloat16), qkv bias,
 # input norm, post-attention norm (float32). After the layers (text LM, then TTS LM)
 # come these items, in this order (pack_model), then one item per head layer of each of
@@ -54,6 +56,15 @@ def cuda_kernels_wanted() -> bool:
     if mx.default_device().type != mx.DeviceType.gpu or not mx.cuda.is_available():
         return False
     return True
+
+
+def unroll() -> int:
+    """16-byte weight loads a lane has in flight per row (UNROLL in the source): 4, or
+    VVREADER_CUDA_UNROLL (for comparisons)."""
+    try:
+        return max(1, min(8, int(os.environ.get("VVREADER_CUDA_UNROLL", "4"))))
+    except ValueError:
+        return 4
 
 
 def _grid_blocks() -> int:
@@ -111,6 +122,7 @@ def header(cfg: VibeVoiceConfig) -> str:
         "NMOD": 3 * head.head_layers + 2,
         "LMAX": LMAX,
         "O_LAYER": LAYER_ITEMS,
+        "UNROLL": unroll(),
     }
     consts.update({f"O_{name}": i for name, i in item_indices(cfg).items()})
     lines = ["#pragma nv_diag_suppress 177  // constants a kernel does not use"]
@@ -175,13 +187,13 @@ def frame_scratch(cfg: VibeVoiceConfig, steps: int) -> int:
     nmod = 3 * head.head_layers + 2
     return 2 * H + 2 * qkv + 2 * H + 2 * I + steps * 2 * H + steps * 2 * nmod * H + 2 * H + (
         2 * HF
-    ) + 2 * LAT + 2 * H
+    ) + 2 * LAT + 2 * H + 2 * MAX_STAMPS
 
 
 def window_scratch(cfg: VibeVoiceConfig) -> int:
     dec = cfg.decoder
     qkv = (dec.num_attention_heads + 2 * dec.kv_heads) * dec.dim_per_head
-    return LMAX * (2 * dec.hidden_size + qkv + dec.intermediate_size)
+    return LMAX * (2 * dec.hidden_size + qkv + dec.intermediate_size) + 2 * MAX_STAMPS
 
 
 class PackedWeights:
@@ -369,13 +381,22 @@ class CudaFrame:
 
     def _launch(self, name: str, inputs: list[mx.array], shapes: list[tuple]) -> list[mx.array]:
         kernel, spec = self._kernels[name]
-        return kernel(
+        out = kernel(
             inputs=inputs,
             output_shapes=shapes,
             output_dtypes=[mx.float32] * len(shapes),
             grid=(self.blocks * THREADS, 1, 1),
             threadgroup=(THREADS, 1, 1),
         )
+        self.last_work = out[0]
+        return out
+
+    def last_stamps(self) -> np.ndarray:
+        """Block 0's clock (SM cycles) at the start and as each barrier opened, in the
+        last launch: where its time went (bench/engine_profile.py)."""
+        work = np.array(self.last_work)
+        raw = work[-2 * MAX_STAMPS :].view(np.uint64)
+        return raw[: min(int(raw[-1]), MAX_STAMPS - 1)].astype(np.int64)
 
     def _frame(
         self,

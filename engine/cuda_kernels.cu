@@ -17,6 +17,7 @@
 // engine/sampler.py and engine/model.py.
 
 #define NT 256
+#define MAX_STAMPS 256
 #define NW (NT / 32)
 
 typedef unsigned short bf16_t;
@@ -31,6 +32,23 @@ typedef unsigned short bf16_t;
 // needs every block resident at once, which one block per multiprocessor gives; should
 // that ever fail, a wait gives up after about a second and raises the error flag, every
 // later barrier returns at once, and the caller stops using these kernels.
+// Block 0 records the clock (SM cycles) as each barrier opens, for profiling: stamps[i]
+// for the i-th barrier of the launch (engine/cuda_frame.py keeps the last ones).
+__shared__ unsigned long long* stamps;
+__shared__ int stamp_count;
+
+__device__ __forceinline__ void start_stamps(unsigned long long* where) {
+  if (threadIdx.x == 0) {
+    stamps = blockIdx.x == 0 ? where : nullptr;
+    stamp_count = 0;
+    if (stamps) {
+      stamps[stamp_count++] = clock64();
+      stamps[MAX_STAMPS - 1] = stamp_count;
+    }
+  }
+  __syncthreads();
+}
+
 __device__ __forceinline__ bool grid_sync(unsigned int* state) {
   __shared__ int ok;
   __syncthreads();
@@ -55,6 +73,10 @@ __device__ __forceinline__ bool grid_sync(unsigned int* state) {
     }
     __threadfence();
     ok = vs[2] == 0;
+    if (stamps && stamp_count < MAX_STAMPS - 1) {
+      stamps[stamp_count++] = clock64();
+      stamps[MAX_STAMPS - 1] = stamp_count;  // how many there are
+    }
   }
   __syncthreads();
   return ok;
@@ -99,7 +121,9 @@ __device__ __forceinline__ void row_rms(float* inv, const float* src, int stride
 // out[m][n] for the rows n of a bfloat16 weight W (N x K, row-major) against the M rows
 // of xs (shared memory, M x K): each warp of the grid takes rows n = its index, + the
 // number of warps, ... ; with R = 2 it takes rows n and n + off together (gate and up).
-// epi(m, n, v) (R = 1) or epi(m, n, v0, v1) (R = 2) gets the sums on lane 0.
+// epi(m, n, v) (R = 1) or epi(m, n, v0, v1) (R = 2) gets the sums on lane 0. A stage is
+// short (a few rows per warp), so what bounds it is the memory latency: each lane issues
+// UNROLL loads of 16 bytes (8 weights) per row before using any.
 template <int M, int R, typename Epi>
 __device__ __forceinline__ void matvec(const bf16_t* __restrict__ W, int N, int K, int off,
                                        const float* xs, Epi epi) {
@@ -115,23 +139,32 @@ __device__ __forceinline__ void matvec(const bf16_t* __restrict__ W, int N, int 
     const uint4* w[R];
 #pragma unroll
     for (int r = 0; r < R; r++) w[r] = reinterpret_cast<const uint4*>(W + (size_t)(n + r * off) * K);
-    for (int c = lane; c < chunks; c += 32) {
-      uint4 u[R];
+    for (int c0 = lane; c0 < chunks; c0 += 32 * UNROLL) {
+      uint4 u[UNROLL][R];
 #pragma unroll
-      for (int r = 0; r < R; r++) u[r] = __ldg(w[r] + c);
+      for (int j = 0; j < UNROLL; j++)
 #pragma unroll
-      for (int m = 0; m < M; m++) {
-        const float4 x0 = *reinterpret_cast<const float4*>(xs + m * K + c * 8);
-        const float4 x1 = *reinterpret_cast<const float4*>(xs + m * K + c * 8 + 4);
-        const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        for (int r = 0; r < R; r++)
+          u[j][r] = c0 + 32 * j < chunks ? __ldg(w[r] + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-          const unsigned int p[4] = {u[r].x, u[r].y, u[r].z, u[r].w};
+      for (int j = 0; j < UNROLL; j++) {
+        const int c = c0 + 32 * j;
+        if (c >= chunks) break;
 #pragma unroll
-          for (int q = 0; q < 4; q++) {
-            // bfloat16 pair in one word: the even value in the low half, the odd in the high.
-            acc[r][m] = fmaf(xv[2 * q], __uint_as_float(p[q] << 16), acc[r][m]);
-            acc[r][m] = fmaf(xv[2 * q + 1], __uint_as_float(p[q] & 0xffff0000u), acc[r][m]);
+        for (int m = 0; m < M; m++) {
+          const float4 x0 = *reinterpret_cast<const float4*>(xs + m * K + c * 8);
+          const float4 x1 = *reinterpret_cast<const float4*>(xs + m * K + c * 8 + 4);
+          const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+          for (int r = 0; r < R; r++) {
+            const unsigned int p[4] = {u[j][r].x, u[j][r].y, u[j][r].z, u[j][r].w};
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+              // A bfloat16 pair in one word: the even value in the low half, the odd in
+              // the high half; each widened by a shift or a mask.
+              acc[r][m] = fmaf(xv[2 * q], __uint_as_float(p[q] << 16), acc[r][m]);
+              acc[r][m] = fmaf(xv[2 * q + 1], __uint_as_float(p[q] & 0xffff0000u), acc[r][m]);
+            }
           }
         }
       }
@@ -344,7 +377,8 @@ struct FrameScratch {
   static constexpr long long x = 0, qkv = x + 2 * H, att = qkv + 2 * QKV, act = att + 2 * H,
                              c = act + 2 * I, mods = c + S * 2 * H,
                              hh = mods + (long long)S * 2 * NMOD * H, hact = hh + 2 * H,
-                             v = hact + 2 * HF, t1 = v + 2 * LAT, e1 = t1 + H, size = e1 + H;
+                             v = hact + 2 * HF, t1 = v + 2 * LAT, e1 = t1 + H,
+                             stamps = e1 + H, size = stamps + 2 * MAX_STAMPS;
 };
 
 // One speech frame (generate.FrameKernels.frame): with SAMPLE, the CFG sampler's S
@@ -369,6 +403,7 @@ __device__ void frame_body(const bf16_t* wh, const float* wf, const int64_t* off
   float* fedv = x0p + LAT;          // LAT: the latent fed back
   float* fail = FEED ? eos_out : latent_out;
   const int tid = threadIdx.x;
+  start_stamps(reinterpret_cast<unsigned long long*>(work + FS::stamps));
   if constexpr (SAMPLE) {
     float* c = work + FS::c;
     float* mods = work + FS::mods;
@@ -524,7 +559,8 @@ __device__ void frame_body(const bf16_t* wh, const float* wf, const int64_t* off
 struct WindowScratch {
   static constexpr int QKV = (NH + 2 * KVH) * HD;
   static constexpr long long x = 0, qkv = x + LMAX * H, att = qkv + LMAX * QKV,
-                             act = att + LMAX * H, size = act + LMAX * I;
+                             act = att + LMAX * H, stamps = act + LMAX * I,
+                             size = stamps + 2 * MAX_STAMPS;
 };
 
 // One text window (cache.window_step): the text LM over the L <= LMAX embedded tokens
@@ -538,6 +574,7 @@ __device__ void window_body(const bf16_t* wh, const float* wf, const int64_t* of
   extern __shared__ float smem[];
   using WS = WindowScratch;
   const int L = info[0], tid = threadIdx.x;
+  start_stamps(reinterpret_cast<unsigned long long*>(work + WS::stamps));
   float* x = work + WS::x;
   float* fail = htts_out;
   const int gt = blockIdx.x * NT + tid, gn = gridDim.x * NT;

@@ -131,7 +131,7 @@ def test_self_check_passes_a_faithful_kernel_and_stops_a_wrong_one(mid) -> None:
     model, _ = mid
     good = _kernels(model)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         assert check_against_mlx(good)
     assert max(e for _, e in good.cuda_check) < 1e-4
     bad = _kernels(model, rope_sign=-1.0)  # keys and queries rotated the wrong way
