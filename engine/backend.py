@@ -71,6 +71,12 @@ def _open_shim() -> ctypes.CDLL | str:
         lib = os.path.join(
             scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so"
         )
+        # After each call OpenBLAS's worker threads busy-wait 2^28 cycles (~0.1 s) for the
+        # next; on two cores that took one from the shim's helper thread and MLX's work
+        # between the decoder's products. 2^4 cycles: first audio 184 against 219 ms,
+        # 118 against 122 ms per frame (medians of 3 alternating runs, 2-core VM). Read
+        # when OpenBLAS loads; a value set by the user is kept.
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
         try:
             ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
             _shim = ctypes.CDLL(shim.origin, mode=ctypes.RTLD_GLOBAL)
