@@ -169,16 +169,16 @@ class FrameKernels:
             self.cuda = build_cuda_frame(model, schedule, t_emb)
             if self.cuda is not None and not self._cuda_agrees():
                 self.cuda = None
-        # With the frame one kernel, the host is free to launch the decoder's ~500
-        # kernels while the GPU runs frames: on a stream of its own they overlap (the
-        # frame kernel leaves room on every multiprocessor), and groups of 8 frames
-        # share one pass (5.7 ms for 8 frames against 5.1 ms for 4 and 5.1 ms for 1,
-        # H200). VVREADER_DECODE_STREAM=0 keeps it on the frames' stream.
+        # With the CUDA frame kernels the decoder's ~500 launches are what is left: in
+        # groups of 8 frames they share one pass (5.7 ms for 8 frames against 5.1 ms for
+        # 4 and for 1, H200). VVREADER_DECODE_STREAM=1 puts the decoder on a stream of
+        # its own, so that its launches could overlap the frame kernels (which leave room
+        # on every multiprocessor); not measured yet, so off by default.
         self.decode_stream = None
         self.decode_group = 4
         if self.cuda is not None:
             self.decode_group = 8
-            if os.environ.get("VVREADER_DECODE_STREAM", "1") != "0":
+            if os.environ.get("VVREADER_DECODE_STREAM", "0") == "1":
                 self.decode_stream = mx.new_stream(mx.gpu)
 
     def _cuda_agrees(self) -> bool:
