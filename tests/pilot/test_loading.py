@@ -156,14 +156,19 @@ async def test_quitting_during_the_download_exits_at_once_and_keeps_the_place(
 
 class PresetLoader:
     """A loader whose engine is ready at once and that downloads one preset voice
-    (``xx-New_woman``) in ten steps, reporting like the real one."""
+    (``xx-New_woman``) in ten steps, reporting like the real one. With ``gate``, it waits
+    after reporting 0% until the gate is set (a test that must see the banner sets it
+    once it has: a busy machine could otherwise end the whole download first)."""
 
     NEW = "xx-New_woman"
 
-    def __init__(self, engine: FakeEngine, fail: bool = False) -> None:
+    def __init__(self, engine: FakeEngine, fail: bool = False, gate: bool = False) -> None:
         self.engine = engine
         self.voice = "a"
         self.fail = fail
+        self.gate = threading.Event()
+        if not gate:
+            self.gate.set()
         self.fetched: list[str] = []
         self.started = threading.Event()
 
@@ -178,6 +183,8 @@ class PresetLoader:
         report = transfer_progress(f"voice {name}", f"{name}.pt", progress.transfer)
         for i in range(11):
             report(i * 100_000, 1_000_000)
+            if i == 0:
+                self.gate.wait(timeout=60)
             time.sleep(0.1)
             if self.fail and i == 5:
                 raise RuntimeError("cannot download voice xx-New_woman: the line dropped")
@@ -191,7 +198,7 @@ class PresetEngine(FakeEngine):
 
 async def test_a_preset_voice_downloads_with_progress_then_reads_on(rig: Rig) -> None:
     engine = PresetEngine(0.002)
-    loader = PresetLoader(engine)
+    loader = PresetLoader(engine, gate=True)
     players: list[RecordingPlayer] = []
     app = make_app(rig.tmp, loader, players)
     try:
@@ -203,6 +210,7 @@ async def test_a_preset_voice_downloads_with_progress_then_reads_on(rig: Rig) ->
             assert app.reading.settings.voice == "b"
             await pilot.press("V")  # the preset: downloaded first, b reads on
             await until(pilot, lambda: "downloading voice xx-New_woman" in banner_text(app))
+            loader.gate.set()
             assert app.reading.settings.voice == "b"
             shown = set()
             while not loader.fetched:
