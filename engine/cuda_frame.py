@@ -488,7 +488,8 @@ class CudaFrame:
         c = self.cfg
         L, H = x.shape[0], c.decoder.hidden_size
         caches.reserve(LMAX, LMAX)
-        xin = mx.pad(x.astype(mx.float32), [(0, LMAX - L), (0, 0)]) if L < LMAX else x
+        # The kernel takes float32 rows, LMAX of them (those past L are ignored).
+        xin = mx.pad(x.astype(mx.float32), [(0, LMAX - L), (0, 0)])
         kvh, hd = c.decoder.kv_heads, c.decoder.dim_per_head
         info = [L, caches.lm_offset, caches.column, caches.positions[0],
                 caches.lm_kv.shape[4], caches.kv.shape[4]]  # fmt: skip
