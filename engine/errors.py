@@ -20,7 +20,12 @@ class VoiceError(EngineError):
 
 
 class TokenizerError(EngineError):
-    """The tokenizer.json is missing or unreadable."""
+    """The tokenizer.json is missing, unreadable or made for another model."""
+
+
+class RequestError(EngineError):
+    """A synthesis request the model cannot take: a token id, a step count or a length
+    out of the model's range."""
 
 
 class EngineCancelled(EngineError):

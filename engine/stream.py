@@ -183,6 +183,8 @@ class MLXEngine:
         self._prepare_native_decoder()
         tokenizer = self._source.tokenizer if self._source else self.model_dir / "tokenizer.json"
         self._tokenizer = TextTokenizer(tokenizer)
+        # Every id it produces is then a row of the embedding table.
+        self._tokenizer.check_fits(self._model.config.decoder.vocab_size)
         self._voices: dict[Path, object] = {}
         self._kernels: dict[int, object] = {}
         for path in sorted((self.model_dir / "voices").glob("*.safetensors")):

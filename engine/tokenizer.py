@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable
 from pathlib import Path
 
-from engine.errors import TokenizerError
+from engine.errors import RequestError, TokenizerError
 
 # The official demos replace typographic quotes before tokenising
 # (demo/realtime_model_inference_from_file.py); we do it for every caller.
@@ -34,7 +36,19 @@ class TextTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
+        """Highest id it can produce, plus one (added tokens included)."""
+        ids = self._tok.get_vocab(with_added_tokens=True).values()
+        return max(ids, default=-1) + 1
+
+    def check_fits(self, model_vocab_size: int) -> None:
+        """Raise TokenizerError unless every id this tokenizer produces is a row of the
+        model's embedding table (of ``model_vocab_size`` rows)."""
+        n = self.vocab_size
+        if n > model_vocab_size:
+            raise TokenizerError(
+                f"{self.path}: this tokenizer has {n} tokens, the model {model_vocab_size}; "
+                "it belongs to another model (use the tokenizer.json made for this one)"
+            )
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""
@@ -45,3 +59,22 @@ class TextTokenizer:
 
     def token_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
+
+
+def checked_token_ids(ids: Iterable[object], vocab_size: int) -> list[int]:
+    """``ids`` as a list of ints, each a row of an embedding table of ``vocab_size`` rows;
+    RequestError otherwise (a gather does not check its indices: MLX on the CPU reads
+    past the table)."""
+    out: list[int] = []
+    for i in ids:
+        try:
+            out.append(operator.index(i))
+        except TypeError:
+            raise RequestError(f"token id {i!r} is not an integer") from None
+    bad = [i for i in out if not 0 <= i < vocab_size]
+    if bad:
+        raise RequestError(
+            f"token id {bad[0]} is out of range: the model has {vocab_size} tokens (0 to "
+            f"{vocab_size - 1}); the ids were made by another tokenizer"
+        )
+    return out
