@@ -58,14 +58,16 @@ def _alpha_sigma(sigma: float) -> tuple[float, float]:
 
 
 def make_schedule(num_steps: int, num_train_steps: int = 1000) -> DPMSolverSchedule:
-    """Coefficients for ``num_steps`` >= 1 inference steps."""
-    if num_steps < 1:
-        raise ValueError("the solver needs at least one step")
+    """Coefficients for 1 <= ``num_steps`` < ``num_train_steps`` inference steps (more
+    would repeat a timestep: a step of length zero)."""
+    if not 1 <= num_steps < num_train_steps:
+        raise ValueError(f"the solver takes 1 to {num_train_steps - 1} steps, not {num_steps}")
     acp = cosine_alphas_cumprod(num_train_steps)
     sigmas_all = np.sqrt((1 - acp) / acp).astype(np.float32)
     timesteps = (
         np.linspace(0, num_train_steps - 1, num_steps + 1).round()[::-1][:-1].astype(np.int64)
     )
+    # In range by construction: linspace from 0 to num_train_steps - 1.
     sigmas = np.concatenate([sigmas_all[timesteps], [0.0]]).astype(np.float32)
     lam = []
     for s in sigmas:

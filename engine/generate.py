@@ -36,6 +36,7 @@ from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.cuda_frame import CudaFrame, StackedCaches, cuda_kernels_wanted
 from engine.cuda_frame import build as build_cuda_frame
 from engine.dpm_solver import make_schedule
+from engine.errors import RequestError
 from engine.model import VibeVoiceRealtime
 from engine.native_decoder import (
     NativeDecoder,
@@ -44,6 +45,7 @@ from engine.native_decoder import (
     shared_native_decoder,
 )
 from engine.sampler import CompiledSampler, sample_latent
+from engine.tokenizer import checked_token_ids
 
 if TYPE_CHECKING:
     from engine.voices import VoicePrompt
@@ -60,6 +62,14 @@ def seeded_noise(seed: int, latent_dim: int) -> NoiseSource:
         return mx.array(rng.standard_normal((1, latent_dim), dtype=np.float32))
 
     return noise
+
+
+def check_steps(steps: int, ddpm_num_steps: int) -> None:
+    """RequestError unless the solver can take ``steps``: its schedule picks that many
+    distinct timesteps (and one more, zero) of the model's ``ddpm_num_steps``."""
+    if not 1 <= steps < ddpm_num_steps:
+        top = ddpm_num_steps - 1
+        raise RequestError(f"diffusion steps must be between 1 and {top}, not {steps}")
 
 
 def default_frame_limit(
@@ -91,6 +101,7 @@ class FrameKernels:
     """
 
     def __init__(self, model: VibeVoiceRealtime, steps: int, cuda: bool = True) -> None:
+        check_steps(steps, model.config.diffusion.ddpm_num_steps)
         m = model.model
         model.fuse()
         self.model = model
@@ -402,10 +413,15 @@ def generate_frames(
             check. Its ``eos_prob`` is then NaN, and an EOS right after it ends the
             stream without a frame marked last. Default: on unless ``trace`` is given.
     """
+    cfg = model.config
+    max_positions = cfg.decoder.max_position_embeddings
+    # Checked before anything is built or gathered: the embedding reads row ids[i].
+    ids = checked_token_ids(text_ids, cfg.decoder.vocab_size)
+    check_steps(steps, cfg.diffusion.ddpm_num_steps)
+    voice.check_positions(max_positions)
     if early_first is None:
         early_first = trace is None
     decodes = 0  # decoder calls so far: group k (from 0) holds min(2**k, decode_group)
-    cfg = model.config
     m = model.model
     dtype = m.tts_input_types.weight.dtype
     if kernels is None or kernels.steps != steps:
@@ -417,9 +433,7 @@ def generate_frames(
     decode_group = max(1, decode_group)
     schedule = kernels.schedule
     noise = noise or seeded_noise(0, cfg.acoustic_vae_dim)
-    ids = list(text_ids)
     limit = max_frames if max_frames is not None else default_frame_limit(len(ids))
-    max_positions = cfg.decoder.max_position_embeddings
 
     # Positive and negative TTS LM in one batch of two (rows 0 and 1).
     lm_cache, tts_cache = kernels.new_caches(voice, len(ids) + 8, len(ids) + limit + 8)
@@ -469,7 +483,10 @@ def generate_frames(
     while True:
         cur = ids[window * TTS_TEXT_WINDOW_SIZE : (window + 1) * TTS_TEXT_WINDOW_SIZE]
         if cur:
-            if tts_cache.offset + len(cur) > max_positions:
+            # Both LMs' positions stay below max_positions (the text LM's, its prompt plus
+            # the text so far, trails the TTS LM's only for a prompt of that shape).
+            lm_end = voice.lm_length + consumed + len(cur)
+            if max(tts_cache.offset + len(cur), lm_end) > max_positions:
                 if previous is not None:
                     previous.forced_stop = "context"
                     yield from settle(previous, final=True)
@@ -486,6 +503,7 @@ def generate_frames(
             if trace is not None:
                 trace.cond_pos.append(np.array(pos_cond[0].astype(mx.float32)))
                 trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
+            # numpy checks this index (IndexError past the teacher's frames).
             teacher = None if teacher_latents is None else mx.array(teacher_latents[frame][None])
             if early_first and frame == 0 and limit > 1 and trace is None:
                 # The first chunk before the first feedback (see early_first).

@@ -217,6 +217,7 @@ class MLXEngine:
                 cfg.decoder.dim_per_head,
                 cfg.decoder.hidden_size,
             )
+            voice.check_positions(cfg.decoder.max_position_embeddings)
             self._voices[path] = voice
         return self._voices[path]
 
@@ -234,18 +235,21 @@ class MLXEngine:
     def _serve(self, handle: SynthesisHandle) -> None:
         from engine.generate import (
             FrameKernels,
+            check_steps,
             default_frame_limit,
             generate_frames,
             seeded_noise,
         )
+        from engine.tokenizer import checked_token_ids
 
         req = handle.request
         if req.token_ids is not None:
             ids = list(req.token_ids)
         else:
             ids = self._tokenizer.encode(req.text or "")
-        if req.steps < 1:
-            raise EngineError("diffusion steps must be at least 1")
+        # Checked before anything reads them (RequestError, which reaches the consumer).
+        ids = checked_token_ids(ids, self._model.config.decoder.vocab_size)
+        check_steps(req.steps, self._model.config.diffusion.ddpm_num_steps)
         voice_name = req.voice or (min(self._voice_paths) if self._voice_paths else "")
         voice_name = voice_name or self._default_preset
         voice = self._voice(voice_name)

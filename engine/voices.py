@@ -137,6 +137,16 @@ class VoicePrompt:
                         f"expected {want}; {fix}"
                     )
 
+    def check_positions(self, max_positions: int) -> None:
+        """Raise VoiceError unless every prompt leaves room for a position in a model of
+        ``max_positions`` (an utterance's text and speech continue after it)."""
+        longest = max(self.lm_length, self.tts_length, self.neg_length)
+        if longest >= max_positions:
+            raise VoiceError(
+                f"the voice prompt is {longest} positions long, the model takes at most "
+                f"{max_positions}; the voice was made for a different model"
+            )
+
 
 def _num_layers(arrays: Mapping[str, Any], prefix: str, source: str) -> int:
     """Number of ``{prefix}_key_i``/``{prefix}_value_i`` pairs; gaps raise VoiceError."""
