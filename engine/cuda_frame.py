@@ -329,6 +329,24 @@ class StackedCaches:
             self.valid = mx.pad(self.valid, [(0, 0), (0, extra)])
 
 
+def _check_sizes(*named: tuple[str, mx.array, int]) -> None:
+    """IndexError unless each array has the number of values a kernel reads from it."""
+    for name, a, size in named:
+        if a.size != size:
+            raise IndexError(f"{name}: {a.size} values where the kernel reads {size}")
+
+
+def _check_columns(column: int, count: int, capacity: int, valid: int) -> None:
+    """IndexError unless columns ``column`` to ``column + count - 1`` (written, and all
+    below them read) are inside a cache of ``capacity`` columns with as many flags in its
+    valid mask. Holds by construction (``StackedCaches.reserve`` grows the cache first);
+    checked on Python ints, so no launch ever reads past a cache."""
+    if not (0 <= column and column + count <= capacity == valid):
+        raise IndexError(
+            f"cache columns {column} to {column + count - 1} of {capacity} (mask {valid})"
+        )
+
+
 def _cuda_kernel(spec: KernelSpec, src: str):
     return mx.fast.cuda_kernel(
         name=spec.name,
@@ -357,6 +375,9 @@ class CudaFrame:
         src = header(cfg)
         make = kernel_factory or _cuda_kernel
         self.blocks = _grid_blocks()
+        # The kernels are compiled for self.steps rows of both schedule tables.
+        if t_emb.shape[0] != self.steps:
+            raise ValueError(f"{t_emb.shape[0]} timestep embeddings for {self.steps} steps")
         self.temb = t_emb.astype(mx.float32)
         self.sched = mx.array(
             np.array(
@@ -410,10 +431,15 @@ class CudaFrame:
     ) -> list[mx.array]:
         c = self.cfg
         H, LAT = c.decoder.hidden_size, c.acoustic_vae_dim
+        # The kernel reads LAT noise values, H of each condition, LAT + 1 fed values.
+        _check_sizes(("noise", noise, LAT), ("positive", pos, H), ("negative", neg, H),
+                     ("fed latent", fed, LAT + 1))  # fmt: skip
         if caches is not None:
             caches.reserve(0, 1)
             kv, valid = caches.kv, caches.valid
             info = [caches.column, *caches.positions, kv.shape[4]]
+            # It reads columns below the write column and writes that column.
+            _check_columns(caches.column, 1, kv.shape[4], valid.shape[1])
         else:
             kv, valid, info = self._dummy_kv(), mx.zeros((2, 1), mx.bool_), [0, 0, 0, 1]
         layers, kvh, hd = c.tts_layers, c.decoder.kv_heads, c.decoder.dim_per_head
@@ -487,7 +513,12 @@ class CudaFrame:
         LM and the positive TTS-LM row: (text LM out, TTS LM out), (1, L, hidden) each."""
         c = self.cfg
         L, H = x.shape[0], c.decoder.hidden_size
+        # The kernel's scratch and row tables hold LMAX rows of H.
+        if x.ndim != 2 or not 1 <= L <= LMAX or x.shape[1] != H:
+            raise ValueError(f"a text window is 1 to {LMAX} rows of {H}, not {x.shape}")
         caches.reserve(LMAX, LMAX)
+        _check_columns(caches.lm_offset, L, caches.lm_kv.shape[4], caches.lm_kv.shape[4])
+        _check_columns(caches.column, L, caches.kv.shape[4], caches.valid.shape[1])
         # The kernel takes float32 rows, LMAX of them (those past L are ignored).
         xin = mx.pad(x.astype(mx.float32), [(0, LMAX - L), (0, 0)])
         kvh, hd = c.decoder.kv_heads, c.decoder.dim_per_head
@@ -535,6 +566,12 @@ def build(model, schedule: DPMSolverSchedule, t_emb: mx.array) -> CudaFrame | No
         return None
 
 
+def self_check_token_ids(vocab_size: int) -> list[int]:
+    """The text window :func:`check_against_mlx` embeds: LMAX ids spread over the model's
+    vocabulary, always the same for one vocabulary size (rows of its embedding table)."""
+    return [int(i) for i in np.random.default_rng(7).integers(0, vocab_size, LMAX)]
+
+
 def check_against_mlx(kernels, tolerance: float = 2e-3) -> bool:
     """Whether ``kernels.cuda`` (engine.generate.FrameKernels) gives what the MLX
     functions give on a synthetic prompt: a text window, a sampled frame, a frame fed a
@@ -564,7 +601,7 @@ def check_against_mlx(kernels, tolerance: float = 2e-3) -> bool:
     lm = make_caches(p.lm_keys, p.lm_values, mx.float32, 16)
     pair = make_cfg_caches(p.tts_keys, p.tts_values, p.neg_keys, p.neg_values, mx.float32, 16)
     stacked = StackedCaches(p, 16, 16)
-    tokens = mx.array([[11, 220, 3000, 42, 7]])
+    tokens = mx.array([self_check_token_ids(cfg.decoder.vocab_size)])
     errors: list[tuple[str, float]] = []
 
     def compare(name: str, got: mx.array, want: mx.array) -> None:
