@@ -255,7 +255,8 @@ class NativeDecoder:
         self._taps = np.zeros(taps, np.float32)
         self._cols = np.zeros(T * K * cfg.vae_dim, np.float32)
         self._y = np.zeros((T * self.hop, self.channels), np.float32)
-        self._plans: dict[tuple[int, int], list[tuple]] = {}
+        self._plans: dict[tuple[int, int], tuple] = {}
+        self._state_shapes = [a.shape for a in self.init_state().arrays]
 
     @staticmethod
     def _block_weights(b: Block1D, bf16: bool) -> tuple:
@@ -322,7 +323,11 @@ class NativeDecoder:
         (T, state) and reused: the pointers never change."""
         key = (T, id(state))
         plan = self._plans.get(key)
-        if plan is not None and plan[0] is state:
+        if (
+            plan is not None
+            and plan[0] is state
+            and all(a is b for a, b in zip(plan[2], state.arrays, strict=True))
+        ):
             return plan[1]
         lib, cfg, K = self._lib, self.cfg, KERNEL_SIZE
         st = iter(state.arrays)
@@ -369,8 +374,19 @@ class NativeDecoder:
         )  # fmt: skip
         if len(self._plans) > 16:
             self._plans.clear()
-        self._plans[key] = (state, calls)
+        self._plans[key] = (state, calls, list(state.arrays))
         return calls
+
+    def check_state(self, state: NativeDecoderState) -> None:
+        """ValueError unless ``state`` has the arrays :meth:`init_state` makes (count,
+        shapes, contiguous float32): the C reads and writes each at the size it expects."""
+        arrays = state.arrays
+        if len(arrays) != len(self._state_shapes) or not all(
+            a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
+            and a.flags.writeable
+            for a, shape in zip(arrays, self._state_shapes, strict=False)
+        ):  # fmt: skip
+            raise ValueError("a decoder state that init_state of this decoder did not make")
 
     def __call__(
         self, x: np.ndarray, state: NativeDecoderState
@@ -389,9 +405,11 @@ class NativeDecoder:
             x = x[0]
         if x.ndim != 2 or x.shape[1] != self.cfg.vae_dim:
             raise ValueError(f"expected (T, {self.cfg.vae_dim}) latents, got {x.shape}")
+        self.check_state(state)
         n = x.shape[0]
         out = np.empty((n * self.hop, self.channels), np.float32)
         with self._lock:
+            # Passes of at most max_frames frames: the buffers' size, by construction.
             for start in range(0, n, self.max_frames):
                 T = min(self.max_frames, n - start)
                 self._x_in[:T] = x[start : start + T]
