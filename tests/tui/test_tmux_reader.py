@@ -346,3 +346,29 @@ def test_offline_with_nothing_cached_says_what_to_do_before_opening(
     assert said.startswith("vvreader: cannot get config.json and the weights of "
                            "microsoft/VibeVoice-Realtime-0.5B"), said
     assert "HF_HUB_OFFLINE" in said and "--model /path/to/folder" in said
+
+
+def test_a_tokenizer_of_another_model_is_one_message_in_the_reader(
+    tmux: Tmux, tmp_path: Path, tiny_model: Path
+) -> None:
+    from tokenizers import Tokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.add_tokens([f"<extra_{i}>" for i in range(40)])
+    tok.save(str(folder / "tokenizer.json"))
+    vocab = json.loads((folder / "config.json").read_text())["decoder_config"]["vocab_size"]
+    doc = tmp_path / "book.md"
+    doc.write_text(DOC)
+    tmux.start(
+        f"{sys.executable} -m vvreader {doc} --model {folder} --audio-device null",
+        reader_env(tmp_path),
+    )
+    tmux.wait(lambda text, _: "Cannot load the model" in text, 120, "the load error")
+    text = tmux.text()
+    # The notification is the right-hand column, after its border.
+    said = norm(" ".join(ln.rsplit("\u258c", 1)[1] for ln in text.splitlines() if "\u258c" in ln))
+    assert f"this tokenizer has {vocab + 40} tokens, the model {vocab}" in said, text
+    assert "Traceback" not in text
+    tmux.quit()
