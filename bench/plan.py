@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,10 +114,31 @@ def naive(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _vvreader() -> SimpleNamespace:
+    """``decode``, ``parse``, ``build_plan``, ``ProgressivePlan`` (None if it has none) and
+    ``split_sentences`` of the ``vvreader`` on ``sys.path`` (a ``--baseline`` revision may
+    have them in the modules of its time)."""
+    try:
+        from vvreader.text.document import decode, parse
+        from vvreader.text.plan import ProgressivePlan, build_plan
+        from vvreader.text.segment import split_sentences
+    except ImportError:
+        from vvreader.document import decode, parse
+        from vvreader.plan import build_plan
+        from vvreader.segment import split_sentences
+
+        try:
+            from vvreader.plan import ProgressivePlan
+        except ImportError:
+            ProgressivePlan = None  # noqa: N806 - the class, or None
+    return SimpleNamespace(decode=decode, parse=parse, build_plan=build_plan,
+                           ProgressivePlan=ProgressivePlan, split_sentences=split_sentences)
+
+
 def measure(data: bytes, markdown: bool) -> dict[str, object]:
     """Decode, parse and plan ``data`` with the ``vvreader`` on ``sys.path``."""
-    from vvreader.document import decode, parse
-    from vvreader.plan import build_plan
+    api = _vvreader()
+    decode, parse, build_plan = api.decode, api.parse, api.build_plan
 
     result: dict[str, object] = {"bytes": len(data)}
     t = time.perf_counter()
@@ -139,11 +161,9 @@ def measure(data: bytes, markdown: bool) -> dict[str, object]:
 
 def measure_first(data: bytes, markdown: bool) -> dict[str, object]:
     """Time to the first part of a progressive plan, and to its end (if the code has it)."""
-    from vvreader.document import decode
-
-    try:
-        from vvreader.plan import ProgressivePlan
-    except ImportError:
+    api = _vvreader()
+    decode, ProgressivePlan = api.decode, api.ProgressivePlan  # noqa: N806 - a class
+    if ProgressivePlan is None:
         return {}
     import markdown_it  # noqa: F401 - imported by the app at start, not timed
 
@@ -161,8 +181,8 @@ def measure_first(data: bytes, markdown: bool) -> dict[str, object]:
 
 def segment_speed(data: bytes, markdown: bool, pysbd_sample: int) -> dict[str, object]:
     """Our segmenter against a naive regex and pySBD on the document's paragraphs."""
-    from vvreader.document import decode, parse
-    from vvreader.segment import split_sentences
+    api = _vvreader()
+    decode, parse, split_sentences = api.decode, api.parse, api.split_sentences
 
     text, _ = decode(data)
     doc = parse(text, markdown=markdown)

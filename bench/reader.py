@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fakes import FakeEngine  # noqa: E402
 from vvreader.app import ReaderApp, ReaderOptions  # noqa: E402
 from vvreader.config import Config  # noqa: E402
-from vvreader.plan import ProgressivePlan  # noqa: E402
 from vvreader.player import NullPlayer  # noqa: E402
+from vvreader.text.plan import ProgressivePlan  # noqa: E402
 from vvreader.widgets.reading_view import ReadingView  # noqa: E402
 
 

@@ -27,11 +27,11 @@ from engine.api import SpeechEngine
 from engine.sources import DownloadCancelled, Transfer
 from vvreader.config import Config, save_config
 from vvreader.narrator import Narrator, VoiceSettings
-from vvreader.plan import ProgressivePlan, SpeechPlan
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import AudioDeviceError, AudioOutput, NullPlayer, open_output
 from vvreader.screens.reading import ReadingScreen
 from vvreader.state import PositionStore, locate
+from vvreader.text.plan import ProgressivePlan, SpeechPlan
 from vvreader.themes import DEFAULT_THEME, load_themes
 from vvreader.voice_engine import LoadCancelled, LoadProgress, run_cancellable
 

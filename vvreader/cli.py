@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TextIO
 
 from vvreader.config import Config, config_path, load_config
-from vvreader.document import DocumentError, load_document
-from vvreader.normalize import PronunciationDictionary
-from vvreader.plan import ProgressivePlan, SpeechPlan, build_plan
-from vvreader.policy import PlanSettings
+from vvreader.text.document import DocumentError, load_document
+from vvreader.text.normalize import PronunciationDictionary
+from vvreader.text.plan import ProgressivePlan, SpeechPlan, build_plan
+from vvreader.text.settings import PlanSettings
 
 __all__ = ["build_parser", "main", "escape_terminal"]
 

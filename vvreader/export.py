@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.api import SAMPLE_RATE, SpeechEngine, SynthesisRequest
-from vvreader.plan import SpeechPlan
+from vvreader.text.plan import SpeechPlan
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from enum import Enum
 import numpy as np
 
 from engine.api import SAMPLE_RATE, SpeechEngine, SynthesisRequest
-from vvreader.plan import SpeechPlan
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import BLOCK, AudioOutput
+from vvreader.text.plan import SpeechPlan
 
 log = logging.getLogger("vvreader.narrator")
 

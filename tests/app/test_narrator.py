@@ -10,9 +10,9 @@ import pytest
 
 from engine.api import SAMPLE_RATE, SynthesisRequest
 from tests.fakes import FakeEngine, RecordingPlayer, fake_audio
-from vvreader.document import load_document
 from vvreader.narrator import Narrator, State, VoiceSettings
-from vvreader.plan import build_plan
+from vvreader.text.document import load_document
+from vvreader.text.plan import build_plan
 
 DOC = (
     "# A title\n\nThe first sentence is here. And the second one follows it.\n\n"

@@ -25,9 +25,9 @@ import numpy as np
 from engine.api import SAMPLE_RATE, AudioChunk, SpeechEngine, SynthesisRequest
 from tests.audio_server import MonitorRecorder, PulseServer, Recording
 from vvreader.narrator import Narrator, State, VoiceSettings
-from vvreader.plan import SpeechPlan
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import AudioOutput, open_output
+from vvreader.text.plan import SpeechPlan
 
 WINDOW = SAMPLE_RATE // 100  # 10 ms
 SILENCE_RMS = 1e-4

@@ -60,10 +60,10 @@ from tests.e2e.playthrough import (
     describe,
     play_and_record,
 )
-from vvreader.document import load_document
 from vvreader.narrator import VoiceSettings
-from vvreader.plan import build_plan
 from vvreader.player import SoundDevicePlayer
+from vvreader.text.document import load_document
+from vvreader.text.plan import build_plan
 from vvreader.voice_engine import open_engine
 
 DOC = (

@@ -18,10 +18,10 @@ import numpy as np
 from engine.api import SynthesisRequest
 from tests.audio_server import RATE, MonitorRecorder, PulseServer
 from tests.fakes import FakeEngine, fake_audio
-from vvreader.document import load_document
 from vvreader.narrator import Narrator, State
-from vvreader.plan import build_plan
 from vvreader.player import BLOCK, SoundDevicePlayer
+from vvreader.text.document import load_document
+from vvreader.text.plan import build_plan
 
 DOC = "Sentence one is short. Sentence two says a little more than that.\n"
 BLOCK_MS = 1000 * BLOCK / RATE  # 42.7 ms

@@ -11,9 +11,9 @@ import pytest
 from tests.fakes import FakeEngine, RecordingPlayer
 from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
-from vvreader.document import load_document
-from vvreader.plan import SpeechPlan, build_plan
 from vvreader.state import PositionStore
+from vvreader.text.document import load_document
+from vvreader.text.plan import SpeechPlan, build_plan
 
 DOC = """# Chapter one
 

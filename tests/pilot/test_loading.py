@@ -19,10 +19,10 @@ from tests.hub import official_hub
 from tests.pilot.conftest import DOC, Rig, until
 from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
-from vvreader.document import load_document
 from vvreader.narrator import State
-from vvreader.plan import build_plan
 from vvreader.state import PositionStore
+from vvreader.text.document import load_document
+from vvreader.text.plan import build_plan
 from vvreader.voice_engine import EngineLoader
 from vvreader.widgets.loading_banner import LoadingBanner, progress_bar
 from vvreader.widgets.status_bar import StatusBar

@@ -9,9 +9,9 @@ from tests.fakes import FakeEngine, RecordingPlayer
 from tests.pilot.conftest import until
 from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
-from vvreader.document import load_document
-from vvreader.plan import ProgressivePlan, build_plan
 from vvreader.state import Position, PositionStore
+from vvreader.text.document import load_document
+from vvreader.text.plan import ProgressivePlan, build_plan
 from vvreader.widgets.reading_view import ReadingView
 
 CHAPTER = "# Chapter {n}\n\n" + ("Words of a sentence in chapter {n}. " * 6 + "\n\n") * 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vvreader.normalize import PronunciationDictionary, normalize, strip_controls
+from vvreader.text.normalize import PronunciationDictionary, normalize, strip_controls
 
 
 @pytest.mark.parametrize(

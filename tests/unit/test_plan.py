@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vvreader.blocks import parser
-from vvreader.document import load_document, parse
-from vvreader.plan import PlanSettings, build_plan
+from vvreader.text.document import load_document, parse
+from vvreader.text.markdown import parser
+from vvreader.text.plan import PlanSettings, build_plan
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "sample.md"
 MARKUP = re.compile(r"[*_`#|<>\[\]\\]|~~|\]\(|https?://|&\w+;|\x1b")
@@ -163,7 +163,7 @@ def test_footnote_read_at_end_of_citing_section():
 
 
 def test_front_matter_pronunciations_and_global_layer():
-    from vvreader.normalize import PronunciationDictionary
+    from vvreader.text.normalize import PronunciationDictionary
 
     src = "---\npronounce:\n  Smaug: smowg\n---\nSmaug met Bilbo."
     glob = PronunciationDictionary({"Bilbo": "bill bow", "Smaug": "smog"})

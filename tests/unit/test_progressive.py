@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vvreader.document import DocumentError, parse
-from vvreader.plan import PlanSettings, ProgressivePlan, SpeechPlan, build_plan
+from vvreader.text.document import DocumentError, parse
+from vvreader.text.plan import PlanSettings, ProgressivePlan, SpeechPlan, build_plan
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "sample.md"
 CHAPTER = (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vvreader.segment import split_long, split_sentences
+from vvreader.text.segment import split_long, split_sentences
 
 GOLDEN = json.loads(
     (Path(__file__).parents[1] / "fixtures" / "golden_rules_en.json").read_text(encoding="utf-8")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vvreader.document import load_document
-from vvreader.wrap import WrapModel, _visible
+from vvreader.text.document import load_document
+from vvreader.widgets.wrap import WrapModel, _visible
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ from textual.containers import Vertical
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from vvreader.plan import SpeechPlan
 from vvreader.screens.modal import OnceModal
-from vvreader.wrap import safe_text
+from vvreader.text.plan import SpeechPlan
+from vvreader.widgets.wrap import safe_text
 
 __all__ = ["TableOfContents", "headings"]
 

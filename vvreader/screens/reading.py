@@ -19,12 +19,12 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from vvreader.narrator import Narrator, State, VoiceSettings
-from vvreader.plan import SpeechPlan
 from vvreader.screens.contents import TableOfContents
 from vvreader.screens.help import HelpScreen, KeyHelp
 from vvreader.screens.search import SearchBar, find
 from vvreader.screens.voices import VoicePicker
 from vvreader.state import Position
+from vvreader.text.plan import SpeechPlan
 from vvreader.widgets.loading_banner import LoadingBanner
 from vvreader.widgets.reading_view import ReadingView
 from vvreader.widgets.status_bar import StatusBar

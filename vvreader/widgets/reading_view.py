@@ -15,8 +15,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from vvreader.plan import SpeechPlan
-from vvreader.wrap import Line, WrapModel, col_at_cell, safe_text
+from vvreader.text.plan import SpeechPlan
+from vvreader.widgets.wrap import Line, WrapModel, col_at_cell, safe_text
 
 __all__ = ["ReadingView"]
 

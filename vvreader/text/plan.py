@@ -21,7 +21,7 @@ the first blocks of ``parse(text)`` (same text and line starts, the same ``Block
 The whole plan and document it ends with are equal to those of ``build_plan(parse(text))``.
 An utterance is only given once the one after it is known (its pause depends on it), and
 text that may use a link or footnote defined further on waits until that part is parsed
-(see ``vvreader.blocks``). ``on_update(progress)`` is called on the worker thread after each
+(see ``vvreader.text.markdown``). ``on_update(progress)`` is called on the worker thread after each
 part; a Textual app hands it on with ``call_from_thread``.
 """
 
@@ -34,8 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
-from vvreader.blocks import MarkdownParts
-from vvreader.document import (
+from vvreader.text.document import (
     Block,
     Document,
     gc_paused,
@@ -43,10 +42,11 @@ from vvreader.document import (
     parse_text_blocks,
     read_text,
 )
-from vvreader.normalize import PronunciationDictionary, normalize, strip_controls
-from vvreader.policy import PlanSettings
-from vvreader.segment import split_long, split_sentences
-from vvreader.speech_text import Speech, block_speech
+from vvreader.text.markdown import MarkdownParts
+from vvreader.text.normalize import PronunciationDictionary, normalize, strip_controls
+from vvreader.text.segment import split_long, split_sentences
+from vvreader.text.settings import PlanSettings
+from vvreader.text.speech import Speech, block_speech
 
 __all__ = ["PlanSettings", "ProgressivePlan", "SpeechPlan", "Utterance", "build_plan"]
 

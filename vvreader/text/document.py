@@ -290,7 +290,7 @@ def parse(
     with gc_paused():
         line_starts = line_starts_of(text)
         if markdown:
-            from vvreader.blocks import markdown_blocks
+            from vvreader.text.markdown import markdown_blocks
 
             blocks, refs = markdown_blocks(text, line_starts)
         else:

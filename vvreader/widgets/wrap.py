@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from rich.cells import cell_len
 
-from vvreader.document import Block, Document
+from vvreader.text.document import Block, Document
 
 __all__ = ["Line", "WrapModel", "col_at_cell", "safe_text"]
 

@@ -19,7 +19,7 @@ it gets there in parts so that the first blocks of a large book are ready at onc
   text without markup characters takes a short path that builds the same tokens.
 
 ``MarkdownParts`` exposes the parts as they become final (the progressive speech plan in
-``vvreader.plan`` drives it); ``markdown_blocks`` runs it to the end.
+``vvreader.text.plan`` drives it); ``markdown_blocks`` runs it to the end.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 
-from vvreader.document import Block
+from vvreader.text.document import Block
 
 __all__ = ["MarkdownParts", "markdown_blocks", "parser"]
 

@@ -13,8 +13,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
-from vvreader.document import Block, Document
-from vvreader.policy import PlanSettings
+from vvreader.text.document import Block, Document
+from vvreader.text.settings import PlanSettings
 
 __all__ = ["Speech", "block_speech"]
 
