@@ -119,8 +119,9 @@ def _vvreader() -> SimpleNamespace:
     ``split_sentences`` of the ``vvreader`` on ``sys.path`` (a ``--baseline`` revision may
     have them in the modules of its time)."""
     try:
-        from vvreader.text.document import decode, parse
+        from vvreader.text.files import decode
         from vvreader.text.plan import ProgressivePlan, build_plan
+        from vvreader.text.readers import parse
         from vvreader.text.segment import split_sentences
     except ImportError:
         from vvreader.document import decode, parse

@@ -63,8 +63,8 @@ from tests.e2e.playthrough import (  # noqa: E402
     table,
 )
 from vvreader.narrator import VoiceSettings  # noqa: E402
-from vvreader.text.document import load_document  # noqa: E402
 from vvreader.text.plan import SpeechPlan, build_plan  # noqa: E402
+from vvreader.text.readers import load_document  # noqa: E402
 
 TINY_DOC = (
     "# Morning\n\nThe sun is up. Birds sing in the trees.\n\n- bread\n- milk and tea\n\n"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -13,26 +12,25 @@ from pathlib import Path
 from typing import TextIO
 
 from vvreader.config import Config, config_path, load_config
-from vvreader.text.document import DocumentError, load_document
+from vvreader.text.files import DocumentError
 from vvreader.text.normalize import PronunciationDictionary
 from vvreader.text.plan import ProgressivePlan, SpeechPlan, build_plan
+from vvreader.text.readers import load_document
 from vvreader.text.settings import PlanSettings
+from vvreader.text.unsafe import TERMINAL_UNSAFE
 
 __all__ = ["build_parser", "main", "escape_terminal"]
 
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
 def escape_terminal(text: str) -> str:
     """Make control characters, escapes and bidi overrides visible (``\\x1b``, ``\\u202e``)."""
-    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+    return TERMINAL_UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
                        else f"\\u{ord(m.group()):04x}", text)
 
 
 def _json_line(obj: dict[str, object]) -> str:
     """One JSON object on one line; characters unsafe in a terminal are \\u-escaped."""
     line = json.dumps(obj, ensure_ascii=False)
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+    return TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
 def build_parser() -> argparse.ArgumentParser:

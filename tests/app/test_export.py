@@ -16,8 +16,8 @@ from engine.api import SAMPLE_RATE, SynthesisRequest
 from engine.stream import MLXEngine
 from tests.conftest import REPO
 from vvreader.export import export, to_pcm16
-from vvreader.text.document import load_document
 from vvreader.text.plan import build_plan
+from vvreader.text.readers import load_document
 
 DOC = "# Title\n\nFirst sentence here. Second one!\n\n- a list item\n- another\n"
 

@@ -11,8 +11,8 @@ import pytest
 from engine.api import SAMPLE_RATE, SynthesisRequest
 from tests.fakes import FakeEngine, RecordingPlayer, fake_audio
 from vvreader.narrator import Narrator, State, VoiceSettings
-from vvreader.text.document import load_document
 from vvreader.text.plan import build_plan
+from vvreader.text.readers import load_document
 
 DOC = (
     "# A title\n\nThe first sentence is here. And the second one follows it.\n\n"

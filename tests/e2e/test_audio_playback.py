@@ -62,8 +62,8 @@ from tests.e2e.playthrough import (
 )
 from vvreader.narrator import VoiceSettings
 from vvreader.player import SoundDevicePlayer
-from vvreader.text.document import load_document
 from vvreader.text.plan import build_plan
+from vvreader.text.readers import load_document
 from vvreader.voice_engine import open_engine
 
 DOC = (

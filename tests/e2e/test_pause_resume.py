@@ -20,8 +20,8 @@ from tests.audio_server import RATE, MonitorRecorder, PulseServer
 from tests.fakes import FakeEngine, fake_audio
 from vvreader.narrator import Narrator, State
 from vvreader.player import BLOCK, SoundDevicePlayer
-from vvreader.text.document import load_document
 from vvreader.text.plan import build_plan
+from vvreader.text.readers import load_document
 
 DOC = "Sentence one is short. Sentence two says a little more than that.\n"
 BLOCK_MS = 1000 * BLOCK / RATE  # 42.7 ms

@@ -12,8 +12,8 @@ from tests.fakes import FakeEngine, RecordingPlayer
 from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
 from vvreader.state import PositionStore
-from vvreader.text.document import load_document
 from vvreader.text.plan import SpeechPlan, build_plan
+from vvreader.text.readers import load_document
 
 DOC = """# Chapter one
 

@@ -21,8 +21,8 @@ from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
 from vvreader.narrator import State
 from vvreader.state import PositionStore
-from vvreader.text.document import load_document
 from vvreader.text.plan import build_plan
+from vvreader.text.readers import load_document
 from vvreader.voice_engine import EngineLoader
 from vvreader.widgets.loading_banner import LoadingBanner, progress_bar
 from vvreader.widgets.status_bar import StatusBar

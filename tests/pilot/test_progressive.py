@@ -10,8 +10,8 @@ from tests.pilot.conftest import until
 from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
 from vvreader.state import Position, PositionStore
-from vvreader.text.document import load_document
 from vvreader.text.plan import ProgressivePlan, build_plan
+from vvreader.text.readers import load_document
 from vvreader.widgets.reading_view import ReadingView
 
 CHAPTER = "# Chapter {n}\n\n" + ("Words of a sentence in chapter {n}. " * 6 + "\n\n") * 8

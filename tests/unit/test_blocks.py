@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from vvreader.text.document import Block, line_starts_of, parse
+from vvreader.text.document import Block, line_starts_of
 from vvreader.text.markdown import _LEAF, MarkdownParts, _closing, _plain, markdown_blocks, parser
+from vvreader.text.readers import parse
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "sample.md"
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vvreader.text.document import MAX_BYTES, DocumentError, decode, load_document, parse
+from vvreader.text.files import MAX_BYTES, DocumentError, decode
+from vvreader.text.readers import load_document, parse
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "sample.md"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vvreader.text.document import load_document, parse
 from vvreader.text.markdown import parser
 from vvreader.text.plan import PlanSettings, build_plan
+from vvreader.text.readers import load_document, parse
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "sample.md"
 MARKUP = re.compile(r"[*_`#|<>\[\]\\]|~~|\]\(|https?://|&\w+;|\x1b")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vvreader.text.document import DocumentError, parse
+from vvreader.text.files import DocumentError
 from vvreader.text.plan import PlanSettings, ProgressivePlan, SpeechPlan, build_plan
+from vvreader.text.readers import parse
 
 SAMPLE = Path(__file__).parents[1] / "fixtures" / "sample.md"
 CHAPTER = (

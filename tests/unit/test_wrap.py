@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vvreader.text.document import load_document
+from vvreader.text.readers import load_document
 from vvreader.widgets.wrap import WrapModel, _visible
 
 

@@ -13,7 +13,7 @@ from textual.widgets.option_list import Option
 
 from vvreader.screens.modal import OnceModal
 from vvreader.text.plan import SpeechPlan
-from vvreader.widgets.wrap import safe_text
+from vvreader.text.unsafe import safe_text
 
 __all__ = ["TableOfContents", "headings"]
 

@@ -12,15 +12,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from vvreader.text.unsafe import SPEECH_UNSAFE
+
 __all__ = ["PronunciationDictionary", "normalize", "strip_controls"]
 
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def strip_controls(text: str) -> str:
     """Remove ANSI escape sequences, control characters and bidi overrides."""
-    return _CONTROLS.sub("", _ANSI.sub("", text))
+    return SPEECH_UNSAFE.sub("", _ANSI.sub("", text))
 
 
 # Each rewrite with a piece of text that every match of it contains: most sentences hold
@@ -110,7 +111,6 @@ _SYMBOLS: tuple[tuple[re.Pattern[str], str, frozenset[str]], ...] = tuple(
     )
 )
 _SPACES = re.compile(r"\s+")
-_NEEDS_STRIP = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _HAS_DIGIT = re.compile(r"\d")
 _HAS_SYMBOL = re.compile(
     r"[&x×\u2013\u2014\u2015+=#~°@/*_|\\^<>{}\[\]`\u201c-\u201e\u00ab\u00bb\u2018-\u201a-]"
@@ -162,7 +162,7 @@ def normalize(text: str, dictionary: PronunciationDictionary | None = None) -> s
     Returns:
         One line of plain words and punctuation.
     """
-    out = strip_controls(text) if _NEEDS_STRIP.search(text) else text
+    out = strip_controls(text) if SPEECH_UNSAFE.search(text) else text
     if "://" in out or "www." in out:
         out = _URL.sub(_url, out)
     if "@" in out:

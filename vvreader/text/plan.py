@@ -21,8 +21,8 @@ the first blocks of ``parse(text)`` (same text and line starts, the same ``Block
 The whole plan and document it ends with are equal to those of ``build_plan(parse(text))``.
 An utterance is only given once the one after it is known (its pause depends on it), and
 text that may use a link or footnote defined further on waits until that part is parsed
-(see ``vvreader.text.markdown``). ``on_update(progress)`` is called on the worker thread after each
-part; a Textual app hands it on with ``call_from_thread``.
+(see ``vvreader.text.markdown``). ``on_update(progress)`` is called on the worker thread
+after each part; a Textual app hands it on with ``call_from_thread``.
 """
 
 from __future__ import annotations
@@ -32,18 +32,10 @@ import threading
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Protocol
 
-from vvreader.text.document import (
-    Block,
-    Document,
-    gc_paused,
-    line_starts_of,
-    parse_text_blocks,
-    read_text,
-)
-from vvreader.text.markdown import MarkdownParts
+from vvreader.text.document import Block, Document, gc_paused, line_starts_of
 from vvreader.text.normalize import PronunciationDictionary, normalize, strip_controls
+from vvreader.text.readers import BlockReader, open_reader, read_text
 from vvreader.text.segment import split_long, split_sentences
 from vvreader.text.settings import PlanSettings
 from vvreader.text.speech import Speech, block_speech
@@ -209,26 +201,8 @@ def build_plan(
         return SpeechPlan(doc, planner.utterances)
 
 
-class _Source(Protocol):
-    """Blocks as they become final (``MarkdownParts`` or a whole document)."""
-
-    blocks: list[Block] | tuple[Block, ...]
-    footnotes_settled: bool
-    footnote_refs: dict[str, int]
-    footnote_labels: frozenset[str]
-
-    @property
-    def done(self) -> bool: ...
-
-    def parse_inline(self, block: Block) -> bool: ...
-
-    def footnote_blocks(self, label: str) -> list[Block] | None: ...
-
-    def section_at(self, offset: int) -> int | None: ...
-
-
 class _WholeDocument:
-    """A parsed document as a source: everything is final."""
+    """A parsed document as a block reader: everything is final."""
 
     done = True
     footnotes_settled = True
@@ -252,36 +226,6 @@ class _WholeDocument:
     def section_at(self, offset: int) -> int | None:
         block = self.doc.block_at(offset)
         return None if block is None else block.section
-
-
-class _TextParts:
-    """A plain-text document as a source (its blocks come at once: no Markdown to parse)."""
-
-    footnotes_settled = True
-    footnote_labels: frozenset[str] = frozenset()
-
-    def __init__(self, text: str, line_starts: Sequence[int]) -> None:
-        self.text = text
-        self.line_starts = line_starts
-        self.blocks: list[Block] = []
-        self.footnote_refs: dict[str, int] = {}
-        self.done = False
-
-    def step(self) -> bool:
-        if self.done:
-            return False
-        self.blocks = parse_text_blocks(self.text, self.line_starts)
-        self.done = True
-        return True
-
-    def parse_inline(self, block: Block) -> bool:
-        return True
-
-    def footnote_blocks(self, label: str) -> list[Block] | None:
-        return []
-
-    def section_at(self, offset: int) -> int | None:
-        return None
 
 
 # Fields of a planned utterance before its index and pause are known.
@@ -318,7 +262,7 @@ class _Planner:
         self._notes_by_section: dict[int, list[tuple[int, str]]] = {}
         self._pending_refs: list[tuple[int, int, str]] | None = None  # (offset, order, label)
 
-    def run(self, source: _Source, budget: int | None = None) -> bool:
+    def run(self, source: BlockReader, budget: int | None = None) -> bool:
         """Plan the blocks the source has made final (and finish if it is done).
 
         Args:
@@ -369,7 +313,7 @@ class _Planner:
 
     # -- footnotes ------------------------------------------------------------------------
 
-    def _flush(self, source: _Source) -> bool:
+    def _flush(self, source: BlockReader) -> bool:
         """Read the footnotes first cited in the current section; False to wait for them."""
         if self.settings.footnotes != "section_end" or not source.footnotes_settled:
             return True  # unsettled: no block read so far can cite a footnote
@@ -388,7 +332,7 @@ class _Planner:
         self._notes_by_section.pop(self._section, None)
         return True
 
-    def _section_notes(self, source: _Source, section: int) -> list[str]:
+    def _section_notes(self, source: BlockReader, section: int) -> list[str]:
         """Labels whose first reference lies in ``section``, in reference order."""
         if self._pending_refs is None:
             self._pending_refs = sorted(
@@ -508,11 +452,7 @@ class ProgressivePlan:
     ) -> None:
         starts = tuple(line_starts_of(text))
         self._doc = Document(text, (), name, encoding, markdown, {}, starts)
-        self._source: MarkdownParts | _TextParts
-        if markdown:
-            self._source = MarkdownParts(text, starts, first_chars, part_chars)
-        else:
-            self._source = _TextParts(text, starts)
+        self._source = open_reader(text, starts, markdown, first_chars, part_chars)
         self._planner = _Planner(self._doc, settings or PlanSettings(), dictionary)
         self._budget = max(1, part_chars // 4)  # characters planned per step
         self._lock = threading.Lock()  # one step at a time

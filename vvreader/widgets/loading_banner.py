@@ -13,7 +13,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from vvreader.widgets.wrap import safe_text
+from vvreader.text.unsafe import safe_text
 
 __all__ = ["LoadingBanner", "progress_bar"]
 

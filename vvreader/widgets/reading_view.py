@@ -16,7 +16,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from vvreader.text.plan import SpeechPlan
-from vvreader.widgets.wrap import Line, WrapModel, col_at_cell, safe_text
+from vvreader.text.unsafe import safe_text
+from vvreader.widgets.wrap import Line, WrapModel, col_at_cell
 
 __all__ = ["ReadingView"]
 

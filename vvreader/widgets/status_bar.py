@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from vvreader.widgets.wrap import safe_text
+from vvreader.text.unsafe import safe_text
 
 __all__ = ["StatusBar", "format_duration"]
 

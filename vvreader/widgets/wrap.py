@@ -16,14 +16,10 @@ from dataclasses import dataclass
 from rich.cells import cell_len
 
 from vvreader.text.document import Block, Document
+from vvreader.text.unsafe import safe_text
 
-__all__ = ["Line", "WrapModel", "col_at_cell", "safe_text"]
+__all__ = ["Line", "WrapModel", "col_at_cell"]
 
-_SAFE = {c: "\ufffd" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_SAFE.update(
-    {c: "\ufffd" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
-)
-_SAFE[0x09] = " "
 _WORD = re.compile(r"\S+")
 _MARKER = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]+|$)")
 _FOOTNOTE = re.compile(r"\[\^[^\]]+\]:[ \t]*")
@@ -34,11 +30,6 @@ _FENCE = re.compile(r"[ \t]*(?:`{3,}|~{3,})")
 _DELIMITER_ROW = re.compile(r"[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
 _PIPE = re.compile(r"(?<!\\)\|")
 _VERBATIM = {"code", "html", "front_matter"}
-
-
-def safe_text(text: str) -> str:
-    """``text`` with control, line-separator and bidi characters replaced one for one."""
-    return text.translate(_SAFE)
 
 
 def col_at_cell(text: str, x: int) -> int:
