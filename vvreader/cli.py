@@ -11,7 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from vvreader.config import Config, config_path, load_config
+from vvreader.config import Config, load_config
+from vvreader.paths import config_file, pronunciations_file
 from vvreader.text.files import DocumentError
 from vvreader.text.normalize import PronunciationDictionary
 from vvreader.text.plan import ProgressivePlan, SpeechPlan, build_plan
@@ -109,8 +110,7 @@ def engine_options(p: argparse.ArgumentParser) -> None:
 def _dictionary(path: str | None) -> PronunciationDictionary | None:
     """The global pronunciation dictionary, if one is given or installed."""
     if path is None:
-        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-        default = Path(base) / "vvreader" / "pronunciations.txt"
+        default = pronunciations_file()
         if not default.is_file():
             return None
         path = str(default)
@@ -164,7 +164,7 @@ def run_plan(args: argparse.Namespace) -> int:
 
 def settings(args: argparse.Namespace) -> tuple[Config, Path, list[str]]:
     """The settings in effect: command line over config file over defaults."""
-    path = Path(args.config).expanduser() if args.config else config_path()
+    path = Path(args.config).expanduser() if args.config else config_file()
     config, warnings = load_config(path)
     given = {
         "voice": args.voice, "cfg_scale": args.cfg_scale, "steps": args.steps,
@@ -205,7 +205,8 @@ def run_reader(args: argparse.Namespace) -> int:
               "print the plan or --export OUT.wav to write the audio", file=sys.stderr)
         return 2
     from vvreader.app import ReaderApp, ReaderOptions
-    from vvreader.state import PositionStore, state_dir
+    from vvreader.paths import state_dir
+    from vvreader.state import PositionStore
     from vvreader.terminal import native_stderr_to
     from vvreader.voice_engine import EngineLoader, EngineUnavailable, check_model
 

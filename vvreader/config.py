@@ -29,12 +29,14 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from vvreader.paths import config_file
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["Config", "config_path", "load_config", "save_config", "atomic_write", "set_aside"]
+__all__ = ["Config", "load_config", "save_config", "atomic_write", "set_aside"]
 
 
 @dataclass(frozen=True)
@@ -74,14 +76,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def config_path() -> Path:
-    """Where the config file lives."""
-    if explicit := os.environ.get("VVREADER_CONFIG"):
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "vvreader" / "config.toml"
-
-
 def set_aside(path: Path) -> Path:
     """Rename a broken file out of the way; returns its new name."""
     target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -90,8 +84,9 @@ def set_aside(path: Path) -> Path:
 
 
 def load_config(path: Path | None = None) -> tuple[Config, list[str]]:
-    """The config at ``path`` (default :func:`config_path`) and warnings for the user."""
-    path = path or config_path()
+    """The config at ``path`` (default :func:`~vvreader.paths.config_file`) and warnings
+    for the user."""
+    path = path or config_file()
     warnings: list[str] = []
     try:
         raw = path.read_bytes()
@@ -119,7 +114,7 @@ def load_config(path: Path | None = None) -> tuple[Config, list[str]]:
         elif key == "keymap":
             keymap = {str(k): v for k, v in value.items() if isinstance(v, str)}
             if len(keymap) != len(value):
-                warnings.append(f"{path}: keymap values must be strings like \"space,p\"")
+                warnings.append(f'{path}: keymap values must be strings like "space,p"')
             values[key] = keymap
         else:
             values[key] = float(value) if float in kinds else value
@@ -171,4 +166,4 @@ def atomic_write(path: Path, text: str) -> None:
 
 def save_config(config: Config, path: Path | None = None) -> None:
     """Write ``config`` atomically (raises OSError if the folder is not writable)."""
-    atomic_write(path or config_path(), dumps(config))
+    atomic_write(path or config_file(), dumps(config))

@@ -13,25 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vvreader.config import atomic_write, set_aside
+from vvreader.paths import state_dir
 
-__all__ = ["Position", "PositionStore", "state_dir", "locate", "fingerprint"]
+__all__ = ["Position", "PositionStore", "locate", "fingerprint"]
 
 _CONTEXT = 48
 _TEXT = 160
 _KEEP = 500  # documents remembered
-
-
-def state_dir() -> Path:
-    if explicit := os.environ.get("VVREADER_STATE_DIR"):
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "vvreader"
 
 
 def fingerprint(text: str) -> str:
@@ -91,6 +84,7 @@ def locate(text: str, pos: Position) -> int:
     if len(pos.before) >= 8:
         hits |= {i + len(pos.before) for i in _occurrences(text, pos.before)}
     if hits:
+
         def score(i: int) -> tuple[bool, bool, int]:
             same_before = bool(pos.before) and text[max(0, i - len(pos.before)) : i] == pos.before
             return (not same_before, i not in full, abs(i - pos.offset))

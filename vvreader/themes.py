@@ -11,7 +11,8 @@ from pathlib import Path
 
 from textual.theme import Theme
 
-from vvreader.config import config_path, tomllib
+from vvreader.config import tomllib
+from vvreader.paths import config_file
 
 __all__ = ["theme_folders", "load_themes", "DEFAULT_THEME"]
 
@@ -26,7 +27,7 @@ def theme_folders() -> list[Path]:
     return [
         Path(sys.prefix) / "share" / "vvreader" / "themes",
         Path(__file__).resolve().parent.parent / "themes",
-        config_path().parent / "themes",
+        config_file().parent / "themes",
     ]
 
 
