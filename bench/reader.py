@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes import FakeEngine  # noqa: E402
+from tests.fakes import FakeEngine, FakeLoader  # noqa: E402
 from vvreader.app import ReaderApp, ReaderOptions  # noqa: E402
 from vvreader.config import Config  # noqa: E402
 from vvreader.player import NullPlayer  # noqa: E402
@@ -52,7 +52,8 @@ async def run(path: Path, pages: int) -> dict[str, float]:
     out["plan_s"] = time.perf_counter() - t
     out["first_utterances"] = len(plan)
     engine = FakeEngine(0.001)
-    app = ReaderApp(plan, ReaderOptions(config=Config(autoplay=False)), lambda _progress: engine,
+    app = ReaderApp(plan, ReaderOptions(config=Config(autoplay=False)),
+                    FakeLoader(lambda _progress: engine),
                     make_output=lambda device: NullPlayer, progress=progress)
     app.animation_level = "none"  # time the rendering, not the smooth-scroll animation
     t = time.perf_counter()

@@ -1,4 +1,5 @@
-"""What crosses the engine boundary: requests, audio chunks and the engine protocol.
+"""What crosses the engine boundary: requests, audio chunks, the engine protocol and
+download progress.
 
 Imports neither MLX nor anything heavy, so the app and its tests can use these types
 without loading a model.
@@ -6,7 +7,7 @@ without loading a model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -74,3 +75,42 @@ class SpeechEngine(Protocol):
     def voices(self) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Where a download stands (numbers only: the app words them)."""
+
+    name: str
+    """What is downloaded: a repository id, or ``voice NAME``."""
+    file: str
+    """The file being downloaded now ("" when not known)."""
+    index: int
+    """Its number, from 1."""
+    files: int
+    """How many files are downloaded (0 when not known)."""
+    done: int
+    """Bytes done, all files together."""
+    total: int | None
+    """Bytes in all (None until known)."""
+    rate: float | None
+    """Bytes a second over the last few seconds (None until measured)."""
+
+    @property
+    def fraction(self) -> float | None:
+        """Done, from 0 to 1 (None when the total is unknown)."""
+        if not self.total:
+            return None
+        return min(1.0, self.done / self.total)
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At the current rate (None until measured)."""
+        if not self.total or not self.rate:
+            return None
+        return max(0.0, (self.total - self.done) / self.rate)
+
+
+TransferReport = Callable[[Transfer], None]
+"""Called (on the downloading thread) with the state of a download at every chunk; may
+raise :class:`engine.errors.DownloadCancelled` to stop it."""

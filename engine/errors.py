@@ -28,5 +28,14 @@ class RequestError(EngineError):
     out of the model's range."""
 
 
+class DownloadError(EngineError):
+    """A model, tokenizer or voice is neither on disk nor downloadable; the message says
+    what is missing, what to run and how to use a local folder instead."""
+
+
+class DownloadCancelled(DownloadError):
+    """The download was stopped on purpose (the reader quit); nothing partial is kept."""
+
+
 class EngineCancelled(EngineError):
     """A synthesis request was cancelled before it finished."""

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from engine.api import SAMPLE_RATE, AudioChunk, SynthesisRequest
 from engine.backend import run_on_mlx_thread
-from engine.config import VibeVoiceConfig
 from engine.errors import EngineError, VoiceError
-from engine.sources import ModelSource
+from engine.hub import ModelSource
 
 _DONE = object()
 
@@ -58,7 +57,7 @@ class MLXEngine:
 
     Args:
         model_dir: a folder with config.json, model*.safetensors, tokenizer.json and
-            optionally voices/*.safetensors, or an :class:`engine.sources.ModelSource`
+            optionally voices/*.safetensors, or an :class:`engine.hub.ModelSource`
             (from ``resolve_model``: a Hugging Face snapshot and a tokenizer elsewhere).
         dtype: compute dtype name ("float32", "bfloat16", "float16").
         quantize: 8 or 4 to quantize the LM stacks on load (None: as stored).
@@ -189,14 +188,26 @@ class MLXEngine:
         self._kernels: dict[int, object] = {}
         for path in sorted((self.model_dir / "voices").glob("*.safetensors")):
             self._voice_paths[path.stem] = path
-        self._presets, self._default_preset = _preset_voices(self._model.config)
+        self._presets, self._default_voice = self._preset_voices()
+
+    def _preset_voices(self) -> tuple[set[str], str]:
+        """The preset voices that fit the model, and the voice used when a request names
+        none (the tiny test model gets no presets)."""
+        from engine.voices import default_voice, fitting_catalogue
+
+        try:
+            catalogue = fitting_catalogue(self._model.config)
+        except VoiceError:
+            catalogue = None
+        presets = {v.id for v in catalogue.voices} if catalogue is not None else set()
+        return presets, default_voice(self._voice_paths, catalogue)
 
     def _voice(self, name: str) -> object:
         from engine.voices import load_voice
 
         path = self._voice_paths.get(name)
         if path is None and name in self._presets:
-            from engine.sources import fetch_voice
+            from engine.voice_fetch import fetch_voice
 
             path = self._voice_paths[name] = fetch_voice(name)
         if path is None:
@@ -250,9 +261,7 @@ class MLXEngine:
         # Checked before anything reads them (RequestError, which reaches the consumer).
         ids = checked_token_ids(ids, self._model.config.decoder.vocab_size)
         check_steps(req.steps, self._model.config.diffusion.ddpm_num_steps)
-        voice_name = req.voice or (min(self._voice_paths) if self._voice_paths else "")
-        voice_name = voice_name or self._default_preset
-        voice = self._voice(voice_name)
+        voice = self._voice(req.voice or self._default_voice)
         kernels = self._kernels.get(req.steps)
         if kernels is None:
             kernels = self._kernels[req.steps] = FrameKernels(self._model, req.steps)
@@ -278,20 +287,3 @@ class MLXEngine:
                     stop_reason=f.stop_reason,
                 )
             )
-
-
-def _preset_voices(cfg: VibeVoiceConfig) -> tuple[set[str], str]:
-    """The catalogue's preset voices and its default, if they fit a model of config ``cfg``
-    (the tiny test model gets none)."""
-    from engine.voices import load_catalogue
-
-    try:
-        catalogue = load_catalogue()
-    except VoiceError:
-        return set(), ""
-    dec = cfg.decoder
-    if not catalogue.fits(
-        dec.hidden_size, cfg.lm_layers, cfg.tts_layers, dec.kv_heads, dec.dim_per_head
-    ):
-        return set(), ""
-    return {v.id for v in catalogue.voices}, catalogue.default

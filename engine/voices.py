@@ -9,8 +9,10 @@ Two formats load (chosen by content, then by suffix):
 * the official ``.pt`` files (``torch.save`` zips), read by :mod:`engine.torch_pickle`
   without torch and without running code from the file.
 
-The catalogue of the official preset voices (``voices/catalogue.toml``) is read here;
-fetching them is :func:`engine.sources.fetch_voice`.
+The catalogue of the official preset voices (``voices/catalogue.toml``) is read here, with
+the two rules about it: whether it fits a model (:func:`fitting_catalogue`) and which voice
+speaks when none is asked for (:func:`default_voice`); fetching the presets is
+:func:`engine.voice_fetch.fetch_voice`.
 
 CLI: ``python -m engine.voices convert IN.pt OUT.safetensors`` and
 ``python -m engine.voices info FILE``.
@@ -27,15 +29,18 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
 from engine.errors import VoiceError
 from engine.torch_pickle import TorchTensor, load_torch_zip
+
+if TYPE_CHECKING:
+    from engine.config import VibeVoiceConfig
 
 # Stacks of a prompt file: schema prefix; the first three are required.
 _REQUIRED = ("lm", "tts_lm", "neg_tts_lm")
@@ -391,6 +396,25 @@ def load_catalogue(path: str | Path | None = None) -> VoiceCatalogue:
     if catalogue.get(catalogue.default) is None:
         raise VoiceError(f"{found}: the default voice {catalogue.default!r} is not listed")
     return catalogue
+
+
+def fitting_catalogue(cfg: VibeVoiceConfig) -> VoiceCatalogue | None:
+    """The preset catalogue if its voices fit a model of config ``cfg``; None for other
+    shapes (the tiny test model gets no presets).
+
+    Raises:
+        VoiceError: the catalogue is missing or malformed.
+    """
+    catalogue = load_catalogue()
+    dec = cfg.decoder
+    shape = (dec.hidden_size, cfg.lm_layers, cfg.tts_layers, dec.kv_heads, dec.dim_per_head)
+    return catalogue if catalogue.fits(*shape) else None
+
+
+def default_voice(own: Iterable[str], catalogue: VoiceCatalogue | None) -> str:
+    """The voice that speaks when none is asked for: the model's own first voice (by
+    name), else the default of the preset catalogue that fits it, else "" (none)."""
+    return min(own, default="") or (catalogue.default if catalogue is not None else "")
 
 
 def _describe(arrays: Mapping[str, mx.array]) -> str:

@@ -1,15 +1,16 @@
-"""Test doubles: a scripted speech engine and an output that records what it played."""
+"""Test doubles: a scripted speech engine, a loader that opens it, and an output that
+records what it played."""
 
 from __future__ import annotations
 
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from engine.api import SAMPLE_RATE, AudioChunk, SynthesisRequest
+from engine.api import SAMPLE_RATE, AudioChunk, SpeechEngine, SynthesisRequest
 from vvreader.player import NullPlayer
 
 HOP = 3200
@@ -67,6 +68,27 @@ class FakeEngine:
 
     def close(self) -> None:
         pass
+
+
+class FakeLoader:
+    """Implements ``vvreader.loader.Loader``: :meth:`open` returns what ``opener`` (given
+    the LoadProgress) returns; no voice needs downloading. Its first voice is the engine's
+    first, as the real loader's is the model's first voice."""
+
+    def __init__(self, opener: Callable[[object], SpeechEngine]) -> None:
+        self.opener = opener
+        self.first_voice = ""
+
+    def open(self, progress: object) -> SpeechEngine:
+        engine = self.opener(progress)
+        self.first_voice = next(iter(engine.voices()), "")
+        return engine
+
+    def voice_missing(self, name: str) -> bool:
+        return False
+
+    def fetch_voice(self, name: str, progress: object) -> None:
+        raise AssertionError(f"{name}: FakeLoader has no voice to download")
 
 
 class RecordingPlayer(NullPlayer):

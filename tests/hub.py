@@ -159,7 +159,7 @@ def official_hub(model: Path, root: Path, bytes_per_second: float | None = None)
     """A hub serving ``model`` (a tiny model folder) as the official repository would:
     config, preprocessor config naming the Qwen tokenizer repository, weights and voices,
     with the tokenizer in that repository of its own."""
-    from engine.sources import DEFAULT_MODEL, TOKENIZER_REPO
+    from engine.hub import DEFAULT_MODEL, TOKENIZER_REPO
 
     official = root / "official"
     official.mkdir(parents=True)

@@ -1,9 +1,9 @@
 """The Textual app: composes the reading screen, loads the engine off the UI thread, wires
 the narrator to the audio output, and keeps settings and the reading position on disk.
 
-The document is shown at once; the engine loads on a worker thread. A loader that takes a
-:class:`~vvreader.voice_engine.LoadProgress` (the reader's
-:class:`~vvreader.voice_engine.EngineLoader`) reports its stages and downloads, which the
+The document is shown at once; the engine loads on a worker thread. The
+:class:`~vvreader.loader.Loader` (the reader's is :class:`~vvreader.loader.EngineLoader`)
+reports its stages and downloads to a :class:`~vvreader.loader.LoadProgress`, which the
 reading screen's banner shows; quitting cancels it. Preset voices chosen later are
 downloaded on a worker the same way."""
 
@@ -23,9 +23,10 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from engine.api import SpeechEngine
-from engine.sources import DownloadCancelled, Transfer
+from engine.api import SpeechEngine, Transfer
 from vvreader.config import Config, save_config
+from vvreader.humanize import describe_transfer
+from vvreader.loader import LoadCancelled, Loader
 from vvreader.narrator import Narrator, VoiceSettings
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import AudioDeviceError, AudioOutput, NullPlayer, open_output
@@ -33,7 +34,6 @@ from vvreader.screens.reading import ReadingScreen
 from vvreader.state import PositionStore, locate
 from vvreader.text.plan import ProgressivePlan, SpeechPlan
 from vvreader.themes import DEFAULT_THEME, load_themes
-from vvreader.voice_engine import LoadCancelled, LoadProgress, run_cancellable
 
 __all__ = ["ReaderApp", "ReaderOptions"]
 
@@ -94,7 +94,7 @@ class ReaderApp(App[None]):
         self,
         plan: SpeechPlan,
         options: ReaderOptions,
-        open_engine: Callable[[LoadProgress], SpeechEngine],
+        loader: Loader,
         positions: PositionStore | None = None,
         make_output: Callable[[str], OutputFactory] | None = None,
         progress: ProgressivePlan | None = None,
@@ -107,9 +107,8 @@ class ReaderApp(App[None]):
         self.options = options
         self.config = options.config
         self.positions = positions
-        self._open_engine = open_engine
-        """Opens the engine (on a worker thread), reporting to the LoadProgress it is given
-        (the reader's is an EngineLoader, which also downloads preset voices)."""
+        self.loader = loader
+        """Opens the engine and downloads preset voices (called on worker threads)."""
         self._quitting = threading.Event()
         self._make_output = make_output or _device_output
         self.engine: SpeechEngine | None = None
@@ -145,7 +144,7 @@ class ReaderApp(App[None]):
         if u is None:
             u = next((x for x in self.plan if x.end > offset), None)
         if u is None:
-            return len(self.plan) - 1 if getattr(self.plan, "complete", True) else None
+            return len(self.plan) - 1 if self.plan.complete else None
         return u.index
 
     def get_default_screen(self) -> Screen:
@@ -179,7 +178,7 @@ class ReaderApp(App[None]):
         """Worker thread: open the engine (download, load, warm-up) without blocking the UI."""
         worker = get_current_worker()
         try:
-            engine = self._open_engine(_Reporter(self, "engine", lambda: worker.is_cancelled))
+            engine = self.loader.open(_Reporter(self, "engine", lambda: worker.is_cancelled))
         except LoadCancelled:
             return
         except Exception as err:  # EngineUnavailable and anything the loader raises
@@ -198,7 +197,7 @@ class ReaderApp(App[None]):
 
     def on_reader_app_loading(self, message: Loading) -> None:
         t = message.transfer
-        detail, fraction = (t.describe(), t.fraction) if t is not None else ("", None)
+        detail, fraction = (describe_transfer(t), t.fraction) if t is not None else ("", None)
         if message.target == "voice":
             self.reading.set_download(message.what, detail, fraction)
         elif self.narrator is None:
@@ -207,26 +206,19 @@ class ReaderApp(App[None]):
     # ------------------------------------------------------------------ preset voices
     def _missing_voices(self, voices: Iterable[str]) -> set[str]:
         """Those of ``voices`` that the loader downloads on first use."""
-        missing = getattr(self._open_engine, "voice_missing", None)
-        if missing is None:
-            return set()
-        return {v for v in voices if missing(v)}
+        return {v for v in voices if self.loader.voice_missing(v)}
 
     def on_reading_screen_voice_wanted(self, message: ReadingScreen.VoiceWanted) -> None:
         """Download preset voice ``message.voice`` on a worker, with progress in the
         banner; then tell the reading screen."""
         name = message.voice
-        fetch = getattr(self._open_engine, "fetch_voice", None)
-        if fetch is None:  # a loader that cannot download: the engine fetches it itself
-            self.reading.voice_fetched(name, None)
-            return
 
         def work() -> None:
             worker = get_current_worker()
             progress = _Reporter(self, "voice", lambda: worker.is_cancelled)
             progress.stage(f"downloading voice {name}")
             try:
-                run_cancellable(lambda: fetch(name, progress), progress)
+                self.loader.fetch_voice(name, progress)
             except LoadCancelled:
                 return
             except Exception as err:  # EngineUnavailable says what to do
@@ -257,8 +249,7 @@ class ReaderApp(App[None]):
             narrator = Narrator(self.plan, engine, NullPlayer, settings, lookahead=c.lookahead,
                                 model_id=self.options.model_id)
         self.narrator = narrator
-        first = str(getattr(self._open_engine, "voice", "") or "")
-        self.reading.attach(narrator, voices, first_voice=first,
+        self.reading.attach(narrator, voices, first_voice=self.loader.first_voice,
                             missing=self._missing_voices(voices))
 
     def on_reader_app_plan_grew(self, _message: PlanGrew) -> None:
@@ -271,7 +262,7 @@ class ReaderApp(App[None]):
             return
         self._swapped_at = now
         plan = progress.plan
-        if len(plan) == len(self.plan) and plan.complete == getattr(self.plan, "complete", True):
+        if len(plan) == len(self.plan) and plan.complete == self.plan.complete:
             return
         self.plan = plan
         self.reading.set_plan(plan)
@@ -352,8 +343,8 @@ class ReaderApp(App[None]):
 
 
 class _Reporter:
-    """The :class:`~vvreader.voice_engine.LoadProgress` of a loading thread: posts to the
-    app without waiting (download reports at most REPORTS_PER_SECOND times a second)."""
+    """The :class:`~vvreader.loader.LoadProgress` of a loading thread: posts to the app
+    without waiting (download reports at most REPORTS_PER_SECOND times a second)."""
 
     def __init__(self, app: ReaderApp, target: str, cancelled: Callable[[], bool]) -> None:
         self.app = app
@@ -369,8 +360,6 @@ class _Reporter:
         self._post(what, None)
 
     def transfer(self, transfer: Transfer) -> None:
-        if self.cancelled:
-            raise DownloadCancelled("the reader quit")
         now = time.monotonic()
         last = transfer.total is not None and transfer.done >= transfer.total
         if now - self._last < 1 / REPORTS_PER_SECOND and not last:

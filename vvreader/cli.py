@@ -205,10 +205,10 @@ def run_reader(args: argparse.Namespace) -> int:
               "print the plan or --export OUT.wav to write the audio", file=sys.stderr)
         return 2
     from vvreader.app import ReaderApp, ReaderOptions
+    from vvreader.loader import EngineLoader, EngineUnavailable, check_model
     from vvreader.paths import state_dir
     from vvreader.state import PositionStore
     from vvreader.terminal import native_stderr_to
-    from vvreader.voice_engine import EngineLoader, EngineUnavailable, check_model
 
     try:  # a mistyped folder, or nothing cached while offline: say so before the UI opens
         check_model(config.model or None)
@@ -238,7 +238,7 @@ def run_reader(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     """``--export OUT.wav``: render the document with the engine."""
     from vvreader.export import ExportError, Progress, export
-    from vvreader.voice_engine import EngineUnavailable, open_engine
+    from vvreader.loader import EngineUnavailable, open_engine
 
     config, _, warnings = settings(args)
     for w in warnings:
@@ -253,7 +253,9 @@ def run_export(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        engine = open_engine(config.model or None, quantize=args.quantize, progress=True)
+        engine = open_engine(
+            config.model or None, quantize=args.quantize, progress_bar=_download_bar
+        )
     except EngineUnavailable as err:
         print(f"vvreader: {err}", file=sys.stderr)
         return 2
@@ -284,13 +286,92 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download_bar(label: str) -> Callable[[int, int | None], None]:
+    """A tqdm bar on stderr fed by (bytes done, bytes in all)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=label, unit="B", unit_scale=True, file=sys.stderr, leave=False)
+
+    def update(done: int, total: int | None) -> None:
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+        if total is not None and done >= total:
+            bar.close()
+
+    return update
+
+
+def list_voices(model: str | None) -> str:
+    """What ``--list-voices`` prints: the voices on disk and those that can be fetched.
+
+    Never downloads anything.
+
+    Raises:
+        EngineUnavailable: ``model`` is neither a model folder nor a repository id.
+    """
+    from engine.errors import DownloadError, EngineError
+    from engine.hub import DEFAULT_MODEL, ModelSource, resolve_model
+    from engine.voice_fetch import cached_voices, voice_cache_dir
+    from engine.voices import VoiceCatalogue, load_catalogue
+    from vvreader.loader import EngineUnavailable, preset_catalogue
+
+    name = model or DEFAULT_MODEL
+    lines = [f"voices for {name}:"]
+    try:
+        source: ModelSource | None = resolve_model(model or None, offline=True, tokenizer=False)
+    except DownloadError:
+        source = None
+        lines.append("  (the model is not downloaded yet; it is fetched on the first run)")
+    except EngineError as err:
+        raise EngineUnavailable(str(err)) from None
+    catalogue: VoiceCatalogue | None = None
+    if source is None and name == DEFAULT_MODEL:
+        catalogue = load_catalogue()
+    if source is not None:
+        for voice, path in source.voices.items():
+            lines.append(f"  {'local':<7} {voice:<16} in the model folder ({path.parent})")
+        try:
+            catalogue = preset_catalogue(source)
+        except EngineError as err:
+            lines.append(f"  (cannot read the model's config.json: {err})")
+    if catalogue is not None:
+        cached = cached_voices()
+        lines.append(
+            f"  preset voices from github.com/{catalogue.repository} (MIT); 'fetch' ones are "
+            f"downloaded on first use into {voice_cache_dir()}:"
+        )
+        for v in sorted(catalogue.voices, key=lambda v: (v.experimental, v.id)):
+            status = "local" if v.id in cached else "fetch"
+            note = "  experimental" if v.experimental else ""
+            default = "  (default)" if v.id == catalogue.default else ""
+            line = f"  {status:<7} {v.id:<16} {v.language_name:<16} {v.gender:<6}{note}{default}"
+            lines.append(line.rstrip())
+    elif source is not None:
+        lines.append("  (the official preset voices do not fit this model's shape)")
+    lines.append("  or any voice prompt file: --voice PATH.pt|PATH.safetensors")
+    return "\n".join(lines)
+
+
+def run_list_voices(args: argparse.Namespace) -> int:
+    """``--list-voices``: print :func:`list_voices` for ``--model`` (or the config file's
+    model)."""
+    from vvreader.loader import EngineUnavailable
+
+    config, _, _ = settings(args)
+    try:
+        print(list_voices(config.model or None))
+    except EngineUnavailable as err:
+        print(f"vvreader: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     """Pick the command for the parsed options."""
     if args.list_devices:
         return run_list_devices
     if args.list_voices:
-        from vvreader.voice_engine import run_list_voices
-
         return run_list_voices
     if args.plan:
         return run_plan

@@ -60,11 +60,11 @@ from tests.e2e.playthrough import (
     describe,
     play_and_record,
 )
+from vvreader.loader import open_engine
 from vvreader.narrator import VoiceSettings
 from vvreader.player import SoundDevicePlayer
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document
-from vvreader.voice_engine import open_engine
 
 DOC = (
     "# Morning\n\n"

@@ -18,17 +18,10 @@ import pytest
 
 from engine.api import SynthesisRequest
 from engine.config import VibeVoiceConfig
-from engine.errors import EngineError, VoiceError
-from engine.sources import (
-    DEFAULT_MODEL,
-    TOKENIZER_REPO,
-    DownloadError,
-    cached_voices,
-    fetch_voice,
-    git_blob_id,
-    resolve_model,
-)
+from engine.errors import DownloadError, EngineError, VoiceError
+from engine.hub import DEFAULT_MODEL, TOKENIZER_REPO, resolve_model
 from engine.stream import MLXEngine
+from engine.voice_fetch import cached_voices, fetch_voice, git_blob_id
 from engine.voices import load_catalogue, load_voice_arrays
 from tests.conftest import PARITY, REPO, SHARED
 from tests.hub import FakeHub
@@ -344,7 +337,7 @@ def test_cli_lists_local_and_fetchable_voices(voice_hub, tiny_model, tmp_path) -
 def test_the_reader_fetches_its_first_voice_before_starting(
     voice_hub, tiny_model, tmp_path, monkeypatch
 ) -> None:
-    from vvreader.voice_engine import EngineUnavailable, prepare_model
+    from vvreader.loader import EngineUnavailable, prepare_model
 
     folder = tmp_path / "full"  # the real shape (no weights needed to decide on voices)
     folder.mkdir()
@@ -366,7 +359,8 @@ def test_the_reader_fetches_its_first_voice_before_starting(
 def test_the_reader_loader_reports_voice_downloads(tiny_model, tmp_path, monkeypatch) -> None:
     """EngineLoader (what the reader opens the engine with) fetches its first voice, and
     later presets, reporting Transfers (file, bytes, fraction, rate) as they arrive."""
-    from vvreader.voice_engine import EngineLoader, EngineUnavailable
+    from vvreader.humanize import describe_transfer
+    from vvreader.loader import EngineLoader, EngineUnavailable
 
     files = {f.name: f.read_bytes() for f in REFERENCE.glob("en-*.pt")}
     slow = FakeHub({}, files, bytes_per_second=4e6)
@@ -397,14 +391,14 @@ def test_the_reader_loader_reports_voice_downloads(tiny_model, tmp_path, monkeyp
         progress = Recorder()
         loader = EngineLoader(str(folder), "en-Davis_man", warm_up=False)
         with pytest.raises(EngineUnavailable):
-            loader(progress)  # no weights here: it fails after the voice was fetched
+            loader.open(progress)  # no weights here: it fails after the voice was fetched
         assert progress.stages[:2] == ["finding the model", "loading the weights"]
         size = len(files["en-Davis_man.pt"])
         davis = [t for t in progress.transfers if t.name == "voice en-Davis_man"]
         assert davis and davis[-1].done == size and davis[-1].fraction == 1.0
         assert all(t.file == "en-Davis_man.pt" and t.total == size for t in davis)
         assert [t.done for t in davis] == sorted(t.done for t in davis) and len(davis) > 10
-        assert any(t.rate for t in davis) and "MB/s" in davis[-1].describe()
+        assert any(t.rate for t in davis) and "MB/s" in describe_transfer(davis[-1])
         assert sorted(cached_voices(cache)) == ["en-Davis_man"]
         assert not loader.voice_missing("en-Davis_man") and loader.voice_missing("en-Grace_woman")
         assert not loader.voice_missing("en-Nobody_man")  # not a preset: not downloadable

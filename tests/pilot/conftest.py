@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeEngine, RecordingPlayer
+from tests.fakes import FakeEngine, FakeLoader, RecordingPlayer
 from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
 from vvreader.state import PositionStore
@@ -73,7 +73,7 @@ class Rig:
             document_path=str(self.doc),
             model_id="fake",
         )
-        return ReaderApp(self.plan(), options, open_engine,
+        return ReaderApp(self.plan(), options, FakeLoader(open_engine),
                          positions=PositionStore(self.positions_file), make_output=output)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.fakes import FakeEngine
 from tests.pilot.conftest import Rig, until
 from vvreader.config import Config, load_config
-from vvreader.voice_engine import EngineUnavailable
+from vvreader.loader import EngineUnavailable
 from vvreader.widgets.reading_view import ReadingView
 from vvreader.widgets.status_bar import StatusBar
 
@@ -27,7 +27,7 @@ async def test_a_model_that_cannot_load_is_a_notification_and_reading_view_works
     def fail(_progress):
         raise EngineUnavailable("/nowhere: no such model folder")
 
-    app._open_engine = fail
+    app.loader.opener = fail
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: any("no such model folder" in m for m in messages(app)))
         assert app.query_one(StatusBar).state == "loading"

@@ -13,17 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from engine.sources import DEFAULT_MODEL, transfer_progress
+from engine.hub import DEFAULT_MODEL
+from engine.voice_fetch import transfer_progress
 from tests.fakes import FakeEngine, RecordingPlayer
 from tests.hub import official_hub
 from tests.pilot.conftest import DOC, Rig, until
 from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
+from vvreader.loader import EngineLoader
 from vvreader.narrator import State
 from vvreader.state import PositionStore
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document
-from vvreader.voice_engine import EngineLoader
 from vvreader.widgets.loading_banner import LoadingBanner, progress_bar
 from vvreader.widgets.status_bar import StatusBar
 
@@ -164,7 +165,7 @@ class PresetLoader:
 
     def __init__(self, engine: FakeEngine, fail: bool = False, gate: bool = False) -> None:
         self.engine = engine
-        self.voice = "a"
+        self.first_voice = "a"
         self.fail = fail
         self.gate = threading.Event()
         if not gate:
@@ -172,7 +173,7 @@ class PresetLoader:
         self.fetched: list[str] = []
         self.started = threading.Event()
 
-    def __call__(self, progress) -> FakeEngine:
+    def open(self, progress) -> FakeEngine:
         return self.engine
 
     def voice_missing(self, name: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.fakes import FakeEngine, RecordingPlayer
+from tests.fakes import FakeEngine, FakeLoader, RecordingPlayer
 from tests.pilot.conftest import until
 from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
@@ -31,7 +31,7 @@ def make(path: Path, tmp_path: Path, config: Config) -> tuple[ReaderApp, Progres
         first,
         ReaderOptions(config=config, config_file=tmp_path / "c.toml",
                       document_path=str(path)),
-        lambda _progress: engine,
+        FakeLoader(lambda _progress: engine),
         positions=PositionStore(tmp_path / "positions.json"),
         make_output=lambda device: (lambda ring, clock: RecordingPlayer(ring, clock, 50.0)),
         progress=progress,

@@ -40,13 +40,13 @@ def test_voice_picker(rig: Rig, snap_compare) -> None:
 def test_loading_screen(rig: Rig, snap_compare) -> None:
     gate = threading.Event()
     app = rig.app(Config(autoplay=False))
-    opener = app._open_engine
+    opener = app.loader.opener
 
     def slow_open(progress):
         gate.wait(30)
         return opener(progress)
 
-    app._open_engine = slow_open
+    app.loader.opener = slow_open
     try:
         assert snap_compare(app, terminal_size=SIZE)
     finally:
@@ -55,11 +55,12 @@ def test_loading_screen(rig: Rig, snap_compare) -> None:
 
 def test_download_banner(rig: Rig, snap_compare) -> None:
     """The first start: the model downloading, with its progress in the banner."""
-    from engine.sources import DEFAULT_MODEL, Transfer
+    from engine.api import Transfer
+    from engine.hub import DEFAULT_MODEL
 
     gate = threading.Event()
     app = rig.app(Config(autoplay=False))
-    opener = app._open_engine
+    opener = app.loader.opener
     transfer = Transfer(DEFAULT_MODEL, "model.safetensors", 3, 4, 1_234_000_000,
                         2_016_000_000, 21_300_000.0)
 
@@ -69,7 +70,7 @@ def test_download_banner(rig: Rig, snap_compare) -> None:
         gate.wait(30)
         return opener(progress)
 
-    app._open_engine = downloading
+    app.loader.opener = downloading
 
     async def shown(pilot) -> None:
         await until(pilot, lambda: "%" in str(app.reading.banner.render()))

@@ -151,7 +151,8 @@ class ReadingScreen(Screen[None]):
 
         Args:
             voices: the voices to offer.
-            first_voice: the voice to read with when none is set (default: the first).
+            first_voice: the voice to read with when none is set (the loader's; "" leaves
+                the choice to the engine).
             missing: those of ``voices`` that must be downloaded before use.
         """
         self.narrator = narrator
@@ -159,10 +160,10 @@ class ReadingScreen(Screen[None]):
         self.missing_voices = set(missing or ())
         self.loading_what = ""
         self.banner.show("")
-        if not self.settings.voice and voices:
-            first = first_voice if first_voice in voices else voices[0]
-            self.settings = VoiceSettings(first, self.settings.cfg_scale, self.settings.steps)
-            narrator.set_settings(voice=first)
+        if not self.settings.voice and first_voice:
+            self.settings = VoiceSettings(first_voice, self.settings.cfg_scale,
+                                          self.settings.steps)
+            narrator.set_settings(voice=first_voice)
         self._show_settings()
         if self._want_play and len(self.plan):
             self._pending = self.position

@@ -6,19 +6,10 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from vvreader.humanize import format_duration
 from vvreader.text.unsafe import safe_text
 
-__all__ = ["StatusBar", "format_duration"]
-
-
-def format_duration(seconds: float) -> str:
-    """``1h02m``, ``12m05s`` or ``42s``."""
-    s = max(0, round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
+__all__ = ["StatusBar"]
 
 
 class StatusBar(Widget):

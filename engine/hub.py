@@ -1,4 +1,4 @@
-"""Where the model, its tokenizer and the preset voices come from.
+"""Where the model and its tokenizer come from: a local folder or the Hugging Face Hub.
 
 A model is a local folder or a Hugging Face repository id (default
 :data:`DEFAULT_MODEL`). Repositories are fetched with ``huggingface_hub`` into its cache
@@ -7,34 +7,28 @@ later runs use the cache and work offline. ``HF_HUB_OFFLINE=1`` forbids any down
 official repository ships no tokenizer: ``tokenizer.json`` then comes from the repository
 named in ``preprocessor_config.json`` (``Qwen/Qwen2.5-0.5B``).
 
-Preset voices (``voices/catalogue.toml``) are downloaded from the official GitHub
-repository on first use, checked by their git blob id, read by the safe ``.pt`` loader and
-kept as ``.safetensors`` in :func:`voice_cache_dir`.
-
-Nothing here prints: progress goes to ``huggingface_hub``'s tqdm bars (when asked for) and
-to the ``progress`` callbacks. A :data:`TransferReport` callback (the reader's loading
-banner) gets a :class:`Transfer` (file, bytes done and in all, rate) at every chunk of
-:data:`DOWNLOAD_CHUNK_BYTES`; raising :class:`DownloadCancelled` from it stops the download
-(huggingface_hub deletes its partial file).
+Nothing here prints: progress goes to ``huggingface_hub``'s tqdm bars (when asked for) or
+to a :data:`~engine.api.TransferReport` callback, which gets a :class:`~engine.api.Transfer`
+(file, bytes done and in all, rate) at every chunk of :data:`DOWNLOAD_CHUNK_BYTES`; raising
+:class:`~engine.errors.DownloadCancelled` from it stops the download (huggingface_hub
+deletes its partial file).
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import inspect
 import json
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import EngineError
+from engine.api import Transfer, TransferReport
+from engine.errors import DownloadCancelled, DownloadError, EngineError
 
 DEFAULT_MODEL = "microsoft/VibeVoice-Realtime-0.5B"
 # preprocessor_config.json "language_model_pretrained_name" of the official repository.
@@ -52,9 +46,6 @@ MODEL_FILES = (
 _SIZES = {DEFAULT_MODEL: "about 2 GB"}
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-Progress = Callable[[int, int | None], None]
-"""Called with (bytes done, bytes in all or None) while a voice downloads."""
-
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 """With a :data:`TransferReport`, huggingface_hub reads (and reports) this much at a time
 (its default, 10 MB, would leave the display still for seconds on a slow line)."""
@@ -65,92 +56,9 @@ from a killed process and is deleted before the next download of that repository
 own when a download fails, not those of a process that was killed)."""
 
 
-class DownloadError(EngineError):
-    """A model, tokenizer or voice is neither on disk nor downloadable; the message says
-    what is missing, what to run and how to use a local folder instead."""
-
-
-class DownloadCancelled(DownloadError):
-    """The download was stopped on purpose (the reader quit); nothing partial is kept."""
-
-
-@dataclass(frozen=True)
-class Transfer:
-    """Where a download stands."""
-
-    name: str
-    """What is downloaded: a repository id, or ``voice NAME``."""
-    file: str
-    """The file being downloaded now ("" when not known)."""
-    index: int
-    """Its number, from 1."""
-    files: int
-    """How many files are downloaded (0 when not known)."""
-    done: int
-    """Bytes done, all files together."""
-    total: int | None
-    """Bytes in all (None until known)."""
-    rate: float | None
-    """Bytes a second over the last few seconds (None until measured)."""
-
-    @property
-    def fraction(self) -> float | None:
-        """Done, from 0 to 1 (None when the total is unknown)."""
-        if not self.total:
-            return None
-        return min(1.0, self.done / self.total)
-
-    @property
-    def seconds_left(self) -> float | None:
-        """At the current rate (None until measured)."""
-        if not self.total or not self.rate:
-            return None
-        return max(0.0, (self.total - self.done) / self.rate)
-
-    def describe(self) -> str:
-        """``25% · model.safetensors (2 of 4) · 512.0 MB of 2.0 GB · 21.3 MB/s · 1m18s left``
-        (most telling first: a narrow line cuts the end)."""
-        parts = []
-        if self.total:
-            parts.append(f"{100 * (self.fraction or 0):.0f}%")
-        head = self.file
-        if head and self.files > 1:
-            head += f" ({self.index} of {self.files})"
-        if head:
-            parts.append(head)
-        parts.append(_size(self.done) + (f" of {_size(self.total)}" if self.total else ""))
-        if self.rate:
-            parts.append(f"{_size(self.rate)}/s")
-        left = self.seconds_left
-        if left is not None and self.done < (self.total or 0):
-            parts.append(f"{_duration(left)} left")
-        return " \u00b7 ".join(parts)
-
-
-TransferReport = Callable[[Transfer], None]
-"""Called (on the downloading thread) with the state of a download at every chunk."""
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError  # unreachable
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
-
-
-class _Tracker:
-    """Sums the progress bars huggingface_hub opens (one or two a file) into
-    :class:`Transfer` reports."""
+class TransferTracker:
+    """Sums the byte counts of one download's files (huggingface_hub's progress bars, one
+    or two a file, or :meth:`bytes` called directly) into :class:`Transfer` reports."""
 
     def __init__(self, name: str, report: TransferReport, sizes: list[int | None]) -> None:
         self.name = name
@@ -190,11 +98,20 @@ class _Tracker:
             self.samples.popleft()
         t0, d0 = self.samples[0]
         rate = (done - d0) / (now - t0) if now - t0 >= 0.5 and done > d0 else None
-        self.report(Transfer(self.name, self.file, max(1, self.index), self.files, done,
-                             self.total or total, rate))
+        self.report(
+            Transfer(
+                name=self.name,
+                file=self.file,
+                index=max(1, self.index),
+                files=self.files,
+                done=done,
+                total=self.total or total,
+                rate=rate,
+            )
+        )
 
 
-def _forwarding_tqdm(tracker: _Tracker) -> type:
+def _forwarding_tqdm(tracker: TransferTracker) -> type:
     """A tqdm class that draws nothing and forwards its byte counts to ``tracker``."""
     import io
 
@@ -406,13 +323,14 @@ class _Hub:
         )
         assert isinstance(listing, list)
         todo = [f for f in listing if getattr(f, "will_download", False)]  # type: ignore[attr-defined]
-        tracker = _Tracker(repo_id, self.report, [f.file_size for f in todo])
+        tracker = TransferTracker(repo_id, self.report, [f.file_size for f in todo])
         tqdm_class = _forwarding_tqdm(tracker)
         for f in todo:
             tracker.start_file(f.filename)
             tracker.bytes(tracker.base, None)
-            self._call(hf_hub_download, repo_id, f.filename, revision=f.commit_hash,
-                       tqdm_class=tqdm_class)
+            self._call(
+                hf_hub_download, repo_id, f.filename, revision=f.commit_hash, tqdm_class=tqdm_class
+            )
             tracker.end_file(f.file_size)
         if todo:
             tracker.bytes(tracker.base, None)
@@ -432,7 +350,7 @@ class _Hub:
 
         extra: dict[str, object] = {}
         if self.report is not None and not self.offline:
-            tracker = _Tracker(repo_id, self.report, [None])
+            tracker = TransferTracker(repo_id, self.report, [None])
             tracker.start_file(filename)
             extra["tqdm_class"] = _forwarding_tqdm(tracker)
         try:
@@ -500,122 +418,3 @@ def _silent_tqdm() -> type:
             super().__init__(*args, **kwargs)
 
     return Silent
-
-
-# ---------------------------------------------------------------------------- voices
-
-
-def voice_cache_dir() -> Path:
-    """Converted preset voices: ``$VVREADER_VOICE_CACHE``, else
-    ``$XDG_CACHE_HOME/vvreader/voices``, else ``~/.cache/vvreader/voices``."""
-    explicit = os.environ.get("VVREADER_VOICE_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "vvreader" / "voices"
-
-
-def cached_voices(cache_dir: Path | None = None) -> dict[str, Path]:
-    """Preset voices already fetched and converted, by name."""
-    folder = cache_dir or voice_cache_dir()
-    return {p.stem: p for p in sorted(folder.glob("*.safetensors"))}
-
-
-def git_blob_id(data: bytes) -> str:
-    """The id git gives a file with this content (``git hash-object``)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def fetch_voice(
-    name: str,
-    *,
-    cache_dir: Path | None = None,
-    offline: bool | None = None,
-    url: str | None = None,
-    progress: Progress | None = None,
-) -> Path:
-    """The converted ``.safetensors`` of preset voice ``name``, downloading and converting
-    it on first use.
-
-    Args:
-        name: a voice id of the catalogue (``en-Carter_man``).
-        cache_dir: where converted voices live (default :func:`voice_cache_dir`).
-        offline: never download (default: ``HF_HUB_OFFLINE``).
-        url: download from here instead of the catalogue's address (a mirror, or a
-            ``file://`` URL of a local copy); ``$VVREADER_VOICE_URL`` (with ``{path}``,
-            ``{name}`` placeholders) does the same for every voice.
-        progress: called with (bytes done, bytes in all or None) while downloading.
-
-    Raises:
-        VoiceError: ``name`` is not in the catalogue, or the file is not the published
-            one (wrong git blob id) or not a voice prompt.
-        DownloadError: not cached, and the download is off or failed.
-    """
-    from engine.errors import VoiceError
-    from engine.voices import load_catalogue, load_voice_arrays, save_voice
-
-    catalogue = load_catalogue()
-    voice = catalogue.get(name)
-    if voice is None:
-        raise VoiceError(f"{name!r} is not a preset voice (see vvreader --list-voices)")
-    folder = cache_dir or voice_cache_dir()
-    dest = folder / f"{name}.safetensors"
-    if dest.is_file():
-        return dest
-    offline = offline_mode() if offline is None else offline
-    template = os.environ.get("VVREADER_VOICE_URL")
-    source = url or (
-        template.format(path=voice.path, name=name) if template else catalogue.url(voice)
-    )
-    if offline:
-        raise DownloadError(
-            f"cannot get voice {name}: it is not in the voice cache ({folder}) and downloads "
-            f"are off (HF_HUB_OFFLINE=1). Run once with network access, or download {source} "
-            f"yourself and convert it with `python -m engine.voices convert {name}.pt "
-            f"{dest}`, or pass any .pt/.safetensors voice file with --voice PATH."
-        )
-    data = _download(source, name, progress)
-    if git_blob_id(data) != voice.git_blob:
-        raise VoiceError(
-            f"{source}: the downloaded file is not the published {name} (git blob "
-            f"{git_blob_id(data)[:12]}, expected {voice.git_blob[:12]}); not used"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    part = folder / f".{name}.{os.getpid()}.pt"
-    try:
-        part.write_bytes(data)
-        save_voice(load_voice_arrays(part), dest)
-    except OSError as e:
-        raise VoiceError(f"{dest}: cannot write the voice cache ({e.strerror})") from None
-    finally:
-        part.unlink(missing_ok=True)
-    return dest
-
-
-def transfer_progress(name: str, file: str, report: TransferReport) -> Progress:
-    """A ``progress`` callback for :func:`fetch_voice` that reports :class:`Transfer`
-    objects (named ``name``, one file ``file``) to ``report``."""
-    tracker = _Tracker(name, report, [None])
-    tracker.start_file(file)
-    return tracker.bytes
-
-
-def _download(url: str, name: str, progress: Progress | None) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            total = response.headers.get("Content-Length")
-            size = int(total) if total and total.isdigit() else None
-            chunks, done = [], 0
-            while chunk := response.read(1 << 16):
-                chunks.append(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, size)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
-        raise DownloadError(
-            f"cannot download voice {name} from {url} ({reason}). Check the network "
-            "connection and run again, or pass any .pt/.safetensors voice file with "
-            "--voice PATH."
-        ) from None
-    return b"".join(chunks)

@@ -1,32 +1,44 @@
-"""Opening the speech engine for the app: the one place that builds the real engine.
+"""Opening the speech engine: the one place in vvreader that builds the real engine.
 
 The model is a local folder or a Hugging Face repository id (default
 ``microsoft/VibeVoice-Realtime-0.5B``), fetched once into the Hugging Face cache; preset
-voices are fetched on first use into vvreader's voice cache (see ``engine.sources``).
+voices are fetched on first use into the engine's voice cache (``engine.voice_fetch``).
 
-The reader opens it with an :class:`EngineLoader` on a worker thread, which reports each
-stage (download with bytes and rate, weights, warm-up) to a :class:`LoadProgress` and stops
-when the reader quits; ``--export`` uses :func:`open_engine` with progress bars on stderr.
+The reader app calls a :class:`Loader` (the real one is :class:`EngineLoader`) on worker
+threads: it reports each stage (download with bytes and rate, weights, warm-up) to a
+:class:`LoadProgress` and stops soon after that says the reader is quitting. ``--export``
+uses :func:`open_engine`, whose download progress the command line draws.
+
+Nothing here draws or prints: the app and the command line say it to the user.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from engine.api import SpeechEngine, SynthesisRequest
-from engine.errors import EngineError
-from engine.sources import DEFAULT_MODEL, DownloadCancelled, ModelSource, Transfer
+from engine.api import SpeechEngine, SynthesisRequest, Transfer, TransferReport
+from engine.errors import DownloadCancelled, DownloadError, EngineError
+from engine.hub import ModelSource, offline_mode, resolve_model
+from engine.voice_fetch import Progress, cached_voices, fetch_voice, transfer_progress
 
 if TYPE_CHECKING:
-    from engine.config import VibeVoiceConfig
     from engine.voices import VoiceCatalogue
+
+__all__ = [
+    "EngineLoader",
+    "EngineUnavailable",
+    "LoadCancelled",
+    "LoadProgress",
+    "Loader",
+    "check_model",
+    "open_engine",
+    "prepare_model",
+]
 
 log = logging.getLogger("vvreader.loader")
 
@@ -50,17 +62,45 @@ class LoadCancelled(Exception):
 
 
 class LoadProgress(Protocol):
-    """What an :class:`EngineLoader` reports to; called on the loading thread."""
+    """What a :class:`Loader` reports to; called on the loading thread."""
 
     def stage(self, what: str) -> None:
         """A new stage: "finding the model", "loading the weights", "warming up"."""
 
     def transfer(self, transfer: Transfer) -> None:
-        """A download moved on; raises ``DownloadCancelled`` when it should stop."""
+        """A download moved on."""
 
     @property
     def cancelled(self) -> bool:
         """The reader is quitting: stop as soon as possible."""
+
+
+class Loader(Protocol):
+    """What the reader app asks of whatever opens its engine (from worker threads)."""
+
+    @property
+    def first_voice(self) -> str:
+        """The voice reading starts with when none is set (known once :meth:`open` has
+        returned; "" when the engine has none to offer)."""
+
+    def open(self, progress: LoadProgress) -> SpeechEngine:
+        """Open the engine, ready to speak.
+
+        Raises:
+            EngineUnavailable: no usable model (the message says what to do).
+            LoadCancelled: ``progress.cancelled`` became true.
+        """
+
+    def voice_missing(self, name: str) -> bool:
+        """``name`` must be downloaded (:meth:`fetch_voice`) before it can speak."""
+
+    def fetch_voice(self, name: str, progress: LoadProgress) -> None:
+        """Download voice ``name``, reporting to ``progress``.
+
+        Raises:
+            EngineUnavailable: it cannot be downloaded (the message says what to do).
+            LoadCancelled: ``progress.cancelled`` became true.
+        """
 
 
 def check_model(model: str | None) -> None:
@@ -70,8 +110,6 @@ def check_model(model: str | None) -> None:
     Raises:
         EngineUnavailable: what is wrong and what to do.
     """
-    from engine.sources import DownloadError, offline_mode, resolve_model
-
     try:
         resolve_model(model or None, offline=True, tokenizer=False)
     except DownloadError as err:
@@ -81,8 +119,22 @@ def check_model(model: str | None) -> None:
         raise EngineUnavailable(str(err)) from None
 
 
+def preset_catalogue(source: ModelSource) -> VoiceCatalogue | None:
+    """The preset voices' catalogue if they fit the model of ``source``.
+
+    Raises:
+        EngineError: the model's config.json or the catalogue cannot be read.
+    """
+    from engine.config import VibeVoiceConfig
+    from engine.voices import fitting_catalogue
+
+    return fitting_catalogue(VibeVoiceConfig.from_file(source.folder / "config.json"))
+
+
 def prepare_model(
-    model: str | None, voice: str | None = None, progress: bool = False
+    model: str | None,
+    voice: str | None = None,
+    progress_bar: Callable[[str], Progress] | None = None,
 ) -> ModelSource:
     """Find the model (downloading it if needed) and the voice the reader starts with.
 
@@ -90,72 +142,76 @@ def prepare_model(
         model: a model folder or a Hugging Face repository id; None or "" for the default.
         voice: the voice that will be used first: when it is a preset voice (or unset, and
             the model ships no voices of its own) and not cached yet, it is fetched now.
-        progress: show download progress bars on stderr.
+        progress_bar: makes the progress callback of a download, given its label; when
+            given, the Hub's downloads show huggingface_hub's own bars (on stderr).
 
     Raises:
         EngineUnavailable: the model or the voice is missing and cannot be downloaded
             (one paragraph: what is missing, what to run, how to use a local folder).
     """
-    from engine.sources import resolve_model
-
     try:
-        source = resolve_model(model or None, progress=progress)
+        source = resolve_model(model or None, progress=progress_bar is not None)
         if not voice or not Path(voice).expanduser().is_file():
-            _prefetch_voice(source, voice, progress)
+            _prefetch_voice(source, voice or "", progress_bar)
     except EngineError as err:
         raise EngineUnavailable(str(err)) from None
     return source
 
 
-def _prefetch_voice(source: ModelSource, voice: str | None, progress: bool) -> None:
-    from engine.config import VibeVoiceConfig
-    from engine.sources import fetch_voice
+def _prefetch_voice(
+    source: ModelSource, voice: str, progress_bar: Callable[[str], Progress] | None
+) -> None:
+    from engine.voices import default_voice
 
-    if (voice and voice in source.voices) or (not voice and source.voices):
+    if (voice or default_voice(source.voices, None)) in source.voices:
         return  # the model's own voice
-    catalogue = _catalogue_for(VibeVoiceConfig.from_file(source.folder / "config.json"))
-    if catalogue is None:
-        return
-    name = voice or catalogue.default
-    if catalogue.get(name) is not None:
-        fetch_voice(name, progress=_progress_bar(f"voice {name}") if progress else None)
+    catalogue = preset_catalogue(source)
+    name = voice or default_voice(source.voices, catalogue)
+    if catalogue is not None and catalogue.get(name) is not None:
+        fetch_voice(name, progress=progress_bar(f"voice {name}") if progress_bar else None)
 
 
-def _catalogue_for(cfg: VibeVoiceConfig) -> VoiceCatalogue | None:
-    """The preset catalogue if its voices fit a model of config ``cfg``."""
-    from engine.voices import load_catalogue
+def open_engine(
+    model: str | ModelSource | None,
+    timeout: float = 600.0,
+    quantize: int | None = None,
+    progress_bar: Callable[[str], Progress] | None = None,
+) -> SpeechEngine:
+    """Load the model on an engine thread and wait until it is ready.
 
-    catalogue = load_catalogue()
-    dec = cfg.decoder
-    shape = (dec.hidden_size, cfg.lm_layers, cfg.tts_layers, dec.kv_heads, dec.dim_per_head)
-    return catalogue if catalogue.fits(*shape) else None
+    Args:
+        model: a model folder, a Hugging Face repository id, a resolved
+            :class:`ModelSource`, or None/"" for the default model.
+        timeout: seconds to wait for the model to load.
+        quantize: 8 or 4 to quantize the language model on load.
+        progress_bar: as for :func:`prepare_model` (downloads of a model not resolved yet).
 
+    Raises:
+        EngineUnavailable: the model cannot be found, downloaded or loaded.
+    """
+    if isinstance(model, ModelSource):
+        source = model
+    else:
+        source = prepare_model(model, progress_bar=progress_bar)
+    from engine.stream import MLXEngine
 
-def _progress_bar(label: str) -> Callable[[int, int | None], None]:
-    """A tqdm bar on stderr fed by (bytes done, bytes in all)."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=label, unit="B", unit_scale=True, file=sys.stderr, leave=False)
-
-    def update(done: int, total: int | None) -> None:
-        if total is not None and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-        if total is not None and done >= total:
-            bar.close()
-
-    return update
+    engine = MLXEngine(source, quantize=quantize)
+    try:
+        engine.wait_ready(timeout)
+    except (EngineError, TimeoutError) as err:
+        engine.close()
+        raise EngineUnavailable(str(err)) from None
+    return engine
 
 
 class EngineLoader:
-    """Opens the engine for the reader, reporting to a :class:`LoadProgress`: finds the
-    model (downloading what is missing), fetches the first voice if it is a preset not
-    cached yet, loads the weights and warms up with one short synthesis.
+    """The reader's :class:`Loader`: finds the model (downloading what is missing),
+    fetches the first voice if it is a preset not cached yet, loads the weights and warms
+    up with one short synthesis.
 
     Args:
         model: a model folder or Hugging Face repository id ("" or None: the default).
-        voice: the voice reading starts with ("": the model's first voice, else the
-            preset catalogue's default).
+        voice: the voice reading starts with ("": the engine's default voice).
         quantize, cfg_scale, steps: as the reader will use them (the warm-up uses the same
             steps, so that the compiled functions it traces are the ones used).
         cache_dir, endpoint: the Hugging Face cache and Hub address (default: theirs).
@@ -177,7 +233,7 @@ class EngineLoader:
         warm_up: bool = True,
     ) -> None:
         self.model = model or None
-        self.voice = voice
+        self.first_voice = voice
         """The voice reading starts with (settled once the model is found)."""
         self.quantize = quantize
         self.cfg_scale = cfg_scale
@@ -191,7 +247,7 @@ class EngineLoader:
         """Seconds each stage took (for logs and measurements)."""
         self._catalogue: VoiceCatalogue | None = None
 
-    def __call__(self, progress: LoadProgress) -> SpeechEngine:
+    def open(self, progress: LoadProgress) -> SpeechEngine:
         """Open the engine (on a worker thread; blocks until it is warm).
 
         Raises:
@@ -201,7 +257,7 @@ class EngineLoader:
         """
         t0 = time.monotonic()
         progress.stage("finding the model")
-        self.source = run_cancellable(lambda: self._resolve(progress), progress)
+        self.source = _run_cancellable(lambda: self._resolve(progress), progress)
         t1 = time.monotonic()
         self.timings["find"] = t1 - t0
         progress.stage("loading the weights")
@@ -217,29 +273,27 @@ class EngineLoader:
 
     # ------------------------------------------------------------------ stages
     def _resolve(self, progress: LoadProgress) -> ModelSource:
-        from engine.config import VibeVoiceConfig
-        from engine.sources import resolve_model
+        from engine.voices import default_voice
 
         try:
-            source = resolve_model(self.model, cache_dir=self.cache_dir, endpoint=self.endpoint,
-                                   progress=progress.transfer)
+            source = resolve_model(
+                self.model,
+                cache_dir=self.cache_dir,
+                endpoint=self.endpoint,
+                progress=_reporter(progress),
+            )
         except DownloadCancelled:
             raise LoadCancelled from None
         except EngineError as err:
             raise EngineUnavailable(str(err)) from None
         self.source = source
         try:
-            self._catalogue = _catalogue_for(
-                VibeVoiceConfig.from_file(source.folder / "config.json"))
+            self._catalogue = preset_catalogue(source)
         except EngineError:  # the engine says what is wrong with config.json when it loads
             self._catalogue = None
-        if not self.voice:
-            if source.voices:
-                self.voice = min(source.voices)
-            elif self._catalogue is not None:
-                self.voice = self._catalogue.default
-        if self.voice_missing(self.voice):
-            self.fetch_voice(self.voice, progress)
+        self.first_voice = self.first_voice or default_voice(source.voices, self._catalogue)
+        if self.voice_missing(self.first_voice):
+            self._fetch_voice(self.first_voice, progress)
         return source
 
     def _load(self, source: ModelSource, progress: LoadProgress) -> SpeechEngine:
@@ -258,15 +312,20 @@ class EngineLoader:
                 if time.monotonic() > deadline:
                     engine.close(timeout=0)
                     raise EngineUnavailable(
-                        f"the model did not load in {self.timeout:.0f} s") from None
+                        f"the model did not load in {self.timeout:.0f} s"
+                    ) from None
             except EngineError as err:
                 engine.close()
                 raise EngineUnavailable(str(err)) from None
 
     def _warm_up(self, engine: SpeechEngine, progress: LoadProgress) -> None:
-        request = SynthesisRequest(text=WARM_UP_TEXT, voice=self.voice,
-                                   cfg_scale=self.cfg_scale, steps=self.steps,
-                                   max_frames=WARM_UP_FRAMES)
+        request = SynthesisRequest(
+            text=WARM_UP_TEXT,
+            voice=self.first_voice,
+            cfg_scale=self.cfg_scale,
+            steps=self.steps,
+            max_frames=WARM_UP_FRAMES,
+        )
         stream = engine.synthesize(request)
 
         def run() -> None:
@@ -274,7 +333,7 @@ class EngineLoader:
                 pass
 
         try:
-            run_cancellable(run, progress, on_cancel=stream.cancel)
+            _run_cancellable(run, progress, on_cancel=stream.cancel)
         except LoadCancelled:
             engine.close()
             raise
@@ -284,8 +343,6 @@ class EngineLoader:
     # ------------------------------------------------------------------ preset voices
     def voice_missing(self, name: str) -> bool:
         """``name`` is a preset voice that fits the model and is not downloaded yet."""
-        from engine.sources import cached_voices
-
         if not name or self.source is None or name in self.source.voices:
             return False
         if self._catalogue is None or self._catalogue.get(name) is None:
@@ -293,15 +350,17 @@ class EngineLoader:
         return name not in cached_voices()
 
     def fetch_voice(self, name: str, progress: LoadProgress) -> None:
-        """Download preset voice ``name`` (reporting to ``progress``).
+        """Download preset voice ``name``, reporting to ``progress``; returns soon after
+        ``progress.cancelled`` becomes true.
 
         Raises:
             EngineUnavailable: it cannot be downloaded (the message says what to do).
             LoadCancelled: ``progress.cancelled`` became true.
         """
-        from engine.sources import fetch_voice, transfer_progress
+        _run_cancellable(lambda: self._fetch_voice(name, progress), progress)
 
-        report = transfer_progress(f"voice {name}", f"{name}.pt", progress.transfer)
+    def _fetch_voice(self, name: str, progress: LoadProgress) -> None:
+        report = transfer_progress(f"voice {name}", f"{name}.pt", _reporter(progress))
         try:
             fetch_voice(name, progress=report)
         except DownloadCancelled:
@@ -310,7 +369,19 @@ class EngineLoader:
             raise EngineUnavailable(str(err)) from None
 
 
-def run_cancellable(
+def _reporter(progress: LoadProgress) -> TransferReport:
+    """Forwards a download's reports to ``progress``, and stops the download (at its next
+    chunk) once ``progress.cancelled``."""
+
+    def report(transfer: Transfer) -> None:
+        if progress.cancelled:
+            raise DownloadCancelled("the reader quit")
+        progress.transfer(transfer)
+
+    return report
+
+
+def _run_cancellable(
     work: Callable[[], T], progress: LoadProgress, on_cancel: Callable[[], None] | None = None
 ) -> T:
     """Run ``work`` on a daemon thread and wait for it, returning soon after
@@ -338,94 +409,3 @@ def run_cancellable(
             raise LoadCancelled from None
         raise error[0]
     return result[0]
-
-
-def open_engine(
-    model: str | ModelSource | None,
-    timeout: float = 600.0,
-    quantize: int | None = None,
-    progress: bool = False,
-) -> SpeechEngine:
-    """Load the model on an engine thread and wait until it is ready.
-
-    Args:
-        model: a model folder, a Hugging Face repository id, a resolved
-            :class:`ModelSource`, or None/"" for the default model.
-        timeout: seconds to wait for the model to load.
-        quantize: 8 or 4 to quantize the language model on load.
-        progress: show download progress bars on stderr (not inside the reader UI).
-
-    Raises:
-        EngineUnavailable: the model cannot be found, downloaded or loaded.
-    """
-    source = model if isinstance(model, ModelSource) else prepare_model(model, progress=progress)
-    from engine.stream import MLXEngine
-
-    engine = MLXEngine(source, quantize=quantize)
-    try:
-        engine.wait_ready(timeout)
-    except (EngineError, TimeoutError) as err:
-        engine.close()
-        raise EngineUnavailable(str(err)) from None
-    return engine
-
-
-def list_voices(model: str | None) -> str:
-    """What ``--list-voices`` prints: the voices on disk and those that can be fetched.
-
-    Never downloads anything.
-    """
-    from engine.config import VibeVoiceConfig
-    from engine.sources import DownloadError, cached_voices, resolve_model, voice_cache_dir
-
-    name = model or DEFAULT_MODEL
-    lines = [f"voices for {name}:"]
-    try:
-        source: ModelSource | None = resolve_model(model or None, offline=True, tokenizer=False)
-    except DownloadError:
-        source = None
-        lines.append("  (the model is not downloaded yet; it is fetched on the first run)")
-    except EngineError as err:
-        raise EngineUnavailable(str(err)) from None
-    catalogue: VoiceCatalogue | None = None
-    if source is None and name == DEFAULT_MODEL:
-        from engine.voices import load_catalogue
-
-        catalogue = load_catalogue()
-    if source is not None:
-        for voice, path in source.voices.items():
-            lines.append(f"  {'local':<7} {voice:<16} in the model folder ({path.parent})")
-        try:
-            catalogue = _catalogue_for(VibeVoiceConfig.from_file(source.folder / "config.json"))
-        except EngineError as err:
-            lines.append(f"  (cannot read the model's config.json: {err})")
-    if catalogue is not None:
-        cached = cached_voices()
-        lines.append(
-            f"  preset voices from github.com/{catalogue.repository} (MIT); 'fetch' ones are "
-            f"downloaded on first use into {voice_cache_dir()}:"
-        )
-        for v in sorted(catalogue.voices, key=lambda v: (v.experimental, v.id)):
-            status = "local" if v.id in cached else "fetch"
-            note = "  experimental" if v.experimental else ""
-            default = "  (default)" if v.id == catalogue.default else ""
-            line = f"  {status:<7} {v.id:<16} {v.language_name:<16} {v.gender:<6}{note}{default}"
-            lines.append(line.rstrip())
-    elif source is not None:
-        lines.append("  (the official preset voices do not fit this model's shape)")
-    lines.append("  or any voice prompt file: --voice PATH.pt|PATH.safetensors")
-    return "\n".join(lines)
-
-
-def run_list_voices(args: argparse.Namespace) -> int:
-    """``vvreader --list-voices``: print :func:`list_voices` for ``--model`` (or the
-    config file's model)."""
-    from vvreader.cli import settings
-
-    config, _, _ = settings(args)
-    try:
-        print(list_voices(config.model or None))
-    except EngineUnavailable as err:
-        print(f"vvreader: {err}", file=sys.stderr)
-        return 2
-    return 0
