@@ -165,8 +165,9 @@ class ReaderApp(App[None]):
             for w in self.positions.warnings:
                 self.notify(w, severity="warning", markup=False, timeout=8)
         if self.reading.position > 0:
-            self.notify(f"Resuming at sentence {self.reading.position + 1} of {len(self.plan)}.",
-                        timeout=4)
+            self.notify(
+                f"Resuming at sentence {self.reading.position + 1} of {len(self.plan)}.", timeout=4
+            )
         elif self._resume_offset is not None:
             self.notify("Finding where you stopped (planning the book)\u2026", timeout=4)
         if self.progress is not None and not self.progress.done:
@@ -192,8 +193,9 @@ class ReaderApp(App[None]):
 
     def _engine_failed(self, message: str) -> None:
         self.reading.show_loading("no voice", "the model could not be loaded (see the message)")
-        self.notify(message, title="Cannot load the model", severity="error", markup=False,
-                    timeout=30)
+        self.notify(
+            message, title="Cannot load the model", severity="error", markup=False, timeout=30
+        )
 
     def on_reader_app_loading(self, message: Loading) -> None:
         t = message.transfer
@@ -241,16 +243,37 @@ class ReaderApp(App[None]):
             voices = []
         factory = self._make_output(c.audio_device)
         try:
-            narrator = Narrator(self.plan, engine, factory, settings, lookahead=c.lookahead,
-                                model_id=self.options.model_id)
+            narrator = Narrator(
+                self.plan,
+                engine,
+                factory,
+                settings,
+                lookahead=c.lookahead,
+                model_id=self.options.model_id,
+            )
         except AudioDeviceError as err:
-            self.notify(f"{err}. Reading on without sound.", title="No audio output",
-                        severity="error", markup=False, timeout=30)
-            narrator = Narrator(self.plan, engine, NullPlayer, settings, lookahead=c.lookahead,
-                                model_id=self.options.model_id)
+            self.notify(
+                f"{err}. Reading on without sound.",
+                title="No audio output",
+                severity="error",
+                markup=False,
+                timeout=30,
+            )
+            narrator = Narrator(
+                self.plan,
+                engine,
+                NullPlayer,
+                settings,
+                lookahead=c.lookahead,
+                model_id=self.options.model_id,
+            )
         self.narrator = narrator
-        self.reading.attach(narrator, voices, first_voice=self.loader.first_voice,
-                            missing=self._missing_voices(voices))
+        self.reading.attach(
+            narrator,
+            voices,
+            first_voice=self.loader.first_voice,
+            missing=self._missing_voices(voices),
+        )
 
     def on_reader_app_plan_grew(self, _message: PlanGrew) -> None:
         """Show more of the book (at most twice a second, and at the end)."""
@@ -293,8 +316,11 @@ class ReaderApp(App[None]):
         try:
             save_config(self.config, self.options.config_file)
         except OSError as err:
-            self.notify(f"cannot save settings to {self.options.config_file} ({err.strerror})",
-                        severity="warning", markup=False)
+            self.notify(
+                f"cannot save settings to {self.options.config_file} ({err.strerror})",
+                severity="warning",
+                markup=False,
+            )
 
     def save_position(self) -> None:
         """Remember where the reader is (only when it moved)."""
@@ -308,8 +334,11 @@ class ReaderApp(App[None]):
         try:
             self.positions.save()
         except OSError as err:
-            self.notify(f"cannot save the reading position ({err.strerror})",
-                        severity="warning", markup=False)
+            self.notify(
+                f"cannot save the reading position ({err.strerror})",
+                severity="warning",
+                markup=False,
+            )
             return
         self._saved_position = (pos.offset, pos.text)
 

@@ -22,10 +22,15 @@ from vvreader.text.unsafe import TERMINAL_UNSAFE
 
 __all__ = ["build_parser", "main", "escape_terminal"]
 
+
 def escape_terminal(text: str) -> str:
     """Make control characters, escapes and bidi overrides visible (``\\x1b``, ``\\u202e``)."""
-    return TERMINAL_UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                       else f"\\u{ord(m.group()):04x}", text)
+    return TERMINAL_UNSAFE.sub(
+        lambda m: (
+            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
 
 
 def _json_line(obj: dict[str, object]) -> str:
@@ -40,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vvreader",
         description="Read Markdown and text documents aloud with a local neural voice.",
     )
-    p.add_argument("file", metavar="FILE", nargs="?",
-                   help="a .md, .markdown or .txt file, or - for stdin")
+    p.add_argument(
+        "file", metavar="FILE", nargs="?", help="a .md, .markdown or .txt file, or - for stdin"
+    )
     p.add_argument("--plan", action="store_true", help="print the speech plan and exit")
     p.add_argument("--json", action="store_true", help="with --plan: one JSON object a line")
     p.add_argument("--encoding", help="decode FILE with this encoding instead of detecting it")
@@ -68,43 +74,83 @@ def build_parser() -> argparse.ArgumentParser:
 def reader_options(p: argparse.ArgumentParser) -> None:
     """Options of the reader UI and the audio output."""
     g = p.add_argument_group("reader")
-    g.add_argument("--audio-device", metavar="NAME|N|null",
-                   help="sound output: a device name or number from --list-devices, or null "
-                   "(no sound, keeps time)")
+    g.add_argument(
+        "--audio-device",
+        metavar="NAME|N|null",
+        help="sound output: a device name or number from --list-devices, or null "
+        "(no sound, keeps time)",
+    )
     g.add_argument("--list-devices", action="store_true", help="list audio outputs and exit")
-    g.add_argument("--theme", metavar="NAME",
-                   help="vvreader-dark, vvreader-light, vvreader-high-contrast or any Textual "
-                   "theme (also from the command palette, ctrl+p)")
-    g.add_argument("--paused", action="store_true",
-                   help="wait for space instead of reading as soon as the model is ready")
-    g.add_argument("--config", metavar="PATH",
-                   help="settings file (default $XDG_CONFIG_HOME/vvreader/config.toml)")
+    g.add_argument(
+        "--theme",
+        metavar="NAME",
+        help="vvreader-dark, vvreader-light, vvreader-high-contrast or any Textual "
+        "theme (also from the command palette, ctrl+p)",
+    )
+    g.add_argument(
+        "--paused",
+        action="store_true",
+        help="wait for space instead of reading as soon as the model is ready",
+    )
+    g.add_argument(
+        "--config",
+        metavar="PATH",
+        help="settings file (default $XDG_CONFIG_HOME/vvreader/config.toml)",
+    )
 
 
 def engine_options(p: argparse.ArgumentParser) -> None:
     """Options that choose the model and how it speaks."""
     g = p.add_argument_group("voice")
-    g.add_argument("--model", metavar="DIR|REPO",
-                   help="a VibeVoice-Realtime model folder or Hugging Face repository id "
-                   "(default microsoft/VibeVoice-Realtime-0.5B, downloaded once)")
-    g.add_argument("--voice", metavar="NAME|PATH",
-                   help="a voice of the model (e.g. en-Emma_woman) or a .pt/.safetensors file")
-    g.add_argument("--cfg-scale", type=float,
-                   help="classifier-free guidance, 1.0-5.0 (default 1.5, or the config file)")
-    g.add_argument("--steps", type=int,
-                   help="diffusion steps per frame, 1-50 (default 5, or the config file)")
-    g.add_argument("--quantize", type=int, choices=(8, 4), metavar="8|4",
-                   help="quantize the language model to 8 or 4 bits when loading "
-                   "(less memory; a small loss of precision)")
-    g.add_argument("--list-voices", action="store_true",
-                   help="list the voices on disk and those that can be fetched, and exit")
+    g.add_argument(
+        "--model",
+        metavar="DIR|REPO",
+        help="a VibeVoice-Realtime model folder or Hugging Face repository id "
+        "(default microsoft/VibeVoice-Realtime-0.5B, downloaded once)",
+    )
+    g.add_argument(
+        "--voice",
+        metavar="NAME|PATH",
+        help="a voice of the model (e.g. en-Emma_woman) or a .pt/.safetensors file",
+    )
+    g.add_argument(
+        "--cfg-scale",
+        type=float,
+        help="classifier-free guidance, 1.0-5.0 (default 1.5, or the config file)",
+    )
+    g.add_argument(
+        "--steps", type=int, help="diffusion steps per frame, 1-50 (default 5, or the config file)"
+    )
+    g.add_argument(
+        "--quantize",
+        type=int,
+        choices=(8, 4),
+        metavar="8|4",
+        help="quantize the language model to 8 or 4 bits when loading "
+        "(less memory; a small loss of precision)",
+    )
+    g.add_argument(
+        "--list-voices",
+        action="store_true",
+        help="list the voices on disk and those that can be fetched, and exit",
+    )
     g = p.add_argument_group("export")
-    g.add_argument("--export", metavar="OUT.wav",
-                   help="render the document to a WAV file (and OUT.vtt subtitles) and exit")
-    g.add_argument("--from", dest="first", type=int, default=0, metavar="I",
-                   help="with --export: first utterance (index from --plan)")
-    g.add_argument("--to", dest="last", type=int, metavar="J",
-                   help="with --export: last utterance, inclusive")
+    g.add_argument(
+        "--export",
+        metavar="OUT.wav",
+        help="render the document to a WAV file (and OUT.vtt subtitles) and exit",
+    )
+    g.add_argument(
+        "--from",
+        dest="first",
+        type=int,
+        default=0,
+        metavar="I",
+        help="with --export: first utterance (index from --plan)",
+    )
+    g.add_argument(
+        "--to", dest="last", type=int, metavar="J", help="with --export: last utterance, inclusive"
+    )
 
 
 def _dictionary(path: str | None) -> PronunciationDictionary | None:
@@ -132,7 +178,9 @@ def _plan(args: argparse.Namespace) -> SpeechPlan:
 def _progressive_plan(args: argparse.Namespace) -> ProgressivePlan:
     """The document, to be planned a part at a time (the reader shows it at once)."""
     progress = ProgressivePlan.open(
-        args.file, encoding=args.encoding, markdown=False if args.text else None,
+        args.file,
+        encoding=args.encoding,
+        markdown=False if args.text else None,
         settings=PlanSettings(max_utterance_chars=max(0, args.max_chars)),
         dictionary=_dictionary(args.pronunciations),
     )
@@ -167,8 +215,12 @@ def settings(args: argparse.Namespace) -> tuple[Config, Path, list[str]]:
     path = Path(args.config).expanduser() if args.config else config_file()
     config, warnings = load_config(path)
     given = {
-        "voice": args.voice, "cfg_scale": args.cfg_scale, "steps": args.steps,
-        "theme": args.theme, "model": args.model, "audio_device": args.audio_device,
+        "voice": args.voice,
+        "cfg_scale": args.cfg_scale,
+        "steps": args.steps,
+        "theme": args.theme,
+        "model": args.model,
+        "audio_device": args.audio_device,
     }
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
     if args.paused:
@@ -201,8 +253,11 @@ def run_reader(args: argparse.Namespace) -> int:
         print(f"vvreader: {args.file}: nothing to read", file=sys.stderr)
         return 2
     if args.file == "-" or not (sys.stdin.isatty() and sys.stdout.isatty()):
-        print("vvreader: the reader needs a terminal (and a file, not stdin); use --plan to "
-              "print the plan or --export OUT.wav to write the audio", file=sys.stderr)
+        print(
+            "vvreader: the reader needs a terminal (and a file, not stdin); use --plan to "
+            "print the plan or --export OUT.wav to write the audio",
+            file=sys.stderr,
+        )
         return 2
     from vvreader.app import ReaderApp, ReaderOptions
     from vvreader.loader import EngineLoader, EngineUnavailable, check_model
@@ -224,8 +279,13 @@ def run_reader(args: argparse.Namespace) -> int:
         warnings=warnings,
     )
     # The download (with progress), the weights and the warm-up happen inside the app.
-    loader = EngineLoader(config.model or None, config.voice, quantize=args.quantize,
-                          cfg_scale=config.cfg_scale, steps=config.steps)
+    loader = EngineLoader(
+        config.model or None,
+        config.voice,
+        quantize=args.quantize,
+        cfg_scale=config.cfg_scale,
+        steps=config.steps,
+    )
     with native_stderr_to(state_dir() / "stderr.log"):
         app = ReaderApp(plan, options, loader, positions=PositionStore(), progress=progress)
         try:
@@ -249,8 +309,10 @@ def run_export(args: argparse.Namespace) -> int:
         return 2
     target = Path(args.export).expanduser().resolve().parent
     if not target.is_dir() or not os.access(target, os.W_OK):
-        print(f"vvreader: {args.export}: cannot write there (no such folder, or no permission)",
-              file=sys.stderr)
+        print(
+            f"vvreader: {args.export}: cannot write there (no such folder, or no permission)",
+            file=sys.stderr,
+        )
         return 2
     try:
         engine = open_engine(
@@ -264,15 +326,25 @@ def run_export(args: argparse.Namespace) -> int:
     def progress(p: Progress) -> None:
         width = 30
         bar = "#" * (width * p.done // p.total)
-        line = (f"\r[{bar:<{width}}] {p.done}/{p.total} utterances, "
-                f"{p.audio_seconds:7.1f} s of audio, {p.speed:4.2f}x real time")
+        line = (
+            f"\r[{bar:<{width}}] {p.done}/{p.total} utterances, "
+            f"{p.audio_seconds:7.1f} s of audio, {p.speed:4.2f}x real time"
+        )
         if tty or p.done == p.total:
             print(line, end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
 
     try:
-        cues = export(plan, engine, Path(args.export), voice=config.voice,
-                      cfg_scale=config.cfg_scale, steps=config.steps, first=args.first,
-                      last=args.last, on_progress=progress)
+        cues = export(
+            plan,
+            engine,
+            Path(args.export),
+            voice=config.voice,
+            cfg_scale=config.cfg_scale,
+            steps=config.steps,
+            first=args.first,
+            last=args.last,
+            on_progress=progress,
+        )
     except ExportError as err:
         print(f"{chr(10) if tty else ''}vvreader: {err}", file=sys.stderr)
         return 2
@@ -281,8 +353,10 @@ def run_export(args: argparse.Namespace) -> int:
         return 2
     finally:
         engine.close()
-    print(f"wrote {args.export} ({cues[-1].end:.1f} s) and "
-          f"{Path(args.export).with_suffix('.vtt')}", file=sys.stderr)
+    print(
+        f"wrote {args.export} ({cues[-1].end:.1f} s) and {Path(args.export).with_suffix('.vtt')}",
+        file=sys.stderr,
+    )
     return 0
 
 

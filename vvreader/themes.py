@@ -17,8 +17,19 @@ from vvreader.paths import config_file
 __all__ = ["theme_folders", "load_themes", "DEFAULT_THEME"]
 
 DEFAULT_THEME = "vvreader-dark"
-_FIELDS = ("primary", "secondary", "accent", "foreground", "background", "surface", "panel",
-           "success", "warning", "error", "boost")
+_FIELDS = (
+    "primary",
+    "secondary",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "success",
+    "warning",
+    "error",
+    "boost",
+)
 _DEFAULT_VARIABLES = {"reading-highlight": "#3B5878", "reading-cursor": "#2F3542"}
 
 
@@ -33,8 +44,10 @@ def theme_folders() -> list[Path]:
 
 def _theme(path: Path) -> Theme:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    variables = {**_DEFAULT_VARIABLES, **{str(k): str(v) for k, v in
-                                          data.get("variables", {}).items()}}
+    variables = {
+        **_DEFAULT_VARIABLES,
+        **{str(k): str(v) for k, v in data.get("variables", {}).items()},
+    }
     return Theme(
         name=str(data.get("name") or path.stem),
         dark=bool(data.get("dark", True)),
@@ -51,8 +64,13 @@ def load_themes() -> tuple[list[Theme], list[str]]:
         for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
             try:
                 theme = _theme(path)
-            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError,
-                    ValueError) as err:
+            except (
+                OSError,
+                UnicodeDecodeError,
+                tomllib.TOMLDecodeError,
+                TypeError,
+                ValueError,
+            ) as err:
                 warnings.append(f"{path}: not a usable theme ({err})")
                 continue
             found[theme.name] = theme

@@ -57,8 +57,8 @@ class StatusBar(Widget):
             f"voice {safe_text(self.voice) or '-'}",
             f"CFG {self.cfg:.1f}",
             f"steps {self.steps}",
-            self.position_text() + (f" {format_duration(self.left)} left"
-                                    if self.left is not None else ""),
+            self.position_text()
+            + (f" {format_duration(self.left)} left" if self.left is not None else ""),
             f"ahead {self.ahead:.1f}s",
             f"{self.speed:.2f}x" if self.speed is not None else "-x",
         ]
