@@ -42,13 +42,14 @@ sys.path[0] = str(REPO)
 sys.path.append(str(REPO / "bench"))
 
 # isort: off
-import engine  # noqa: E402,F401  (chooses MLX's BLAS before mlx.core is imported)
+import engine.backend  # noqa: E402,F401  (chooses MLX's BLAS before mlx.core is imported)
 import mlx.core as mx  # noqa: E402
 # isort: on
 
+from engine.backend import blas_in_use  # noqa: E402
+
 from engine_paths import full_model_dir, reference_voice  # noqa: E402
 
-from engine.backend import blas_in_use  # noqa: E402
 from engine.generate import FrameKernels, generate_frames, seeded_noise  # noqa: E402
 from engine.voices import load_voice, save_voice  # noqa: E402
 from engine.weights import load_model  # noqa: E402

@@ -34,7 +34,7 @@ sys.path[0] = str(REPO)
 sys.path.append(str(REPO / "bench"))
 
 # isort: off
-import engine  # noqa: E402,F401  (chooses MLX's BLAS before mlx.core is imported)
+import engine.backend  # noqa: E402,F401  (chooses MLX's BLAS before mlx.core is imported)
 import mlx.core as mx  # noqa: E402
 # isort: on
 

@@ -1,19 +1,7 @@
-"""VibeVoice-Realtime-0.5B on MLX. Importing the package does not import MLX.
+"""VibeVoice-Realtime-0.5B on MLX.
 
-It does choose MLX's BLAS on Linux (engine.backend.configure_cpu_blas), which has to
-happen before MLX is imported.
+Importing the package, or its light modules (``engine.api``, ``engine.errors``,
+``engine.hub``, ``engine.voice_fetch``), loads neither MLX nor a BLAS library: the app and
+its tests use the engine's types without the model. MLX's BLAS is chosen when MLX is first
+needed (see :mod:`engine.backend`).
 """
-
-from engine.backend import configure_cpu_blas
-
-configure_cpu_blas()
-
-from engine.api import AudioChunk, SpeechEngine, SynthesisRequest, SynthesisStream  # noqa: E402
-
-__all__ = [
-    "configure_cpu_blas",
-    "AudioChunk",
-    "SpeechEngine",
-    "SynthesisRequest",
-    "SynthesisStream",
-]

@@ -10,6 +10,8 @@ decoding the whole sequence at once. Activations are channels-last (B, T, C).
 
 from __future__ import annotations
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 import mlx.nn as nn
 

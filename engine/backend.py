@@ -1,5 +1,12 @@
 """Process-level MLX plumbing: the BLAS library MLX uses on Linux, and the MLX threads.
 
+Importing this module chooses MLX's BLAS (:func:`configure_cpu_blas`), which works only
+before ``mlx.core`` is imported: so every engine module that imports MLX imports this one
+first (ruff's isort keeps it in a section of its own, above the third-party imports), and
+a program that imports ``mlx.core`` itself imports ``engine.backend`` before it. Importing
+the ``engine`` package or its light modules (``engine.api``, ``engine.errors``,
+``engine.hub``, ``engine.voice_fetch``) loads neither MLX nor a BLAS.
+
 A thread that has run MLX work must never exit while the interpreter may be shutting
 down: its thread-local MLX state is torn down on exit, and when that races with
 interpreter finalization the process aborts ("terminate called without an active
@@ -102,6 +109,8 @@ def blas_shim() -> ctypes.CDLL | str:
 def blas_in_use() -> str:
     return _blas
 
+
+configure_cpu_blas()
 
 _idle: queue.SimpleQueue[_MLXThread] = queue.SimpleQueue()
 

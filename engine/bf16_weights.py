@@ -28,6 +28,8 @@ import sys
 import threading
 import weakref
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np

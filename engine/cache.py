@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 
 # Capacity grows in steps of this many positions (as mlx-lm's KVCache does). Capacities

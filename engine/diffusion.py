@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 import mlx.nn as nn
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 import mlx.nn as nn
 

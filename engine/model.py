@@ -7,6 +7,8 @@ Mirrors ``VibeVoiceStreamingForConditionalGenerationInference``
 
 from __future__ import annotations
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 import mlx.nn as nn
 

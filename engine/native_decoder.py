@@ -27,6 +27,8 @@ import threading
 import weakref
 from dataclasses import dataclass
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np

@@ -61,6 +61,8 @@ def run_case(
     teacher_force: bool = False,
 ) -> dict:
     """Run the case and write its arrays into ``out``; returns result.json's content."""
+    import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
     import mlx.core as mx
 
     from engine.generate import Trace, generate_frames

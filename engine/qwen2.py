@@ -6,6 +6,8 @@ attention with q/k/v biases, rotate-half RoPE, SwiGLU MLP. Embeddings are not sc
 
 from __future__ import annotations
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 import mlx.nn as nn
 

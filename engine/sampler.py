@@ -7,6 +7,8 @@ one batch of two through the head; the solver state starts fresh for every frame
 
 from __future__ import annotations
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 
 from engine.diffusion import DiffusionHead

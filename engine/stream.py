@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from engine.api import SAMPLE_RATE, AudioChunk, SynthesisRequest
 from engine.backend import run_on_mlx_thread
+
+from engine.api import SAMPLE_RATE, AudioChunk, SynthesisRequest
 from engine.errors import EngineError, VoiceError
 from engine.hub import ModelSource
 

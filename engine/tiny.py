@@ -16,6 +16,8 @@ import sys
 import zlib
 from pathlib import Path
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 import numpy as np
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 
 from engine.errors import VoiceError

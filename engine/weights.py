@@ -23,6 +23,8 @@ import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# Before any test module imports mlx.core: on Linux engine.backend loads the BLAS shim that
+# MLX must bind to, which works only before mlx.core is imported.
+import engine.backend  # noqa: F401
 
-# engine first: on Linux it loads the BLAS shim (engine/backend.py) that MLX must bind to,
-# which works only before mlx.core is imported.
-import engine  # noqa: E402,F401,I001
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VVREADER_SHARED", REPO.parent / "shared")).resolve()

@@ -9,11 +9,9 @@ import gc
 import sys
 from pathlib import Path
 
-# isort: off
-import engine  # noqa: F401  (binds MLX to the BLAS shim: before mlx.core is imported)
-import mlx.core as mx
+import engine.backend  # noqa: F401  (binds MLX to the BLAS shim: before mlx.core is imported)
 
-# isort: on
+import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
@@ -29,14 +27,14 @@ from tests.conftest import PARITY, parity_model_dir
 RTOL = 1e-5  # max |bf16 copies - float32| / max |float32|: float32 sums in another order
 
 # The shim is built and loaded on Linux (setup.py, engine/backend.py; tests/conftest.py
-# imports engine before anything imports mlx.core); elsewhere MLX has its own BLAS.
+# imports engine.backend before anything imports mlx.core); elsewhere MLX has its own BLAS.
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the BLAS shim is Linux-only")
 
 
 def test_mlx_uses_the_blas_shim() -> None:
     assert bw._shim() is not None, (
         "MLX does not use the BLAS shim: engine._blas_shim was not built (a C compiler is "
-        "needed: pip install -e .) or mlx.core was imported before engine")
+        "needed: pip install -e .) or mlx.core was imported before engine.backend")
 
 
 @pytest.fixture(scope="module", params=["tiny", "mid-shapes"])

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import ctypes
 
+from engine.backend import blas_shim
+
 import numpy as np
 import pytest
-
-import engine  # noqa: F401  (binds MLX to the BLAS shim: before mlx.core is imported)
-from engine.backend import blas_shim
 
 _shim = blas_shim()
 pytestmark = pytest.mark.skipif(isinstance(_shim, str), reason=f"no BLAS shim: {_shim}")
