@@ -30,10 +30,10 @@ _blas = "not configured"
 def configure_cpu_blas() -> str:
     """Give MLX an optimized BLAS on Linux; must run before ``mlx.core`` is imported.
 
-    MLX's Linux CPU wheel bundles the reference (netlib) BLAS: about 8 GFLOP/s, 50x
-    slower than OpenBLAS on this project's matmuls (../shared/notes/platform.md). We load
-    scipy-openblas32 and our small shim (engine/_blas_shim.c: cblas_* symbols, GEMV for
-    products of at most 4 rows) with RTLD_GLOBAL, so libmlx binds to them when it loads.
+    MLX's Linux CPU wheel bundles the reference (netlib) BLAS, far slower than OpenBLAS on
+    this project's matmuls (../shared/notes/platform.md). We load scipy-openblas32 and our
+    small shim (engine/_blas_shim.c: cblas_* symbols, GEMV for products of at most 4 rows)
+    with RTLD_GLOBAL, so libmlx binds to them when it loads.
     ``VVREADER_BLAS=bundled`` keeps MLX's own BLAS (for baseline measurements).
 
     Returns:
@@ -51,7 +51,7 @@ def configure_cpu_blas() -> str:
     elif os.environ.get("VVREADER_BLAS", "auto") == "bundled":
         _blas = "bundled"
     elif "mlx.core" in sys.modules:
-        _blas = "bundled (mlx.core was imported before engine)"
+        _blas = "bundled (mlx.core was imported before engine.backend)"
     else:
         _blas = _load_shim()
     return _blas

@@ -38,6 +38,7 @@ __all__ = [
     "check_model",
     "open_engine",
     "prepare_model",
+    "preset_catalogue",
 ]
 
 log = logging.getLogger("vvreader.loader")
