@@ -95,8 +95,9 @@ def run_baseline(
         subprocess.run([sys.executable, "-m", "venv", str(BASELINE_VENV)], check=True)
         # On Linux MLX's library comes with its CPU (or CUDA) extra; plain `mlx` lacks it.
         extra = [f"mlx[cpu]=={mx.__version__}"] if sys.platform.startswith("linux") else []
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "mlx-audio==0.6.2", *extra],
-                       check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "mlx-audio==0.6.2", *extra], check=True
+        )
     import ctypes.util  # noqa: F401
     import importlib.util
 

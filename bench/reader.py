@@ -52,9 +52,13 @@ async def run(path: Path, pages: int) -> dict[str, float]:
     out["plan_s"] = time.perf_counter() - t
     out["first_utterances"] = len(plan)
     engine = FakeEngine(0.001)
-    app = ReaderApp(plan, ReaderOptions(config=Config(autoplay=False)),
-                    FakeLoader(lambda _progress: engine),
-                    make_output=lambda device: NullPlayer, progress=progress)
+    app = ReaderApp(
+        plan,
+        ReaderOptions(config=Config(autoplay=False)),
+        FakeLoader(lambda _progress: engine),
+        make_output=lambda device: NullPlayer,
+        progress=progress,
+    )
     app.animation_level = "none"  # time the rendering, not the smooth-scroll animation
     t = time.perf_counter()
     async with app.run_test(size=(100, 40)) as pilot:

@@ -22,9 +22,7 @@ def fake_audio(request: SynthesisRequest) -> np.ndarray:
     frames = max(2, len(request.text or "") // 4)
     tag = zlib.crc32(f"{request.text}|{request.voice}|{request.cfg_scale}|{request.steps}".encode())
     base = 0.1 + (tag % 1000) / 2000.0
-    return np.concatenate(
-        [np.full(HOP, base + i * 1e-4, dtype=np.float32) for i in range(frames)]
-    )
+    return np.concatenate([np.full(HOP, base + i * 1e-4, dtype=np.float32) for i in range(frames)])
 
 
 class FakeStream:

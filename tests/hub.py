@@ -167,9 +167,11 @@ def official_hub(model: Path, root: Path, bytes_per_second: float | None = None)
         shutil.copy(model / name, official / name)
     shutil.copytree(model / "voices", official / "voices")
     (official / "preprocessor_config.json").write_text(
-        json.dumps({"language_model_pretrained_name": TOKENIZER_REPO}))
+        json.dumps({"language_model_pretrained_name": TOKENIZER_REPO})
+    )
     qwen = root / "qwen"
     qwen.mkdir()
     shutil.copy(model / "tokenizer.json", qwen / "tokenizer.json")
-    return FakeHub({DEFAULT_MODEL: official, TOKENIZER_REPO: qwen},
-                   bytes_per_second=bytes_per_second)
+    return FakeHub(
+        {DEFAULT_MODEL: official, TOKENIZER_REPO: qwen}, bytes_per_second=bytes_per_second
+    )

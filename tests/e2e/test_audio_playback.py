@@ -66,13 +66,7 @@ from vvreader.player import SoundDevicePlayer
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document
 
-DOC = (
-    "# Morning\n\n"
-    "The sun is up. Birds sing.\n\n"
-    "- bread\n"
-    "- milk\n\n"
-    "That is all.\n"
-)
+DOC = "# Morning\n\nThe sun is up. Birds sing.\n\n- bread\n- milk\n\nThat is all.\n"
 EVENT_TOLERANCE_MS = 50.0
 GAP_TOLERANCE_MS = 5.0
 ATTEMPTS = 4
@@ -117,8 +111,10 @@ def play_clean(plan, engine, server: PulseServer, **kw) -> tuple[Playthrough, An
         if not reasons:
             return pt, a
         print(f"attempt {attempt} disturbed: {'; '.join(reasons)}\n{describe(a, plan)}")
-    pytest.fail(f"every one of {ATTEMPTS} runs was disturbed (machine too busy, or silence "
-                "that vvreader should not have played: see the reports above)")
+    pytest.fail(
+        f"every one of {ATTEMPTS} runs was disturbed (machine too busy, or silence "
+        "that vvreader should not have played: see the reports above)"
+    )
 
 
 class _SlowStream:
@@ -168,13 +164,16 @@ def test_recording_holds_the_utterances_with_their_pauses_and_the_clock_follows_
     assert len(plan) == 6
     assert len({u.pause_after for u in list(plan)[:-1]}) >= 3
 
-    pt, a = play_clean(plan, engine, pulse_server,
-                       settings=VoiceSettings(voice="en-Emma_woman"), timeout=90)
+    pt, a = play_clean(
+        plan, engine, pulse_server, settings=VoiceSettings(voice="en-Emma_woman"), timeout=90
+    )
     report = describe(a, plan)
     print(report)
-    print(f"play to first sound {a.first_sound_ms:.0f} ms; device latency {pt.latency_ms:.0f} ms;"
-          f" recorder arrival lag median/p90 {pt.recording.arrival_spread_ms}; "
-          f"synthesis x{pt.speed or 0:.1f} real time")
+    print(
+        f"play to first sound {a.first_sound_ms:.0f} ms; device latency {pt.latency_ms:.0f} ms;"
+        f" recorder arrival lag median/p90 {pt.recording.arrival_spread_ms}; "
+        f"synthesis x{pt.speed or 0:.1f} real time"
+    )
 
     assert isinstance(pt.output, SoundDevicePlayer)
     # The recording's sound, silence left out, is exactly the utterances' sound, in order.
@@ -182,8 +181,9 @@ def test_recording_holds_the_utterances_with_their_pauses_and_the_clock_follows_
     # Every utterance of the plan was synthesized once, in order.
     assert [r.text for r, _ in pt.said] == [u.speak for u in plan]
     # The recording: one run of speech per utterance, each the utterance's own audio.
-    assert len(a.runs) == len(plan), f"{len(a.runs)} speech runs for {len(plan)} utterances\n"\
-        + report
+    assert len(a.runs) == len(plan), (
+        f"{len(a.runs)} speech runs for {len(plan)} utterances\n" + report
+    )
     for k, (start, end) in enumerate(a.runs):
         assert abs(start - a.onsets[k]) <= 240 and abs(end - (a.onsets[k] + a.lengths[k])) <= 240
     assert min(a.similarity) >= 0.999, report
@@ -206,8 +206,13 @@ def test_a_slow_engine_makes_the_narrator_wait_between_utterances_not_inside_the
 ) -> None:
     plan = make_plan(tmp_path, "# Title\n\nOne line here. Another one.\n")
     assert len(plan) == 3
-    pt, a = play_clean(plan, SlowEngine(engine, 0.6), pulse_server,
-                       settings=VoiceSettings(voice="en-Emma_woman"), timeout=90)
+    pt, a = play_clean(
+        plan,
+        SlowEngine(engine, 0.6),
+        pulse_server,
+        settings=VoiceSettings(voice="en-Emma_woman"),
+        timeout=90,
+    )
     report = describe(a, plan)
     print(report)
     assert [r.text for r, _ in pt.said] == [u.speak for u in plan]

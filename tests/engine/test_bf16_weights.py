@@ -34,7 +34,8 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the BLAS shim i
 def test_mlx_uses_the_blas_shim() -> None:
     assert bw._shim() is not None, (
         "MLX does not use the BLAS shim: engine._blas_shim was not built (a C compiler is "
-        "needed: pip install -e .) or mlx.core was imported before engine.backend")
+        "needed: pip install -e .) or mlx.core was imported before engine.backend"
+    )
 
 
 @pytest.fixture(scope="module", params=["tiny", "mid-shapes"])

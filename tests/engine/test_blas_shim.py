@@ -59,9 +59,7 @@ def test_bfloat16_weight_products(m: int) -> None:
     lib, rng = _lib(), np.random.default_rng(100 + m)
     for n, k in SHAPES:
         a = rng.standard_normal((m, k), dtype=np.float32)
-        wh = (rng.standard_normal((n, k), dtype=np.float32).view(np.uint32) >> 16).astype(
-            np.uint16
-        )
+        wh = (rng.standard_normal((n, k), dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
         w = (wh.astype(np.uint32) << 16).view(np.float32)  # the same values in float32
         c = np.full((m, n), np.nan, np.float32)
         lib.vvreader_sgemm_bf16w(m, n, k, a.ctypes.data, k, wh.ctypes.data, k, c.ctypes.data, n)

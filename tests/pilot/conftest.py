@@ -54,13 +54,15 @@ class Rig:
     def plan(self) -> SpeechPlan:
         return build_plan(load_document(str(self.doc)))
 
-    def app(self, config: Config | None = None, rate: float = 1.0,
-            engine_delay: float = 0.0) -> ReaderApp:
+    def app(
+        self, config: Config | None = None, rate: float = 1.0, engine_delay: float = 0.0
+    ) -> ReaderApp:
         def output(device: str):
             def make(ring, clock):
                 player = RecordingPlayer(ring, clock, rate=rate)
                 self.players.append(player)
                 return player
+
             return make
 
         def open_engine(_progress: object) -> FakeEngine:
@@ -73,8 +75,13 @@ class Rig:
             document_path=str(self.doc),
             model_id="fake",
         )
-        return ReaderApp(self.plan(), options, FakeLoader(open_engine),
-                         positions=PositionStore(self.positions_file), make_output=output)
+        return ReaderApp(
+            self.plan(),
+            options,
+            FakeLoader(open_engine),
+            positions=PositionStore(self.positions_file),
+            make_output=output,
+        )
 
 
 @pytest.fixture

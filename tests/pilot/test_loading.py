@@ -39,8 +39,9 @@ def hub(tiny_model: Path, tmp_path: Path):
     fake.close()
 
 
-def make_app(tmp: Path, loader, players: list[RecordingPlayer],
-             config: Config | None = None) -> ReaderApp:
+def make_app(
+    tmp: Path, loader, players: list[RecordingPlayer], config: Config | None = None
+) -> ReaderApp:
     doc = tmp / "book.md"
     if not doc.exists():
         doc.write_text(DOC)
@@ -50,12 +51,22 @@ def make_app(tmp: Path, loader, players: list[RecordingPlayer],
             player = RecordingPlayer(ring, clock, rate=4.0)
             players.append(player)
             return player
+
         return make
 
-    options = ReaderOptions(config=config or Config(), config_file=tmp / "config.toml",
-                            document_path=str(doc), model_id="")
-    return ReaderApp(build_plan(load_document(str(doc))), options, loader,
-                     positions=PositionStore(tmp / "positions.json"), make_output=output)
+    options = ReaderOptions(
+        config=config or Config(),
+        config_file=tmp / "config.toml",
+        document_path=str(doc),
+        model_id="",
+    )
+    return ReaderApp(
+        build_plan(load_document(str(doc))),
+        options,
+        loader,
+        positions=PositionStore(tmp / "positions.json"),
+        make_output=output,
+    )
 
 
 def record_loading(app: ReaderApp) -> list[tuple[str, str, float | None]]:
@@ -103,8 +114,12 @@ async def test_the_model_downloads_inside_the_app_with_progress(hub, tmp_path) -
     finally:
         app.shutdown()
     stages = [w for w, _, _ in seen]
-    order = ["finding the model", f"downloading {DEFAULT_MODEL}", "loading the weights",
-             "warming up"]
+    order = [
+        "finding the model",
+        f"downloading {DEFAULT_MODEL}",
+        "loading the weights",
+        "warming up",
+    ]
     firsts = [stages.index(s) for s in order]
     assert firsts == sorted(firsts), stages
     fractions = [f for w, _, f in seen if w == f"downloading {DEFAULT_MODEL}" and f is not None]
@@ -204,8 +219,9 @@ async def test_a_preset_voice_downloads_with_progress_then_reads_on(rig: Rig) ->
     app = make_app(rig.tmp, loader, players)
     try:
         async with app.run_test(size=(110, 30)) as pilot:
-            await until(pilot, lambda: app.narrator is not None
-                        and app.narrator.state is State.PLAYING)
+            await until(
+                pilot, lambda: app.narrator is not None and app.narrator.state is State.PLAYING
+            )
             assert app.reading.missing_voices == {PresetLoader.NEW}
             await pilot.press("V")  # b: cached, applies at once
             assert app.reading.settings.voice == "b"
@@ -238,8 +254,11 @@ async def test_a_preset_voice_that_cannot_download_is_a_message(rig: Rig) -> Non
         async with app.run_test(size=(110, 30)) as pilot:
             await until(pilot, lambda: app.narrator is not None)
             await pilot.press("V", "V")
-            await until(pilot, lambda: any("the line dropped" in str(n.message)
-                                           for n in app._notifications), timeout=10)
+            await until(
+                pilot,
+                lambda: any("the line dropped" in str(n.message) for n in app._notifications),
+                timeout=10,
+            )
             assert app.reading.settings.voice == "b" and banner_text(app) == ""
             assert app.reading.missing_voices == {PresetLoader.NEW}
             await pilot.press("q")

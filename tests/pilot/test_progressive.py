@@ -29,11 +29,10 @@ def make(path: Path, tmp_path: Path, config: Config) -> tuple[ReaderApp, Progres
     engine = FakeEngine(0.001)
     app = ReaderApp(
         first,
-        ReaderOptions(config=config, config_file=tmp_path / "c.toml",
-                      document_path=str(path)),
+        ReaderOptions(config=config, config_file=tmp_path / "c.toml", document_path=str(path)),
         FakeLoader(lambda _progress: engine),
         positions=PositionStore(tmp_path / "positions.json"),
-        make_output=lambda device: (lambda ring, clock: RecordingPlayer(ring, clock, 50.0)),
+        make_output=lambda device: lambda ring, clock: RecordingPlayer(ring, clock, 50.0),
         progress=progress,
     )
     return app, progress

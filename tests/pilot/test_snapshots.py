@@ -28,8 +28,7 @@ def test_reading_screen(rig: Rig, snap_compare) -> None:
 
 def test_help_screen(rig: Rig, snap_compare) -> None:
     app = rig.app(Config(autoplay=False))
-    assert snap_compare(app, press=["question_mark"], terminal_size=SIZE,
-                        run_before=ready(app))
+    assert snap_compare(app, press=["question_mark"], terminal_size=SIZE, run_before=ready(app))
 
 
 def test_voice_picker(rig: Rig, snap_compare) -> None:
@@ -61,8 +60,9 @@ def test_download_banner(rig: Rig, snap_compare) -> None:
     gate = threading.Event()
     app = rig.app(Config(autoplay=False))
     opener = app.loader.opener
-    transfer = Transfer(DEFAULT_MODEL, "model.safetensors", 3, 4, 1_234_000_000,
-                        2_016_000_000, 21_300_000.0)
+    transfer = Transfer(
+        DEFAULT_MODEL, "model.safetensors", 3, 4, 1_234_000_000, 2_016_000_000, 21_300_000.0
+    )
 
     def downloading(progress):
         progress.stage("finding the model")
