@@ -19,8 +19,6 @@ from engine.errors import ConfigError
 # Upstream constants (vibevoice/modular/modeling_vibevoice_streaming_inference.py).
 TTS_TEXT_WINDOW_SIZE = 5
 TTS_SPEECH_WINDOW_SIZE = 6
-# Audio format (vibevoice/processor/vibevoice_streaming_processor.py).
-SAMPLE_RATE = 24_000
 
 
 def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,3 @@ class DownloadError(EngineError):
 
 class DownloadCancelled(DownloadError):
     """The download was stopped on purpose (the reader quit); nothing partial is kept."""
-
-
-class EngineCancelled(EngineError):
-    """A synthesis request was cancelled before it finished."""
