@@ -17,7 +17,6 @@
 // engine/sampler.py and engine/model.py.
 
 #define NT 256
-#define MAX_STAMPS 256
 #define NW (NT / 32)
 
 typedef unsigned short bf16_t;
@@ -32,23 +31,6 @@ typedef unsigned short bf16_t;
 // needs every block resident at once, which one block per multiprocessor gives; should
 // that ever fail, a wait gives up after about a second and raises the error flag, every
 // later barrier returns at once, and the caller stops using these kernels.
-// Block 0 records the clock (SM cycles) as each barrier opens, for profiling: stamps[i]
-// for the i-th barrier of the launch (engine/cuda_frame.py keeps the last ones).
-__shared__ unsigned long long* stamps;
-__shared__ int stamp_count;
-
-__device__ __forceinline__ void start_stamps(unsigned long long* where) {
-  if (threadIdx.x == 0) {
-    stamps = blockIdx.x == 0 ? where : nullptr;
-    stamp_count = 0;
-    if (stamps) {
-      stamps[stamp_count++] = clock64();
-      stamps[MAX_STAMPS - 1] = stamp_count;
-    }
-  }
-  __syncthreads();
-}
-
 __device__ __forceinline__ bool grid_sync(unsigned int* state) {
   __shared__ int ok;
   __syncthreads();
@@ -73,10 +55,6 @@ __device__ __forceinline__ bool grid_sync(unsigned int* state) {
     }
     __threadfence();
     ok = vs[2] == 0;
-    if (stamps && stamp_count < MAX_STAMPS - 1) {
-      stamps[stamp_count++] = clock64();
-      stamps[MAX_STAMPS - 1] = stamp_count;  // how many there are
-    }
   }
   __syncthreads();
   return ok;
@@ -378,10 +356,10 @@ struct FrameScratch {
                              c = act + 2 * I, mods = c + S * 2 * H,
                              hh = mods + (long long)S * 2 * NMOD * H, hact = hh + 2 * H,
                              v = hact + 2 * HF, t1 = v + 2 * LAT, e1 = t1 + H,
-                             stamps = e1 + H, size = stamps + 2 * MAX_STAMPS;
+                             size = e1 + H;
 };
 
-// One speech frame (generate.FrameKernels.frame): with SAMPLE, the CFG sampler's S
+// One speech frame (cuda_frame.CudaFrames.frame): with SAMPLE, the CFG sampler's S
 // DPM-Solver steps from noise and the two conditions (engine/sampler.py) give the latent;
 // with FEED, that latent (or the one given, fed) goes through the connector and both
 // TTS-LM rows (engine/model.py, engine/qwen2.py), giving the next conditions, the EOS
@@ -403,7 +381,6 @@ __device__ void frame_body(const bf16_t* wh, const float* wf, const int64_t* off
   float* fedv = x0p + LAT;          // LAT: the latent fed back
   float* fail = FEED ? eos_out : latent_out;
   const int tid = threadIdx.x;
-  start_stamps(reinterpret_cast<unsigned long long*>(work + FS::stamps));
   if constexpr (SAMPLE) {
     float* c = work + FS::c;
     float* mods = work + FS::mods;
@@ -559,11 +536,10 @@ __device__ void frame_body(const bf16_t* wh, const float* wf, const int64_t* off
 struct WindowScratch {
   static constexpr int QKV = (NH + 2 * KVH) * HD;
   static constexpr long long x = 0, qkv = x + LMAX * H, att = qkv + LMAX * QKV,
-                             act = att + LMAX * H, stamps = act + LMAX * I,
-                             size = stamps + 2 * MAX_STAMPS;
+                             act = att + LMAX * H, size = act + LMAX * I;
 };
 
-// One text window (cache.window_step): the text LM over the L <= LMAX embedded tokens
+// One text window (steps.window_step): the text LM over the L <= LMAX embedded tokens
 // (rows of x_in past L are ignored), then the positive TTS-LM row over its output plus
 // the text type embedding. info: L, text-LM offset, TTS column, TTS position.
 __device__ void window_body(const bf16_t* wh, const float* wf, const int64_t* offs,
@@ -574,7 +550,6 @@ __device__ void window_body(const bf16_t* wh, const float* wf, const int64_t* of
   extern __shared__ float smem[];
   using WS = WindowScratch;
   const int L = info[0], tid = threadIdx.x;
-  start_stamps(reinterpret_cast<unsigned long long*>(work + WS::stamps));
   float* x = work + WS::x;
   float* fail = htts_out;
   const int gt = blockIdx.x * NT + tid, gn = gridDim.x * NT;
