@@ -93,13 +93,15 @@ def decoder_comparison(dec: AcousticDecoder) -> list[tuple[str, float]]:
 
 def bf16_comparison(model, voice) -> list[tuple[str, float]]:
     """The CFG-pair TTS-LM step and the compiled 5-step sampler (as the engine runs them:
-    fused, FrameKernels' compiled functions) reading the bfloat16 copies of the weights
+    fused, the MLX frame backend's compiled functions) reading the bfloat16 copies of the weights
     (engine/bf16_weights.py) and the float32 weights, their calls alternating."""
     from engine import bf16_weights
-    from engine.cache import run_pair_step
     from engine.generate import FrameKernels
+    from engine.mlx_frames import MLXFrames
+    from engine.steps import run_pair_step
 
     kernels = FrameKernels(model, 5)
+    frames = MLXFrames(model, 5)
     if not kernels.bf16_weights:
         return [("bf16 weights unavailable (switched off, or MLX not on the shim)", float("nan"))]
     pair = make_cfg_caches(
@@ -117,10 +119,10 @@ def bf16_comparison(model, voice) -> list[tuple[str, float]]:
         return run
 
     def step() -> None:
-        mx.eval(run_pair_step(kernels.tts_pair, x, pair))
+        mx.eval(run_pair_step(frames.pair_step, x, pair))
 
     def sample() -> None:
-        mx.eval(kernels.sample(noise, pos, neg, 1.5))
+        mx.eval(frames.sample(noise, pos, neg, 1.5))
 
     rows = []
     try:

@@ -26,6 +26,7 @@ import os
 _UNSET = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.pop(k, None)]
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
@@ -51,6 +52,7 @@ from engine.backend import blas_in_use  # noqa: E402
 from engine_paths import full_model_dir, reference_voice  # noqa: E402
 
 from engine.generate import FrameKernels, generate_frames, seeded_noise  # noqa: E402
+from engine.switches import Switches  # noqa: E402
 from engine.voices import load_voice, save_voice  # noqa: E402
 from engine.weights import load_model  # noqa: E402
 
@@ -81,7 +83,7 @@ def measure(
     # Steady rate: from the third chunk to the last. Frames are decoded in groups of 1, 2,
     # then 4, and a group's chunks arrive together: chunks 1 and 2 come at once, when frame
     # 2 is done, so the frames made between stamps[2] and stamps[-1] are frames 3 to the
-    # last (until this session the count was one too many: ~5% optimistic).
+    # last.
     steady = (stamps[-1] - stamps[2]) / (len(stamps) - 3)
     return (stamps[0] - t0) * 1000, steady * 1000
 
@@ -163,12 +165,13 @@ def main() -> None:
     model_dir = a.model or full_model_dir()
     model = load_model(model_dir, dtype=getattr(mx, a.dtype))
     voice = load_voice(reference_voice())
-    kernels = FrameKernels(model, 5)
+    switches = Switches.from_environ()
+    kernels = FrameKernels(model, 5, switches)
     measure(model, voice, 8, kernels)  # warm-up (and compilation)
-    variants = {"native" if kernels.native is not None else "mlx": kernels}
-    if a.decoders and kernels.native is not None:
-        mlx_kernels = FrameKernels(model, 5)
-        mlx_kernels.native = None  # the same kernels, decoding on MLX
+    variants = {kernels.decoder.name: kernels}
+    if a.decoders and kernels.decoder.name == "native":
+        # The same frame functions, decoding on MLX.
+        mlx_kernels = FrameKernels(model, 5, dataclasses.replace(switches, native_decoder=False))
         measure(model, voice, 8, mlx_kernels)
         variants["mlx"] = mlx_kernels
     # name -> whether the run reads the bf16 weight copies (the same kernels otherwise).

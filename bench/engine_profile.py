@@ -40,8 +40,10 @@ import mlx.core as mx  # noqa: E402
 
 from engine_paths import full_model_dir, reference_voice  # noqa: E402
 
-from engine.cache import make_caches, make_cfg_caches, run_pair_step  # noqa: E402
+from engine.cache import make_caches, make_cfg_caches  # noqa: E402
+from engine.decode import MLXLatentDecoder  # noqa: E402
 from engine.generate import FrameKernels, generate_frames, seeded_noise  # noqa: E402
+from engine.steps import pair_step, run_pair_step  # noqa: E402
 from engine.voices import load_voice  # noqa: E402
 from engine.weights import load_model  # noqa: E402
 
@@ -79,6 +81,10 @@ def main() -> None:
     m = model.model
     voice = load_voice(reference_voice())
     kernels = FrameKernels(model, 5)
+    frames = kernels.frames
+    # The MLX decoder, compiled (the C one, where the engine uses it, is timed below).
+    decode = MLXLatentDecoder(model).compiled
+    tts_pair = mx.compile(pair_step(m.tts_language_model))
     dec = m.acoustic_tokenizer.decoder
     hidden = model.config.decoder.hidden_size
 
@@ -96,11 +102,11 @@ def main() -> None:
     mx.eval(pos, neg, noise, state)
 
     def sampler() -> mx.array:
-        return kernels.sample(noise, pos, neg, 1.5)
+        return frames.sample(noise, pos, neg, 1.5)
 
     def feedback(latent: mx.array) -> tuple[mx.array, mx.array]:
         emb = m.acoustic_connector(latent.astype(dtype)) + type_speech
-        out = run_pair_step(kernels.tts_pair, mx.broadcast_to(emb, (2, hidden)), tts)
+        out = run_pair_step(tts_pair, mx.broadcast_to(emb, (2, hidden)), tts)
         return out, model.tts_eos_classifier(out[0:1])[0, 0]
 
     def text_window() -> mx.array:
@@ -115,18 +121,18 @@ def main() -> None:
         "eval round trip": lambda: mx.eval(mx.array(1.0) + 1),
         "sampler (5 steps, CFG pair)": lambda: mx.eval(sampler()),
         "connector + TTS-LM pair step + EOS": lambda: mx.eval(*feedback(lat)),
-        "decoder, 1 frame": lambda: mx.eval(kernels.decode(one, state)),
-        "decoder, 2 frames": lambda: mx.eval(kernels.decode(two, state)),
+        "decoder, 1 frame": lambda: mx.eval(decode(one, state)),
+        "decoder, 2 frames": lambda: mx.eval(decode(two, state)),
         "frame without decoder": lambda: mx.eval(*feedback(sampler())),
         "frame with decoder (1)": lambda: mx.eval(
-            *feedback(lt := sampler()), kernels.decode(lt[None], state)
+            *feedback(lt := sampler()), decode(lt[None], state)
         ),
     }
-    if kernels.native is not None:
-        # The C decoder that generate_frames uses here (kernels.decode is the MLX one).
-        nstate = kernels.native.init_state()
-        parts["decoder, 1 frame, native"] = lambda: kernels.decode_audio(lat, nstate)
-        parts["decoder, 2 frames, native"] = lambda: kernels.decode_audio(two[0], nstate)
+    if kernels.decoder.name == "native":
+        # The C decoder that generate_frames uses here.
+        nstate = kernels.decoder.init_state()
+        parts["decoder, 1 frame, native"] = lambda: kernels.decoder.decode(lat, nstate)
+        parts["decoder, 2 frames, native"] = lambda: kernels.decoder.decode(two[0], nstate)
     rows = {name: timed(fn) for name, fn in parts.items()}
 
     def dispatch() -> float:
@@ -147,8 +153,8 @@ def main() -> None:
     counts = {
         "sampler": count_primitives(sampler()),
         "pair step + EOS": count_primitives(*feedback(lat)),
-        "decoder 1 frame": count_primitives(kernels.decode(one, state)[0]),
-        "decoder 2 frames": count_primitives(kernels.decode(two, state)[0]),
+        "decoder 1 frame": count_primitives(decode(one, state)[0]),
+        "decoder 2 frames": count_primitives(decode(two, state)[0]),
     }
 
     def run(frames: int) -> tuple[float, float]:

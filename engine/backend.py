@@ -24,6 +24,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from engine.switches import Switches
+
 _blas = "not configured"
 
 
@@ -48,7 +50,7 @@ def configure_cpu_blas() -> str:
     os.environ.setdefault("MLX_ENABLE_TF32", "0")
     if not sys.platform.startswith("linux"):
         _blas = "system"
-    elif os.environ.get("VVREADER_BLAS", "auto") == "bundled":
+    elif Switches.from_environ().blas == "bundled":
         _blas = "bundled"
     elif "mlx.core" in sys.modules:
         _blas = "bundled (mlx.core was imported before engine.backend)"

@@ -16,14 +16,13 @@ bfloat16 is left out. The copies cost half the float32 size of those weights (76
 the full model) and live as long as the model.
 
 Used by engine.generate on Linux when MLX computes on the CPU through the shim;
-``VVREADER_BF16_WEIGHTS=0`` turns it off.
+``VVREADER_BF16_WEIGHTS=0`` turns it off (engine/switches.py).
 """
 
 from __future__ import annotations
 
 import ctypes
 import mmap
-import os
 import sys
 import threading
 import weakref
@@ -35,8 +34,7 @@ import mlx.nn as nn
 import numpy as np
 
 from engine.layers import Fused, fused_or_none
-
-ENV_SWITCH = "VVREADER_BF16_WEIGHTS"
+from engine.switches import Switches
 
 _P, _I = ctypes.c_void_p, ctypes.c_int
 _lock = threading.Lock()
@@ -72,10 +70,10 @@ def _shim() -> ctypes.CDLL | None:
     return lib
 
 
-def bf16_weights_wanted() -> bool:
+def bf16_weights_wanted(switches: Switches) -> bool:
     """The engine's choice: registered copies when the switch allows it, MLX computes on
     the CPU and its matmuls go through the shim."""
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not switches.bf16_weights:
         return False
     if mx.default_device().type != mx.DeviceType.cpu:
         return False
@@ -112,8 +110,8 @@ def weight_matrices(model: nn.Module) -> list[mx.array]:
 def _arena(values: int) -> np.ndarray:
     """A zeroed uint16 buffer for ``values`` values, its pages mapped up front. Not
     np.empty: numpy asks for transparent huge pages, and with the model loaded the
-    kernel compacted memory for them (defrag=madvise) while the copies were written:
-    3.5 to 5 s for 0.8 GB on the development VM, against 0.3 s here."""
+    kernel compacts memory for them (defrag=madvise) while the copies are written,
+    which takes many times longer than writing them."""
     nbytes = max(2 * values, 1)
     flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
     try:
@@ -153,13 +151,13 @@ def _release(addresses: set[int]) -> None:
             _entries.pop(addr, None)
 
 
-def register_model(model: nn.Module) -> int:
+def register_model(model: nn.Module, switches: Switches | None = None) -> int:
     """Register the bfloat16 copies of ``model``'s weight matrices (:func:`weight_matrices`)
     with the shim; call after ``model.fuse()``, before computing. Idempotent: matrices
     already registered are kept, ones the model no longer uses (a re-fused stack) are
     released. Returns how many matrices are registered for the model; 0 when
-    :func:`bf16_weights_wanted` is False."""
-    if not bf16_weights_wanted():
+    :func:`bf16_weights_wanted` is False (``switches`` default: every switch on)."""
+    if not bf16_weights_wanted(switches or Switches()):
         return 0
     lib = _shim()
     assert lib is not None

@@ -5,14 +5,22 @@ text is fed 5 tokens at a time (lower LM, then the positive TTS LM), each window
 followed by 6 speech frames; every frame is sampled with CFG from the positive and the
 negative TTS-LM states, decoded to 3200 samples, and fed back to both TTS LMs; EOS is
 checked on the positive state after each frame.
+
+The model's work runs through two strategies chosen once per model and step count
+(:class:`FrameKernels`): a frame backend (engine/frame_backend.py: MLX functions or CUDA
+kernels) and a latent decoder (engine/decode.py: MLX or C). Two product features shape
+the loop around upstream's: frames are decoded in groups (:class:`_FrameOutput`), and
+the first frame is handed out before it is fed back (``early_first``). Callers watch or
+steer the loop through :class:`FrameHooks` (engine/parity.py records and teacher-forces
+with them).
 """
 
 from __future__ import annotations
 
-import os
+import itertools
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
@@ -21,32 +29,12 @@ import mlx.core as mx
 import numpy as np
 
 from engine.bf16_weights import register_model
-from engine.cache import (
-    CFGKVCache,
-    KVCache,
-    commit_pair_step,
-    compile_pair_step,
-    make_caches,
-    make_cfg_caches,
-    pair_inputs,
-    pair_step,
-    run_pair_step,
-    run_window_step,
-    window_step,
-)
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
-from engine.cuda_frame import CudaFrame, StackedCaches, cuda_kernels_wanted
-from engine.cuda_frame import build as build_cuda_frame
-from engine.dpm_solver import make_schedule
+from engine.decode import LatentDecoder, choose_latent_decoder
 from engine.errors import RequestError
+from engine.frame_backend import FrameBackend, choose_frame_backend
 from engine.model import VibeVoiceRealtime
-from engine.native_decoder import (
-    NativeDecoder,
-    NativeDecoderState,
-    native_decoder_wanted,
-    shared_native_decoder,
-)
-from engine.sampler import CompiledSampler, sample_latent
+from engine.switches import Switches
 from engine.tokenizer import checked_token_ids
 
 if TYPE_CHECKING:
@@ -82,241 +70,55 @@ def default_frame_limit(
     return int(frames_per_token * num_tokens) + extra_frames
 
 
-class PairCaches(list):
-    """The CFG pair's per-layer caches (engine.cache.CFGKVCache), with the positive row's
-    next position as ``offset`` (as StackedCaches has it)."""
-
-    @property
-    def offset(self) -> int:
-        return self[0].offset
-
-
 class FrameKernels:
-    """The per-frame functions of one model and step count, compiled once and reusable
-    across utterances (the engine thread keeps one per step count).
+    """The frame backend and the latent decoder of one model and step count, chosen once
+    from ``switches`` (default: read from the environment) and reusable across
+    utterances (the engine thread keeps one per step count).
 
-    ``frame`` is a whole speech frame but its decoding, as one compiled function of fixed
-    shapes: the CFG sampler, the connector, both TTS-LM rows one position on, and the EOS
-    logit. On a GPU a frame is bound by the host launching its primitives, so one traced
-    graph (no Python between the parts, element-wise work fused across them) is what
-    makes it fast.
+    On Linux CPUs the few-row products read bfloat16 copies of the (bfloat16-valued)
+    float32 weights (engine/bf16_weights.py: same values, half the bytes); on a CUDA GPU
+    the CUDA frame kernels run when they agree with the MLX functions; on a CPU the C
+    decoder decodes. ``frames`` replaces the chosen frame backend (the tests give one
+    with emulated CUDA kernels).
     """
 
-    def __init__(self, model: VibeVoiceRealtime, steps: int, cuda: bool = True) -> None:
+    def __init__(
+        self,
+        model: VibeVoiceRealtime,
+        steps: int,
+        switches: Switches | None = None,
+        frames: FrameBackend | None = None,
+    ) -> None:
         check_steps(steps, model.config.diffusion.ddpm_num_steps)
-        m = model.model
+        switches = switches if switches is not None else Switches.from_environ()
         model.fuse()
-        self.model = model
-        # On Linux CPUs the few-row products read bfloat16 copies of the (bfloat16-valued)
-        # float32 weights (engine/bf16_weights.py: same values, half the bytes).
-        self.bf16_weights = register_model(model)
+        self.bf16_weights = register_model(model, switches)
+        """How many weight matrices the BLAS shim reads as bfloat16 copies."""
         self.steps = steps
-        self.schedule = make_schedule(steps, model.config.diffusion.ddpm_num_steps)
-        self._sample = CompiledSampler(m.prediction_head, self.schedule)
-        decoder = self._decoder = m.acoustic_tokenizer.decoder
+        self.frames = frames or choose_frame_backend(model, steps, switches)
+        # A decoder stream of its own only lets its launches overlap the CUDA kernels'.
+        own_stream = switches.decode_stream and self.frames.name == "cuda"
+        self.decoder: LatentDecoder = choose_latent_decoder(model, switches, own_stream)
 
-        def decode(latents: mx.array, state: list[mx.array]) -> tuple[mx.array, list[mx.array]]:
-            # (1, T, latent) -> (1, T * hop, 1); one compiled graph per T.
-            return decoder(model.latent_to_decoder_input(latents), state)
 
-        self.decode = mx.compile(decode)
-        # On Linux CPUs the decoder runs in C (engine/native_decoder.py: same numbers, a
-        # fraction of the time); self.decode stays the MLX reference.
-        self.native: NativeDecoder | None = None
-        if native_decoder_wanted():
-            try:
-                self.native = shared_native_decoder(decoder)
-            except TypeError:
-                pass  # layers the C does not implement (quantized): MLX decodes
-        # latent_to_decoder_input's affine map, for the native decoder's numpy input.
-        self._latent_scale = np.float32(m.speech_scaling_factor.astype(mx.float32).item())
-        self._latent_bias = np.float32(m.speech_bias_factor.astype(mx.float32).item())
-        self.tts_pair = compile_pair_step(m.tts_language_model)
-        step = pair_step(m.tts_language_model)
-        dtype = m.tts_input_types.weight.dtype
-        hidden = model.config.decoder.hidden_size
-        schedule = self.schedule
-        t_emb = m.prediction_head.t_embedder(mx.array(schedule.timesteps, dtype=mx.float32))
-        type_speech, type_text = m.tts_input_types.weight[0], m.tts_input_types.weight[1]
-        mx.eval(t_emb, type_speech, type_text)
-        self.t_emb = t_emb
-        # One compiled text window per window length (5, and the last one's).
-        self.window = mx.compile(
-            window_step(
-                m.language_model, m.tts_language_model, m.language_model.embed_tokens, type_text
-            )
-        )
+class FrameHooks:
+    """Named points of the loop where a caller watches or steers it (engine/parity.py
+    records intermediates and feeds expected latents back). These defaults do nothing."""
 
-        def frame(
-            noise: mx.array,
-            pos: mx.array,
-            neg: mx.array,
-            cfg: mx.array,
-            teacher: mx.array,
-            use_teacher: mx.array,
-            *cache: mx.array | list[mx.array],
-        ) -> tuple[mx.array, ...]:
-            latent = sample_latent(m.prediction_head, schedule, noise, pos, neg, cfg, t_emb=t_emb)
-            fed = mx.where(use_teacher, teacher, latent)
-            emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
-            out, keys, values, valid = step(mx.broadcast_to(emb, (2, hidden)), *cache)
-            pos, neg = out[0:1], out[1:2]
-            eos_logit = model.tts_eos_classifier(pos)[0, 0]
-            return latent, fed, pos, neg, eos_logit, keys, values, valid
+    def window(self, index: int, h_text: mx.array, h_tts: mx.array) -> None:
+        """Text window ``index`` went through the text LM (``h_text``) and the positive
+        TTS-LM row (``h_tts``), (1, L, hidden) each."""
 
-        def feed(fed: mx.array, *cache: mx.array | list[mx.array]) -> tuple[mx.array, ...]:
-            # The second half of `frame`: a sampled (or forced) latent fed back.
-            emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
-            out, keys, values, valid = step(mx.broadcast_to(emb, (2, hidden)), *cache)
-            pos, neg = out[0:1], out[1:2]
-            return pos, neg, model.tts_eos_classifier(pos)[0, 0], keys, values, valid
+    def conditions(self, frame: int, pos: mx.array, neg: mx.array) -> None:
+        """Frame ``frame`` is sampled from these positive and negative conditions."""
 
-        self._frame = mx.compile(frame)
-        self._feed = mx.compile(feed)
-        self._no_teacher = (mx.zeros((1, model.config.acoustic_vae_dim)), mx.array(False))
-        self._embed = m.language_model.embed_tokens
-        # On a CUDA GPU a frame and a text window are one kernel each (engine/cuda_frame.py),
-        # used once they agree with the MLX functions above.
-        self.cuda: CudaFrame | None = None
-        if cuda and cuda_kernels_wanted():
-            self.cuda = build_cuda_frame(model, schedule, t_emb)
-            if self.cuda is not None and not self._cuda_agrees():
-                self.cuda = None
-        # With the CUDA frame kernels the decoder's ~500 launches are what is left: in
-        # groups of 8 frames they share one pass (5.7 ms for 8 frames against 5.1 ms for
-        # 4 and for 1, H200). VVREADER_DECODE_STREAM=1 puts the decoder on a stream of
-        # its own, so that its launches could overlap the frame kernels (which leave room
-        # on every multiprocessor); not measured yet, so off by default.
-        self.decode_stream = None
-        self.decode_group = 4
-        if self.cuda is not None:
-            self.decode_group = 8
-            if os.environ.get("VVREADER_DECODE_STREAM", "0") == "1":
-                self.decode_stream = mx.new_stream(mx.gpu)
+    def teacher(self, frame: int) -> mx.array | None:
+        """A latent (1, latent dim) to feed back after frame ``frame`` instead of the
+        sampled one (decoded instead of it too), or None."""
+        return None
 
-    def _cuda_agrees(self) -> bool:
-        """The CUDA kernels against the MLX functions on one synthetic window and frame
-        (this also compiles them, before any utterance)."""
-        from engine.cuda_frame import check_against_mlx
-
-        return check_against_mlx(self)
-
-    def new_caches(
-        self, voice: VoicePrompt, lm_reserve: int, tts_reserve: int
-    ) -> tuple[list[KVCache], PairCaches] | tuple[StackedCaches, StackedCaches]:
-        """Fresh caches of both LMs seeded from ``voice``, with room for ``lm_reserve``
-        text tokens and ``tts_reserve`` more TTS-LM positions (they grow beyond)."""
-        if self.cuda is not None:
-            stacked = StackedCaches(voice, lm_reserve, tts_reserve)
-            return stacked, stacked
-        dtype = self.model.model.tts_input_types.weight.dtype
-        lm = make_caches(voice.lm_keys, voice.lm_values, dtype, lm_reserve)
-        tts = PairCaches(
-            make_cfg_caches(
-                voice.tts_keys, voice.tts_values, voice.neg_keys, voice.neg_values, dtype,
-                tts_reserve,
-            )
-        )  # fmt: skip
-        return lm, tts
-
-    def run_window(
-        self, tokens: mx.array, lm_cache: list[KVCache] | StackedCaches,
-        tts_cache: PairCaches | StackedCaches,
-    ) -> tuple[mx.array, mx.array]:  # fmt: skip
-        """One text window (1, L) through the text LM and the positive TTS-LM row:
-        (text LM out, TTS LM out), (1, L, hidden) each; the caches move L on."""
-        if self.cuda is not None:
-            return self.cuda.window(self._embed(tokens)[0], tts_cache)
-        return run_window_step(self.window, tokens, lm_cache, tts_cache)
-
-    def sample(
-        self, noise: mx.array, pos_cond: mx.array, neg_cond: mx.array, cfg_scale: float
-    ) -> mx.array:
-        """The latent (1, latent dim) of one frame from its noise and conditions, lazy."""
-        if self.cuda is not None:
-            return self.cuda.sample(noise, pos_cond, neg_cond, cfg_scale)
-        return self._sample(noise, pos_cond, neg_cond, cfg_scale)
-
-    def decoder_state(self) -> list[mx.array] | NativeDecoderState:
-        """Zero streaming state of the decoder :meth:`decode_audio` uses."""
-        if self.native is not None:
-            return self.native.init_state()
-        return self._decoder.init_state(1, mx.float32)
-
-    def decode_audio(
-        self, latents: mx.array, state: list[mx.array] | NativeDecoderState
-    ) -> tuple[np.ndarray, list[mx.array] | NativeDecoderState]:
-        """Decode (T, latent) normalised latents continuing from ``state`` (from
-        :meth:`decoder_state`): (T, hop) float32 audio, one row per frame, and the state
-        to pass next (the native decoder's is updated in place)."""
-        T = latents.shape[0]
-        if self.native is not None:
-            # latent / speech_scaling_factor - speech_bias_factor, in float32 as on MLX.
-            x = np.asarray(latents.astype(mx.float32)) / self._latent_scale - self._latent_bias
-            # Let the frame launched meanwhile finish first, as it would before an MLX
-            # decode queued behind it: run side by side, both with their BLAS threads on
-            # two cores, the pair was slower than one after the other (508 against 415 ms
-            # per frame end to end, measured here).
-            mx.synchronize()
-            audio, state = self.native(x, state)
-            return audio[:, 0].reshape(T, -1), state
-        if self.decode_stream is None:
-            audio, state = self.decode(latents[None], state)
-        else:
-            with mx.stream(self.decode_stream):
-                audio, state = self.decode(latents[None], state)
-        mx.eval(audio, state)
-        return np.array(audio[0, :, 0].astype(mx.float32)).reshape(T, -1), state
-
-    def frame(
-        self,
-        noise: mx.array,
-        pos_cond: mx.array,
-        neg_cond: mx.array,
-        cfg_scale: float,
-        caches: list[CFGKVCache],
-        teacher: mx.array | None = None,
-    ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
-        """Sample one frame and feed it back: (latent, fed latent, next positive and
-        negative conditions, EOS logit), all lazy; ``caches`` move one position on."""
-        if self.cuda is not None:
-            return self.cuda.frame(noise, pos_cond, neg_cond, cfg_scale, caches, teacher)
-        return self.mlx_frame(noise, pos_cond, neg_cond, cfg_scale, caches, teacher)
-
-    def mlx_frame(
-        self,
-        noise: mx.array,
-        pos_cond: mx.array,
-        neg_cond: mx.array,
-        cfg_scale: float,
-        caches: list[CFGKVCache],
-        teacher: mx.array | None = None,
-    ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
-        """:meth:`frame` by the MLX functions (per-layer caches)."""
-        forced = self._no_teacher if teacher is None else (teacher, mx.array(True))
-        cfg = mx.array(cfg_scale, dtype=mx.float32)
-        latent, fed, pos, neg, eos, keys, values, valid = self._frame(
-            noise.astype(mx.float32), pos_cond, neg_cond, cfg, *forced, *pair_inputs(caches)
-        )
-        commit_pair_step(caches, keys, values, valid)
-        return latent, fed, pos, neg, eos
-
-    def feed(
-        self, fed: mx.array, caches: list[CFGKVCache]
-    ) -> tuple[mx.array, mx.array, mx.array]:
-        """Feed ``fed`` (1, latent) back, as :meth:`frame` does after sampling: (next
-        positive and negative conditions, EOS logit), lazy; ``caches`` move one on."""
-        if self.cuda is not None:
-            return self.cuda.feed(fed, caches)
-        return self.mlx_feed(fed, caches)
-
-    def mlx_feed(
-        self, fed: mx.array, caches: list[CFGKVCache]
-    ) -> tuple[mx.array, mx.array, mx.array]:
-        """:meth:`feed` by the MLX functions (per-layer caches)."""
-        pos, neg, eos, keys, values, valid = self._feed(fed, *pair_inputs(caches))
-        commit_pair_step(caches, keys, values, valid)
-        return pos, neg, eos
+    def eos(self, frame: int, logit: float) -> None:
+        """The EOS logit read after frame ``frame`` was fed back."""
 
 
 @dataclass
@@ -341,8 +143,8 @@ class Frame:
 
 
 @dataclass
-class _Sampled:
-    """A frame whose latent is launched but whose EOS has not been read yet."""
+class _Launched:
+    """A frame whose work is launched but whose EOS has not been read yet."""
 
     index: int
     latent: mx.array
@@ -354,16 +156,85 @@ class _Sampled:
     stop: str | None = None
 
 
-@dataclass
-class Trace:
-    """Intermediates recorded for parity checks."""
+def _eos_probability(logit: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-logit)))
 
-    cond_pos: list[np.ndarray] = field(default_factory=list)
-    cond_neg: list[np.ndarray] = field(default_factory=list)
-    eos_logits: list[float] = field(default_factory=list)
-    lm_window0: np.ndarray | None = None
-    tts_window0: np.ndarray | None = None
-    frame0_steps: list[tuple[mx.array, mx.array]] = field(default_factory=list)
+
+class _FrameOutput:
+    """Launched frames on their way out: each one's EOS is read one frame late (so that
+    building and running the next frame overlap the wait), and the fed latents are
+    decoded in groups that ramp up: the first frame alone (first audio as soon as
+    possible), then two, then ``decode_group`` at a time (a group shares one pass over
+    the decoder's weights, or its launches on a GPU)."""
+
+    def __init__(
+        self, decoder: LatentDecoder, decode_group: int, stop_at_eos: bool, hooks: FrameHooks
+    ) -> None:
+        self.decoder, self.state = decoder, decoder.init_state()
+        self.decode_group, self.stop_at_eos, self.hooks = decode_group, stop_at_eos, hooks
+        self.decodes = 0  # decoder calls so far: group k (from 0) holds min(2**k, group)
+        self.pending: list[_Launched] = []  # settled, waiting for their group
+        self.previous: _Launched | None = None  # launched, EOS not read yet
+
+    def decode(self, fed: mx.array) -> np.ndarray:
+        """Audio rows of ``fed`` (T, latent dim), continuing the stream."""
+        self.decodes += 1
+        audio, self.state = self.decoder.decode(fed, self.state)
+        return audio
+
+    def first(self, latent: mx.array, fed: mx.array, consumed: int) -> Frame:
+        """Frame 0, decoded before its EOS is known (``early_first``)."""
+        mx.eval(latent, fed)
+        return Frame(0, np.array(latent[0].astype(mx.float32)), self.decode(fed)[0],
+                     float("nan"), consumed)  # fmt: skip
+
+    def eos_fires(self, frame: int, eos_logit: mx.array) -> bool:
+        logit = float(eos_logit)
+        self.hooks.eos(frame, logit)
+        return self.stop_at_eos and _eos_probability(logit) > 0.5
+
+    def launched(self, frame: _Launched) -> Generator[Frame, None, str | None]:
+        """Take a frame just launched: settle the one before it, and this one at once if
+        it is the first or the last. Returns the stop reason when the stream ends (a frame
+        launched after the last one is dropped, as upstream does)."""
+        previous, self.previous = self.previous, frame
+        if previous is not None and (stop := (yield from self._settle(previous))) is not None:
+            return stop
+        if frame.forced_stop is not None or frame.index == 0:
+            self.previous = None
+            return (yield from self._settle(frame, final=frame.forced_stop is not None))
+        return None
+
+    def finish(self, reason: str) -> Generator[Frame, None, None]:
+        """End the stream for ``reason`` after the frame launched last."""
+        if self.previous is not None:
+            self.previous.forced_stop = reason
+            yield from self._settle(self.previous, final=True)
+            self.previous = None
+
+    def _settle(self, s: _Launched, final: bool = False) -> Generator[Frame, None, str | None]:
+        """Read frame ``s``'s EOS (waiting for that frame only), then decode and yield the
+        pending frames when it is the first, the last, or completes a decode group."""
+        logit = float(s.eos_logit)
+        self.hooks.eos(s.index, logit)
+        s.eos_prob = _eos_probability(logit)
+        s.stop = "eos" if self.stop_at_eos and s.eos_prob > 0.5 else s.forced_stop
+        self.pending.append(s)
+        group = min(self.decode_group, 1 << min(self.decodes, 30))
+        if s.stop is not None or final or s.index == 0 or len(self.pending) >= group:
+            chunks = self.decode(mx.concatenate([p.fed for p in self.pending]))
+            for p, chunk in zip(self.pending, chunks, strict=True):
+                yield Frame(
+                    index=p.index,
+                    latent=np.array(p.latent[0].astype(mx.float32)),
+                    audio=chunk,
+                    eos_prob=p.eos_prob,
+                    tokens_consumed=p.consumed,
+                    is_last=p.stop is not None,
+                    stop_reason=p.stop,
+                )
+            self.pending.clear()
+        return s.stop
 
 
 def generate_frames(
@@ -376,12 +247,11 @@ def generate_frames(
     noise: NoiseSource | None = None,
     max_frames: int | None = None,
     stop_at_eos: bool = True,
-    teacher_latents: np.ndarray | None = None,
-    trace: Trace | None = None,
     cancel: threading.Event | None = None,
     kernels: FrameKernels | None = None,
     decode_group: int | None = None,
-    early_first: bool | None = None,
+    early_first: bool = True,
+    hooks: FrameHooks | None = None,
 ) -> Iterator[Frame]:
     """Yield the frames of one utterance as they are generated.
 
@@ -394,26 +264,21 @@ def generate_frames(
         noise: x_T per frame; defaults to ``seeded_noise(0, ...)``.
         max_frames: frame limit; defaults to :func:`default_frame_limit`.
         stop_at_eos: stop after the frame whose feedback makes the EOS head fire.
-        teacher_latents: feed these latents back (decoder and TTS LMs) instead of the
-            sampled ones (parity checks of chaotic full-size cases).
-        trace: record intermediates into this object.
         cancel: checked between frames; when set the generator returns.
-        kernels: compiled per-frame functions to reuse (built here when None).
-        decode_group: frames decoded together after the first (the decoder is bound by
-            reading its weights, on the CPU, or by kernel launches, on a GPU: two frames
-            cost little more than one). Each frame is still its own chunk; a frame's
-            audio comes at most ``decode_group - 1`` frames later. The groups ramp up
-            to it: the first frame alone (first audio as soon as possible), then two,
-            then ``decode_group`` (so the second chunk comes no later than with groups
-            of two). Default: the kernels' ``decode_group``: 4 (on the 2-core CPU with
-            the C decoder, four frames took 190 against 2 x 118 ms for two pairs), 8
-            with the CUDA frame kernels (the decoder's launches are then most of a
-            frame's host time; 8 frames cost 5.7 ms against 5.1 ms for 1, H200).
+        kernels: the frame backend and decoder to use (built here when None).
+        decode_group: frames decoded together after the first ones (the decoder is bound
+            by reading its weights, on the CPU, or by kernel launches, on a GPU: a few
+            frames cost little more than one). Each frame is still its own chunk; a
+            frame's audio comes at most ``decode_group - 1`` frames later. The groups
+            ramp up: the first frame alone, then two, then ``decode_group`` (so the
+            second chunk comes no later than with groups of two). Default: the frame
+            backend's (README, "The model and the voices", has the measurements).
         early_first: yield the first frame as soon as it is sampled and decoded, before
             it is fed back to the TTS LM (which is what its EOS is read from): first
             audio sooner by one TTS-LM step, as upstream streams a chunk before its EOS
             check. Its ``eos_prob`` is then NaN, and an EOS right after it ends the
-            stream without a frame marked last. Default: on unless ``trace`` is given.
+            stream without a frame marked last.
+        hooks: watch or steer the loop (:class:`FrameHooks`).
     """
     cfg = model.config
     max_positions = cfg.decoder.max_position_embeddings
@@ -421,152 +286,60 @@ def generate_frames(
     ids = checked_token_ids(text_ids, cfg.decoder.vocab_size)
     check_steps(steps, cfg.diffusion.ddpm_num_steps)
     voice.check_positions(max_positions)
-    if early_first is None:
-        early_first = trace is None
-    decodes = 0  # decoder calls so far: group k (from 0) holds min(2**k, decode_group)
-    m = model.model
-    dtype = m.tts_input_types.weight.dtype
     if kernels is None or kernels.steps != steps:
         kernels = FrameKernels(model, steps)
-    if trace is not None and kernels.cuda is not None:
-        kernels = FrameKernels(model, steps, cuda=False)  # the traced parts are MLX's
-    if decode_group is None:
-        decode_group = kernels.decode_group
-    decode_group = max(1, decode_group)
-    schedule = kernels.schedule
+    frames = kernels.frames
+    hooks = hooks or FrameHooks()
     noise = noise or seeded_noise(0, cfg.acoustic_vae_dim)
     limit = max_frames if max_frames is not None else default_frame_limit(len(ids))
+    group = max(1, decode_group if decode_group is not None else frames.decode_group)
+    out = _FrameOutput(kernels.decoder, group, stop_at_eos, hooks)
 
-    # Positive and negative TTS LM in one batch of two (rows 0 and 1).
-    lm_cache, tts_cache = kernels.new_caches(voice, len(ids) + 8, len(ids) + limit + 8)
-    dec_state = kernels.decoder_state()
-    type_speech = m.tts_input_types.weight[0]
-
-    pos_cond = voice.tts_hidden[:, -1].astype(dtype)
-    neg_cond = voice.neg_hidden[:, -1].astype(dtype)
-    pending: list[_Sampled] = []
-
-    def settle(s: _Sampled, final: bool = False) -> Generator[Frame, None, str | None]:
-        """Read frame ``s``'s EOS (waiting for that frame only), then decode and yield the
-        pending frames when it is the first, the last, or completes a decode group."""
-        nonlocal dec_state, decodes
-        logit = float(s.eos_logit)
-        prob = float(1.0 / (1.0 + np.exp(-logit)))
-        if trace is not None:
-            trace.eos_logits.append(logit)
-        stop = "eos" if stop_at_eos and prob > 0.5 else s.forced_stop
-        s.eos_prob, s.stop = prob, stop
-        pending.append(s)
-        # The first frame is decoded alone (first audio as soon as possible); later ones
-        # in groups, which share one pass over the decoder's weights.
-        group = min(decode_group, 1 << min(decodes, 30))
-        if stop is not None or final or s.index == 0 or len(pending) >= group:
-            decodes += 1
-            chunks, dec_state = kernels.decode_audio(
-                mx.concatenate([p.fed for p in pending]), dec_state
-            )
-            for p, chunk in zip(pending, chunks, strict=True):
-                yield Frame(
-                    index=p.index,
-                    latent=np.array(p.latent[0].astype(mx.float32)),
-                    audio=chunk,
-                    eos_prob=p.eos_prob,
-                    tokens_consumed=p.consumed,
-                    is_last=p.stop is not None,
-                    stop_reason=p.stop,
-                )
-            pending.clear()
-        return stop
-
+    # Both TTS-LM rows (positive, negative) advance together; the text LM only with text.
+    caches = frames.new_caches(voice, len(ids) + 8, len(ids) + limit + 8)
+    dtype = model.model.tts_input_types.weight.dtype
+    pos = voice.tts_hidden[:, -1].astype(dtype)
+    neg = voice.neg_hidden[:, -1].astype(dtype)
     consumed = 0
-    frame = 0
-    window = 0
-    previous: _Sampled | None = None
-    while True:
-        cur = ids[window * TTS_TEXT_WINDOW_SIZE : (window + 1) * TTS_TEXT_WINDOW_SIZE]
-        if cur:
+    index = 0
+    for window in itertools.count():
+        tokens = ids[window * TTS_TEXT_WINDOW_SIZE : (window + 1) * TTS_TEXT_WINDOW_SIZE]
+        if tokens:
             # Both LMs' positions stay below max_positions (the text LM's, its prompt plus
             # the text so far, trails the TTS LM's only for a prompt of that shape).
-            lm_end = voice.lm_length + consumed + len(cur)
-            if max(tts_cache.offset + len(cur), lm_end) > max_positions:
-                if previous is not None:
-                    previous.forced_stop = "context"
-                    yield from settle(previous, final=True)
+            lm_end = voice.lm_length + consumed + len(tokens)
+            if max(caches.offset + len(tokens), lm_end) > max_positions:
+                yield from out.finish("context")
                 return
-            h_text, h_tts = kernels.run_window(mx.array([cur]), lm_cache, tts_cache)
-            pos_cond = h_tts[:, -1]
-            consumed += len(cur)
-            if trace is not None and window == 0:
-                trace.lm_window0 = np.array(h_text[0].astype(mx.float32))
-                trace.tts_window0 = np.array(h_tts[0].astype(mx.float32))
+            h_text, h_tts = frames.window(mx.array([tokens]), caches)
+            hooks.window(window, h_text, h_tts)
+            pos = h_tts[:, -1]
+            consumed += len(tokens)
         for _ in range(TTS_SPEECH_WINDOW_SIZE):
             if cancel is not None and cancel.is_set():
                 return
-            if trace is not None:
-                trace.cond_pos.append(np.array(pos_cond[0].astype(mx.float32)))
-                trace.cond_neg.append(np.array(neg_cond[0].astype(mx.float32)))
-            # numpy checks this index (IndexError past the teacher's frames).
-            teacher = None if teacher_latents is None else mx.array(teacher_latents[frame][None])
-            if early_first and frame == 0 and limit > 1 and trace is None:
+            hooks.conditions(index, pos, neg)
+            teacher = hooks.teacher(index)
+            if index == 0 and early_first and limit > 1:
                 # The first chunk before the first feedback (see early_first).
-                latent = kernels.sample(noise(frame), pos_cond, neg_cond, cfg_scale)
+                latent = frames.sample(noise(index), pos, neg, cfg_scale)
                 fed = latent if teacher is None else teacher
-                mx.eval(latent, fed)
-                chunks, dec_state = kernels.decode_audio(fed, dec_state)
-                decodes += 1
-                yield Frame(
-                    index=0,
-                    latent=np.array(latent[0].astype(mx.float32)),
-                    audio=chunks[0],
-                    eos_prob=float("nan"),
-                    tokens_consumed=consumed,
-                )
-                pos_cond, neg_cond, eos_logit = kernels.feed(fed, tts_cache)
-                logit = float(eos_logit)
-                if tts_cache.offset + 1 > max_positions or (
-                    stop_at_eos and 1.0 / (1.0 + np.exp(-logit)) > 0.5
-                ):
+                yield out.first(latent, fed, consumed)
+                pos, neg, eos_logit = frames.feed(fed, caches)
+                if caches.offset + 1 > max_positions or out.eos_fires(index, eos_logit):
                     return
-                frame += 1
-                continue
-            if trace is not None and frame == 0:
-                # The parts one by one, recording the solver's steps.
-                latent = sample_latent(
-                    m.prediction_head,
-                    schedule,
-                    noise(frame),
-                    pos_cond,
-                    neg_cond,
-                    cfg_scale,
-                    trace.frame0_steps,
-                )
-                fed = latent if teacher is None else teacher
-                emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
-                out = run_pair_step(
-                    kernels.tts_pair, mx.broadcast_to(emb, (2, emb.shape[-1])), tts_cache
-                )
-                pos_cond, neg_cond = out[0:1], out[1:2]
-                eos_logit = model.tts_eos_classifier(pos_cond)[0, 0]
             else:
-                latent, fed, pos_cond, neg_cond, eos_logit = kernels.frame(
-                    noise(frame), pos_cond, neg_cond, cfg_scale, tts_cache, teacher
+                latent, fed, pos, neg, eos_logit = frames.frame(
+                    noise(index), pos, neg, cfg_scale, caches, teacher
                 )
-            forced = None
-            if frame + 1 >= limit:
-                forced = "frame_limit"
-            elif tts_cache.offset + 1 > max_positions:
-                forced = "context"
-            # Launch this frame and settle the previous one meanwhile: EOS is read one
-            # frame late, so building and running the next frame overlap with the wait.
-            mx.async_eval(latent, eos_logit, pos_cond, neg_cond)
-            current = _Sampled(frame, latent, fed, eos_logit, consumed, forced)
-            if previous is not None and (yield from settle(previous)) is not None:
-                return  # the frame just launched is discarded (upstream does the same)
-            previous = current
-            if forced is not None or frame == 0:
-                # The first frame is settled at once (first audio as soon as possible).
-                if (yield from settle(current, final=forced is not None)) is not None:
+                forced = None
+                if index + 1 >= limit:
+                    forced = "frame_limit"
+                elif caches.offset + 1 > max_positions:
+                    forced = "context"
+                # Launched now; its EOS is read while the next frame is built and runs.
+                mx.async_eval(latent, eos_logit, pos, neg)
+                launched = _Launched(index, latent, fed, eos_logit, consumed, forced)
+                if (yield from out.launched(launched)) is not None:
                     return
-                previous = None
-            frame += 1
-        window += 1
+            index += 1

@@ -13,15 +13,15 @@ the layouts the C expects. Every buffer is preallocated for ``max_frames`` frame
 call; longer inputs are decoded in pieces (exact, the decoder being causal), and a call
 allocates only the audio it returns.
 
-Used by engine.generate on Linux when MLX's default device is the CPU and the library and
-the BLAS shim are built (setup.py); ``VVREADER_NATIVE_DECODER=0`` turns it off.
+Used by engine.decode on Linux when MLX's default device is the CPU and the library and
+the BLAS shim are built (setup.py); ``VVREADER_NATIVE_DECODER=0`` turns it off
+(engine/switches.py).
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib.util
-import os
 import sys
 import threading
 import weakref
@@ -35,8 +35,8 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from engine.acoustic import KERNEL_SIZE, AcousticDecoder, Block1D, CausalConv1d
+from engine.switches import Switches
 
-ENV_SWITCH = "VVREADER_NATIVE_DECODER"
 # FFN rows per tile: the (rows, 4C) hidden activation of one tile stays this many floats
 # (1 MB), so it is still in L2 when the GELU and the second product read it (smaller
 # tiles, more and smaller products, were slower here: 126 against 114 ms for two frames).
@@ -101,10 +101,10 @@ def unavailable_reason() -> str | None:
     return _lib_error
 
 
-def native_decoder_wanted() -> bool:
+def native_decoder_wanted(switches: Switches) -> bool:
     """The engine's choice: the native decoder when the switch allows it, MLX computes on
     the CPU and the library loads."""
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not switches.native_decoder:
         return False
     if mx.default_device().type != mx.DeviceType.cpu:
         return False

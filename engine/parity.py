@@ -10,14 +10,23 @@ audio.npy, eos_probs.npy, the other traced arrays and result.json into DIR, and,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
+import mlx.core as mx
 import numpy as np
 
+from engine.dpm_solver import make_schedule
 from engine.errors import EngineError
+from engine.generate import FrameHooks, FrameKernels, generate_frames
+from engine.model import VibeVoiceRealtime
+from engine.sampler import sample_latent
+from engine.switches import Switches
 
 COMPARED = (
     "latents",
@@ -43,6 +52,69 @@ class Check:
     ok: bool
 
 
+class TeacherForcing(FrameHooks):
+    """Hooks of the generation loop that feed ``latents`` (frames, latent dim) back, and
+    decode them, instead of the sampled ones: each frame then shows one frame's error
+    against the run that made them."""
+
+    def __init__(self, latents: np.ndarray | None) -> None:
+        self.latents = latents
+
+    def teacher(self, frame: int) -> mx.array | None:
+        if self.latents is None:
+            return None
+        # numpy checks this index (IndexError past the teacher's frames).
+        return mx.array(self.latents[frame][None])
+
+
+class ParityTrace(TeacherForcing):
+    """The generation loop's hooks for a parity run: records the intermediates the
+    fixtures compare, teacher-forced when given ``teacher`` latents."""
+
+    def __init__(self, teacher: np.ndarray | None = None) -> None:
+        super().__init__(teacher)
+        self.cond_pos: list[np.ndarray] = []
+        self.cond_neg: list[np.ndarray] = []
+        self.eos_logits: list[float] = []
+        self.lm_window0: np.ndarray | None = None
+        self.tts_window0: np.ndarray | None = None
+
+    def window(self, index: int, h_text: mx.array, h_tts: mx.array) -> None:
+        if index == 0:
+            self.lm_window0 = _numpy(h_text[0])
+            self.tts_window0 = _numpy(h_tts[0])
+
+    def conditions(self, frame: int, pos: mx.array, neg: mx.array) -> None:
+        self.cond_pos.append(_numpy(pos[0]))
+        self.cond_neg.append(_numpy(neg[0]))
+
+    def eos(self, frame: int, logit: float) -> None:
+        self.eos_logits.append(logit)
+
+
+def _numpy(a: mx.array) -> np.ndarray:
+    return np.array(a.astype(mx.float32))
+
+
+def solver_steps(
+    model: VibeVoiceRealtime,
+    steps: int,
+    noise: mx.array,
+    pos: np.ndarray,
+    neg: np.ndarray,
+    cfg_scale: float,
+) -> list[tuple[mx.array, mx.array]]:
+    """The DPM solver's steps of one frame, (x fed to the head, raw head output (2,
+    latent)) each, from its noise and its conditions (hidden,). The sampler is a pure
+    function of them: the loop runs it as one compiled graph, this step by step."""
+    schedule = make_schedule(steps, model.config.diffusion.ddpm_num_steps)
+    recorded: list[tuple[mx.array, mx.array]] = []
+    head = model.model.prediction_head
+    cond = mx.array(pos[None]), mx.array(neg[None])
+    sample_latent(head, schedule, noise, *cond, cfg_scale, recorded)
+    return recorded
+
+
 def find_voice(fixture: Path, case: dict) -> Path:
     for name in ("voice.safetensors", "voice.pt"):
         if (fixture / name).is_file():
@@ -61,11 +133,6 @@ def run_case(
     teacher_force: bool = False,
 ) -> dict:
     """Run the case and write its arrays into ``out``; returns result.json's content."""
-    import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
-
-    import mlx.core as mx
-
-    from engine.generate import Trace, generate_frames
     from engine.voices import load_voice
     from engine.weights import load_model
 
@@ -82,7 +149,10 @@ def run_case(
     teacher = None
     if teacher_force:
         teacher = np.load(fixture / "expected" / "latents.npy").astype(np.float32)
-    trace = Trace()
+    trace = ParityTrace(teacher)
+    # The MLX frame functions (the reference on every device), each frame's EOS read
+    # before its audio is handed out.
+    switches = dataclasses.replace(Switches.from_environ(), cuda_kernels=False)
     frames = list(
         generate_frames(
             model,
@@ -92,10 +162,13 @@ def run_case(
             steps=case["steps"],
             noise=lambda i: mx.array(noise[i][None]),
             max_frames=case["max_frames"],
-            teacher_latents=teacher,
-            trace=trace,
+            kernels=FrameKernels(model, case["steps"], switches),
+            early_first=False,
+            hooks=trace,
         )
     )
+    first = mx.array(noise[0][None]), trace.cond_pos[0], trace.cond_neg[0]
+    frame0_steps = solver_steps(model, case["steps"], *first, case["cfg_scale"])
     out.mkdir(parents=True, exist_ok=True)
     arrays = {
         "latents": np.stack([f.latent for f in frames]),
@@ -106,12 +179,9 @@ def run_case(
         "cond_pos": np.stack(trace.cond_pos[: len(frames)]),
         "cond_neg": np.stack(trace.cond_neg[: len(frames)]),
         "frame0_x": np.concatenate(
-            [np.array(x.astype(mx.float32)) for x, _ in trace.frame0_steps]
-            + [frames[0].latent[None]]
+            [np.array(x.astype(mx.float32)) for x, _ in frame0_steps] + [frames[0].latent[None]]
         ),
-        "frame0_head_out": np.stack(
-            [np.array(v.astype(mx.float32)) for _, v in trace.frame0_steps]
-        ),
+        "frame0_head_out": np.stack([np.array(v.astype(mx.float32)) for _, v in frame0_steps]),
     }
     if trace.lm_window0 is not None:
         arrays["lm_window0"] = trace.lm_window0

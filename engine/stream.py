@@ -173,6 +173,7 @@ class MLXEngine:
     def _load(self) -> None:
         import mlx.core as mx
 
+        from engine.switches import Switches
         from engine.tokenizer import TextTokenizer
         from engine.weights import load_model
 
@@ -180,6 +181,7 @@ class MLXEngine:
             self._dtype_name
         ]
         self._model = load_model(self.model_dir, dtype=dtype, quantize=self._quantize)
+        self._switches = Switches.from_environ()
         self._prepare_native_decoder()
         tokenizer = self._source.tokenizer if self._source else self.model_dir / "tokenizer.json"
         self._tokenizer = TextTokenizer(tokenizer)
@@ -236,13 +238,9 @@ class MLXEngine:
     def _prepare_native_decoder(self) -> None:
         """Make the C decoder's copy of the weights while loading (seconds for the full
         model, most of it the first touch of new memory), not at the first synthesis."""
-        from engine.native_decoder import native_decoder_wanted, shared_native_decoder
+        from engine.decode import choose_latent_decoder
 
-        if native_decoder_wanted():
-            try:
-                shared_native_decoder(self._model.model.acoustic_tokenizer.decoder)
-            except TypeError:
-                pass  # quantized decoder layers: FrameKernels decodes on MLX
+        choose_latent_decoder(self._model, self._switches)
 
     def _serve(self, handle: SynthesisHandle) -> None:
         from engine.generate import (
@@ -265,7 +263,8 @@ class MLXEngine:
         voice = self._voice(req.voice or self._default_voice)
         kernels = self._kernels.get(req.steps)
         if kernels is None:
-            kernels = self._kernels[req.steps] = FrameKernels(self._model, req.steps)
+            kernels = FrameKernels(self._model, req.steps, self._switches)
+            self._kernels[req.steps] = kernels
         frames = generate_frames(
             self._model,
             voice,

@@ -1,7 +1,7 @@
 """The contract of engine/cuda_kernels.cu written out in numpy (float64), for machines
 without a CUDA GPU: what each kernel reads from its inputs (the packed weights through
 the offset table, the stacked caches, the row and column bookkeeping) and what it
-writes. engine.cuda_frame.CudaFrame takes it as its kernel factory, so the packing,
+writes. engine.cuda_frame.CudaFrames takes it as its kernel factory, so the packing,
 the caches and the generation loop around the kernels are tested here; the kernels
 themselves are checked against MLX on the GPU (engine.cuda_frame.check_against_mlx).
 """

@@ -17,9 +17,11 @@ import pytest
 from mlx.utils import tree_flatten
 
 from engine import bf16_weights as bw
-from engine.cache import make_cfg_caches, run_pair_step
+from engine.cache import make_cfg_caches
 from engine.generate import FrameKernels, generate_frames, seeded_noise
 from engine.model import VibeVoiceRealtime
+from engine.steps import run_pair_step
+from engine.switches import Switches
 from engine.voices import VoicePrompt, load_voice
 from engine.weights import load_model
 from tests.conftest import PARITY, parity_model_dir
@@ -79,7 +81,7 @@ def test_pair_step(case) -> None:
         caches = make_cfg_caches(
             voice.tts_keys, voice.tts_values, voice.neg_keys, voice.neg_values, mx.float32, 16
         )
-        return np.array(run_pair_step(kernels.tts_pair, x, caches))
+        return np.array(run_pair_step(kernels.frames.pair_step, x, caches))
 
     on, off, calls = _on_and_off(step)
     # q/k/v (stacked), o, gate, up and down of every TTS-LM layer read their copies.
@@ -91,7 +93,7 @@ def test_diffusion_head(case) -> None:
     model, voice, kernels = case
     noise = seeded_noise(5, model.config.acoustic_vae_dim)(0)
     pos, neg = voice.tts_hidden[:, -1], voice.neg_hidden[:, -1]
-    on, off, calls = _on_and_off(lambda: np.array(kernels.sample(noise, pos, neg, 1.5)))
+    on, off, calls = _on_and_off(lambda: np.array(kernels.frames.sample(noise, pos, neg, 1.5)))
     assert calls >= 3 * len(model.model.prediction_head.layers)
     assert _rel(on, off) <= RTOL
 
@@ -167,13 +169,13 @@ def test_a_stale_stack_is_released(tiny_model: Path) -> None:
 
 
 def test_switch_turns_it_off(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(bw.ENV_SWITCH, "0")
-    assert not bw.bf16_weights_wanted()
+    monkeypatch.setenv("VVREADER_BF16_WEIGHTS", "0")
+    assert not bw.bf16_weights_wanted(Switches.from_environ())
     model = load_model(tiny_model)
     assert FrameKernels(model, 2).bf16_weights == 0
     assert not any(np.asarray(w).ctypes.data in bw._entries for w in bw.weight_matrices(model))
-    monkeypatch.setenv(bw.ENV_SWITCH, "1")
-    assert bw.bf16_weights_wanted()
+    monkeypatch.setenv("VVREADER_BF16_WEIGHTS", "1")
+    assert bw.bf16_weights_wanted(Switches.from_environ())
 
 
 def test_only_plain_linear_weights(tiny_model: Path) -> None:

@@ -18,12 +18,14 @@ import pytest
 from engine import cuda_frame
 from engine.api import SynthesisRequest
 from engine.config import VibeVoiceConfig
-from engine.cuda_frame import CudaFrame, StackedCaches, check_against_mlx, self_check_token_ids
+from engine.cuda_frame import CudaFrames, StackedCaches, check_against_mlx, self_check_token_ids
 from engine.dpm_solver import make_schedule
 from engine.errors import RequestError, TokenizerError, VoiceError
 from engine.generate import FrameKernels, generate_frames
+from engine.mlx_frames import MLXFrames
 from engine.native_decoder import load_library, shared_native_decoder
 from engine.stream import MLXEngine
+from engine.switches import Switches
 from engine.tokenizer import TextTokenizer, checked_token_ids
 from engine.voices import load_voice
 from engine.weights import load_model
@@ -52,13 +54,15 @@ class Spy:
 
 
 def _spied_kernels(model) -> tuple[FrameKernels, list[Spy]]:
-    """Kernels whose every reading entry point (embedding, window, frame, sample, decoder)
-    is spied on."""
-    kernels = FrameKernels(model, STEPS, cuda=False)
+    """Kernels whose every reading entry point (window, frame, sample, feed, decoder) is
+    spied on."""
+    kernels = FrameKernels(model, STEPS, Switches(cuda_kernels=False))
     spies = []
-    for name in ("_embed", "run_window", "frame", "sample", "decode_audio"):
-        spy = Spy(getattr(kernels, name))
-        setattr(kernels, name, spy)
+    for part, name in [(kernels.frames, n) for n in ("window", "frame", "sample", "feed")] + [
+        (kernels.decoder, "decode")
+    ]:
+        spy = Spy(getattr(part, name))
+        setattr(part, name, spy)
         spies.append(spy)
     return kernels, spies
 
@@ -87,7 +91,7 @@ def test_ids_at_the_edges_of_the_vocabulary_are_taken(tiny) -> None:
     kernels, spies = _spied_kernels(model)
     frames = list(generate_frames(model, voice, [0, vocab - 1], steps=STEPS, max_frames=2,
                                   kernels=kernels))  # fmt: skip
-    assert len(frames) == 2 and spies[1].calls == 1  # one text window
+    assert len(frames) == 2 and spies[0].calls == 1  # one text window
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +162,7 @@ def test_a_long_utterance_stops_at_the_last_position(tiny, tiny_model, tmp_path)
     frames = list(generate_frames(model, voice, list(range(10, 40)), steps=STEPS,
                                   max_frames=200, stop_at_eos=False, kernels=kernels))  # fmt: skip
     assert frames[-1].stop_reason == "context"
-    assert frames[-1].tokens_consumed < 30 and spies[1].calls <= room // 5
+    assert frames[-1].tokens_consumed < 30 and spies[0].calls <= room // 5
 
 
 # ---------------------------------------------------------------------- tokenizer vs model
@@ -222,10 +226,12 @@ def mid():
     return model, voice
 
 
-def _cuda_kernels(model) -> FrameKernels:
-    k = FrameKernels(model, STEPS, cuda=False)
-    k.cuda = CudaFrame(model, k.schedule, k.t_emb, kernel_factory=factory(model.config))
-    return k
+def _cuda_frames(model) -> tuple[CudaFrames, MLXFrames]:
+    """CUDA frames with emulated kernels, and the MLX frames they are checked against."""
+    mlx_frames = MLXFrames(model, STEPS)
+    cuda = CudaFrames(model, mlx_frames.schedule, mlx_frames.t_emb,
+                      kernel_factory=factory(model.config))  # fmt: skip
+    return cuda, mlx_frames
 
 
 def test_the_self_check_embeds_only_rows_of_the_vocabulary(mid) -> None:
@@ -234,22 +240,20 @@ def test_the_self_check_embeds_only_rows_of_the_vocabulary(mid) -> None:
     model, _ = mid
     vocab = model.config.decoder.vocab_size
     assert vocab == 1000
-    k = _cuda_kernels(model)
+    cuda, mlx_frames = _cuda_frames(model)
     embedded: list[np.ndarray] = []
-    embed, window = k._embed, k.window
 
-    def spy_embed(tokens: mx.array) -> mx.array:
-        embedded.append(np.array(tokens))
-        return embed(tokens)
+    def spy(window):
+        def spied(tokens: mx.array, *rest):
+            embedded.append(np.array(tokens))
+            return window(tokens, *rest)
 
-    def spy_window(tokens: mx.array, *rest):
-        embedded.append(np.array(tokens))
-        return window(tokens, *rest)
+        return spied
 
-    k._embed, k.window = spy_embed, spy_window
+    cuda.window, mlx_frames.window = spy(cuda.window), spy(mlx_frames.window)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        assert check_against_mlx(k)
+        assert check_against_mlx(cuda, mlx_frames)
     assert len(embedded) == 2
     for ids in embedded:
         assert 0 <= ids.min() and ids.max() < vocab
@@ -260,22 +264,22 @@ def test_the_self_check_embeds_only_rows_of_the_vocabulary(mid) -> None:
 
 def test_a_window_the_kernel_cannot_hold_is_not_launched(mid) -> None:
     model, voice = mid
-    k = _cuda_kernels(model)
-    launch = k.cuda._launch = Spy(k.cuda._launch)
+    cuda, _ = _cuda_frames(model)
+    launch = cuda._launch = Spy(cuda._launch)
     caches = StackedCaches(voice, 8, 8)
     H = model.config.decoder.hidden_size
     for rows in (0, cuda_frame.LMAX + 1):
         with pytest.raises(ValueError, match="a text window is 1 to"):
-            k.cuda.window(mx.zeros((rows, H)), caches)
+            cuda.window_rows(mx.zeros((rows, H)), caches)
     with pytest.raises(ValueError):
-        k.cuda.window(mx.zeros((2, H + 8)), caches)
+        cuda.window_rows(mx.zeros((2, H + 8)), caches)
     with pytest.raises(IndexError, match="the kernel reads"):
-        k.cuda.frame(mx.zeros((1, 8)), mx.zeros((1, H)), mx.zeros((1, H)), 1.5, caches)
+        cuda.frame(mx.zeros((1, 8)), mx.zeros((1, H)), mx.zeros((1, H)), 1.5, caches)
     # A cache whose write column is past its capacity (the kernel would read past it).
     caches.column = caches.kv.shape[4] + 3
     caches.reserve = lambda lm, tts: None
     with pytest.raises(IndexError, match="cache columns"):
-        k.cuda.frame(mx.zeros((1, model.config.acoustic_vae_dim)), mx.zeros((1, H)),
+        cuda.frame(mx.zeros((1, model.config.acoustic_vae_dim)), mx.zeros((1, H)),
                      mx.zeros((1, H)), 1.5, caches)  # fmt: skip
     assert launch.calls == 0
 

@@ -12,8 +12,11 @@ import pytest
 
 from engine import cuda_frame
 from engine.config import VibeVoiceConfig
-from engine.cuda_frame import CudaFrame, StackedCaches, check_against_mlx, item_indices
+from engine.cuda_frame import CudaFrames, StackedCaches, check_against_mlx, item_indices
 from engine.generate import FrameKernels, generate_frames, seeded_noise
+from engine.mlx_frames import MLXFrames
+from engine.parity import TeacherForcing
+from engine.switches import Switches
 from engine.voices import load_voice
 from engine.weights import load_model
 from tests.conftest import PARITY, parity_model_dir
@@ -30,10 +33,19 @@ def mid():
     return model, voice
 
 
+MLX_ONLY = Switches(cuda_kernels=False)
+
+
+def _cuda(model, **kw) -> tuple[CudaFrames, MLXFrames]:
+    """CUDA frames with emulated kernels, and the MLX frames they are checked against."""
+    mlx_frames = MLXFrames(model, STEPS)
+    cuda = CudaFrames(model, mlx_frames.schedule, mlx_frames.t_emb,
+                      kernel_factory=factory(model.config, **kw))  # fmt: skip
+    return cuda, mlx_frames
+
+
 def _kernels(model, **kw) -> FrameKernels:
-    k = FrameKernels(model, STEPS, cuda=False)
-    k.cuda = CudaFrame(model, k.schedule, k.t_emb, kernel_factory=factory(model.config, **kw))
-    return k
+    return FrameKernels(model, STEPS, MLX_ONLY, frames=_cuda(model, **kw)[0])
 
 
 def test_every_packed_item_is_the_module_weight(mid) -> None:
@@ -64,10 +76,11 @@ def test_a_weight_off_the_bfloat16_grid_keeps_the_mlx_path(mid) -> None:
     w = np.array(model.model.acoustic_connector.fc2.weight)
     w.flat[3] = np.nextafter(w.flat[3], np.float32(np.inf))
     model.model.acoustic_connector.fc2.weight = mx.array(w)
-    k = FrameKernels(model, STEPS, cuda=False)
+    mlx_frames = MLXFrames(model, STEPS)
     with pytest.raises(ValueError):
-        CudaFrame(model, k.schedule, k.t_emb, kernel_factory=factory(model.config))
-    assert cuda_frame.build(model, k.schedule, k.t_emb) is None
+        CudaFrames(model, mlx_frames.schedule, mlx_frames.t_emb,
+                   kernel_factory=factory(model.config))  # fmt: skip
+    assert cuda_frame.build(model, mlx_frames) is None
 
 
 def test_stacked_caches_hold_the_prompt_like_the_per_layer_ones(mid) -> None:
@@ -102,7 +115,7 @@ def test_generation_through_the_kernel_contract_matches_mlx(mid) -> None:
             )
         )  # fmt: skip
 
-    want = run(FrameKernels(model, STEPS, cuda=False))
+    want = run(FrameKernels(model, STEPS, MLX_ONLY))
     got = run(_kernels(model))
     assert [f.index for f in got] == [f.index for f in want] == list(range(14))
     lat_g, lat_w = np.stack([f.latent for f in got]), np.stack([f.latent for f in want])
@@ -119,24 +132,24 @@ def test_teacher_latents_are_fed_back(mid) -> None:
     def run(kernels: FrameKernels) -> np.ndarray:
         frames = generate_frames(
             model, voice, [5, 6, 7], steps=STEPS, noise=seeded_noise(4, 64), max_frames=6,
-            stop_at_eos=False, kernels=kernels, teacher_latents=teacher,
+            stop_at_eos=False, kernels=kernels, hooks=TeacherForcing(teacher),
         )  # fmt: skip
         return np.concatenate([f.audio for f in frames])
 
-    want, got = run(FrameKernels(model, STEPS, cuda=False)), run(_kernels(model))
+    want, got = run(FrameKernels(model, STEPS, MLX_ONLY)), run(_kernels(model))
     assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want))
 
 
 def test_self_check_passes_a_faithful_kernel_and_stops_a_wrong_one(mid) -> None:
     model, _ = mid
-    good = _kernels(model)
+    good, mlx_frames = _cuda(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        assert check_against_mlx(good)
-    assert max(e for _, e in good.cuda_check) < 1e-4
-    bad = _kernels(model, rope_sign=-1.0)  # keys and queries rotated the wrong way
+        assert check_against_mlx(good, mlx_frames)
+    assert max(e for _, e in good.check_errors) < 1e-4
+    bad, _ = _cuda(model, rope_sign=-1.0)  # keys and queries rotated the wrong way
     with pytest.warns(UserWarning, match="disagree with MLX"):
-        assert not check_against_mlx(bad)
+        assert not check_against_mlx(bad, mlx_frames)
 
 
 def test_only_shapes_the_kernels_are_written_for(tiny_model) -> None:

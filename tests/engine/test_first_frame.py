@@ -49,13 +49,13 @@ def test_same_frames_in_either_order(setup) -> None:
 def test_first_frame_is_handed_out_before_its_feedback(setup) -> None:
     model, voice, ids, kernels = setup
     fed: list[int] = []
-    feed = kernels.feed
+    feed = kernels.frames.feed
 
     def counting_feed(*args, **kw):
         fed.append(1)
         return feed(*args, **kw)
 
-    kernels.feed = counting_feed
+    kernels.frames.feed = counting_feed
     try:
         gen = generate_frames(
             model, voice, ids, steps=4, noise=seeded_noise(11, 32), max_frames=5,
@@ -65,7 +65,7 @@ def test_first_frame_is_handed_out_before_its_feedback(setup) -> None:
         assert first.index == 0 and fed == []  # not fed back yet
         rest = list(gen)
     finally:
-        del kernels.feed
+        del kernels.frames.feed
     assert fed == [1] and [f.index for f in rest] == [1, 2, 3, 4]
 
 

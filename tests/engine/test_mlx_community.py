@@ -377,7 +377,7 @@ def test_quantization_cost_on_the_parity_cases(case: str, capsys) -> None:
     that each frame shows one frame's error. Measured: 8-bit 1.7e-2 (tiny-run) and 1.4e-2
     (mid-shapes), 4-bit 2.5e-1 and 2.2e-1; full-davis (not run here, 2 GB) 4.1e-2 and
     4.0e-1; float32 itself is within 1e-5."""
-    from engine.parity import find_voice
+    from engine.parity import TeacherForcing, find_voice
     from tests.conftest import PARITY, parity_model_dir
 
     fixture = PARITY / case
@@ -396,7 +396,7 @@ def test_quantization_cost_on_the_parity_cases(case: str, capsys) -> None:
             steps=spec["steps"],
             noise=lambda i: mx.array(noise[i][None]),
             max_frames=spec["max_frames"],
-            teacher_latents=expected,
+            hooks=TeacherForcing(expected),
         )
         errors[bits] = _rel(np.stack([f.latent for f in frames]), expected)
     with capsys.disabled():

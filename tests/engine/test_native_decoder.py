@@ -14,16 +14,18 @@ import pytest
 from engine.acoustic import AcousticDecoder
 from engine.generate import FrameKernels, generate_frames, seeded_noise
 from engine.native_decoder import (
-    ENV_SWITCH,
     NativeDecoder,
     load_library,
     native_decoder_wanted,
     shared_native_decoder,
     unavailable_reason,
 )
+from engine.switches import Switches
 from engine.voices import load_voice
 from engine.weights import load_model
 from tests.conftest import parity_model_dir
+
+ENV_SWITCH = "VVREADER_NATIVE_DECODER"
 
 RTOL = 1e-5  # max |native - mlx| / max |mlx|: float32 sums in another order
 
@@ -146,8 +148,8 @@ def test_shared_decoder_follows_replaced_weights(tiny_model: Path) -> None:
 
 def test_switch_turns_it_off(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_SWITCH, "0")
-    assert not native_decoder_wanted()
-    assert FrameKernels(load_model(tiny_model), 2).native is None
+    assert not native_decoder_wanted(Switches.from_environ())
+    assert FrameKernels(load_model(tiny_model), 2).decoder.name == "mlx"
 
 
 @needs_native
@@ -176,10 +178,10 @@ def test_generation_loop_uses_it_with_the_same_audio(
     assert mx.default_device().type == mx.DeviceType.cpu
     monkeypatch.delenv(ENV_SWITCH, raising=False)
     native = FrameKernels(model, 2)
-    assert native.native is not None
+    assert native.decoder.name == "native"
     monkeypatch.setenv(ENV_SWITCH, "0")
     reference = FrameKernels(model, 2)
-    assert reference.native is None
+    assert reference.decoder.name == "mlx"
     assert _rel(run(native), run(reference)) <= RTOL
 
 
@@ -197,13 +199,13 @@ def test_decode_groups_ramp_up(
     voice = load_voice(tiny_model / "voices" / "en-Emma_woman.safetensors")
     kernels = FrameKernels(model, 2)
     calls: list[int] = []
-    decode = kernels.decode_audio
+    decode = kernels.decoder.decode
 
     def recording(latents: mx.array, state):  # noqa: ANN001, ANN202
         calls.append(latents.shape[0])
         return decode(latents, state)
 
-    kernels.decode_audio = recording  # type: ignore[method-assign]
+    kernels.decoder.decode = recording  # type: ignore[method-assign]
     frames = list(
         generate_frames(
             model,

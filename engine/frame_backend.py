@@ -1,0 +1,91 @@
+"""What the generation loop asks of a frame backend, and the choice of one.
+
+A frame backend runs the model's per-token work of one utterance: a text window through
+both LMs, and a speech frame (the CFG sampler, the connector, both TTS-LM rows and the
+EOS head). Two implement it: :class:`engine.mlx_frames.MLXFrames` (compiled MLX
+functions, every device) and :class:`engine.cuda_frame.CudaFrames` (one CUDA kernel per
+frame and per window, on NVIDIA GPUs). The loop (engine.generate) sees only this
+protocol; :func:`choose_frame_backend` picks one once, when the kernels are built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
+import mlx.core as mx
+
+from engine.mlx_frames import MLXFrames
+from engine.model import VibeVoiceRealtime
+from engine.switches import Switches
+
+if TYPE_CHECKING:
+    from engine.voices import VoicePrompt
+
+
+class FrameCaches(Protocol):
+    """The caches of both LMs for one utterance, in the backend's own layout."""
+
+    @property
+    def offset(self) -> int:
+        """Position of the positive TTS-LM row's next token (the position cap counts it)."""
+        ...
+
+
+class FrameBackend(Protocol):
+    """A text window and a speech frame of one model and step count. Results are lazy
+    MLX arrays; each call moves ``caches`` on as the model does."""
+
+    name: str
+    """"mlx" or "cuda"."""
+    decode_group: int
+    """Frames the decoder takes at a time after the first ones (engine.generate)."""
+
+    def new_caches(self, voice: VoicePrompt, lm_reserve: int, tts_reserve: int) -> FrameCaches:
+        """Fresh caches seeded from ``voice``, with room for ``lm_reserve`` text tokens
+        and ``tts_reserve`` more TTS-LM positions."""
+        ...
+
+    def window(self, tokens: mx.array, caches: FrameCaches) -> tuple[mx.array, mx.array]:
+        """Token ids (1, L) through the text LM and the positive TTS-LM row: their
+        outputs, (1, L, hidden) each."""
+        ...
+
+    def sample(
+        self, noise: mx.array, pos_cond: mx.array, neg_cond: mx.array, cfg_scale: float
+    ) -> mx.array:
+        """One frame's latent (1, latent dim) from its noise and the two conditions."""
+        ...
+
+    def frame(
+        self,
+        noise: mx.array,
+        pos_cond: mx.array,
+        neg_cond: mx.array,
+        cfg_scale: float,
+        caches: FrameCaches,
+        teacher: mx.array | None = None,
+    ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
+        """:meth:`sample`, then the latent (or ``teacher``) fed back through both TTS-LM
+        rows: (latent, fed latent, next positive and negative conditions, EOS logit)."""
+        ...
+
+    def feed(self, fed: mx.array, caches: FrameCaches) -> tuple[mx.array, mx.array, mx.array]:
+        """The second half of :meth:`frame` for a given latent (1, latent dim): (next
+        positive and negative conditions, EOS logit)."""
+        ...
+
+
+def choose_frame_backend(model: VibeVoiceRealtime, steps: int, switches: Switches) -> FrameBackend:
+    """The CUDA kernels where MLX runs on a CUDA GPU, the switch allows them, they can
+    take the model and they agree with the MLX functions; the MLX functions otherwise."""
+    mlx_frames = MLXFrames(model, steps)
+    if switches.cuda_kernels:
+        from engine import cuda_frame
+
+        if cuda_frame.on_cuda_gpu():
+            cuda = cuda_frame.build(model, mlx_frames, switches.cuda_unroll)
+            if cuda is not None:
+                return cuda
+    return mlx_frames

@@ -1,0 +1,226 @@
+"""The MLX step functions of the generation loop, of fixed shapes so that one
+``mx.compile`` trace serves every call: a speech frame of the CFG pair through the TTS LM
+(:func:`pair_step`) and a text window through both LMs (:func:`window_step`), each with
+the function that applies it to the caches of engine/cache.py.
+
+Inside a step, each layer's cache is a slot of the whole capacity: the write column and
+the rows' positions are arrays, and unwritten columns are masked out, so neither the
+column nor the positions change the trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
+import mlx.core as mx
+
+from engine.cache import CFGKVCache, KVCache
+
+
+class _PairSlot:
+    """One layer of a :class:`CFGKVCache` inside a compiled step: fixed capacity, the
+    write column and the two rows' positions as arrays (so one trace serves every frame)."""
+
+    def __init__(
+        self,
+        keys: mx.array,
+        values: mx.array,
+        mask: mx.array,
+        column: mx.array,
+        positions: mx.array,
+    ) -> None:
+        self.keys, self.values, self.mask = keys, values, mask
+        self.column, self.positions = column, positions
+
+    def rope_offset(self) -> mx.array:
+        return self.positions
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys = mx.slice_update(self.keys, keys, self.column, axes=(2,))
+        self.values = mx.slice_update(self.values, values, self.column, axes=(2,))
+        return self.keys, self.values
+
+    def attention_mask(self, L: int) -> mx.array:
+        # Attends over the whole capacity; unwritten columns are masked out.
+        return self.mask
+
+
+def pair_step(stack: Callable[[mx.array, list], mx.array]) -> Callable[..., tuple]:
+    """One speech frame of the CFG pair through ``stack`` as a function of
+    (x (2, hidden), keys, values, valid, column, positions) returning (out (2, hidden),
+    keys, values, valid); fixed shapes, so one ``mx.compile`` trace serves every frame."""
+
+    def step(
+        x: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+        valid: mx.array,
+        column: mx.array,
+        positions: mx.array,
+    ) -> tuple[mx.array, list[mx.array], list[mx.array], mx.array]:
+        valid = mx.slice_update(valid, mx.ones((2, 1), dtype=mx.bool_), column, axes=(1,))
+        mask = valid[:, None, None, :]
+        slots = [
+            _PairSlot(k, v, mask, column, positions) for k, v in zip(keys, values, strict=True)
+        ]
+        out = stack(x, slots)
+        return out, [s.keys for s in slots], [s.values for s in slots], valid
+
+    return step
+
+
+def pair_inputs(
+    caches: list[CFGKVCache],
+) -> tuple[list[mx.array], list[mx.array], mx.array, mx.array, mx.array]:
+    """The cache arguments of a :func:`pair_step` function for the next frame (keys,
+    values, valid, column, positions), growing the caches first when they are full."""
+    first = caches[0]
+    if first.column + 1 > first.keys.shape[2]:
+        for c in caches:
+            c.grow(first.column + 1)
+    return (
+        [c.keys for c in caches],
+        [c.values for c in caches],
+        first.valid,
+        mx.array([first.column], dtype=mx.int32),
+        mx.array(first.positions, dtype=mx.int32),
+    )
+
+
+def commit_pair_step(
+    caches: list[CFGKVCache], keys: list[mx.array], values: list[mx.array], valid: mx.array
+) -> None:
+    """Take a :func:`pair_step` function's new cache arrays: one more column in both rows."""
+    for c, k, v in zip(caches, keys, values, strict=True):
+        c.keys, c.values, c.valid = k, v, valid
+        c.column += 1
+        c.positions = [c.positions[0] + 1, c.positions[1] + 1]
+
+
+def run_pair_step(step: Callable[..., tuple], x: mx.array, caches: list[CFGKVCache]) -> mx.array:
+    """Apply a compiled :func:`pair_step` to ``caches`` (one frame, both rows)."""
+    out, keys, values, valid = step(x, *pair_inputs(caches))
+    commit_pair_step(caches, keys, values, valid)
+    return out
+
+
+class _WindowSlot:
+    """One layer's cache inside a compiled text-window step: fixed capacity; writes row 0
+    (the text LM's only row, the positive row of a CFG pair) from ``column`` on and
+    attends over the whole capacity through ``mask``."""
+
+    def __init__(
+        self,
+        keys: mx.array,
+        values: mx.array,
+        column: mx.array,
+        position: mx.array,
+        mask: mx.array,
+    ) -> None:
+        self.keys, self.values, self.mask = keys, values, mask
+        self.column, self.position = column, position
+
+    def rope_offset(self) -> mx.array:
+        return self.position
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.keys = mx.slice_update(self.keys, keys, self.column, axes=(2,))
+        self.values = mx.slice_update(self.values, values, self.column, axes=(2,))
+        return self.keys[0:1], self.values[0:1]
+
+    def attention_mask(self, L: int) -> mx.array:
+        return self.mask
+
+
+def _window_mask(valid: mx.array, column: mx.array, L: int) -> mx.array:
+    """(L, capacity): query i sees the valid columns up to its own, ``column + i``."""
+    cols = mx.arange(valid.shape[-1])
+    return valid[None] & (cols[None] <= (column + mx.arange(L))[:, None])
+
+
+def window_step(
+    lm: Callable[[mx.array, list], mx.array],
+    tts: Callable[[mx.array, list], mx.array],
+    embed: Callable[[mx.array], mx.array],
+    text_type: mx.array,
+) -> Callable[..., tuple]:
+    """One text window through the text LM (``lm`` over ``embed(tokens)``) and the positive
+    row of the TTS LM (``tts`` over the result plus ``text_type``), as a function of fixed
+    shapes: (tokens (1, L), lm keys, lm values, lm offset, tts keys, tts values, valid,
+    column, position) -> (text LM out, TTS LM out, the new cache arrays)."""
+
+    def step(
+        tokens: mx.array,
+        lm_keys: list[mx.array],
+        lm_values: list[mx.array],
+        lm_offset: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+        valid: mx.array,
+        column: mx.array,
+        position: mx.array,
+    ) -> tuple:
+        L = tokens.shape[1]
+        lm_valid = mx.arange(lm_keys[0].shape[2]) < lm_offset + L
+        lm_mask = _window_mask(lm_valid, lm_offset, L)
+        lm_slots = [
+            _WindowSlot(k, v, lm_offset, lm_offset, lm_mask)
+            for k, v in zip(lm_keys, lm_values, strict=True)
+        ]
+        h_text = lm(embed(tokens), lm_slots)
+        valid = mx.slice_update(valid, mx.ones((1, L), dtype=mx.bool_), column, axes=(1,))
+        mask = _window_mask(valid[0], column, L)
+        slots = [
+            _WindowSlot(k, v, column, position, mask) for k, v in zip(keys, values, strict=True)
+        ]
+        h_tts = tts(h_text + text_type, slots)
+        return (
+            h_text,
+            h_tts,
+            [s.keys for s in lm_slots],
+            [s.values for s in lm_slots],
+            [s.keys for s in slots],
+            [s.values for s in slots],
+            valid,
+        )
+
+    return step
+
+
+def run_window_step(
+    step: Callable[..., tuple],
+    tokens: mx.array,
+    lm_caches: list[KVCache],
+    caches: list[CFGKVCache],
+) -> tuple[mx.array, mx.array]:
+    """Apply a compiled :func:`window_step` to the text-LM caches and the positive row of
+    the CFG-pair caches; returns (text LM out, TTS LM out), both (1, L, hidden)."""
+    L = tokens.shape[1]
+    lm0, first = lm_caches[0], caches[0]
+    if lm0.offset + L > lm0.keys.shape[2]:
+        for c in lm_caches:
+            c.grow(lm0.offset + L)
+    if first.column + L > first.keys.shape[2]:
+        for c in caches:
+            c.grow(first.column + L)
+    h_text, h_tts, lm_keys, lm_values, keys, values, valid = step(
+        tokens,
+        [c.keys for c in lm_caches],
+        [c.values for c in lm_caches],
+        mx.array([lm0.offset], dtype=mx.int32),
+        [c.keys for c in caches],
+        [c.values for c in caches],
+        first.valid,
+        mx.array([first.column], dtype=mx.int32),
+        mx.array([first.positions[0]], dtype=mx.int32),
+    )
+    for c, k, v in zip(lm_caches, lm_keys, lm_values, strict=True):
+        c.keys, c.values = k, v
+        c.offset += L
+    for c, k, v in zip(caches, keys, values, strict=True):
+        c.keys, c.values, c.valid = k, v, valid
+        c.column += L
+        c.positions = [c.positions[0] + L, c.positions[1]]
+    return h_text, h_tts

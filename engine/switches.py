@@ -1,0 +1,64 @@
+"""The engine's ``VVREADER_*`` switches, read from the environment in one place.
+
+Each field is one variable; its default is what the engine does when the variable is
+unset. :meth:`Switches.from_environ` is the only reader: whoever builds the engine's
+parts reads them once and passes the result down (engine.generate.FrameKernels, the
+engine thread, engine.backend before MLX is imported). Importing this module imports
+nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_OFF = ("0", "false", "no", "off")
+
+
+def _on_unless_off(value: str | None) -> bool:
+    return value is None or value.strip().lower() not in _OFF
+
+
+def _unroll(value: str | None) -> int:
+    try:
+        return max(1, min(8, int(value if value is not None else "4")))
+    except ValueError:
+        return 4
+
+
+@dataclass(frozen=True)
+class Switches:
+    """What the engine may use, where the machine allows it."""
+
+    blas: str = "auto"
+    """``VVREADER_BLAS``: "bundled" keeps the BLAS in MLX's Linux wheel instead of
+    OpenBLAS and the shim (engine.backend; for baseline measurements)."""
+    native_decoder: bool = True
+    """``VVREADER_NATIVE_DECODER``: the C decoder on Linux CPUs (engine/native_decoder.py);
+    0, false, no or off decode on MLX."""
+    bf16_weights: bool = True
+    """``VVREADER_BF16_WEIGHTS``: bfloat16 copies of the weights for the BLAS shim's few-row
+    products on Linux CPUs (engine/bf16_weights.py); 0, false, no or off turn them off."""
+    cuda_kernels: bool = True
+    """``VVREADER_CUDA_KERNELS``: a frame and a text window as one CUDA kernel each on an
+    NVIDIA GPU (engine/cuda_frame.py); 0, false, no or off keep MLX's graphs."""
+    cuda_unroll: int = 4
+    """``VVREADER_CUDA_UNROLL``: 16-byte weight loads a lane of those kernels has in flight
+    per row, 1 to 8 (for comparisons)."""
+    decode_stream: bool = False
+    """``VVREADER_DECODE_STREAM``: 1 puts the MLX decoder on a GPU stream of its own next
+    to the CUDA frame kernels, so that its launches can overlap them."""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Switches:
+        """The switches set in ``environ`` (default: this process's environment)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            blas=env.get("VVREADER_BLAS", "auto"),
+            native_decoder=_on_unless_off(env.get("VVREADER_NATIVE_DECODER")),
+            bf16_weights=_on_unless_off(env.get("VVREADER_BF16_WEIGHTS")),
+            cuda_kernels=_on_unless_off(env.get("VVREADER_CUDA_KERNELS")),
+            cuda_unroll=_unroll(env.get("VVREADER_CUDA_UNROLL")),
+            decode_stream=env.get("VVREADER_DECODE_STREAM", "0") == "1",
+        )
