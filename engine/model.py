@@ -85,8 +85,8 @@ class VibeVoiceRealtime(nn.Module):
         as they are.
 
         Gate/up stay two products on the CPU: with two rows (the CFG pair) the stacked
-        matrix (35 MB per layer) made the TTS-LM step slower there (110 against 100 ms,
-        measured here), while on a GPU every product saved is a launch saved."""
+        matrix (35 MB per layer) makes the TTS-LM step slower there, while on a GPU every
+        product saved is a launch saved."""
         gpu = mx.default_device().type == mx.DeviceType.gpu
         m = self.model
         m.language_model.fuse(mlp=gpu)
