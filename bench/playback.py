@@ -62,7 +62,7 @@ from tests.e2e.playthrough import (  # noqa: E402
     play_and_record,
     table,
 )
-from vvreader.narrator import VoiceSettings  # noqa: E402
+from vvreader.narration.commands import VoiceSettings  # noqa: E402
 from vvreader.text.plan import SpeechPlan, build_plan  # noqa: E402
 from vvreader.text.readers import load_document  # noqa: E402
 

@@ -1,5 +1,6 @@
-"""The Textual app: composes the reading screen, loads the engine off the UI thread, wires
-the narrator to the audio output, and keeps settings and the reading position on disk.
+"""The Textual app: composes the reading screen around the narrator, loads the engine off
+the UI thread, starts the narrator on it, turns the narrator's events into notifications,
+and keeps settings and the reading position on disk.
 
 The document is shown at once; the engine loads on a worker thread. The
 :class:`~vvreader.loader.Loader` (the reader's is :class:`~vvreader.loader.EngineLoader`)
@@ -27,17 +28,22 @@ from engine.api import SpeechEngine, Transfer
 from vvreader.config import Config, save_config
 from vvreader.humanize import describe_transfer
 from vvreader.loader import LoadCancelled, Loader
-from vvreader.narrator import Narrator, VoiceSettings
-from vvreader.playback import AudioRing, PlaybackClock
-from vvreader.player import AudioDeviceError, AudioOutput, NullPlayer, open_output
+from vvreader.narration.commands import VoiceSettings
+from vvreader.narration.events import (
+    DeviceLost,
+    DeviceUnavailable,
+    EngineFailed,
+    Event,
+    PlayWhenReady,
+)
+from vvreader.narration.narrator import Narrator
+from vvreader.player import AudioDeviceError, NullPlayer, OutputFactory, open_output
 from vvreader.screens.reading import ReadingScreen
-from vvreader.state import PositionStore, locate
+from vvreader.state import Position, PositionStore, locate
 from vvreader.text.plan import ProgressivePlan, SpeechPlan
 from vvreader.themes import DEFAULT_THEME, load_themes
 
 __all__ = ["ReaderApp", "ReaderOptions"]
-
-OutputFactory = Callable[[AudioRing, PlaybackClock], AudioOutput]
 
 REPORTS_PER_SECOND = 10
 """At most this many download reports a second reach the UI (plus the last one)."""
@@ -90,6 +96,13 @@ class ReaderApp(App[None]):
             self.error = error
             super().__init__()
 
+    class Narrated(Message):
+        """The narrator said something (posted from its thread)."""
+
+        def __init__(self, event: Event) -> None:
+            self.event = event
+            super().__init__()
+
     def __init__(
         self,
         plan: SpeechPlan,
@@ -112,19 +125,22 @@ class ReaderApp(App[None]):
         self._quitting = threading.Event()
         self._make_output = make_output or _device_output
         self.engine: SpeechEngine | None = None
-        self.narrator: Narrator | None = None
         self._saved_position: object = None
         c = options.config
         self._resume_offset = self._saved_offset()
         start = self._index_at(self._resume_offset)
         if start is not None or self._resume_offset is None:
             self._resume_offset = None
-        self.reading = ReadingScreen(
+        self.narrator = Narrator(
             plan,
             VoiceSettings(c.voice, c.cfg_scale, c.steps),
             start=start or 0,
             autoplay=c.autoplay and self._resume_offset is None,
+            lookahead=c.lookahead,
+            model_id=options.model_id,
+            on_event=self._narrated,
         )
+        self.reading = ReadingScreen(self.narrator)
 
     # ------------------------------------------------------------------ start-up
     def _saved_offset(self) -> int | None:
@@ -202,7 +218,7 @@ class ReaderApp(App[None]):
         detail, fraction = (describe_transfer(t), t.fraction) if t is not None else ("", None)
         if message.target == "voice":
             self.reading.set_download(message.what, detail, fraction)
-        elif self.narrator is None:
+        elif not self.narrator.ready:
             self.reading.show_loading(message.what, detail, fraction)
 
     # ------------------------------------------------------------------ preset voices
@@ -235,22 +251,13 @@ class ReaderApp(App[None]):
 
     def _engine_ready(self, engine: SpeechEngine) -> None:
         self.engine = engine
-        c = self.config
-        settings = self.reading.settings
         try:
             voices = list(engine.voices())
         except Exception:
             voices = []
-        factory = self._make_output(c.audio_device)
+        self.reading.attach(voices, self._missing_voices(voices), self.loader.first_voice)
         try:
-            narrator = Narrator(
-                self.plan,
-                engine,
-                factory,
-                settings,
-                lookahead=c.lookahead,
-                model_id=self.options.model_id,
-            )
+            self.narrator.start(engine, self._make_output(self.config.audio_device))
         except AudioDeviceError as err:
             self.notify(
                 f"{err}. Reading on without sound.",
@@ -259,21 +266,54 @@ class ReaderApp(App[None]):
                 markup=False,
                 timeout=30,
             )
-            narrator = Narrator(
-                self.plan,
-                engine,
-                NullPlayer,
-                settings,
-                lookahead=c.lookahead,
-                model_id=self.options.model_id,
-            )
-        self.narrator = narrator
-        self.reading.attach(
-            narrator,
-            voices,
-            first_voice=self.loader.first_voice,
-            missing=self._missing_voices(voices),
-        )
+            self.narrator.start(engine, NullPlayer)
+
+    def _narrated(self, event: Event) -> None:
+        """The narrator's callback (any thread): on to the UI thread, never waiting."""
+        try:
+            self.post_message(self.Narrated(event))
+        except RuntimeError:  # the app's loop is closed: it is quitting
+            pass
+
+    def on_reader_app_narrated(self, message: Narrated) -> None:
+        """What the narrator says, as a notification saying what to do."""
+        event = message.event
+        match event:
+            case PlayWhenReady(play=play):
+                self.notify(
+                    "Reading will start when the model is ready."
+                    if play
+                    else "Will wait for space once the model is ready.",
+                    timeout=3,
+                )
+            case EngineFailed(reason=reason):
+                self.notify(
+                    f"{reason} (press space to retry; --export writes a file instead)",
+                    title="Speech engine",
+                    severity="error",
+                    markup=False,
+                    timeout=10,
+                )
+            case DeviceLost(reason=reason):
+                self.notify(
+                    f"The audio device went away ({reason}). Your place is kept: "
+                    "press space to read on once it is back, or quit and choose "
+                    "another with --audio-device.",
+                    title="Audio device",
+                    severity="error",
+                    markup=False,
+                    timeout=12,
+                )
+            case DeviceUnavailable(reason=reason):
+                self.notify(
+                    f"Still no audio device ({reason}). Your place is kept: press "
+                    "space to try again, or quit and choose another with "
+                    "--audio-device (null reads without sound).",
+                    title="Audio device",
+                    severity="error",
+                    markup=False,
+                    timeout=12,
+                )
 
     def on_reader_app_plan_grew(self, _message: PlanGrew) -> None:
         """Show more of the book (at most twice a second, and at the end)."""
@@ -327,7 +367,7 @@ class ReaderApp(App[None]):
         path = self.options.document_path
         if self.positions is None or path is None or self._resume_offset is not None:
             return  # (the saved place is not found yet: keep it)
-        pos = self.reading.current_position()
+        pos = self._current_position()
         if pos is None or (pos.offset, pos.text) == self._saved_position:
             return
         self.positions.put(path, pos)
@@ -342,6 +382,12 @@ class ReaderApp(App[None]):
             return
         self._saved_position = (pos.offset, pos.text)
 
+    def _current_position(self) -> Position | None:
+        if not len(self.plan):
+            return None
+        u = self.plan[self.narrator.position]
+        return Position.at(self.plan.document.text, u.start, u.end, u.index)
+
     async def action_quit(self) -> None:
         self._quitting.set()  # a download in progress stops at its next chunk
         self.save_position()
@@ -351,8 +397,7 @@ class ReaderApp(App[None]):
         """Stop the narration and the engine (after the app has exited)."""
         if self.progress is not None:
             self.progress.cancel()
-        if self.narrator is not None:
-            self.narrator.close()
+        self.narrator.close()
         if self.engine is not None:
             self.engine.close()
 

@@ -208,7 +208,3 @@ class PlaybackClock:
             if u == utterance:
                 return s
         return None
-
-    def next_start_after(self, position: int) -> int | None:
-        k = bisect_right(self._starts, position)
-        return self._starts[k] if k < len(self._starts) else None

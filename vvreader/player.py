@@ -1,21 +1,29 @@
-"""Audio outputs: the sound card through sounddevice, and a null sink that keeps time.
+"""The player: audio outputs (the sound card through sounddevice, and a null sink that keeps
+time) and :class:`Player`, which owns the one in use, its device's loss and its recovery.
 
-Both pull from an :class:`AudioRing` in blocks. Pausing is silent at once: the sound card's
-stream is aborted (PortAudio drops what the device still held, through PulseAudio too) and
-the ring steps back to the first sample not heard, so resuming goes on from exactly there.
-The sound card's output notices when its device goes away while playing (:meth:`lost`).
+Outputs pull from an :class:`AudioRing` in blocks. Pausing is silent at once: the sound
+card's stream is aborted (PortAudio drops what the device still held, through PulseAudio
+too) and the ring steps back to the first sample not heard, so resuming goes on from
+exactly there. The sound card's output notices when its device goes away while playing
+(:meth:`SoundDevicePlayer.lost`); the :class:`Player` then closes it, keeps the utterance
+that was being heard and opens a new output on the next start.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from engine.api import SAMPLE_RATE
 from vvreader.playback import AudioRing, PlaybackClock
+
+log = logging.getLogger("vvreader.player")
 
 BLOCK = 1024  # samples per callback: 43 ms at 24 kHz
 STALL = 5.0
@@ -198,8 +206,9 @@ class SoundDevicePlayer(_Pull):
             self._stream.start()
         except self._sd.PortAudioError as e:
             self._running = False
-            raise AudioDeviceError(f"the audio output did not start ({e})",
-                                   reason="the audio output did not start") from None
+            raise AudioDeviceError(
+                f"the audio output did not start ({e})", reason="the audio output did not start"
+            ) from None
 
     def pause(self) -> None:
         self.paused = True  # silence from the next callback, even if the abort fails
@@ -262,3 +271,134 @@ def open_output(device: str | None, ring: AudioRing, clock: PlaybackClock) -> Au
         return NullPlayer(ring, clock)
     chosen: str | int | None = int(device) if device and device.isdigit() else device
     return SoundDevicePlayer(ring, clock, chosen)
+
+
+OutputFactory = Callable[[AudioRing, PlaybackClock], AudioOutput]
+"""Opens an output on the ring and clock (may raise :class:`AudioDeviceError`)."""
+
+
+@dataclass(frozen=True)
+class DeviceLost:
+    """The output's device went away (while playing, or when asked to start)."""
+
+    reason: str
+    """What went wrong, in a few words."""
+    kept: int | None
+    """The utterance that was being heard (None before the first), to be read again from
+    its start once there is a device."""
+
+
+@dataclass(frozen=True)
+class DeviceUnavailable:
+    """A new output could not be opened after the device was lost."""
+
+    reason: str
+
+
+class Player:
+    """The output in use for one ring and clock: starts, pauses and resumes it; when its
+    device goes away, closes it, steps the ring back to the first sample not heard and
+    drops what came after; on the next start, opens a new one.
+
+    The narrator thread calls :meth:`start`, :meth:`pause` and :meth:`check`; any thread
+    may call :meth:`silence` and :meth:`close`. Never called by the audio callback.
+    """
+
+    def __init__(self, ring: AudioRing, clock: PlaybackClock, make_output: OutputFactory) -> None:
+        self.ring, self.clock = ring, clock
+        self._make_output = make_output
+        self._device = threading.Lock()
+        """Held while the output is paused, resumed, replaced or closed."""
+        self.output = make_output(ring, clock)
+        self._started = False
+        self._lost = False
+        """The output's device went away; the next start opens a new output."""
+
+    @property
+    def paused(self) -> bool:
+        return self.output.paused
+
+    def silence(self) -> None:
+        """Silence from the next audio block, without blocking the caller: a short-lived
+        thread stops the stream (dropping what the device still held), which a hung sound
+        server could make wait."""
+        self.output.paused = True
+        threading.Thread(target=self._stop_stream, name="vvreader-pause", daemon=True).start()
+
+    def _stop_stream(self) -> None:
+        with self._device:
+            if self.output.paused:  # not resumed meanwhile
+                self.output.pause()
+
+    def pause(self) -> None:
+        with self._device:
+            self.output.pause()
+
+    def start(self) -> DeviceLost | DeviceUnavailable | None:
+        """Start or resume the output, opening a new one first if the device was lost.
+        None when it plays; else why not (a :class:`DeviceLost` when it would not start,
+        after which the ring holds only what was heard)."""
+        if self._lost:
+            try:
+                output = self._make_output(self.ring, self.clock)
+            except Exception as e:  # AudioDeviceError says what to do
+                log.warning("audio device still unavailable: %s", e)
+                return DeviceUnavailable(getattr(e, "reason", None) or str(e))
+            with self._device:
+                self.output = output
+                self._started = False
+                self._lost = False
+        try:
+            with self._device:
+                if not self._started:
+                    self._started = True
+                    self.output.paused = False
+                    self.output.start()
+                else:
+                    self.output.resume()
+            return None
+        except Exception as e:  # AudioDeviceError, or a broken output
+            return self._lose(getattr(e, "reason", None) or f"it did not start: {e}", started=False)
+
+    def check(self) -> DeviceLost | None:
+        """While playing: if the device stopped by itself, close the output and say so."""
+        if self._lost:
+            return None
+        why = self.output.lost()
+        return None if why is None else self._lose(why, started=True)
+
+    def _lose(self, why: str, started: bool) -> DeviceLost:
+        """Close the output; the ring keeps only what was heard (everything after the
+        utterance being heard is made again on resume)."""
+        with self._device:
+            output = self.output
+            at = getattr(output, "lost_at", None) or time.monotonic()
+            heard = self.clock.position_at(at) if started else self.ring.read - 1
+            _close_quietly(output)
+            # The callback is gone: the ring is ours. What was handed but not heard is
+            # dropped.
+            self.ring.rewind(heard + 1)
+            end = self.ring.truncate(self.ring.read)
+            self.clock.drop_after(end)
+            self.clock.restart()
+            self._lost = True
+            return DeviceLost(why, self.clock.utterance_at(max(0, heard)))
+
+    def close(self) -> None:
+        with self._device:
+            _close_quietly(self.output)
+
+
+def _close_quietly(output: AudioOutput, timeout: float = 1.0) -> None:
+    """Close ``output`` without waiting more than ``timeout`` (a hung sound server can
+    block PortAudio's abort) and without letting an error out."""
+
+    def close() -> None:
+        try:
+            output.close()
+        except Exception:
+            log.exception("closing the audio output")
+
+    t = threading.Thread(target=close, name="vvreader-output-close", daemon=True)
+    t.start()
+    t.join(timeout)

@@ -10,7 +10,9 @@ import pytest
 
 from engine.api import SAMPLE_RATE, SynthesisRequest
 from tests.fakes import FakeEngine, RecordingPlayer, fake_audio
-from vvreader.narrator import Narrator, State, VoiceSettings
+from vvreader.narration.commands import VoiceSettings
+from vvreader.narration.events import DeviceLost, DeviceUnavailable, Event
+from vvreader.narration.narrator import Narrator, State
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document
 
@@ -44,7 +46,9 @@ def make(plan, engine, rate: float = 8.0, **kw) -> tuple[Narrator, RecordingPlay
         players.append(RecordingPlayer(ring, clock, rate=rate))
         return players[0]
 
-    return Narrator(plan, engine, output, **kw), players[0]
+    n = Narrator(plan, **kw)
+    n.start(engine, output)
+    return n, players[0]
 
 
 def expected(plan, first: int, voices: dict[int, str] | None = None, settings=None):
@@ -106,7 +110,7 @@ def test_voice_change_applies_from_the_next_utterance(plan) -> None:
     n.play()
     wait_for(lambda: n.audible() == 1)
     assert n.ring.ready > 0  # look-ahead already made later utterances with voice "a"
-    n.set_settings(voice="b")
+    n.set_settings(VoiceSettings(voice="b"))
     wait_for(lambda: n.finished, timeout=30)
     voices = {i: ("a" if i <= 1 else "b") for i in range(len(plan))}
     want = expected(plan, 0, voices, VoiceSettings(voice="a"))
@@ -172,27 +176,26 @@ def test_a_lost_device_stops_keeps_the_utterance_and_play_reads_on_from_it(plan)
         players.append(LosablePlayer(ring, clock))
         return players[-1]
 
-    n = Narrator(plan, FakeEngine(0.0005), output)
+    events: list[Event] = []
+    n = Narrator(plan, on_event=events.append)
+    n.start(FakeEngine(0.0005), output)
     try:
         n.play(0)
         wait_for(lambda: n.audible() == 2)
         time.sleep(0.05)  # into utterance 2
         players[0].lose("its stream stopped")
-        wait_for(lambda: n.error is not None)
-        assert n.error_source == "audio" and "went away (its stream stopped)" in n.error
-        assert "Your place is kept" in n.error
+        wait_for(lambda: events)
+        assert events == [DeviceLost("its stream stopped", kept=2)]
         assert n.state is State.STOPPED and n.audible() == 2
-        n.error = None
         unavailable[0] = True  # still gone: said again, nothing else happens
         n.play()
-        wait_for(lambda: n.error is not None)
-        assert "Still no audio device (the audio output cannot be opened)" in n.error
-        assert n.state is State.STOPPED and len(players) == 1 and n._thread.is_alive()
-        n.error = None
+        wait_for(lambda: len(events) == 2)
+        assert events[1] == DeviceUnavailable("the audio output cannot be opened")
+        assert n.state is State.STOPPED and len(players) == 1 and n.alive
         unavailable[0] = False
         n.play()  # back: a new output, from the start of the utterance that was cut
         wait_for(lambda: n.finished, 20)
-        assert len(players) == 2 and n.error is None
+        assert len(players) == 2 and len(events) == 2
         played = np.concatenate(players[1].played)
         assert np.array_equal(played, expected(plan, 2))
     finally:
@@ -217,7 +220,8 @@ def test_pause_is_silent_at_once_and_never_waits_for_the_device(plan) -> None:
         players.append(HangingPlayer(ring, clock, rate=8.0))
         return players[-1]
 
-    n = Narrator(plan, FakeEngine(0.0005), output)
+    n = Narrator(plan)
+    n.start(FakeEngine(0.0005), output)
     try:
         n.play(0)
         wait_for(lambda: n.audible() == 1)
@@ -246,7 +250,7 @@ def test_near_real_time_starts_before_the_sentence_is_made_and_never_stutters(pl
     played = len(player.played)
     n.play(first)
     wait_for(lambda: len(player.played) > played, timeout=20)
-    assert n._speaking == first and n._next == first  # it is still being made
+    assert n.synthesis.speaking == first and n.synthesis.next == first  # still being made
     wait_for(lambda: n.finished, timeout=60)
     np.testing.assert_array_equal(player.recording(),
                                   np.concatenate([expected(plan, last), expected(plan, first)]))

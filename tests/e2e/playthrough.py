@@ -24,7 +24,9 @@ import numpy as np
 
 from engine.api import SAMPLE_RATE, AudioChunk, SpeechEngine, SynthesisRequest
 from tests.audio_server import MonitorRecorder, PulseServer, Recording
-from vvreader.narrator import Narrator, State, VoiceSettings
+from vvreader.narration.commands import VoiceSettings
+from vvreader.narration.events import Event
+from vvreader.narration.narrator import Narrator, State
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import AudioOutput, open_output
 from vvreader.text.plan import SpeechPlan
@@ -176,9 +178,12 @@ def play_and_record(
     recorder = MonitorRecorder(server).start()
     narrator: Narrator | None = None
     poller: Poller | None = None
+    events: list[Event] = []
     try:
         time.sleep(0.2)  # some silence before: the first onset is clearly inside
-        narrator = Narrator(plan, capture, make_output, settings=settings, lookahead=lookahead)
+        narrator = Narrator(plan, settings=settings, lookahead=lookahead,
+                            on_event=events.append)
+        narrator.start(capture, make_output)
         poller = Poller(narrator).start()
         time.sleep(0.05)
         t_play = time.monotonic()
@@ -187,9 +192,9 @@ def play_and_record(
         while not narrator.finished:
             if time.monotonic() > end:
                 raise TimeoutError(f"not finished after {timeout:.0f} s "
-                                   f"(state {narrator.state}, error {narrator.error})")
-            if narrator.error:
-                raise RuntimeError(f"engine error: {narrator.error}")
+                                   f"(state {narrator.state}, events {events})")
+            if events:
+                raise RuntimeError(f"narration failed: {events}")
             time.sleep(0.02)
         time.sleep(0.5)  # what the device still holds plays out
     finally:

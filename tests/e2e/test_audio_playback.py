@@ -61,7 +61,7 @@ from tests.e2e.playthrough import (
     play_and_record,
 )
 from vvreader.loader import open_engine
-from vvreader.narrator import VoiceSettings
+from vvreader.narration.commands import VoiceSettings
 from vvreader.player import SoundDevicePlayer
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document

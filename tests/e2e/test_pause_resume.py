@@ -18,7 +18,8 @@ import numpy as np
 from engine.api import SynthesisRequest
 from tests.audio_server import RATE, MonitorRecorder, PulseServer
 from tests.fakes import FakeEngine, fake_audio
-from vvreader.narrator import Narrator, State
+from vvreader.narration.events import Event
+from vvreader.narration.narrator import Narrator, State
 from vvreader.player import BLOCK, SoundDevicePlayer
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document
@@ -54,13 +55,15 @@ def run_once(plan, server: PulseServer) -> tuple[np.ndarray, float, float, float
         return players[-1]
 
     recorder = MonitorRecorder(server).start()
-    n = Narrator(plan, FakeEngine(0.0005), output)
+    events: list[Event] = []
+    n = Narrator(plan, on_event=events.append)
+    n.start(FakeEngine(0.0005), output)
     try:
         time.sleep(0.2)
         n.play(0)
         end = time.monotonic() + 20
         while n.audible() != 1:
-            assert time.monotonic() < end and n.error is None, n.error
+            assert time.monotonic() < end and not events, events
             time.sleep(0.002)
         time.sleep(0.35)
         t_pause = time.monotonic()
@@ -69,7 +72,7 @@ def run_once(plan, server: PulseServer) -> tuple[np.ndarray, float, float, float
         time.sleep(1.0)
         n.play()
         while not n.finished:
-            assert time.monotonic() < end + 20 and n.error is None, n.error
+            assert time.monotonic() < end + 20 and not events, events
             time.sleep(0.02)
         time.sleep(0.5)
     finally:

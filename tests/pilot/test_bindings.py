@@ -6,7 +6,7 @@ import json
 
 from tests.pilot.conftest import Rig, until
 from vvreader.config import Config, load_config
-from vvreader.narrator import State
+from vvreader.narration.narrator import State
 from vvreader.screens.contents import TableOfContents
 from vvreader.screens.help import HelpScreen
 from vvreader.screens.reading import ReadingScreen
@@ -23,7 +23,7 @@ def spoken(rig: Rig) -> list[str]:
 
 
 async def started(pilot, app) -> ReadingScreen:
-    await until(pilot, lambda: app.narrator is not None)
+    await until(pilot, lambda: app.narrator.ready)
     await pilot.pause(0.05)  # the layout without the loading line
     return app.reading
 

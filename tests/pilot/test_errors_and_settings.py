@@ -61,7 +61,7 @@ async def test_no_audio_device_reads_on_silently_with_a_message(rig: Rig) -> Non
     app._make_output = no_device
     async with app.run_test(size=(100, 30)) as pilot:
         await until(pilot, lambda: any("no usable audio output" in m for m in messages(app)))
-        await until(pilot, lambda: app.narrator is not None and app.narrator.audible() == 0)
+        await until(pilot, lambda: app.narrator.ready and app.narrator.audible() == 0)
         await pilot.press("q")
 
 

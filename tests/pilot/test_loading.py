@@ -21,7 +21,7 @@ from tests.pilot.conftest import DOC, Rig, until
 from vvreader.app import ReaderApp, ReaderOptions
 from vvreader.config import Config
 from vvreader.loader import EngineLoader
-from vvreader.narrator import State
+from vvreader.narration.narrator import State
 from vvreader.state import PositionStore
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document
@@ -101,7 +101,7 @@ async def test_the_model_downloads_inside_the_app_with_progress(hub, tmp_path) -
             await pilot.press("j")
             assert app.reading.view.cursor == cursor + 1
             assert app.query_one(StatusBar).state == "loading"
-            while app.narrator is None:
+            while not app.narrator.ready:
                 text = banner_text(app)
                 if text and (not shown or shown[-1] != text):
                     shown.append(text)
@@ -151,7 +151,7 @@ async def test_quitting_during_the_download_exits_at_once_and_keeps_the_place(
     quit_took = time.monotonic() - t0
     app.shutdown()
     assert quit_took < 5.0, quit_took
-    assert app.engine is None and app.narrator is None
+    assert app.engine is None and not app.narrator.ready
     saved = json.loads((tmp_path / "positions.json").read_text())["documents"]
     assert [d["index"] for d in saved.values()] == [2]
 
@@ -163,7 +163,7 @@ async def test_quitting_during_the_download_exits_at_once_and_keeps_the_place(
     try:
         async with again.run_test(size=(110, 30)) as pilot:
             assert again.reading.position == 2
-            await until(pilot, lambda: again.narrator is not None, timeout=60)
+            await until(pilot, lambda: again.narrator.ready, timeout=60)
             await until(pilot, lambda: again.narrator.audible() == 2, timeout=30)
             await pilot.press("q")
     finally:
@@ -220,9 +220,9 @@ async def test_a_preset_voice_downloads_with_progress_then_reads_on(rig: Rig) ->
     try:
         async with app.run_test(size=(110, 30)) as pilot:
             await until(
-                pilot, lambda: app.narrator is not None and app.narrator.state is State.PLAYING
+                pilot, lambda: app.narrator.ready and app.narrator.state is State.PLAYING
             )
-            assert app.reading.missing_voices == {PresetLoader.NEW}
+            assert app.reading.voices.missing == {PresetLoader.NEW}
             await pilot.press("V")  # b: cached, applies at once
             assert app.reading.settings.voice == "b"
             await pilot.press("V")  # the preset: downloaded first, b reads on
@@ -240,7 +240,7 @@ async def test_a_preset_voice_downloads_with_progress_then_reads_on(rig: Rig) ->
             await until(pilot, lambda: banner_text(app) == "")
             await until(pilot, lambda: any(r.voice == PresetLoader.NEW for r in engine.requests))
             assert app.narrator.state is State.PLAYING
-            assert app.reading.missing_voices == set()
+            assert app.reading.voices.missing == set()
             await pilot.press("q")
     finally:
         app.shutdown()
@@ -252,7 +252,7 @@ async def test_a_preset_voice_that_cannot_download_is_a_message(rig: Rig) -> Non
     app = make_app(rig.tmp, PresetLoader(engine, fail=True), [])
     try:
         async with app.run_test(size=(110, 30)) as pilot:
-            await until(pilot, lambda: app.narrator is not None)
+            await until(pilot, lambda: app.narrator.ready)
             await pilot.press("V", "V")
             await until(
                 pilot,
@@ -260,7 +260,7 @@ async def test_a_preset_voice_that_cannot_download_is_a_message(rig: Rig) -> Non
                 timeout=10,
             )
             assert app.reading.settings.voice == "b" and banner_text(app) == ""
-            assert app.reading.missing_voices == {PresetLoader.NEW}
+            assert app.reading.voices.missing == {PresetLoader.NEW}
             await pilot.press("q")
     finally:
         app.shutdown()

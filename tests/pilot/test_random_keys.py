@@ -7,8 +7,8 @@ import random
 import time
 
 from tests.pilot.conftest import Rig, until
-from vvreader.narrator import State
-from vvreader.screens.reading import CFG_RANGE, STEPS_RANGE
+from vvreader.narration.commands import CFG_RANGE, STEPS_RANGE
+from vvreader.narration.narrator import State
 from vvreader.widgets.reading_view import ReadingView
 
 KEYS = [
@@ -24,7 +24,7 @@ async def test_two_thousand_random_keys_while_playing(rig: Rig) -> None:
     app = rig.app()
     app.animation_level = "none"  # scrolling keys jump instead of animating
     async with app.run_test(size=(90, 24)) as pilot:
-        await until(pilot, lambda: app.narrator is not None)
+        await until(pilot, lambda: app.narrator.ready)
         screen = app.reading
         for _ in range(2000):
             await pilot.press(rng.choice(KEYS))
@@ -33,7 +33,7 @@ async def test_two_thousand_random_keys_while_playing(rig: Rig) -> None:
             await pilot.press("escape")
         n = app.narrator
         view = app.query_one(ReadingView)
-        assert n._thread.is_alive()
+        assert n.alive
         assert 0 <= screen.position < len(app.plan) and 0 <= view.cursor < len(app.plan)
         assert CFG_RANGE[0] <= screen.settings.cfg_scale <= CFG_RANGE[1]
         assert STEPS_RANGE[0] <= screen.settings.steps <= STEPS_RANGE[1]
@@ -51,4 +51,4 @@ async def test_two_thousand_random_keys_while_playing(rig: Rig) -> None:
         await pilot.press("q")
         assert time.monotonic() - t0 < 5
     app.shutdown()
-    assert not n._thread.is_alive()
+    assert not n.alive

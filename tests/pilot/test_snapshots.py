@@ -15,7 +15,7 @@ SIZE = (100, 30)
 
 def ready(app):
     async def wait(pilot) -> None:
-        await until(pilot, lambda: app.narrator is not None)
+        await until(pilot, lambda: app.narrator.ready)
         await pilot.pause(0.1)
 
     return wait

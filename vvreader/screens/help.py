@@ -8,14 +8,40 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.dom import DOMNode
+from textual.keys import format_key
+from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from vvreader.screens.modal import OnceModal
 
-__all__ = ["HelpScreen", "KeyHelp"]
+__all__ = ["HelpScreen", "KeyHelp", "key_help"]
 
 KeyHelp = tuple[str, str, str]
 """(keys as shown, description, binding id)."""
+
+
+def key_help(screen: Screen, nodes: tuple[DOMNode, ...]) -> list[KeyHelp]:
+    """Each binding of ``nodes`` active on ``screen``, with the keys it has now, in the
+    order the nodes declare them."""
+    keys: dict[str, list[str]] = {}
+    described: dict[str, str] = {}
+    for key, active in screen.active_bindings.items():
+        b = active.binding
+        if b.id and active.node in nodes:
+            keys.setdefault(b.id, []).append(format_key(key))
+            described[b.id] = b.description
+    order = [
+        b.id
+        for node in nodes
+        for b in getattr(node, "BINDINGS", [])
+        if isinstance(b, Binding) and b.id
+    ]
+    seen: list[str] = []
+    for i in order:
+        if i in keys and i not in seen:
+            seen.append(i)
+    return [(", ".join(keys[i]), described[i], i) for i in seen]
 
 
 class HelpScreen(OnceModal[None]):

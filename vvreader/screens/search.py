@@ -9,8 +9,9 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Input
 
 from vvreader.screens.modal import OnceModal
+from vvreader.text.plan import SpeechPlan
 
-__all__ = ["SearchBar", "find"]
+__all__ = ["DocumentSearch", "SearchBar", "find"]
 
 
 def find(haystack_lower: str, query: str, start: int) -> int | None:
@@ -22,6 +23,28 @@ def find(haystack_lower: str, query: str, start: int) -> int | None:
     if i < 0:
         i = haystack_lower.find(q, 0)
     return i if i >= 0 else None
+
+
+class DocumentSearch:
+    """The last query, and the utterance of its next match in a plan's document."""
+
+    def __init__(self) -> None:
+        self.query = ""
+        self._text: str | None = None
+        self._lower = ""
+
+    def next(self, plan: SpeechPlan, start: int) -> int | None:
+        """The utterance of the next match at or after offset ``start``, wrapping around."""
+        text = plan.document.text
+        if text is not self._text:
+            self._text, self._lower = text, text.lower()
+        hit = find(self._lower, self.query, start)
+        if hit is None:
+            return None
+        u = plan.at_offset(hit)
+        if u is None:
+            u = next((x for x in plan if x.end > hit), None)
+        return None if u is None else u.index
 
 
 class SearchBar(OnceModal[str | None]):
@@ -40,8 +63,11 @@ class SearchBar(OnceModal[str | None]):
         self.last = last
 
     def compose(self) -> ComposeResult:
-        yield Input(value=self.last, placeholder="Search the document (enter finds, escape "
-                    "cancels)", select_on_focus=True)
+        yield Input(
+            value=self.last,
+            placeholder="Search the document (enter finds, escape cancels)",
+            select_on_focus=True,
+        )
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.close(event.value or None)

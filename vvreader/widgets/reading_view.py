@@ -61,10 +61,20 @@ class ReadingView(ScrollView, can_focus=True):
     ReadingView > .reading-view--link { color: $primary; text-style: underline; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("j,down", "cursor_down", "Cursor down", id="cursor-down",
-                tooltip="Move the cursor to the next utterance (playback goes on)."),
-        Binding("k,up", "cursor_up", "Cursor up", id="cursor-up",
-                tooltip="Move the cursor to the previous utterance (playback goes on)."),
+        Binding(
+            "j,down",
+            "cursor_down",
+            "Cursor down",
+            id="cursor-down",
+            tooltip="Move the cursor to the next utterance (playback goes on).",
+        ),
+        Binding(
+            "k,up",
+            "cursor_up",
+            "Cursor up",
+            id="cursor-up",
+            tooltip="Move the cursor to the previous utterance (playback goes on).",
+        ),
     ]
 
     class UtteranceClicked(Message):
@@ -175,12 +185,6 @@ class ReadingView(ScrollView, can_focus=True):
         self._cells[which] = new
         for line in old.keys() | new.keys():
             self.refresh_line(line)
-
-    def utterance_line(self, index: int) -> int:
-        """First display line of utterance ``index``."""
-        if self.model is None:
-            return 0
-        return self.model.offset_to_cell(self.plan[index].start)[0]
 
     def reveal(self, index: int) -> bool:
         """Scroll so utterance ``index`` is visible; True if it scrolled."""

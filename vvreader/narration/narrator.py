@@ -1,0 +1,281 @@
+"""The narrator: the controller between the reader's keys and the voice.
+
+It keeps where reading stands (the utterance read, one jumped to and not heard yet, and
+whether to play once the model is ready), turns the reader's moves into commands for its
+thread (:mod:`.synthesis`) through one queue, and hands what happens (:mod:`.events`) to
+the app's callback. The app's thread calls it; it is UI-free.
+
+What is audible is a function of time and of the device's clock, so it is read, not told:
+:meth:`Narrator.progress` says it, for the screen's tick."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from engine.api import SAMPLE_RATE, SpeechEngine
+from vvreader.narration.audio_cache import AudioCache
+from vvreader.narration.commands import (
+    Command,
+    Jump,
+    Pause,
+    Play,
+    SayAgain,
+    SetPlan,
+    SetSettings,
+    VoiceSettings,
+)
+from vvreader.narration.events import Event, PlayWhenReady
+from vvreader.narration.lookahead import Pace
+from vvreader.narration.synthesis import Synthesis
+from vvreader.playback import AudioRing, PlaybackClock
+from vvreader.player import AudioOutput, OutputFactory, Player
+from vvreader.text.plan import SpeechPlan
+
+__all__ = ["Narrator", "Progress", "State", "VoiceSettings"]
+
+log = logging.getLogger("vvreader.narrator")
+
+
+class State(str, Enum):
+    STOPPED = "stopped"
+    PLAYING = "playing"
+    PAUSED = "paused"
+    BUFFERING = "buffering"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where reading stands, for the screen."""
+
+    position: int
+    """The utterance being read: the one heard, or one jumped to and not heard yet."""
+    status: str
+    """A :class:`State` value, or "finished"."""
+    ahead: float
+    """Seconds of audio ready ahead of the voice."""
+    speed: float | None
+    """Synthesis speed, x real time (None until measured)."""
+    left: float | None
+    """Listening time from :attr:`position` to the end (None until measured)."""
+
+
+class Narrator:
+    """Reads ``plan`` aloud once :meth:`start` gives it an engine and an output.
+
+    Args:
+        plan: the speech plan.
+        settings: voice, CFG scale and steps to start with.
+        start: the utterance to start from.
+        autoplay: read as soon as :meth:`start` is called.
+        lookahead: seconds of audio kept ready ahead of the playhead.
+        model_id: part of the audio cache key.
+        on_event: called with each :class:`~vvreader.narration.events.Event`, on the
+            narrator's thread or the caller's; it must not block.
+    """
+
+    def __init__(
+        self,
+        plan: SpeechPlan,
+        settings: VoiceSettings | None = None,
+        start: int = 0,
+        autoplay: bool = False,
+        lookahead: float = 20.0,
+        model_id: str = "",
+        cache: AudioCache | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.settings = settings or VoiceSettings()
+        """The settings asked for (the thread reads with them from the next utterance)."""
+        self.position = max(0, min(start, len(plan) - 1)) if len(plan) else 0
+        """The utterance being read, or where reading will start."""
+        self.lookahead, self.model_id = lookahead, model_id
+        self.cache = cache or AudioCache()
+        self.ring = AudioRing(seconds=max(60.0, 3 * lookahead))
+        self.clock = PlaybackClock(self.ring)
+        self.pace = Pace()
+        self._on_event = on_event or (lambda _event: None)
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._want_play = autoplay
+        self._pending: int | None = None  # jumped to, not yet audible
+        self._logged: int | None = None
+        self._player: Player | None = None
+        self.synthesis: Synthesis | None = None
+        """The narrator's thread, once started."""
+
+    def start(self, engine: SpeechEngine, make_output: OutputFactory) -> None:
+        """The model is ready: open the output (may raise ``AudioDeviceError``, and then
+        nothing started), start the thread, and read if asked to."""
+        self._player = Player(self.ring, self.clock, make_output)
+        self.synthesis = Synthesis(
+            self._commands,
+            self.plan,
+            self.settings,
+            engine,
+            self._player,
+            self.pace,
+            self.cache,
+            self.lookahead,
+            self.model_id,
+            self._on_event,
+        )
+        self.synthesis.start()
+        if self._want_play and len(self.plan):
+            self._pending = self.position
+            self.play(self.position)
+
+    def close(self) -> None:
+        if self.synthesis is not None:
+            self.synthesis.close()
+        if self._player is not None:
+            self._player.close()
+
+    # ------------------------------------------------------------ the reader's moves
+    def go(self, index: int | None, play: bool | None = None) -> bool:
+        """Read from utterance ``index``, playing on if playing (``play`` forces it either
+        way). False if there is nowhere to go."""
+        if index is None or not len(self.plan):
+            return False
+        index = max(0, min(index, len(self.plan) - 1))
+        self.position = index
+        if self.synthesis is None:
+            if play:
+                self._want_play = True
+            return True
+        self._pending = index
+        if play or (play is None and self.state in (State.PLAYING, State.BUFFERING)):
+            self.play(index)
+        else:
+            self.jump(index)
+        return True
+
+    def play_pause(self) -> bool:
+        """Play, pause or resume; before the model is ready, whether to play once it is.
+        True if reading went back to the start (it had finished)."""
+        if self.synthesis is None:
+            self._want_play = not self._want_play
+            self._on_event(PlayWhenReady(self._want_play))
+            return False
+        if self.finished:
+            return self.go(0, play=True)
+        state = self.state
+        if state is State.STOPPED:
+            self._pending = self.position
+            self.play(self.position)
+        elif state in (State.PLAYING, State.BUFFERING):
+            self.pause()
+        else:
+            self.play()
+        return False
+
+    def say_again(self) -> None:
+        """Synthesise the utterance being read again (a new take) and read on from it."""
+        if self.synthesis is None or not len(self.plan):
+            return
+        self._pending = self.position
+        self._commands.put(SayAgain(self.position))
+        if self.state is State.STOPPED:
+            self.play()
+
+    def set_settings(self, settings: VoiceSettings) -> None:
+        """Read with ``settings`` from the utterance after the one being heard."""
+        self.settings = settings
+        if self.synthesis is not None:
+            self._commands.put(SetSettings(settings))
+
+    def set_plan(self, plan: SpeechPlan) -> None:
+        """A longer version of the plan (the same utterances first, more after): reading
+        goes on into the new utterances."""
+        self.plan = plan
+        if self.synthesis is not None:
+            self._commands.put(SetPlan(plan))
+
+    # ------------------------------------------------------------ commands
+    def play(self, index: int | None = None) -> None:
+        """Start (from ``index``, or where it stands), or resume after a pause."""
+        self._commands.put(Play(index))
+
+    def pause(self) -> None:
+        """Silence within one audio block, without waiting for the device; resume goes on
+        from the sample last heard."""
+        if self._player is not None:
+            self._player.silence()
+        self._commands.put(Pause())
+
+    def jump(self, index: int) -> None:
+        """Read from utterance ``index`` now (drops what was ready)."""
+        self._commands.put(Jump(index))
+
+    # ------------------------------------------------------------ reads
+    @property
+    def ready(self) -> bool:
+        """The model is ready: :meth:`start` was called."""
+        return self.synthesis is not None
+
+    def progress(self) -> Progress | None:
+        """Where reading stands now (None before the model is ready)."""
+        if self.synthesis is None:
+            return None
+        audible = self.audible()
+        state = self.state
+        if self._pending is not None:
+            if audible == self._pending and state is State.PLAYING:
+                self._pending = None
+            else:
+                audible = self._pending
+        if audible is not None:
+            self.position = audible
+            if audible != self._logged:
+                self._logged = audible
+                log.info("audible %d", audible)
+        status = "finished" if self.finished and self.synthesis.playing else state.value
+        return Progress(
+            self.position,
+            status,
+            self.buffered_seconds,
+            self.pace.speed,
+            self.pace.seconds_left(self.plan, self.position),
+        )
+
+    def audible(self) -> int | None:
+        """The utterance being heard now."""
+        return self.clock.audible()
+
+    @property
+    def state(self) -> State:
+        s = self.synthesis
+        if s is None or self._player is None or not s.playing or s.finished:
+            return State.STOPPED
+        if self._player.paused:
+            return State.PAUSED
+        if self.ring.ready == 0:
+            return State.BUFFERING
+        return State.PLAYING
+
+    @property
+    def finished(self) -> bool:
+        """Everything was synthesised and played."""
+        return self.synthesis is not None and self.synthesis.finished
+
+    @property
+    def buffered_seconds(self) -> float:
+        return self.ring.ready / SAMPLE_RATE
+
+    @property
+    def speed(self) -> float | None:
+        """Measured synthesis speed, x real time (None before any)."""
+        return self.pace.speed
+
+    @property
+    def output(self) -> AudioOutput | None:
+        """The audio output in use (None before :meth:`start`)."""
+        return None if self._player is None else self._player.output
+
+    @property
+    def alive(self) -> bool:
+        """The narrator's thread runs."""
+        return self.synthesis is not None and self.synthesis.thread.is_alive()
