@@ -117,9 +117,14 @@ configure_cpu_blas()
 _idle: queue.SimpleQueue[_MLXThread] = queue.SimpleQueue()
 
 
+IDLE_MLX_THREAD = "vvreader-mlx-idle"
+"""The name of a pooled MLX thread waiting for its next task (it lives as long as the
+process); while it runs a task it bears the name given to :func:`run_on_mlx_thread`."""
+
+
 class _MLXThread(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(name="vvreader-mlx", daemon=True)
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
         self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 
     def run(self) -> None:
@@ -128,14 +133,17 @@ class _MLXThread(threading.Thread):
             try:
                 task()
             finally:
+                self.name = IDLE_MLX_THREAD
                 _idle.put(self)
 
 
-def run_on_mlx_thread(task: Callable[[], None]) -> None:
-    """Run ``task`` on a pooled MLX thread (an idle one, or a new one)."""
+def run_on_mlx_thread(task: Callable[[], None], name: str = "vvreader-mlx") -> None:
+    """Run ``task`` on a pooled MLX thread (an idle one, or a new one) named ``name``
+    until the task returns."""
     try:
         worker = _idle.get_nowait()
+        worker.name = name
     except queue.Empty:
-        worker = _MLXThread()
+        worker = _MLXThread(name)
         worker.start()
     worker.tasks.put(task)

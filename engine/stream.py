@@ -95,7 +95,7 @@ class MLXEngine:
         self._load_error: EngineError | None = None
         self._voice_paths: dict[str, Path] = {}
         self._stopped = threading.Event()
-        run_on_mlx_thread(self._run)
+        run_on_mlx_thread(self._run, name="vvreader-engine")
 
     # ------------------------------------------------------------------ caller side
     def wait_ready(self, timeout: float | None = None) -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 # Before any test module imports mlx.core: on Linux engine.backend loads the BLAS shim that
@@ -15,10 +16,31 @@ import engine.backend  # noqa: F401
 
 import pytest
 
+from tests.threads import leaked_threads, snapshot
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VVREADER_SHARED", REPO.parent / "shared")).resolve()
 PARITY = SHARED / "parity"
 CACHE = REPO / ".cache"
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind() -> Iterator[None]:
+    """Fail a test that leaves one of our threads running (tests/threads.py says which
+    threads are ours and which foreign ones may outlive a test).
+
+    pytest sets up fixtures of a wider scope before this one, so an engine or server that a
+    session- or module-scoped fixture starts is in the baseline, not a leak of the test
+    that happens to run first; the test's own function-scoped fixtures are torn down before
+    this check, so what they close is closed by then."""
+    before = snapshot()
+    yield
+    leaked = leaked_threads(before, grace=2.0)
+    if leaked:
+        pytest.fail(
+            "threads still running after the test (close what it opened): " + ", ".join(leaked),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
