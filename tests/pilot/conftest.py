@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,9 @@ class Rig:
     doc: Path
     engine: FakeEngine
     players: list[RecordingPlayer] = field(default_factory=list)
+    apps: list[ReaderApp] = field(default_factory=list)
+    """The apps made here: the fixture shuts them down (narrator, output, engine) after
+    the test, as the reader's main does after its app exits."""
 
     @property
     def config_file(self) -> Path:
@@ -75,20 +79,25 @@ class Rig:
             document_path=str(self.doc),
             model_id="fake",
         )
-        return ReaderApp(
+        app = ReaderApp(
             self.plan(),
             options,
             FakeLoader(open_engine),
             positions=PositionStore(self.positions_file),
             make_output=output,
         )
+        self.apps.append(app)
+        return app
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Rig:
+def rig(tmp_path: Path) -> Iterator[Rig]:
     doc = tmp_path / "book.md"
     doc.write_text(DOC)
-    return Rig(tmp_path, doc, FakeEngine(seconds_per_frame=0.002))
+    rig = Rig(tmp_path, doc, FakeEngine(seconds_per_frame=0.002))
+    yield rig
+    for app in rig.apps:
+        app.shutdown()
 
 
 async def until(pilot, cond, timeout: float = 10.0) -> None:
