@@ -5,10 +5,11 @@ Update after a deliberate change with ``pytest tests/pilot/test_snapshots.py
 
 from __future__ import annotations
 
-import threading
+import time
 
 from tests.pilot.conftest import Rig, until
 from vvreader.config import Config
+from vvreader.loader import LoadCancelled
 
 SIZE = (100, 30)
 
@@ -36,20 +37,21 @@ def test_voice_picker(rig: Rig, snap_compare) -> None:
     assert snap_compare(app, press=["v"], terminal_size=SIZE, run_before=ready(app))
 
 
+def held_until_cancelled(progress) -> None:
+    """Hold the loading as a stalled download would, until the app cancels it (Textual
+    cancels the app's workers when it exits, after the screenshot); then stop as the real
+    loader does. The exit waits for this thread (the event loop joins its executor), so
+    waiting on anything that is released only after the exit would hold it up."""
+    deadline = time.monotonic() + 30  # a safety net: the app always cancels it first
+    while not progress.cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    raise LoadCancelled
+
+
 def test_loading_screen(rig: Rig, snap_compare) -> None:
-    gate = threading.Event()
     app = rig.app(Config(autoplay=False))
-    opener = app.loader.opener
-
-    def slow_open(progress):
-        gate.wait(30)
-        return opener(progress)
-
-    app.loader.opener = slow_open
-    try:
-        assert snap_compare(app, terminal_size=SIZE)
-    finally:
-        gate.set()
+    app.loader.opener = held_until_cancelled
+    assert snap_compare(app, terminal_size=SIZE)
 
 
 def test_download_banner(rig: Rig, snap_compare) -> None:
@@ -57,9 +59,7 @@ def test_download_banner(rig: Rig, snap_compare) -> None:
     from engine.api import Transfer
     from engine.hub import DEFAULT_MODEL
 
-    gate = threading.Event()
     app = rig.app(Config(autoplay=False))
-    opener = app.loader.opener
     transfer = Transfer(
         DEFAULT_MODEL, "model.safetensors", 3, 4, 1_234_000_000, 2_016_000_000, 21_300_000.0
     )
@@ -67,15 +67,11 @@ def test_download_banner(rig: Rig, snap_compare) -> None:
     def downloading(progress):
         progress.stage("finding the model")
         progress.transfer(transfer)
-        gate.wait(30)
-        return opener(progress)
+        held_until_cancelled(progress)
 
     app.loader.opener = downloading
 
     async def shown(pilot) -> None:
         await until(pilot, lambda: "%" in str(app.reading.banner.render()))
 
-    try:
-        assert snap_compare(app, terminal_size=SIZE, run_before=shown)
-    finally:
-        gate.set()
+    assert snap_compare(app, terminal_size=SIZE, run_before=shown)
