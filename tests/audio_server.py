@@ -57,18 +57,32 @@ def ensure_installed() -> None:
     missing (as .ci/setup does); raise if that is not possible."""
     missing = sorted({pkg for prog, pkg in PACKAGES.items() if shutil.which(prog) is None})
     plugin = "alsa-lib/libasound_module_pcm_pulse.so"
-    if not any(p for d in ("/usr/lib", "/usr/lib64") for pat in (plugin, f"*/{plugin}")
-               for p in Path(d).glob(pat)):
+    if not any(
+        p
+        for d in ("/usr/lib", "/usr/lib64")
+        for pat in (plugin, f"*/{plugin}")
+        for p in Path(d).glob(pat)
+    ):
         missing.append("libasound2-plugins")
     if not missing:
         return
     if shutil.which("apt-get") is None:
         raise AudioSetupError(f"missing {', '.join(missing)} and no apt-get: install them")
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    cmd = [*sudo, "apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq",
-           "--no-install-recommends", *missing]
-    done = subprocess.run(cmd, capture_output=True, text=True,
-                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    cmd = [
+        *sudo,
+        "apt-get",
+        "-o",
+        "DPkg::Lock::Timeout=300",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        *missing,
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    )
     if done.returncode != 0:
         raise AudioSetupError(
             f"could not install {', '.join(missing)} (run bash .ci/setup): {done.stderr[-500:]}"
@@ -95,14 +109,23 @@ class PulseServer:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(HOME=str(self.root), XDG_RUNTIME_DIR=str(self.root),
-                   XDG_CONFIG_HOME=str(self.root / "config"), PULSE_SERVER=self.server)
+        env.update(
+            HOME=str(self.root),
+            XDG_RUNTIME_DIR=str(self.root),
+            XDG_CONFIG_HOME=str(self.root / "config"),
+            PULSE_SERVER=self.server,
+        )
         env.pop("DBUS_SESSION_BUS_ADDRESS", None)
         return env
 
     def pactl(self, *args: str, timeout: float = 5.0) -> str:
-        done = subprocess.run(["pactl", "--server", self.server, *args], capture_output=True,
-                              text=True, timeout=timeout, env=self._env())
+        done = subprocess.run(
+            ["pactl", "--server", self.server, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self._env(),
+        )
         if done.returncode != 0:
             raise AudioSetupError(f"pactl {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
@@ -112,29 +135,46 @@ class PulseServer:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "config").mkdir(exist_ok=True)
         cmd = [
-            "pulseaudio", "-n", "--daemonize=no", "--system=no", "--use-pid-file=no",
-            "--exit-idle-time=-1", "--disallow-exit", "--log-target=stderr",
-            "-L", f"module-null-sink sink_name={self.sink} format=float32le rate={RATE} "
-                  f"channels=1 sink_properties=device.description=vvreader-test",
-            "-L", f"module-native-protocol-unix socket={self.socket} auth-anonymous=1",
+            "pulseaudio",
+            "-n",
+            "--daemonize=no",
+            "--system=no",
+            "--use-pid-file=no",
+            "--exit-idle-time=-1",
+            "--disallow-exit",
+            "--log-target=stderr",
+            "-L",
+            f"module-null-sink sink_name={self.sink} format=float32le rate={RATE} "
+            f"channels=1 sink_properties=device.description=vvreader-test",
+            "-L",
+            f"module-native-protocol-unix socket={self.socket} auth-anonymous=1",
         ]
         with open(self.log, "wb") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                          env=self._env(), cwd=self.root,
-                                          start_new_session=True, preexec_fn=_die_with_parent)
+            self._proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                cwd=self.root,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         end = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:
-                raise AudioSetupError(f"pulseaudio exited ({self._proc.returncode}): "
-                                      f"{self.log.read_text(errors='replace')[-1500:]}")
+                raise AudioSetupError(
+                    f"pulseaudio exited ({self._proc.returncode}): "
+                    f"{self.log.read_text(errors='replace')[-1500:]}"
+                )
             try:
                 info = self.pactl("info", timeout=2.0)
                 break
             except (AudioSetupError, subprocess.TimeoutExpired):
                 if time.monotonic() > end:
                     self.stop()
-                    raise AudioSetupError("pulseaudio did not answer within "
-                                          f"{timeout:.0f} s; see {self.log}") from None
+                    raise AudioSetupError(
+                        f"pulseaudio did not answer within {timeout:.0f} s; see {self.log}"
+                    ) from None
                 time.sleep(0.05)
         if f"Default Sink: {self.sink}" not in info:
             self.pactl("set-default-sink", self.sink)
@@ -233,14 +273,28 @@ class MonitorRecorder:
         self._proc: subprocess.Popen | None = None
         self._chunks: list[bytes] = []
         self._stamps: list[tuple[float, int]] = []
-        self._thread = threading.Thread(target=self._read, name="monitor-recorder", daemon=True)
+        self._thread = threading.Thread(
+            target=self._read, name="vvreader-test-monitor-recorder", daemon=True
+        )
 
     def start(self) -> MonitorRecorder:
         self._proc = subprocess.Popen(
-            ["parec", "--server", self.server.server, "-d", self.server.monitor, "--raw",
-             "--format=float32le", f"--rate={RATE}", "--channels=1",
-             f"--latency-msec={self.latency_ms}", "--client-name=vvreader-test-recorder"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+            [
+                "parec",
+                "--server",
+                self.server.server,
+                "-d",
+                self.server.monitor,
+                "--raw",
+                "--format=float32le",
+                f"--rate={RATE}",
+                "--channels=1",
+                f"--latency-msec={self.latency_ms}",
+                "--client-name=vvreader-test-recorder",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
             env=self.server._env(),
         )
         self._thread.start()

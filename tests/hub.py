@@ -45,7 +45,9 @@ class FakeHub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, name="vvreader-test-hub", daemon=True
+        ).start()
 
     def close(self) -> None:
         self.server.shutdown()

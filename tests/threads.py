@@ -2,7 +2,8 @@
 work: the check behind the suite's thread-leak fixture (tests/conftest.py).
 
 Ours are the threads the project names ``vvreader-...`` (the engine, the narrator, the
-players, the loaders, the planner, and the test helpers that record or poll audio), and the
+players, the loaders, the planner, and the test helpers: the audio recorder and poller, the
+load sampler, the fake Hub's server), and the
 threads a C library started and called Python from (PortAudio's audio callback thread of an
 output stream: Python lists it as ``Dummy-N``; it is alive while the stream is open).
 

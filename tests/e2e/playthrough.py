@@ -96,7 +96,9 @@ class Poller:
         self.first_handed: float | None = None
         """When the output had first taken audio from the ring."""
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="audible-poller", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="vvreader-test-audible-poller", daemon=True
+        )
 
     def start(self) -> Poller:
         self._thread.start()
@@ -181,8 +183,7 @@ def play_and_record(
     events: list[Event] = []
     try:
         time.sleep(0.2)  # some silence before: the first onset is clearly inside
-        narrator = Narrator(plan, settings=settings, lookahead=lookahead,
-                            on_event=events.append)
+        narrator = Narrator(plan, settings=settings, lookahead=lookahead, on_event=events.append)
         narrator.start(capture, make_output)
         poller = Poller(narrator).start()
         time.sleep(0.05)
@@ -191,8 +192,9 @@ def play_and_record(
         end = t_play + timeout
         while not narrator.finished:
             if time.monotonic() > end:
-                raise TimeoutError(f"not finished after {timeout:.0f} s "
-                                   f"(state {narrator.state}, events {events})")
+                raise TimeoutError(
+                    f"not finished after {timeout:.0f} s (state {narrator.state}, events {events})"
+                )
             if events:
                 raise RuntimeError(f"narration failed: {events}")
             time.sleep(0.02)
@@ -204,9 +206,18 @@ def play_and_record(
             narrator.close()
         recording = recorder.stop()
     assert narrator is not None and poller is not None
-    return Playthrough(recording, t_play, poller.audible, poller.states, capture.said,
-                       outputs[0], narrator.clock.latency * 1000 / SAMPLE_RATE, narrator.speed,
-                       poller.first_handed, getattr(outputs[0], "device_underflows", 0))
+    return Playthrough(
+        recording,
+        t_play,
+        poller.audible,
+        poller.states,
+        capture.said,
+        outputs[0],
+        narrator.clock.latency * 1000 / SAMPLE_RATE,
+        narrator.speed,
+        poller.first_handed,
+        getattr(outputs[0], "device_underflows", 0),
+    )
 
 
 def blas_threads(n: int | None = None) -> int | None:
@@ -223,8 +234,9 @@ def blas_threads(n: int | None = None) -> int | None:
 
     import scipy_openblas32
 
-    lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(),
-                                   f"lib{scipy_openblas32.get_library()}.so"))
+    lib = ctypes.CDLL(
+        os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+    )
     if n is not None:
         lib.scipy_openblas_set_num_threads(int(n))
     return int(lib.scipy_openblas_get_num_threads())
@@ -233,12 +245,12 @@ def blas_threads(n: int | None = None) -> int | None:
 def speech_runs(samples: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) samples of the runs of 10 ms windows louder than ``SILENCE_RMS``."""
     n = len(samples) // WINDOW
-    rms = np.sqrt(np.mean(samples[: n * WINDOW].reshape(n, WINDOW).astype(np.float64) ** 2,
-                          axis=1))
+    rms = np.sqrt(np.mean(samples[: n * WINDOW].reshape(n, WINDOW).astype(np.float64) ** 2, axis=1))
     loud = np.concatenate([[False], rms > SILENCE_RMS, [False]])
     edges = np.flatnonzero(np.diff(loud.astype(np.int8)))
-    return [(int(a) * WINDOW, int(b) * WINDOW) for a, b in zip(edges[::2], edges[1::2],
-                                                                strict=True)]
+    return [
+        (int(a) * WINDOW, int(b) * WINDOW) for a, b in zip(edges[::2], edges[1::2], strict=True)
+    ]
 
 
 def _best(samples: np.ndarray, probe: np.ndarray, start: int) -> tuple[int, float]:
@@ -343,10 +355,16 @@ class Analysis:
         out = []
         if self.device_underflows:
             out.append(f"PortAudio reported {self.device_underflows} late callbacks")
-        out += [f"utterance {k} is not whole in the recording (silence inside it?)"
-                for k, m in enumerate(self.similarity) if m < 0.999]
-        out += [f"{u:.1f} ms of silence after utterance {k} not padded by the player"
-                for k, u in enumerate(self.unexplained_gap_ms) if u > tolerance_ms]
+        out += [
+            f"utterance {k} is not whole in the recording (silence inside it?)"
+            for k, m in enumerate(self.similarity)
+            if m < 0.999
+        ]
+        out += [
+            f"{u:.1f} ms of silence after utterance {k} not padded by the player"
+            for k, u in enumerate(self.unexplained_gap_ms)
+            if u > tolerance_ms
+        ]
         if self.sound_outside:
             out.append(f"{self.sound_outside} samples of sound outside the utterances")
         return out
@@ -364,8 +382,9 @@ def analyse(pt: Playthrough, plan: SpeechPlan) -> Analysis:
         out.onsets.append(onset)
         out.lengths.append(len(audio))
         out.similarity.append(similarity(seg, audio) if len(seg) == len(audio) else 0.0)
-        out.max_abs_diff.append(float(np.max(np.abs(seg - audio))) if len(seg) == len(audio)
-                                else float("inf"))
+        out.max_abs_diff.append(
+            float(np.max(np.abs(seg - audio))) if len(seg) == len(audio) else float("inf")
+        )
     for k in range(len(audios) - 1):
         end = out.onsets[k] + out.lengths[k]
         out.gaps_ms.append((out.onsets[k + 1] - end) * 1000 / SAMPLE_RATE)
@@ -385,10 +404,12 @@ def analyse(pt: Playthrough, plan: SpeechPlan) -> Analysis:
             out.padded_ms.append(float("nan"))
     for k, onset in enumerate(out.onsets):
         t, tp = seen.get(k), polled.get(k)
-        out.event_error_ms.append((t - rec.time_of(onset)) * 1000 if t is not None
-                                  else float("nan"))
-        out.event_error_polled_ms.append((tp - rec.time_of(onset)) * 1000 if tp is not None
-                                         else float("nan"))
+        out.event_error_ms.append(
+            (t - rec.time_of(onset)) * 1000 if t is not None else float("nan")
+        )
+        out.event_error_polled_ms.append(
+            (tp - rec.time_of(onset)) * 1000 if tp is not None else float("nan")
+        )
     out.device_underflows = pt.device_underflows
     if audios:
         heard = x[out.onsets[0] : out.onsets[-1] + len(audios[-1]) + SAMPLE_RATE]
@@ -404,9 +425,12 @@ def analyse(pt: Playthrough, plan: SpeechPlan) -> Analysis:
             out.content_detail = (
                 f"{len(heard)} nonzero samples heard, {len(said)} said; "
                 f"{len(extra)} nonzero outside the utterances"
-                + (f" (first at {extra[0] / SAMPLE_RATE:.3f} s, last at "
-                   f"{extra[-1] / SAMPLE_RATE:.3f} s, max {np.abs(rest).max():.3g})"
-                   if len(extra) else "")
+                + (
+                    f" (first at {extra[0] / SAMPLE_RATE:.3f} s, last at "
+                    f"{extra[-1] / SAMPLE_RATE:.3f} s, max {np.abs(rest).max():.3g})"
+                    if len(extra)
+                    else ""
+                )
             )
     if out.onsets:
         first = rec.time_of(out.onsets[0])
@@ -426,21 +450,41 @@ def analyse(pt: Playthrough, plan: SpeechPlan) -> Analysis:
 def table(rows: list[tuple[str, ...]]) -> str:
     """Left-aligned columns."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def describe(a: Analysis, plan: SpeechPlan, text: Callable[[int], str] | None = None) -> str:
     """One line per utterance: onset, length, gap against the plan, event error."""
-    rows = [("#", "onset s", "length s", "gap ms", "planned", "padded", "event err ms",
-             "(polled)", "match", "text")]
+    rows = [
+        (
+            "#",
+            "onset s",
+            "length s",
+            "gap ms",
+            "planned",
+            "padded",
+            "event err ms",
+            "(polled)",
+            "match",
+            "text",
+        )
+    ]
     for k, onset in enumerate(a.onsets):
         last = k >= len(a.gaps_ms)
-        rows.append((str(k), f"{onset / SAMPLE_RATE:.3f}", f"{a.lengths[k] / SAMPLE_RATE:.2f}",
-                     "-" if last else f"{a.gaps_ms[k]:.1f}",
-                     "-" if last else str(a.planned_ms[k]),
-                     "-" if last else f"{a.padded_ms[k]:.1f}",
-                     f"{a.event_error_ms[k]:+.1f}", f"{a.event_error_polled_ms[k]:+.1f}",
-                     f"{a.similarity[k]:.4f}",
-                     (text(k) if text else plan[k].speak)[:40]))
+        rows.append(
+            (
+                str(k),
+                f"{onset / SAMPLE_RATE:.3f}",
+                f"{a.lengths[k] / SAMPLE_RATE:.2f}",
+                "-" if last else f"{a.gaps_ms[k]:.1f}",
+                "-" if last else str(a.planned_ms[k]),
+                "-" if last else f"{a.padded_ms[k]:.1f}",
+                f"{a.event_error_ms[k]:+.1f}",
+                f"{a.event_error_polled_ms[k]:+.1f}",
+                f"{a.similarity[k]:.4f}",
+                (text(k) if text else plan[k].speak)[:40],
+            )
+        )
     return table(rows)

@@ -25,12 +25,14 @@ Tolerances:
   stall in the middle of an utterance that the narrator had begun to stream. A run with
   silence or sound that neither the plan nor the player put there (silence inside an
   utterance or beyond the pause and the player's own padding, sound outside the
-  utterances) proves nothing about vvreader's timing and is played again, up to
-  ``ATTEMPTS`` times; every check below applies, unchanged, to the first undisturbed run,
-  and the disturbed ones are printed. A fault of vvreader's that looks like a
-  disturbance (a pause too long, a repeated chunk) shows in every attempt and fails the
-  test; a pause too short, wrong or reordered sound or a mistimed clock fails the
-  undisturbed run.
+  utterances) is the machine's doing only if the machine was busy while it played:
+  tests/e2e/machine_load.py measures the CPU that other processes took and the steal
+  during the run. A disturbed run on a quiet machine is ours and fails at once; one on a
+  busy machine proves nothing about vvreader's timing and is played again, up to
+  ``ATTEMPTS`` times, each retry reported with its cause and the load measured (a
+  warning, and a count in the session's summary). Every check below applies, unchanged,
+  to the first undisturbed run: a pause too short, wrong or reordered sound or a mistimed
+  clock fails it.
 - Events: the recording's time base is its own (parec fragments stamped on arrival, see
   tests/audio_server.py), independent of the player's clock; the requirement is 50 ms,
   not loosened. The poller sees a change up to its period (5 ms) late, or later when the
@@ -44,7 +46,7 @@ Tolerances:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,7 @@ import pytest
 
 from engine.api import SAMPLE_RATE, AudioChunk, SynthesisRequest
 from tests.audio_server import PulseServer
+from tests.e2e.machine_load import MachineLoad
 from tests.e2e.playthrough import (
     Analysis,
     Playthrough,
@@ -102,19 +105,28 @@ def plan(tmp_path: Path):
     return make_plan(tmp_path, DOC)
 
 
-def play_clean(plan, engine, server: PulseServer, **kw) -> tuple[Playthrough, Analysis]:
-    """:func:`play_and_record` until a run that the machine did not disturb (see above)."""
+def play_clean(
+    plan, engine, server: PulseServer, retried: Callable[[str], None], **kw
+) -> tuple[Playthrough, Analysis]:
+    """:func:`play_and_record` until a run that the machine did not disturb (see above).
+    A disturbed run on a quiet machine (tests/e2e/machine_load.py) fails at once; one on a
+    busy machine is reported to ``retried`` with its cause and played again."""
     for attempt in range(1, ATTEMPTS + 1):
-        pt = play_and_record(plan, engine, server, **kw)
+        with MachineLoad() as load:
+            pt = play_and_record(plan, engine, server, **kw)
         a = analyse(pt, plan)
         reasons = a.disturbances(GAP_TOLERANCE_MS)
         if not reasons:
             return pt, a
-        print(f"attempt {attempt} disturbed: {'; '.join(reasons)}\n{describe(a, plan)}")
-    pytest.fail(
-        f"every one of {ATTEMPTS} runs was disturbed (machine too busy, or silence "
-        "that vvreader should not have played: see the reports above)"
-    )
+        cause = f"attempt {attempt} of {ATTEMPTS} disturbed: {'; '.join(reasons)}; machine "
+        if load.quiet:
+            pytest.fail(
+                f"{cause}{load.describe()}: the machine left the audio path alone, so "
+                f"the disturbance is ours\n{describe(a, plan)}"
+            )
+        retried(cause + load.describe())
+        print(describe(a, plan))
+    pytest.fail(f"every one of {ATTEMPTS} runs was disturbed by a busy machine (see the warnings)")
 
 
 class _SlowStream:
@@ -157,7 +169,7 @@ class SlowEngine:
 
 @pytest.mark.slow
 def test_recording_holds_the_utterances_with_their_pauses_and_the_clock_follows_it(
-    pulse_server: PulseServer, engine, plan
+    pulse_server: PulseServer, engine, plan, audio_retries
 ) -> None:
     # A heading, sentences of one paragraph, list items, a last paragraph: four kinds of
     # pause.
@@ -165,7 +177,12 @@ def test_recording_holds_the_utterances_with_their_pauses_and_the_clock_follows_
     assert len({u.pause_after for u in list(plan)[:-1]}) >= 3
 
     pt, a = play_clean(
-        plan, engine, pulse_server, settings=VoiceSettings(voice="en-Emma_woman"), timeout=90
+        plan,
+        engine,
+        pulse_server,
+        audio_retries,
+        settings=VoiceSettings(voice="en-Emma_woman"),
+        timeout=90,
     )
     report = describe(a, plan)
     print(report)
@@ -202,7 +219,7 @@ def test_recording_holds_the_utterances_with_their_pauses_and_the_clock_follows_
 
 @pytest.mark.slow
 def test_a_slow_engine_makes_the_narrator_wait_between_utterances_not_inside_them(
-    pulse_server: PulseServer, engine, tmp_path: Path
+    pulse_server: PulseServer, engine, tmp_path: Path, audio_retries
 ) -> None:
     plan = make_plan(tmp_path, "# Title\n\nOne line here. Another one.\n")
     assert len(plan) == 3
@@ -210,6 +227,7 @@ def test_a_slow_engine_makes_the_narrator_wait_between_utterances_not_inside_the
         plan,
         SlowEngine(engine, 0.6),
         pulse_server,
+        audio_retries,
         settings=VoiceSettings(voice="en-Emma_woman"),
         timeout=90,
     )

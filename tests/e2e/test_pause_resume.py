@@ -12,11 +12,13 @@ sees. The chain is bit-exact (float32 mono 24 kHz sink at unit volume)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
 from engine.api import SynthesisRequest
 from tests.audio_server import RATE, MonitorRecorder, PulseServer
+from tests.e2e.machine_load import MachineLoad
 from tests.fakes import FakeEngine, fake_audio
 from vvreader.narration.events import Event
 from vvreader.narration.narrator import Narrator, State
@@ -40,7 +42,8 @@ def splice(heard: np.ndarray, want: np.ndarray) -> float:
     suffix = int(tail[0]) if len(tail) else n
     assert prefix + suffix >= n, (
         f"not one cut: heard {len(heard)} samples, want {len(want)}, same for the first "
-        f"{prefix} and the last {suffix}")
+        f"{prefix} and the last {suffix}"
+    )
     return 1000 * (len(want) - len(heard)) / RATE
 
 
@@ -82,26 +85,39 @@ def run_once(plan, server: PulseServer) -> tuple[np.ndarray, float, float, float
     gaps = np.diff(sound)
     longest = int(np.argmax(gaps))
     last_before = rec.time_of(sound[longest] + 1)
-    return rec.samples, t_pause, last_before, rec.time_of(sound[longest + 1]), (
-        players[0].device_underflows)
+    return (
+        rec.samples,
+        t_pause,
+        last_before,
+        rec.time_of(sound[longest + 1]),
+        (players[0].device_underflows),
+    )
 
 
-def test_pause_is_silent_within_a_block_and_resume_loses_nothing(pulse_server) -> None:
-    import tempfile
-    from pathlib import Path
-
-    doc = Path(tempfile.mkdtemp()) / "d.md"
+def test_pause_is_silent_within_a_block_and_resume_loses_nothing(
+    pulse_server, tmp_path: Path, audio_retries
+) -> None:
+    doc = tmp_path / "d.md"
     doc.write_text(DOC)
     plan = build_plan(load_document(str(doc)))
     want = np.concatenate([fake_audio(SynthesisRequest(text=u.speak)) for u in plan])
     results = []
-    for _ in range(ATTEMPTS):
-        samples, t_pause, stopped, resumed, underflows = run_once(plan, pulse_server)
+    for attempt in range(1, ATTEMPTS + 1):
+        with MachineLoad() as load:
+            samples, t_pause, stopped, resumed, underflows = run_once(plan, pulse_server)
         heard = samples[samples != 0.0]
         results.append((stopped - t_pause) * 1000)
-        print(f"pause: sound stopped {results[-1]:.1f} ms after pause(); silence "
-              f"{(resumed - stopped) * 1000:.0f} ms; underflows {underflows}")
-        if underflows:  # the machine starved the audio callback: proves nothing
+        print(
+            f"pause: sound stopped {results[-1]:.1f} ms after pause(); silence "
+            f"{(resumed - stopped) * 1000:.0f} ms; underflows {underflows}"
+        )
+        if underflows:  # the audio callback ran late: the machine's doing if it was busy
+            cause = (
+                f"attempt {attempt} of {ATTEMPTS}: PortAudio reported {underflows} late "
+                f"callbacks; machine {load.describe()}"
+            )
+            assert not load.quiet, f"{cause}: the machine was quiet, so they are ours"
+            audio_retries(cause)
             continue
         cut = splice(heard, want)
         print(f"resume: {cut:+.1f} ms of audio lost (negative: heard twice) at the pause")
@@ -109,4 +125,6 @@ def test_pause_is_silent_within_a_block_and_resume_loses_nothing(pulse_server) -
         assert (resumed - stopped) > 0.9  # it stayed paused
         assert results[-1] <= BLOCK_MS, f"sound went on {results[-1]:.1f} ms after pause()"
         return
-    raise AssertionError(f"every attempt was disturbed by the machine: {results}")
+    raise AssertionError(
+        f"every attempt was disturbed by a busy machine (see the warnings): {results}"
+    )
