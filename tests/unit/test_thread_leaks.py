@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from engine.backend import IDLE_MLX_THREAD
+
 from tests.threads import leaked_threads, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
