@@ -27,7 +27,39 @@ from vvreader.widgets.wrap import WrapModel, _visible
     ],
 )
 def test_inline_markup_is_hidden_and_styled(src: str, shown: list) -> None:
-    assert [(src[a:b], m) for a, b, m in _visible(src)] == shown
+    assert [(src[a:b], m) for a, b, m in _visible(src, frozenset())] == shown
+
+
+@pytest.mark.parametrize(
+    "src, shown",
+    [
+        # a reference link is a link only where its label is defined
+        ("[a][ref], [ref], [b][nope] and [c][]",
+         [("a", "link"), (", ", ""), ("ref", "link"), (", [b][nope] and [c][]", "")]),
+        # a destination with a space is no link; an e-mail autolink is one
+        ("[x](y z) <me@example.org>", [("[x](y z) ", ""), ("me@example.org", "link")]),
+        # a backslash before a line end is a hard break, markup like any escape
+        ("one\\\ntwo", [("one", ""), ("two", "")]),
+        # a code span ends at a run of as many backticks; emphasis cannot cross it
+        ("*a `b*` c* and `` x ` y ``", [("a ", "em"), ("b*", "em code"), (" c", "em"),
+                                        (" and ", ""), (" x ` y ", "code")]),
+        # emphasis across a line break, around a link, intraword with * but not _
+        ("*one\ntwo* [**l**](u) a*b*c d_e_f",
+         [("one", "em"), ("two", "em"), (" ", ""), ("l", "strong link"), (" a", ""),
+          ("b", "em"), ("c d_e_f", "")]),
+        # the text of an image and of an inline footnote is parsed on its own
+        ("![i *j*](k) x^[y *z*]", [("i ", "link"), ("j", "em link"), (" x^[y ", ""),
+                                   ("z", "em"), ("]", "")]),
+    ],
+)
+def test_markdown_it_decides_what_is_markup(src: str, shown: list) -> None:
+    assert [(src[a:b], m) for a, b, m in _visible(src, frozenset({"REF"}))] == shown
+
+
+def test_plain_text_shows_every_character() -> None:
+    src = "**not** _markup_ [here](x)\nnext"
+    assert [(src[a:b], m) for a, b, m in _visible(src, None)] == [
+        ("**not** _markup_ [here](x)", ""), ("next", "")]
 
 
 def test_every_shown_character_maps_to_its_source(tmp_path: Path) -> None:

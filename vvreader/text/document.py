@@ -75,6 +75,9 @@ class Document:
     """Footnote label to the offset of its first reference."""
     line_starts: tuple[int, ...] = field(default=(0,), repr=False)
     """Offset of every line start (for line to offset conversions)."""
+    link_labels: frozenset[str] = field(default=frozenset(), repr=False)
+    """Normalised labels of the link reference definitions (Markdown), so that a block's
+    inline text can be parsed again on its own (the reading view does)."""
 
     def line_of(self, offset: int) -> int:
         """The 0-based line that holds ``offset``."""
@@ -105,8 +108,8 @@ def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while building many objects that make no cycles.
 
     Parsing and planning a book creates hundreds of thousands of tokens and utterances that
-    all stay alive; the collector would scan them again and again (about 15% of the time)
-    and find nothing. Reference counting still frees everything as usual.
+    all stay alive; the collector would scan them again and again and find nothing.
+    Reference counting still frees everything as usual.
     """
     was = gc.isenabled()
     gc.disable()

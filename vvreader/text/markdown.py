@@ -34,25 +34,31 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
+from markdown_it.rules_inline import StateInline
 from markdown_it.token import Token
 
 from vvreader.text.document import Block
 
-__all__ = ["MarkdownParts", "markdown_blocks", "parser"]
+__all__ = ["InlineMarkup", "MarkdownParts", "inline_markup", "markdown_blocks", "parser"]
 
 
-@lru_cache(maxsize=1)
-def parser() -> MarkdownIt:
-    """The shared parser: CommonMark + GFM tables and strikethrough, footnotes, front matter.
+def _configured() -> MarkdownIt:
+    """CommonMark + GFM tables and strikethrough, footnotes, front matter.
 
-    Linkify is off: bare URLs stay text and the speech rules shorten them (it also costs
-    about a third of the parse time on a book).
+    Linkify is off: bare URLs stay text and the speech rules shorten them (and a book
+    parses faster without it).
     """
     from mdit_py_plugins.footnote import footnote_plugin
     from mdit_py_plugins.front_matter import front_matter_plugin
 
     md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
     return md.use(front_matter_plugin).use(footnote_plugin)
+
+
+@lru_cache(maxsize=1)
+def parser() -> MarkdownIt:
+    """The shared parser (``_configured``)."""
+    return _configured()
 
 
 @lru_cache(maxsize=1)
@@ -192,6 +198,8 @@ class MarkdownParts:
         """Footnote label to the offset of the block with its first reference (once settled)."""
         self.footnote_labels: frozenset[str] = frozenset()
         """Labels with a footnote paragraph in the document (once settled)."""
+        self.link_labels: frozenset[str] = frozenset()
+        """Normalised labels of the link reference definitions (once settled)."""
         self._md = parser()
         self._env: dict[str, Any] = {}
         self._parts: list[_Part] = []
@@ -376,6 +384,7 @@ class MarkdownParts:
                 items = None if items is None else items + n
         self.footnote_refs = refs
         self.footnote_labels = frozenset(self._labels)
+        self.link_labels = frozenset(self._env.get("references", ()))
         self.footnotes_settled = True
 
     def _first_refs(self, tokens: list[Token], refs: dict[str, int]) -> None:
@@ -565,3 +574,169 @@ def markdown_blocks(
     parts = MarkdownParts(text, line_starts, first_chars=part_chars, part_chars=part_chars)
     parts.finish()
     return parts.blocks, parts.footnote_refs
+
+
+# -- inline marks for display --------------------------------------------------------------
+
+#: Characters that start inline markup the reading view hides (``!`` only before ``[``).
+_DISPLAY_MARKUP = re.compile(r"[\\`*_\[<~]")
+_MARK_NAMES = {"em": "em", "strong": "strong", "s": "strike"}
+_RECORDER = "vvreader.inline_markup"
+#: The inline rules whose matches hold markup that the view hides or styles, each with the
+#: characters that a match of it starts with.
+_MARKUP_RULES = {
+    "escape": "\\",
+    "backticks": "`",
+    "strikethrough": "~",
+    "emphasis": "*_",
+    "link": "[",
+    "image": "!",
+    "autolink": "<",
+    "footnote_inline": "^",
+}
+
+
+@dataclass
+class InlineMarkup:
+    """Where an inline text's Markdown markup is, as markdown-it parses it.
+
+    ``hidden`` are the ranges that are markup only (emphasis and strikethrough delimiters,
+    backticks, the brackets and destination of links and images, the backslash of an
+    escape); ``marks`` are the ranges shown with a style: ``strong``, ``em``, ``code``,
+    ``strike`` or ``link`` (link text, image alt text, autolinks). Entities, raw HTML and
+    footnote references are text as written.
+    """
+
+    src: str
+    hidden: list[tuple[int, int]] = field(default_factory=list)
+    marks: list[tuple[int, int, str]] = field(default_factory=list)
+    _delimiters: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+    _nested: list[tuple[str, int]] = field(default_factory=list, repr=False)
+
+    def base(self, src: str) -> int | None:
+        """Offset in ``self.src`` of a text being parsed (None: a text not shown as is)."""
+        if src is self.src:
+            return 0
+        if self._nested and self._nested[-1][0] == src:
+            return self._nested[-1][1]
+        return 0 if src == self.src else None
+
+    def record(self, rule: str, state: StateInline, base: int, start: int, tokens: list[Token],
+               label_end: int) -> None:
+        """Note the markup of what ``rule`` matched at ``start`` (its ``tokens``)."""
+        end = base + state.pos
+        start += base
+        if not tokens:
+            return  # text after all (a run of backticks that no run closes)
+        if rule == "escape":
+            if tokens[0].type == "hardbreak" or tokens[0].content != tokens[0].markup:
+                self.hidden.append((start, start + 1))  # not "\\a": that is text
+        elif rule == "backticks":
+            ticks = len(tokens[-1].markup)
+            self.hidden += [(start, start + ticks), (end - ticks, end)]
+            self.marks.append((start + ticks, end - ticks, "code"))
+        elif rule in ("emphasis", "strikethrough"):
+            at = start
+            for tok in tokens:
+                self._delimiters[id(tok)] = (at, at + len(tok.content))
+                at += len(tok.content)
+        elif rule == "autolink":
+            self.hidden += [(start, start + 1), (end - 1, end)]
+            self.marks.append((start + 1, end - 1, "link"))
+        elif rule in ("link", "image"):
+            text = start + (2 if rule == "image" else 1)
+            label_end += base
+            self.hidden += [(start, text), (label_end, end)]
+            self.marks.append((text, label_end, "link"))
+
+    def settle(self, state: StateInline) -> None:
+        """After emphasis and strikethrough paired their delimiters (before the unused ones
+        join the text around them): hide the used ones and mark what they enclose."""
+        opened: dict[str, list[int]] = {}
+        for tok in state.tokens:
+            span = self._delimiters.pop(id(tok), None)
+            if span is None:
+                continue
+            if tok.type == "text":
+                if not tok.content:  # the outer half of a strong delimiter
+                    self.hidden.append(span)
+                continue
+            self.hidden.append(span)
+            name = _MARK_NAMES.get(tok.tag, tok.tag)
+            if tok.nesting == 1:
+                opened.setdefault(name, []).append(span[1])
+            elif opened.get(name):
+                self.marks.append((opened[name].pop(), span[0], name))
+
+
+def _recording(name: str, rule: Callable[[StateInline, bool], bool]) -> Callable[..., bool]:
+    """``rule`` that also reports what it matched to the ``InlineMarkup`` in the env."""
+
+    first = _MARKUP_RULES[name]
+
+    def recorded(state: StateInline, silent: bool) -> bool:
+        if silent or state.src[state.pos] not in first:
+            return rule(state, silent)
+        markup = state.env.get(_RECORDER)
+        if markup is None:
+            return rule(state, silent)
+        base = markup.base(state.src)
+        if base is None:
+            return rule(state, silent)
+        if state.pending:
+            state.pushPending()  # so that the tokens after ``count`` are the rule's own
+        start, count, label_end = state.pos, len(state.tokens), -1
+        bracket = start if name == "link" else start + 1  # "[", "![" or "^["
+        nested = name in ("image", "footnote_inline")  # their text is parsed on its own
+        if name in ("link", "image", "footnote_inline") and state.src.startswith("[", bracket):
+            label_end = state.md.helpers.parseLinkLabel(state, bracket, name == "link")
+        if nested and label_end >= 0:
+            markup._nested.append((state.src[bracket + 1 : label_end], base + bracket + 1))
+        try:
+            matched = rule(state, silent)
+        finally:
+            if nested and label_end >= 0:
+                markup._nested.pop()
+        if matched:
+            markup.record(name, state, base, start, state.tokens[count:], label_end)
+        return matched
+
+    return recorded
+
+
+@lru_cache(maxsize=1)
+def _display_parser() -> MarkdownIt:
+    """The parser of ``parser()``, its markup rules reporting where their markup is."""
+    md = _configured()
+    for rule in list(md.inline.ruler.__rules__):
+        if rule.name in _MARKUP_RULES:
+            md.inline.ruler.at(rule.name, _recording(rule.name, rule.fn))
+    join = next(r.fn for r in md.inline.ruler2.__rules__ if r.name == "fragments_join")
+
+    def settle_then_join(state: StateInline) -> None:
+        markup = state.env.get(_RECORDER)
+        if markup is not None:
+            markup.settle(state)
+        join(state)
+
+    md.inline.ruler2.at("fragments_join", settle_then_join)
+    return md
+
+
+def inline_markup(text: str, link_labels: frozenset[str] = frozenset()) -> InlineMarkup:
+    """The Markdown markup of inline ``text`` (one paragraph's lines joined with ``\\n``).
+
+    Args:
+        text: The inline text, block markup (list markers, quote bars, ``#``) removed.
+        link_labels: Normalised labels of the document's link reference definitions
+            (``Document.link_labels``): ``[text][label]`` is a link only if one is defined.
+    """
+    markup = InlineMarkup(text)
+    if _DISPLAY_MARKUP.search(text) is None:
+        return markup
+    md = _display_parser()
+    env: dict[str, Any] = {_RECORDER: markup}
+    if link_labels:
+        env["references"] = {label: {"href": "", "title": ""} for label in link_labels}
+    md.inline.parse(text, md, env, [])
+    return markup

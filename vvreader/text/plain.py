@@ -39,6 +39,7 @@ class TextParts:
 
     footnotes_settled = True
     footnote_labels: frozenset[str] = frozenset()
+    link_labels: frozenset[str] = frozenset()
 
     def __init__(self, text: str, line_starts: Sequence[int]) -> None:
         self.text = text

@@ -211,6 +211,7 @@ class _WholeDocument:
         self.doc = doc
         self.blocks = doc.blocks
         self.footnote_refs = doc.footnote_refs
+        self.link_labels = doc.link_labels
         self._notes: dict[str, list[Block]] = {}
         for b in doc.blocks:
             if b.kind == "footnote":
@@ -588,7 +589,9 @@ class ProgressivePlan:
         blocks = tuple(self._source.blocks[:n_blocks])
         source = self._source
         refs: dict[str, int] = {}
+        labels: frozenset[str] = frozenset()
         if source.footnotes_settled:
+            labels = source.link_labels
             if complete:
                 refs = dict(source.footnote_refs)
             elif blocks:
@@ -596,4 +599,4 @@ class ProgressivePlan:
                 refs = {k: v for k, v in source.footnote_refs.items() if v < end}
         base = self._doc
         return Document(base.text, blocks, base.name, base.encoding, base.markdown, refs,
-                        base.line_starts)
+                        base.line_starts, labels)

@@ -34,6 +34,8 @@ class BlockReader(Protocol):
     """Footnote label to the offset of the block with its first reference."""
     footnote_labels: frozenset[str]
     """Labels that have footnote blocks."""
+    link_labels: frozenset[str]
+    """Labels of the link reference definitions (final once ``footnotes_settled``)."""
 
     @property
     def done(self) -> bool:
@@ -124,6 +126,7 @@ def parse(
             markdown,
             dict(reader.footnote_refs),
             tuple(line_starts),
+            reader.link_labels,
         )
 
 

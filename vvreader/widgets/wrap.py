@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from rich.cells import cell_len
 
 from vvreader.text.document import Block, Document
+from vvreader.text.markdown import inline_markup
 from vvreader.text.unsafe import safe_text
 
 __all__ = ["Line", "WrapModel", "col_at_cell"]
@@ -104,129 +105,21 @@ def _chunks(text: str, width: int, words: bool) -> list[tuple[int, int]]:
     return out
 
 
-_SPECIAL = re.compile(r"[*_`\[\]!<\\~]")
-_BACKTICKS = re.compile(r"`+")
-_DELIMS = re.compile(r"\*+|_+|~~")
-_AUTOLINK = re.compile(r"<[A-Za-z][A-Za-z0-9.+-]{1,31}:[^\s<>]*>")
-_ESCAPABLE = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
-_FLAGS = ("strong", "em", "code", "strike", "link")
+#: Inline styles in the order a line's mark names them.
+_STYLES = ("strong", "em", "code", "strike", "link")
 
 
-def _closing(text: str, i: int, open_: str, close: str, busy: list[tuple[int, int]]) -> int:
-    """Index of the bracket closing the one at ``i`` (-1 if none), skipping escapes and
-    code spans."""
-    depth = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if any(a <= i < b for a, b in busy):
-            i = next(b for a, b in busy if a <= i < b)
-            continue
-        if ch == open_:
-            depth += 1
-        elif ch == close:
-            depth -= 1
-            if depth == 0:
-                return i
-        elif ch == "\n" and close == ")":
-            return -1
-        i += 1
-    return -1
+def _visible(text: str, link_labels: frozenset[str] | None) -> list[tuple[int, int, str]]:
+    """The shown pieces of ``text`` (newlines excluded), each with its mark.
 
-
-def inline_marks(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
-    """Inline Markdown of ``text`` for display: the ranges of markup to hide and the
-    ranges to style (bit flags in the order of ``_FLAGS``). An approximation of CommonMark
-    made for display only (the spoken text comes from markdown-it)."""
+    ``text`` is Markdown inline text unless ``link_labels`` is None (plain text: shown as
+    it is); markdown-it says which characters are markup (hidden) and what they style.
+    """
     hidden: list[tuple[int, int]] = []
-    marks: list[tuple[int, int, int]] = []
-    if not _SPECIAL.search(text):
-        return hidden, marks
-    busy: list[tuple[int, int]] = []  # code spans and escapes: no markup inside
-    i = 0
-    for m in _BACKTICKS.finditer(text):
-        if m.start() < i:
-            continue
-        close = re.compile(r"(?<!`)" + "`" * len(m.group()) + r"(?!`)")
-        c = close.search(text, m.end())
-        if c is None:
-            continue
-        hidden += [(m.start(), m.end()), (c.start(), c.end())]
-        marks.append((m.end(), c.start(), 4))
-        busy.append((m.start(), c.end()))
-        i = c.end()
-    for k in range(len(text) - 1):
-        if text[k] == "\\" and text[k + 1] in _ESCAPABLE and not any(
-            a <= k < b for a, b in busy
-        ):
-            hidden.append((k, k + 1))
-            busy.append((k, k + 2))
-    for m in _AUTOLINK.finditer(text):
-        if not any(a <= m.start() < b for a, b in busy):
-            hidden += [(m.start(), m.start() + 1), (m.end() - 1, m.end())]
-            marks.append((m.start() + 1, m.end() - 1, 16))
-            busy.append((m.start(), m.end()))
-    k = 0
-    while (k := text.find("[", k)) >= 0:
-        if any(a <= k < b for a, b in busy) or text.startswith("[^", k):
-            k += 1
-            continue
-        end = _closing(text, k, "[", "]", busy)
-        if end < 0:
-            break
-        start = k - 1 if k > 0 and text[k - 1] == "!" else k
-        tail = -1
-        if text.startswith("(", end + 1):
-            tail = _closing(text, end + 1, "(", ")", busy)
-        elif text.startswith("[", end + 1):
-            tail = _closing(text, end + 1, "[", "]", busy)
-        if tail < 0:
-            k = end + 1
-            continue
-        hidden += [(start, k + 1), (end, tail + 1)]
-        marks.append((k + 1, end, 16))
-        busy.append((end, tail + 1))
-        k += 1
-    # emphasis: pair delimiter runs that can open with later ones that can close
-    openers: list[list[int]] = []  # [position, length, char]
-    for m in _DELIMS.finditer(text):
-        a, b = m.span()
-        if any(x <= a < y for x, y in busy) or (a > 0 and text[a - 1] == "\\"):
-            continue
-        ch = text[a]
-        before = text[a - 1] if a > 0 else " "
-        after = text[b] if b < len(text) else " "
-        can_open = not after.isspace()
-        can_close = not before.isspace()
-        if ch == "_":  # no intraword underscores
-            can_open = can_open and not before.isalnum()
-            can_close = can_close and not after.isalnum()
-        length = b - a
-        while can_close and length > 0:
-            j = next((j for j in range(len(openers) - 1, -1, -1) if openers[j][2] == ch), -1)
-            if j < 0:
-                break
-            pos, olen, och = openers[j]
-            use = 2 if ch == "~" or (olen >= 2 and length >= 2) else 1
-            flag = 8 if ch == "~" else (1 if use == 2 else 2)
-            hidden += [(pos + olen - use, pos + olen), (a, a + use)]
-            marks.append((pos + olen, a, flag))
-            del openers[j:]
-            if olen > use:
-                openers.append([pos, olen - use, och])
-            a += use
-            length -= use
-        if length > 0 and can_open:
-            openers.append([a, length, ch])
-    return hidden, marks
-
-
-def _visible(text: str) -> list[tuple[int, int, str]]:
-    """The shown pieces of ``text`` (newlines excluded), each with its mark."""
-    hidden, marks = inline_marks(text)
+    marks: list[tuple[int, int, str]] = []
+    if link_labels is not None:
+        markup = inline_markup(text, link_labels)
+        hidden, marks = markup.hidden, markup.marks
     cuts = {0, len(text)}
     for a, b in hidden:
         cuts.update((a, b))
@@ -241,11 +134,8 @@ def _visible(text: str) -> list[tuple[int, int, str]]:
     for a, b in zip(points, points[1:], strict=False):
         if text[a] == "\n" or any(x <= a < y for x, y in hidden):
             continue
-        flags = 0
-        for x, y, f in marks:
-            if x <= a < y:
-                flags |= f
-        mark = " ".join(name for bit, name in enumerate(_FLAGS) if flags & (1 << bit))
+        names = {name for x, y, name in marks if x <= a < y}
+        mark = " ".join(name for name in _STYLES if name in names)
         if out and out[-1][1] == a and out[-1][2] == mark:
             out[-1] = (out[-1][0], b, mark)
         else:
@@ -519,7 +409,8 @@ class WrapModel:
         parts: list[str] = []
         logical_len = 0
         line = 0
-        for a, b, mark in _visible(joined):
+        labels = self.document.link_labels if self.document.markdown else None
+        for a, b, mark in _visible(joined, labels):
             while line + 1 < len(line_of) and line_of[line + 1][0] <= a:
                 line += 1
                 if parts:
