@@ -13,17 +13,45 @@ from vvreader.widgets.wrap import WrapModel, _visible
 @pytest.mark.parametrize(
     "src, shown",
     [
-        ("This is **bold**, _emph_, ~~gone~~ and `co*de*`.",
-         [("This is ", ""), ("bold", "strong"), (", ", ""), ("emph", "em"), (", ", ""),
-          ("gone", "strike"), (" and ", ""), ("co*de*", "code"), (".", "")]),
-        ("a [link](http://x.com/a_(b) \"T\") and ![alt](i.png) <https://p.org>",
-         [("a ", ""), ("link", "link"), (" and ", ""), ("alt", "link"), (" ", ""),
-          ("https://p.org", "link")]),
-        ("***both*** and **a *b* c**",
-         [("both", "strong em"), (" and ", ""), ("a ", "strong"), ("b", "strong em"),
-          (" c", "strong")]),
-        ("snake_case_name, \\*not\\* and [^1] [open",
-         [("snake_case_name, ", ""), ("*not", ""), ("* and [^1] [open", "")]),
+        (
+            "This is **bold**, _emph_, ~~gone~~ and `co*de*`.",
+            [
+                ("This is ", ""),
+                ("bold", "strong"),
+                (", ", ""),
+                ("emph", "em"),
+                (", ", ""),
+                ("gone", "strike"),
+                (" and ", ""),
+                ("co*de*", "code"),
+                (".", ""),
+            ],
+        ),
+        (
+            'a [link](http://x.com/a_(b) "T") and ![alt](i.png) <https://p.org>',
+            [
+                ("a ", ""),
+                ("link", "link"),
+                (" and ", ""),
+                ("alt", "link"),
+                (" ", ""),
+                ("https://p.org", "link"),
+            ],
+        ),
+        (
+            "***both*** and **a *b* c**",
+            [
+                ("both", "strong em"),
+                (" and ", ""),
+                ("a ", "strong"),
+                ("b", "strong em"),
+                (" c", "strong"),
+            ],
+        ),
+        (
+            "snake_case_name, \\*not\\* and [^1] [open",
+            [("snake_case_name, ", ""), ("*not", ""), ("* and [^1] [open", "")],
+        ),
     ],
 )
 def test_inline_markup_is_hidden_and_styled(src: str, shown: list) -> None:
@@ -34,22 +62,37 @@ def test_inline_markup_is_hidden_and_styled(src: str, shown: list) -> None:
     "src, shown",
     [
         # a reference link is a link only where its label is defined
-        ("[a][ref], [ref], [b][nope] and [c][]",
-         [("a", "link"), (", ", ""), ("ref", "link"), (", [b][nope] and [c][]", "")]),
+        (
+            "[a][ref], [ref], [b][nope] and [c][]",
+            [("a", "link"), (", ", ""), ("ref", "link"), (", [b][nope] and [c][]", "")],
+        ),
         # a destination with a space is no link; an e-mail autolink is one
         ("[x](y z) <me@example.org>", [("[x](y z) ", ""), ("me@example.org", "link")]),
         # a backslash before a line end is a hard break, markup like any escape
         ("one\\\ntwo", [("one", ""), ("two", "")]),
         # a code span ends at a run of as many backticks; emphasis cannot cross it
-        ("*a `b*` c* and `` x ` y ``", [("a ", "em"), ("b*", "em code"), (" c", "em"),
-                                        (" and ", ""), (" x ` y ", "code")]),
+        (
+            "*a `b*` c* and `` x ` y ``",
+            [("a ", "em"), ("b*", "em code"), (" c", "em"), (" and ", ""), (" x ` y ", "code")],
+        ),
         # emphasis across a line break, around a link, intraword with * but not _
-        ("*one\ntwo* [**l**](u) a*b*c d_e_f",
-         [("one", "em"), ("two", "em"), (" ", ""), ("l", "strong link"), (" a", ""),
-          ("b", "em"), ("c d_e_f", "")]),
+        (
+            "*one\ntwo* [**l**](u) a*b*c d_e_f",
+            [
+                ("one", "em"),
+                ("two", "em"),
+                (" ", ""),
+                ("l", "strong link"),
+                (" a", ""),
+                ("b", "em"),
+                ("c d_e_f", ""),
+            ],
+        ),
         # the text of an image and of an inline footnote is parsed on its own
-        ("![i *j*](k) x^[y *z*]", [("i ", "link"), ("j", "em link"), (" x^[y ", ""),
-                                   ("z", "em"), ("]", "")]),
+        (
+            "![i *j*](k) x^[y *z*]",
+            [("i ", "link"), ("j", "em link"), (" x^[y ", ""), ("z", "em"), ("]", "")],
+        ),
     ],
 )
 def test_markdown_it_decides_what_is_markup(src: str, shown: list) -> None:
@@ -59,7 +102,9 @@ def test_markdown_it_decides_what_is_markup(src: str, shown: list) -> None:
 def test_plain_text_shows_every_character() -> None:
     src = "**not** _markup_ [here](x)\nnext"
     assert [(src[a:b], m) for a, b, m in _visible(src, None)] == [
-        ("**not** _markup_ [here](x)", ""), ("next", "")]
+        ("**not** _markup_ [here](x)", ""),
+        ("next", ""),
+    ]
 
 
 def test_every_shown_character_maps_to_its_source(tmp_path: Path) -> None:
@@ -87,7 +132,7 @@ def test_every_shown_character_maps_to_its_source(tmp_path: Path) -> None:
 def test_lazy_wrapping_matches_a_full_wrap_in_any_order(tmp_path: Path) -> None:
     import random
 
-    para = ("A paragraph with *some* words that wrap, and a [link](http://x.org). " * 5 + "\n\n")
+    para = "A paragraph with *some* words that wrap, and a [link](http://x.org). " * 5 + "\n\n"
     text = "".join(f"# Part {i}\n\n{para}- a\n- b\n\n```\ncode {i}\n```\n\n" for i in range(60))
     doc_path = tmp_path / "book.md"
     doc_path.write_text(text)

@@ -301,8 +301,10 @@ class MarkdownParts:
         for tok in tokens:
             if tok.type in _OPEN_ENDED and tok.map is not None and tok.map[1] >= lines:
                 return True
-        if first == 0 and self.text.startswith("---") and not any(
-            t.type == "front_matter" for t in tokens[:1]
+        if (
+            first == 0
+            and self.text.startswith("---")
+            and not any(t.type == "front_matter" for t in tokens[:1])
         ):
             # Front matter that is not closed in the part may be closed further on.
             return _FRONT_MATTER_END.search(self.text, end) is not None
@@ -621,8 +623,15 @@ class InlineMarkup:
             return self._nested[-1][1]
         return 0 if src == self.src else None
 
-    def record(self, rule: str, state: StateInline, base: int, start: int, tokens: list[Token],
-               label_end: int) -> None:
+    def record(
+        self,
+        rule: str,
+        state: StateInline,
+        base: int,
+        start: int,
+        tokens: list[Token],
+        label_end: int,
+    ) -> None:
         """Note the markup of what ``rule`` matched at ``start`` (its ``tokens``)."""
         end = base + state.pos
         start += base

@@ -61,25 +61,66 @@ _ABBREVIATION_HINT = re.compile(
 )
 
 _UNITS = {
-    "km": "kilometer", "m": "meter", "cm": "centimeter", "mm": "millimeter",
-    "kg": "kilogram", "g": "gram", "mg": "milligram", "lb": "pound", "lbs": "pound",
-    "oz": "ounce", "ms": "millisecond", "s": "second", "sec": "second", "min": "minute",
-    "h": "hour", "hr": "hour", "hrs": "hour", "Hz": "hertz", "kHz": "kilohertz",
-    "MHz": "megahertz", "GHz": "gigahertz", "KB": "kilobyte", "kB": "kilobyte",
-    "MB": "megabyte", "GB": "gigabyte", "TB": "terabyte", "mph": "mile per hour",
-    "km/h": "kilometer per hour", "kph": "kilometer per hour", "V": "volt", "W": "watt",
-    "kW": "kilowatt", "kWh": "kilowatt hour", "mAh": "milliamp hour", "ml": "milliliter",
-    "mL": "milliliter", "l": "liter", "L": "liter", "ft": "foot", "in": "inch",
-    "mi": "mile", "yd": "yard", "°C": "degree Celsius", "°F": "degree Fahrenheit",
+    "km": "kilometer",
+    "m": "meter",
+    "cm": "centimeter",
+    "mm": "millimeter",
+    "kg": "kilogram",
+    "g": "gram",
+    "mg": "milligram",
+    "lb": "pound",
+    "lbs": "pound",
+    "oz": "ounce",
+    "ms": "millisecond",
+    "s": "second",
+    "sec": "second",
+    "min": "minute",
+    "h": "hour",
+    "hr": "hour",
+    "hrs": "hour",
+    "Hz": "hertz",
+    "kHz": "kilohertz",
+    "MHz": "megahertz",
+    "GHz": "gigahertz",
+    "KB": "kilobyte",
+    "kB": "kilobyte",
+    "MB": "megabyte",
+    "GB": "gigabyte",
+    "TB": "terabyte",
+    "mph": "mile per hour",
+    "km/h": "kilometer per hour",
+    "kph": "kilometer per hour",
+    "V": "volt",
+    "W": "watt",
+    "kW": "kilowatt",
+    "kWh": "kilowatt hour",
+    "mAh": "milliamp hour",
+    "ml": "milliliter",
+    "mL": "milliliter",
+    "l": "liter",
+    "L": "liter",
+    "ft": "foot",
+    "in": "inch",
+    "mi": "mile",
+    "yd": "yard",
+    "°C": "degree Celsius",
+    "°F": "degree Fahrenheit",
 }
-_PLURAL_IRREGULAR = {"foot": "feet", "inch": "inches", "degree Celsius": "degrees Celsius",
-                     "degree Fahrenheit": "degrees Fahrenheit", "mile per hour": "miles per hour",
-                     "kilometer per hour": "kilometers per hour"}
+_PLURAL_IRREGULAR = {
+    "foot": "feet",
+    "inch": "inches",
+    "degree Celsius": "degrees Celsius",
+    "degree Fahrenheit": "degrees Fahrenheit",
+    "mile per hour": "miles per hour",
+    "kilometer per hour": "kilometers per hour",
+}
 _NUMBER = r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
 # Units that are also words need the number glued to them or a tight context.
 _AMBIGUOUS = {"m", "s", "h", "in", "l", "L", "V", "W", "g", "min", "mi", "ft", "yd"}
 _UNIT_RE = re.compile(
-    _NUMBER + r"(\s?)(" + "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True))
+    _NUMBER
+    + r"(\s?)("
+    + "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True))
     + r")(?![\w°])"
 )
 _CURRENCY = {"$": "dollar", "€": "euro", "£": "pound", "¥": "yen"}

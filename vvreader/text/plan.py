@@ -388,8 +388,19 @@ class _Planner:
         sentence, kind, n = self._sentence, unit.kind, len(made)
         for part, (start, end, speak) in enumerate(made):
             self._rows.append(
-                (sentence, kind, start, end, speak, block.index, self._paragraph,
-                 block.section, block.heading, part, n)
+                (
+                    sentence,
+                    kind,
+                    start,
+                    end,
+                    speak,
+                    block.index,
+                    self._paragraph,
+                    block.section,
+                    block.heading,
+                    part,
+                    n,
+                )
             )
         if made:
             self._sentence += 1
@@ -419,8 +430,22 @@ class _Planner:
             else:
                 pause = getattr(s, _BLOCK_PAUSE.get(kind, "pause_paragraph_ms"))
             out.append(
-                Utterance(len(out), u[0], kind, u[2], u[3], text[u[2] : u[3]], u[4], pause,
-                          u[5], u[6], u[7], u[8], u[9], u[10])
+                Utterance(
+                    len(out),
+                    u[0],
+                    kind,
+                    u[2],
+                    u[3],
+                    text[u[2] : u[3]],
+                    u[4],
+                    pause,
+                    u[5],
+                    u[6],
+                    u[7],
+                    u[8],
+                    u[9],
+                    u[10],
+                )
             )
         del rows[:n]
 
@@ -479,8 +504,9 @@ class ProgressivePlan:
             DocumentError: the file cannot be read, decoded or is not text.
         """
         text, name, enc, md = read_text(path, encoding, markdown)
-        return cls(text, name=name, encoding=enc, markdown=md, settings=settings,
-                   dictionary=dictionary)
+        return cls(
+            text, name=name, encoding=enc, markdown=md, settings=settings, dictionary=dictionary
+        )
 
     # -- work -----------------------------------------------------------------------------
 
@@ -598,5 +624,13 @@ class ProgressivePlan:
                 end = blocks[-1].end
                 refs = {k: v for k, v in source.footnote_refs.items() if v < end}
         base = self._doc
-        return Document(base.text, blocks, base.name, base.encoding, base.markdown, refs,
-                        base.line_starts, labels)
+        return Document(
+            base.text,
+            blocks,
+            base.name,
+            base.encoding,
+            base.markdown,
+            refs,
+            base.line_starts,
+            labels,
+        )

@@ -215,8 +215,9 @@ class WrapModel:
             for i, b in enumerate(self._blocks)
         ]
         self._wrapped: dict[int, list[Line]] = {}
-        self._heights = _Heights([self._sep[i] + self._estimate(b)
-                                  for i, b in enumerate(self._blocks)])
+        self._heights = _Heights(
+            [self._sep[i] + self._estimate(b) for i, b in enumerate(self._blocks)]
+        )
         self._settled = 0  # blocks before this one are all wrapped
         self._building: list[Line] = []
 
@@ -236,8 +237,9 @@ class WrapModel:
             self._sep.append(0 if i == 0 or (self._blocks[-1].list_depth and b.list_depth) else 1)
             self._blocks.append(b)
             self._starts.append(b.start)
-        heights = self._heights.values + [self._sep[i] + self._estimate(self._blocks[i])
-                                          for i in range(old, len(self._blocks))]
+        heights = self._heights.values + [
+            self._sep[i] + self._estimate(self._blocks[i]) for i in range(old, len(self._blocks))
+        ]
         self._heights = _Heights(heights)
         self.version += 1
 
@@ -437,8 +439,9 @@ class WrapModel:
                     if mark:
                         marks_out.append((col, col + hi - lo, mark))
                 j += 1
-            self._building.append(Line(prefix + logical[a:b], tuple(runs_out), style, len(prefix),
-                                   tuple(marks_out)))
+            self._building.append(
+                Line(prefix + logical[a:b], tuple(runs_out), style, len(prefix), tuple(marks_out))
+            )
 
     def _verbatim(self, block: Block, lines: list[tuple[int, int]]) -> None:
         """Source lines as they are (fence lines dropped), hard-wrapped."""
@@ -449,8 +452,10 @@ class WrapModel:
             if lines and _FENCE.match(text, *lines[-1]):
                 lines = lines[:-1]
         elif block.kind == "code":
-            lines = [(min(s + len(text[s:e]) - len(text[s:e].lstrip(" ")), s + 4, e), e)
-                     if n else (s, e) for n, (s, e) in enumerate(lines)]
+            lines = [
+                (min(s + len(text[s:e]) - len(text[s:e].lstrip(" ")), s + 4, e), e) if n else (s, e)
+                for n, (s, e) in enumerate(lines)
+            ]
         for s, e in lines:
             seg = self.safe[s:e]
             for a, b in _chunks(seg, self.width - len(bars), False):
