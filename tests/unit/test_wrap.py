@@ -151,3 +151,13 @@ def test_lazy_wrapping_matches_a_full_wrap_in_any_order(tmp_path: Path) -> None:
         pass
     assert lazy.lines == full and len(lazy) == len(full)
     assert [lazy.line(i) for i in range(len(full))] == full
+
+
+def test_reference_links_follow_the_documents_definitions(tmp_path: Path) -> None:
+    doc_path = tmp_path / "d.md"
+    doc_path.write_text("See [the site][web] and [nowhere][none].\n\n[web]: https://example.org\n")
+    doc = load_document(str(doc_path))
+    assert doc.link_labels == frozenset({"WEB"})
+    (line,) = [ln for ln in WrapModel(doc, 80).lines if ln.text]
+    assert line.text == "See the site and [nowhere][none]."
+    assert [(line.text[a:b], mark) for a, b, mark in line.marks] == [("the site", "link")]
