@@ -93,8 +93,15 @@ def warm_up(engine: SpeechEngine, voice: str) -> None:
         pass
 
 
-def measure(engine: SpeechEngine, plan: SpeechPlan, server: PulseServer, voice: str,
-            runs: int, timeout: float, label: str) -> list[Run]:
+def measure(
+    engine: SpeechEngine,
+    plan: SpeechPlan,
+    server: PulseServer,
+    voice: str,
+    runs: int,
+    timeout: float,
+    label: str,
+) -> list[Run]:
     out = []
     for i in range(runs):
         if i == 1:
@@ -103,10 +110,12 @@ def measure(engine: SpeechEngine, plan: SpeechPlan, server: PulseServer, voice: 
         pt = play_and_record(plan, engine, server, VoiceSettings(voice=voice), timeout=timeout)
         a = analyse(pt, plan)
         err = a.event_error_ms
-        print(f"  first sound {a.first_sound_ms:.0f} ms; extra gaps "
-              f"{[round(g, 1) for g in a.extra_gap_ms]} ms; clock error "
-              f"{min(err):+.1f}..{max(err):+.1f} ms (as polled, worst "
-              f"{max(a.event_error_polled_ms, key=abs):+.1f})")
+        print(
+            f"  first sound {a.first_sound_ms:.0f} ms; extra gaps "
+            f"{[round(g, 1) for g in a.extra_gap_ms]} ms; clock error "
+            f"{min(err):+.1f}..{max(err):+.1f} ms (as polled, worst "
+            f"{max(a.event_error_polled_ms, key=abs):+.1f})"
+        )
         for reason in a.disturbances():
             print(f"  disturbed: {reason}")
         out.append(Run(i == 0, a, pt.speed, pt.latency_ms, pt.device_underflows))
@@ -127,8 +136,9 @@ def summary(runs: list[Run]) -> dict[str, object]:
         "first_sound_cold_ms": round(runs[0].analysis.first_sound_ms, 1),
         "first_sound_warm_ms": round(statistics.median(first_warm), 1),
         "first_sound_warm_worst_ms": round(max(first_warm), 1),
-        "first_audio_handed_warm_ms": round(statistics.median(
-            r.analysis.first_handed_ms for r in warm), 1),
+        "first_audio_handed_warm_ms": round(
+            statistics.median(r.analysis.first_handed_ms for r in warm), 1
+        ),
         "extra_gap_median_ms": round(statistics.median(extra), 1),
         "extra_gap_worst_ms": round(max(extra), 1),
         "padded_median_ms": round(statistics.median(padded), 1),
@@ -167,35 +177,61 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=4, help="tiny model runs (the first cold)")
     p.add_argument("--full", action="store_true", help="also the full-size random model")
     p.add_argument("--full-runs", type=int, default=2)
-    p.add_argument("--blas-threads", type=int, metavar="N",
-                   help="run OpenBLAS with N threads (default: the engine's, one per core)")
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        metavar="N",
+        help="run OpenBLAS with N threads (default: the engine's, one per core)",
+    )
     a = p.parse_args()
 
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="vvreader-bench-") as tmp:
         folder = Path(tmp)
         tiny = folder / "tiny"
-        subprocess.run([sys.executable, "-m", "engine.tiny", str(tiny)], check=True,
-                       cwd=REPO, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "engine.tiny", str(tiny)],
+            check=True,
+            cwd=REPO,
+            capture_output=True,
+        )
         with PulseServer(folder / "pulse") as server, use_server(server):
             engine = MLXEngine(tiny)
             engine.wait_ready(120)
             threads = blas_threads(a.blas_threads)
             try:
-                results["tiny"] = summary(measure(engine, plan_of(TINY_DOC, folder), server,
-                                                  "en-Emma_woman", a.runs, 120, "tiny"))
+                results["tiny"] = summary(
+                    measure(
+                        engine,
+                        plan_of(TINY_DOC, folder),
+                        server,
+                        "en-Emma_woman",
+                        a.runs,
+                        120,
+                        "tiny",
+                    )
+                )
             finally:
                 engine.close()
             if a.full:
                 from engine_paths import reference_voice
 
-                engine = MLXEngine(full_model_folder(tiny, folder), frames_per_token=2.5,
-                                   extra_frames=2)
+                engine = MLXEngine(
+                    full_model_folder(tiny, folder), frames_per_token=2.5, extra_frames=2
+                )
                 engine.wait_ready(600)
                 try:
-                    results["full"] = summary(measure(
-                        engine, plan_of(FULL_DOC, folder), server, str(reference_voice()),
-                        a.full_runs, 900, "full"))
+                    results["full"] = summary(
+                        measure(
+                            engine,
+                            plan_of(FULL_DOC, folder),
+                            server,
+                            str(reference_voice()),
+                            a.full_runs,
+                            900,
+                            "full",
+                        )
+                    )
                 finally:
                     engine.close()
 
@@ -209,8 +245,9 @@ def main() -> int:
     print(f"BLAS: {blas_in_use()}, {threads} OpenBLAS threads")
     if _UNSET:
         print(f"(unset for this process: {', '.join(_UNSET)})")
-    print(json.dumps({"bench": "playback", "blas": blas_in_use(), "blas_threads": threads,
-                      **results}))
+    print(
+        json.dumps({"bench": "playback", "blas": blas_in_use(), "blas_threads": threads, **results})
+    )
     return 0
 
 

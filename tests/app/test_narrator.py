@@ -56,8 +56,9 @@ def expected(plan, first: int, voices: dict[int, str] | None = None, settings=No
     parts = []
     for u in list(plan)[first:]:
         voice = (voices or {}).get(u.index, settings.voice)
-        req = SynthesisRequest(text=u.speak, voice=voice, cfg_scale=settings.cfg_scale,
-                               steps=settings.steps)
+        req = SynthesisRequest(
+            text=u.speak, voice=voice, cfg_scale=settings.cfg_scale, steps=settings.steps
+        )
         parts.append(fake_audio(req))
         if u.index < len(plan) - 1:
             parts.append(np.zeros(SAMPLE_RATE * u.pause_after // 1000, np.float32))
@@ -99,7 +100,7 @@ def test_jump_reads_from_the_target_at_once(plan) -> None:
     after = player.recording()
     tail = expected(plan, 3)
     # Everything after the jump is utterance 3 onwards, exactly.
-    np.testing.assert_array_equal(after[-len(tail):], tail)
+    np.testing.assert_array_equal(after[-len(tail) :], tail)
     assert played_before < len(after)
     n.close()
 
@@ -117,8 +118,9 @@ def test_voice_change_applies_from_the_next_utterance(plan) -> None:
     np.testing.assert_array_equal(player.recording(), want)
     # Later utterances were made again with "b"; earlier ones were not touched.
     assert any(r.voice == "b" and r.text == plan[2].speak for r in engine.requests)
-    assert not any(r.voice == "b" and r.text in (plan[0].speak, plan[1].speak)
-                   for r in engine.requests)
+    assert not any(
+        r.voice == "b" and r.text in (plan[0].speak, plan[1].speak) for r in engine.requests
+    )
     n.close()
 
 
@@ -252,8 +254,9 @@ def test_near_real_time_starts_before_the_sentence_is_made_and_never_stutters(pl
     wait_for(lambda: len(player.played) > played, timeout=20)
     assert n.synthesis.speaking == first and n.synthesis.next == first  # still being made
     wait_for(lambda: n.finished, timeout=60)
-    np.testing.assert_array_equal(player.recording(),
-                                  np.concatenate([expected(plan, last), expected(plan, first)]))
+    np.testing.assert_array_equal(
+        player.recording(), np.concatenate([expected(plan, last), expected(plan, first)])
+    )
     starts = set(n.clock._starts)
     for pos in player.underruns_at:
         assert pos in starts or pos == n.ring.written, pos

@@ -55,8 +55,10 @@ async def test_sentence_paragraph_and_heading_moves(rig: Rig) -> None:
         plan = app.plan
         view = app.query_one(ReadingView)
         moves = [
-            ("l", plan.next_sentence), ("right", plan.next_sentence),
-            ("h", plan.previous_sentence), ("left", plan.previous_sentence),
+            ("l", plan.next_sentence),
+            ("right", plan.next_sentence),
+            ("h", plan.previous_sentence),
+            ("left", plan.previous_sentence),
             ("right_square_bracket", plan.next_paragraph),
             ("left_square_bracket", plan.previous_paragraph),
             ("right_curly_bracket", plan.next_heading),
@@ -282,8 +284,7 @@ async def test_q_and_ctrl_q_quit_and_the_position_is_kept(rig: Rig) -> None:
         again = rig.app(Config(autoplay=False))
         async with again.run_test(size=SIZE) as pilot:
             assert again.reading.position == moved
-            await pilot.press("left_square_bracket", "left_square_bracket",
-                              "left_square_bracket")
+            await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket")
             await pilot.press("q")
         again.shutdown()
 

@@ -56,6 +56,7 @@ async def test_no_audio_device_reads_on_silently_with_a_message(rig: Rig) -> Non
     def no_device(device: str):
         def make(ring, clock):
             raise AudioDeviceError("no usable audio output (no device); see --list-devices")
+
         return make
 
     app._make_output = no_device

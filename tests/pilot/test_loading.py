@@ -219,9 +219,7 @@ async def test_a_preset_voice_downloads_with_progress_then_reads_on(rig: Rig) ->
     app = make_app(rig.tmp, loader, players)
     try:
         async with app.run_test(size=(110, 30)) as pilot:
-            await until(
-                pilot, lambda: app.narrator.ready and app.narrator.state is State.PLAYING
-            )
+            await until(pilot, lambda: app.narrator.ready and app.narrator.state is State.PLAYING)
             assert app.reading.voices.missing == {PresetLoader.NEW}
             await pilot.press("V")  # b: cached, applies at once
             assert app.reading.settings.voice == "b"
