@@ -149,8 +149,7 @@ class ReadingScreen(Screen[None]):
 
     def resume_at(self, index: int, play: bool) -> None:
         """Put the reader at utterance ``index`` (a saved place found late)."""
-        self.view.cursor = index
-        self._go(index, play=play or None)
+        self._go(index, play=play or None, cursor=True)
 
     def show_loading(self, what: str, detail: str = "", fraction: float | None = None) -> None:
         """Show what is being loaded (before the model is ready)."""
@@ -185,8 +184,11 @@ class ReadingScreen(Screen[None]):
         self.status.voice, self.status.cfg, self.status.steps = s.voice, s.cfg_scale, s.steps
 
     # ------------------------------------------------------------------ moving
-    def _go(self, index: int | None, play: bool | None = None) -> None:
-        """Read from utterance ``index`` (playing on if playing; ``play`` forces)."""
+    def _go(self, index: int | None, play: bool | None = None, cursor: bool = False) -> None:
+        """Read from utterance ``index`` (playing on if playing; ``play`` forces), with the
+        cursor there too if ``cursor``."""
+        if cursor and index is not None:
+            self.view.cursor = index
         if self.narrator.go(index, play):
             self._show_move()
 
@@ -206,8 +208,7 @@ class ReadingScreen(Screen[None]):
         self._go(self.view.cursor, play=True)
 
     def on_reading_view_utterance_clicked(self, event: ReadingView.UtteranceClicked) -> None:
-        self.view.cursor = event.index
-        self._go(event.index, play=True)
+        self._go(event.index, play=True, cursor=True)
 
     def action_resay(self) -> None:
         self.narrator.say_again()
@@ -253,9 +254,7 @@ class ReadingScreen(Screen[None]):
             self.app.push_screen(TableOfContents(self.plan, self.position), self._heading_chosen)
 
     def _heading_chosen(self, index: int | None) -> None:
-        if index is not None:
-            self.view.cursor = index
-            self._go(index)
+        self._go(index, cursor=True)
 
     def action_search(self) -> None:
         if not self._covered():
@@ -287,4 +286,4 @@ class ReadingScreen(Screen[None]):
     def _covered(self) -> bool:
         """Another screen is on top (or being pushed): keys queued before it appeared
         must not open a second one."""
-        return self.app.screen_stack[-1] is not self
+        return self.app.screen is not self
