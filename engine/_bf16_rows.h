@@ -11,7 +11,7 @@
  * in its low halves and the odd-indexed ones in its high halves, so
  *     even = word << 16          odd = word & 0xFFFF0000
  * widen both without moving a value across lanes (a zero-extending widen is a shuffle,
- * and shuffles were what bound the previous kernel: 45 GFLOP/s for five rows). A is
+ * and with so few rows shuffles, not the multiply-adds, would bound the product). A is
  * packed to match once per call (Job.Ae / Job.Ao: its even and its odd columns), so each
  * weight vector costs a load, a shift and an and, and serves every row with two fused
  * multiply-adds. The sums are the exact products added in another order than the float32
