@@ -126,7 +126,7 @@ class ReadingScreen(Screen[None]):
         self.view.cursor = self.position
         self.view.audible = self.position if len(self.plan) else None
         self.status.total, self.status.position = len(self.plan), self.position
-        self._show_settings()
+        self.status.show_settings(self.settings)
         self.set_interval(1 / 20, self._tick)
         self.view.focus()
 
@@ -139,7 +139,7 @@ class ReadingScreen(Screen[None]):
         first = self.voices.offer(voices, missing, first_voice)
         if first is not None:
             self.narrator.set_settings(replace(self.settings, voice=first))
-        self._show_settings()
+        self.status.show_settings(self.settings)
 
     def set_plan(self, plan: SpeechPlan) -> None:
         """A longer version of the plan (more of the book planned)."""
@@ -171,17 +171,12 @@ class ReadingScreen(Screen[None]):
 
     # ------------------------------------------------------------------ the clock
     def _tick(self) -> None:
-        p, status = self.narrator.progress(), self.status
-        if p is None:
-            status.state = "loading"
+        progress = self.narrator.progress()
+        if progress is None:
+            self.status.state = "loading"
             return
-        self.view.audible = p.position if len(self.plan) else None
-        status.state, status.position, status.left = p.status, p.position, p.left
-        status.ahead, status.speed = p.ahead, p.speed
-
-    def _show_settings(self) -> None:
-        s = self.settings
-        self.status.voice, self.status.cfg, self.status.steps = s.voice, s.cfg_scale, s.steps
+        self.view.audible = progress.position if len(self.plan) else None
+        self.status.show_progress(progress)
 
     # ------------------------------------------------------------------ moving
     def _go(self, index: int | None, play: bool | None = None, cursor: bool = False) -> None:
@@ -190,15 +185,11 @@ class ReadingScreen(Screen[None]):
         if cursor and index is not None:
             self.view.cursor = index
         if self.narrator.go(index, play):
-            self._show_move()
-
-    def _show_move(self) -> None:
-        self.view.audible = self.position
-        self.view.follow = True
+            self.view.audible, self.view.follow = self.position, True
 
     def action_play_pause(self) -> None:
-        if self.narrator.play_pause():
-            self._show_move()
+        if self.narrator.play_pause():  # back to the start
+            self.view.audible, self.view.follow = self.position, True
 
     def action_go(self, move: str) -> None:
         """Read from the utterance that plan method ``move`` finds (next_sentence...)."""
@@ -224,7 +215,7 @@ class ReadingScreen(Screen[None]):
     # ------------------------------------------------------------------ settings
     def _apply(self, **changes: str | float | int) -> None:
         self.narrator.set_settings(replace(self.settings, **changes))
-        self._show_settings()
+        self.status.show_settings(self.settings)
         self.post_message(self.SettingsChanged(self.settings))
 
     def action_cfg(self, direction: int) -> None:

@@ -7,6 +7,8 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from vvreader.humanize import format_duration
+from vvreader.narration.commands import VoiceSettings
+from vvreader.narration.narrator import Progress
 from vvreader.text.unsafe import safe_text
 
 __all__ = ["StatusBar"]
@@ -44,6 +46,15 @@ class StatusBar(Widget):
     """Seconds of audio ready ahead of the voice."""
     speed: reactive[float | None] = reactive[float | None](None)
     """Synthesis speed in x real time (None until measured)."""
+
+    def show_settings(self, settings: VoiceSettings) -> None:
+        """The voice, CFG scale and steps read with."""
+        self.voice, self.cfg, self.steps = settings.voice, settings.cfg_scale, settings.steps
+
+    def show_progress(self, progress: Progress) -> None:
+        """Where reading stands, how much audio is ready and how fast it is made."""
+        self.state, self.position, self.left = progress.status, progress.position, progress.left
+        self.ahead, self.speed = progress.ahead, progress.speed
 
     def position_text(self) -> str:
         """``i/N p%`` with ``i`` counted from 1."""
