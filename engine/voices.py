@@ -307,10 +307,11 @@ def save_voice(voice: VoicePrompt | Mapping[str, mx.array], path: str | Path) ->
         raise VoiceError(f"{path}: cannot write voice file ({exc})") from None
 
 
-# Where the catalogue is: the source tree, then an installed copy.
+# Where the catalogue is: inside the package in an installed copy (pyproject.toml maps the
+# checkout's voices/ to engine/voice_catalogue/), then the checkout's voices/.
 CATALOGUE_PATHS = (
+    Path(__file__).resolve().parent / "voice_catalogue" / "catalogue.toml",
     Path(__file__).resolve().parent.parent / "voices" / "catalogue.toml",
-    Path(sys.prefix) / "share" / "vvreader" / "voices" / "catalogue.toml",
 )
 
 
@@ -376,7 +377,8 @@ def load_catalogue(path: str | Path | None = None) -> VoiceCatalogue:
     candidates = [Path(path)] if path is not None else list(CATALOGUE_PATHS)
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
-        raise VoiceError(f"voice catalogue not found (looked for {candidates[0]})")
+        looked = ", ".join(str(p) for p in candidates)
+        raise VoiceError(f"voice catalogue not found (looked for {looked})")
     try:
         data = tomllib.loads(found.read_text(encoding="utf-8"))
         src = data["source"]

@@ -6,7 +6,6 @@ A theme file holds the fields of :class:`textual.theme.Theme` plus a ``[variable
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from textual.theme import Theme
@@ -14,7 +13,7 @@ from textual.theme import Theme
 from vvreader.config import tomllib
 from vvreader.paths import config_file
 
-__all__ = ["theme_folders", "load_themes", "DEFAULT_THEME"]
+__all__ = ["bundled_theme_folder", "theme_folders", "load_themes", "DEFAULT_THEME"]
 
 DEFAULT_THEME = "vvreader-dark"
 _FIELDS = (
@@ -33,13 +32,17 @@ _FIELDS = (
 _DEFAULT_VARIABLES = {"reading-highlight": "#3B5878", "reading-cursor": "#2F3542"}
 
 
+def bundled_theme_folder() -> Path:
+    """The themes that come with vvreader: ``vvreader/theme_files/`` in an installed copy
+    (pyproject.toml maps the checkout's ``themes/`` there), ``themes/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "theme_files"
+    return installed if installed.is_dir() else here.parent / "themes"
+
+
 def theme_folders() -> list[Path]:
     """Folders searched, later ones overriding earlier ones."""
-    return [
-        Path(sys.prefix) / "share" / "vvreader" / "themes",
-        Path(__file__).resolve().parent.parent / "themes",
-        config_file().parent / "themes",
-    ]
+    return [bundled_theme_folder(), config_file().parent / "themes"]
 
 
 def _theme(path: Path) -> Theme:
