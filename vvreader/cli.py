@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "file", metavar="FILE", nargs="?", help="a .md, .markdown or .txt file, or - for stdin"
     )
+    p.add_argument(
+        "--version",
+        action="store_true",
+        help="print the version and the engine's paths in use here (BLAS, C decoder, "
+        "bf16 weight copies, CUDA kernels), and exit",
+    )
     p.add_argument("--plan", action="store_true", help="print the speech plan and exit")
     p.add_argument("--json", action="store_true", help="with --plan: one JSON object a line")
     p.add_argument("--encoding", help="decode FILE with this encoding instead of detecting it")
@@ -441,8 +447,31 @@ def run_list_voices(args: argparse.Namespace) -> int:
     return 0
 
 
+def version_report() -> str:
+    """What ``--version`` prints: vvreader's version, Python and the platform, then MLX
+    and the engine's optional paths (engine.capabilities; no model is read)."""
+    import platform
+
+    from engine.capabilities import capabilities
+    from vvreader import __version__
+
+    head = (
+        f"vvreader {__version__} (Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()})"
+    )
+    return "\n".join([head, *capabilities().lines()])
+
+
+def run_version(args: argparse.Namespace) -> int:
+    """``--version``: print :func:`version_report`."""
+    print(version_report())
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     """Pick the command for the parsed options."""
+    if args.version:
+        return run_version
     if args.list_devices:
         return run_list_devices
     if args.list_voices:
@@ -475,8 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.json and not args.plan:
         parser.error("--json needs --plan")
-    if args.file is None and not (args.list_devices or args.list_voices):
-        parser.error("give a FILE to read (or --list-devices, --list-voices)")
+    if args.file is None and not (args.version or args.list_devices or args.list_voices):
+        parser.error("give a FILE to read (or --version, --list-devices, --list-voices)")
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
