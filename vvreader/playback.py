@@ -78,6 +78,14 @@ class AudioRing:
             self._buf[: n - first] = 0.0
         self.written += n
 
+    def peek(self, start: int, n: int) -> np.ndarray:
+        """A copy of samples ``start .. start + n`` (written, and not yet overwritten)."""
+        i = start % self.capacity
+        first = min(n, self.capacity - i)
+        if first == n:
+            return self._buf[i : i + n].copy()
+        return np.concatenate((self._buf[i:], self._buf[: n - first]))
+
     def read_into(self, out: np.ndarray) -> int:
         """Copy up to ``len(out)`` ready samples into ``out`` and zero the rest (no
         allocation); returns how many were real samples."""
@@ -108,7 +116,10 @@ class PlaybackClock:
     playhead between callbacks, so it is exact to a few milliseconds instead of to a
     block, follows the latency the device actually has, and stands still during pauses
     and underruns (the padding is silence, not ring audio). Outputs that do not stamp get
-    ``ring.read - latency``.
+    ``ring.read - latency``. When the audio is played faster or slower than it was made
+    (:mod:`vvreader.stretch`), a block carries more or fewer ring samples than it has
+    frames, and the position moves through them at that rate: the clock counts in the
+    utterances' own samples.
     """
 
     HISTORY = 64
@@ -133,6 +144,7 @@ class PlaybackClock:
         self._frame = np.zeros(self.HISTORY, dtype=np.float64)
         self._read = np.zeros(self.HISTORY, dtype=np.float64)
         self._got = np.zeros(self.HISTORY, dtype=np.float64)
+        self._rate = np.ones(self.HISTORY, dtype=np.float64)
         self._origin = np.zeros(self.HISTORY, dtype=np.float64)
         self._stamps = 0
         self._floor = -1
@@ -157,14 +169,18 @@ class PlaybackClock:
         k = bisect_right(self._starts, position - 1)
         del self._starts[k:], self._utterances[k:]
 
-    def stamp(self, frame: int, read: int, got: int, heard_at: float) -> None:
-        """Audio callback side: the block starting at device frame ``frame`` carries ring
-        samples ``read .. read + got`` (then silence), and its first frame will be heard at
+    def stamp(
+        self, frame: int, read: int, got: int, heard_at: float, carried: int | None = None
+    ) -> None:
+        """Audio callback side: the block starting at device frame ``frame`` plays ``got``
+        frames of audio (then silence) made from ring samples ``read .. read + carried``
+        (``carried`` is ``got`` at normal speed), and its first frame will be heard at
         ``heard_at`` (``time.monotonic()`` seconds)."""
         i = self._stamps % self.HISTORY
         self._frame[i] = frame
         self._read[i] = read
         self._got[i] = got
+        self._rate[i] = 1.0 if carried is None or got == 0 else carried / got
         self._origin[i] = heard_at - frame / SAMPLE_RATE
         self._stamps += 1  # publishes the row
 
@@ -184,9 +200,10 @@ class PlaybackClock:
         for i in rows:
             if self._frame[i] <= frame:
                 into = frame - self._frame[i]
+                rate = self._rate[i]
                 if into < self._got[i]:
-                    return int(self._read[i] + into)
-                return int(self._read[i] + self._got[i]) - 1  # in the padding after it
+                    return int(self._read[i] + into * rate)
+                return int(self._read[i] + self._got[i] * rate) - 1  # in the padding after it
         i = rows[-1]  # before the oldest block remembered: the start, or a stale clock
         return max(self._floor, int(self._read[i] - (self._frame[i] - frame)) - 1)
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.api import SAMPLE_RATE
 from vvreader.playback import AudioRing, PlaybackClock
+from vvreader.stretch import Stretcher
 
 log = logging.getLogger("vvreader.player")
 
@@ -45,6 +46,8 @@ class AudioOutput(Protocol):
     """What the narrator needs from an output."""
 
     paused: bool
+    speed: float
+    """Listening speed (1.0: as made), read by the output at each block."""
 
     def start(self) -> None:
         """Begin playing (once)."""
@@ -62,10 +65,18 @@ class AudioOutput(Protocol):
 
 
 class _Pull:
-    """The shared consumer side: fill a block from the ring unless paused."""
+    """The shared consumer side: fill a block from the ring unless paused, at the
+    listening speed (the ring holds the voice as it was made; it is stretched here, as
+    it is played, so a change of speed is heard from the next block)."""
 
     def __init__(self, ring: AudioRing, clock: PlaybackClock) -> None:
         self.ring, self.clock = ring, clock
+        self.speed = 1.0
+        """Listening speed (written by any thread, read by the callback)."""
+        self._stretcher = Stretcher(ring.read)
+        self._stretched_to = -1
+        """Where the stretcher left ``ring.read`` (elsewhere: the ring was rewound, or
+        played as made since)."""
         self.paused = False
         self.underruns = 0
         """Blocks that found less audio than they needed while playing."""
@@ -82,15 +93,34 @@ class _Pull:
     def lost(self) -> str | None:
         return None
 
-    def fill(self, out: np.ndarray) -> None:
+    def fill(self, out: np.ndarray) -> int:
+        """Returns how many frames of ``out`` are audio (the rest is silence)."""
         if self.paused:
             out[:] = 0.0
-            return
-        got = self.ring.read_into(out)
+            return 0
+        speed = self.speed
+        if speed == 1.0 and not self._stretcher.pending:
+            got = self.ring.read_into(out)  # as made; the stretcher starts afresh later
+            self._stretched_to = -1
+        else:
+            got = self._stretch(out, speed)
         if got < len(out):
             self.padded += len(out) - got
             if got > 0:
                 self.underruns += 1
+        return got
+
+    def _stretch(self, out: np.ndarray, speed: float) -> int:
+        ring = self.ring
+        if self._stretched_to != ring.read:
+            self._stretcher.reset(ring.read)
+        audio, end = self._stretcher.read(ring, len(out), speed)
+        got = len(audio)
+        out[:got] = audio
+        out[got:] = 0.0
+        ring.read = max(ring.read, min(int(end), ring.written))
+        self._stretched_to = ring.read
+        return got
 
 
 class NullPlayer(_Pull):
@@ -110,8 +140,8 @@ class NullPlayer(_Pull):
         frame = 0
         while not self._stop.is_set():
             read = self.ring.read
-            self.fill(block)
-            self.clock.stamp(frame, read, self.ring.read - read, time.monotonic())
+            got = self.fill(block)
+            self.clock.stamp(frame, read, got, time.monotonic(), self.ring.read - read)
             frame += BLOCK
             t += BLOCK / SAMPLE_RATE
             delay = t - time.monotonic()
@@ -194,8 +224,8 @@ class SoundDevicePlayer(_Pull):
         if (dac == 0.0 and current == 0.0) or not 0.0 <= delay < 10.0:
             delay = self._nominal
         read = self.ring.read
-        self.fill(outdata[:, 0])
-        self.clock.stamp(self._frames, read, self.ring.read - read, now + delay)
+        got = self.fill(outdata[:, 0])
+        self.clock.stamp(self._frames, read, got, now + delay, self.ring.read - read)
         self.clock.latency = int(delay * SAMPLE_RATE)
         self._frames += frames
 
@@ -309,6 +339,8 @@ class Player:
         self._make_output = make_output
         self._device = threading.Lock()
         """Held while the output is paused, resumed, replaced or closed."""
+        self.speed = 1.0
+        """Listening speed, handed to every output opened."""
         self.output = make_output(ring, clock)
         self._started = False
         self._lost = False
@@ -317,6 +349,11 @@ class Player:
     @property
     def paused(self) -> bool:
         return self.output.paused
+
+    def set_speed(self, speed: float) -> None:
+        """Play at ``speed`` from the next audio block (any thread)."""
+        self.speed = speed
+        self.output.speed = speed
 
     def silence(self) -> None:
         """Silence from the next audio block, without blocking the caller: a short-lived
@@ -344,6 +381,7 @@ class Player:
             except Exception as e:  # AudioDeviceError says what to do
                 log.warning("audio device still unavailable: %s", e)
                 return DeviceUnavailable(getattr(e, "reason", None) or str(e))
+            output.speed = self.speed
             with self._device:
                 self.output = output
                 self._started = False
