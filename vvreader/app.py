@@ -139,6 +139,7 @@ class ReaderApp(App[None]):
             lookahead=c.lookahead,
             model_id=options.model_id,
             on_event=self._narrated,
+            speed=c.speed,
         )
         self.reading = ReadingScreen(self.narrator)
 
@@ -342,6 +343,10 @@ class ReaderApp(App[None]):
     def on_reading_screen_settings_changed(self, event: ReadingScreen.SettingsChanged) -> None:
         s = event.settings
         self.config = replace(self.config, voice=s.voice, cfg_scale=s.cfg_scale, steps=s.steps)
+        self._save_config()
+
+    def on_reading_screen_speed_changed(self, event: ReadingScreen.SpeedChanged) -> None:
+        self.config = replace(self.config, speed=event.speed)
         self._save_config()
 
     def _theme_changed(self, theme: object) -> None:

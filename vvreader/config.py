@@ -9,6 +9,7 @@
     theme = "vvreader-dark"
     autoplay = true
     lookahead = 20.0
+    speed = 1.0
 
     [keymap]            # binding id = keys (see the help screen, ? or F1)
     play-pause = "space,p"
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from vvreader.paths import config_file
+from vvreader.speed import SPEED_RANGE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +61,8 @@ class Config:
     """Start reading as soon as the model is ready."""
     lookahead: float = 20.0
     """Seconds of audio kept ready ahead of the voice."""
+    speed: float = 1.0
+    """Listening speed, 0.5 to 3.0 (the voice's pitch is kept)."""
     keymap: dict[str, str] = field(default_factory=dict)
     """Binding id -> comma-separated keys."""
 
@@ -72,6 +76,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "audio_device": (str,),
     "autoplay": (bool,),
     "lookahead": (float, int),
+    "speed": (float, int),
     "keymap": (dict,),
 }
 
@@ -111,6 +116,8 @@ def load_config(path: Path | None = None) -> tuple[Config, list[str]]:
             warnings.append(f"{path}: {key} should be a {kinds[0].__name__}; ignored")
         elif not isinstance(value, kinds):
             warnings.append(f"{path}: {key} should be a {kinds[0].__name__}; ignored")
+        elif key == "speed" and not SPEED_RANGE[0] <= value <= SPEED_RANGE[1]:
+            warnings.append(f"{path}: speed should be from 0.5 to 3.0; ignored")
         elif key == "keymap":
             keymap = {str(k): v for k, v in value.items() if isinstance(v, str)}
             if len(keymap) != len(value):

@@ -167,9 +167,12 @@ def play_and_record(
     lookahead: float = 20.0,
     timeout: float = 120.0,
     device: str | None = None,
+    speed: float = 1.0,
+    during: Callable[[Narrator], None] | None = None,
 ) -> Playthrough:
     """Read ``plan`` with a Narrator on ``open_output(device)`` (the default: the test
-    server's null sink) while its monitor is recorded; returns once all is played."""
+    server's null sink) at listening ``speed`` while its monitor is recorded; returns once
+    all is played. ``during`` is called with the narrator every 20 ms while it reads."""
     capture = CapturingEngine(engine)
     outputs: list[AudioOutput] = []
 
@@ -183,7 +186,9 @@ def play_and_record(
     events: list[Event] = []
     try:
         time.sleep(0.2)  # some silence before: the first onset is clearly inside
-        narrator = Narrator(plan, settings=settings, lookahead=lookahead, on_event=events.append)
+        narrator = Narrator(
+            plan, settings=settings, lookahead=lookahead, on_event=events.append, speed=speed
+        )
         narrator.start(capture, make_output)
         poller = Poller(narrator).start()
         time.sleep(0.05)
@@ -197,6 +202,8 @@ def play_and_record(
                 )
             if events:
                 raise RuntimeError(f"narration failed: {events}")
+            if during is not None:
+                during(narrator)
             time.sleep(0.02)
         time.sleep(0.5)  # what the device still holds plays out
     finally:

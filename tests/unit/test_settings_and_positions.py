@@ -12,8 +12,14 @@ from vvreader.themes import load_themes
 
 def test_config_round_trip_with_odd_strings(tmp_path: Path) -> None:
     path = tmp_path / "c" / "config.toml"
-    c = Config(voice='my "voice"\\\n\u00e9', cfg_scale=2.25, steps=9, theme="vvreader-light",
-               autoplay=False, keymap={"next-sentence": "x,right", "play-pause": "space"})
+    c = Config(
+        voice='my "voice"\\\n\u00e9',
+        cfg_scale=2.25,
+        steps=9,
+        theme="vvreader-light",
+        autoplay=False,
+        keymap={"next-sentence": "x,right", "play-pause": "space"},
+    )
     save_config(c, path)
     loaded, warnings = load_config(path)
     assert loaded == c and warnings == []
@@ -43,8 +49,10 @@ def test_wrong_types_and_unknown_keys_are_ignored_with_warnings(tmp_path: Path) 
     assert len(warnings) == 3
 
 
-DOC = ("# Title\n\nFirst sentence here. Second sentence is the one we stopped at. "
-       "Third sentence.\n\nAnother paragraph. Second sentence is the one we stopped at.\n")
+DOC = (
+    "# Title\n\nFirst sentence here. Second sentence is the one we stopped at. "
+    "Third sentence.\n\nAnother paragraph. Second sentence is the one we stopped at.\n"
+)
 
 
 def test_position_found_after_edits_before_it() -> None:
@@ -52,7 +60,7 @@ def test_position_found_after_edits_before_it() -> None:
     pos = Position.at(DOC, start, DOC.index(" Third"), 2)
     assert locate(DOC, pos) == start
     edited = "# Title\n\nA new first paragraph was added.\n\n" + DOC[9:]
-    assert edited[locate(edited, pos):].startswith("Second sentence is the one we stopped")
+    assert edited[locate(edited, pos) :].startswith("Second sentence is the one we stopped")
     # of the two identical sentences, the one after the same context wins
     assert locate(edited, pos) == edited.index("Second")
     # the sentence itself edited: its beginning still anchors it
@@ -60,7 +68,7 @@ def test_position_found_after_edits_before_it() -> None:
     assert locate(changed, pos) == start
     # the sentence gone: the text before it anchors the place
     gone = DOC.replace("Second sentence is the one we stopped at. Third", "Third")
-    assert gone[locate(gone, pos):].startswith("Third")
+    assert gone[locate(gone, pos) :].startswith("Third")
 
 
 def test_store_survives_a_corrupt_file_and_finds_moved_files(tmp_path: Path) -> None:
@@ -88,3 +96,14 @@ def test_themes_load_with_reading_colours() -> None:
     assert warnings == []
     for t in themes:
         assert {"reading-highlight", "reading-cursor"} <= set(t.variables)
+
+
+def test_speed_setting_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("speed = 1.5\n")
+    assert load_config(path) == (Config(speed=1.5), [])
+    path.write_text("speed = 2\n")
+    assert load_config(path)[0].speed == 2.0
+    path.write_text("speed = 4.0\n")
+    config, warnings = load_config(path)
+    assert config.speed == 1.0 and "speed should be from 0.5 to 3.0" in warnings[0]

@@ -33,6 +33,7 @@ from vvreader.narration.lookahead import Pace
 from vvreader.narration.synthesis import Synthesis
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import AudioOutput, OutputFactory, Player
+from vvreader.speed import SPEED_RANGE, clamp_speed
 from vvreader.text.plan import SpeechPlan
 
 __all__ = ["Narrator", "Progress", "State", "VoiceSettings"]
@@ -56,11 +57,14 @@ class Progress:
     status: str
     """A :class:`State` value, or "finished"."""
     ahead: float
-    """Seconds of audio ready ahead of the voice."""
+    """Seconds of listening ready ahead of the voice (at the listening speed)."""
     speed: float | None
     """Synthesis speed, x real time (None until measured)."""
     left: float | None
-    """Listening time from :attr:`position` to the end (None until measured)."""
+    """Listening time from :attr:`position` to the end at the listening speed (None until
+    measured)."""
+    listening_speed: float = 1.0
+    """How fast the voice is played."""
 
 
 class Narrator:
@@ -71,7 +75,8 @@ class Narrator:
         settings: voice, CFG scale and steps to start with.
         start: the utterance to start from.
         autoplay: read as soon as :meth:`start` is called.
-        lookahead: seconds of audio kept ready ahead of the playhead.
+        lookahead: seconds of listening kept ready ahead of the playhead.
+        speed: listening speed (:mod:`vvreader.stretch`).
         model_id: part of the audio cache key.
         on_event: called with each :class:`~vvreader.narration.events.Event`, on the
             narrator's thread or the caller's; it must not block.
@@ -87,6 +92,7 @@ class Narrator:
         model_id: str = "",
         cache: AudioCache | None = None,
         on_event: Callable[[Event], None] | None = None,
+        speed: float = 1.0,
     ) -> None:
         self.plan = plan
         self.settings = settings or VoiceSettings()
@@ -95,7 +101,9 @@ class Narrator:
         """The utterance being read, or where reading will start."""
         self.lookahead, self.model_id = lookahead, model_id
         self.cache = cache or AudioCache()
-        self.ring = AudioRing(seconds=max(60.0, 3 * lookahead))
+        self.listening_speed = clamp_speed(speed)
+        """How fast the voice is played (1.0: as made); the pitch is kept."""
+        self.ring = AudioRing(seconds=max(60.0, 3 * lookahead * SPEED_RANGE[1]))
         self.clock = PlaybackClock(self.ring)
         self.pace = Pace()
         self._on_event = on_event or (lambda _event: None)
@@ -111,6 +119,7 @@ class Narrator:
         """The model is ready: open the output (may raise ``AudioDeviceError``, and then
         nothing started), start the thread, and read if asked to."""
         self._player = Player(self.ring, self.clock, make_output)
+        self._player.set_speed(self.listening_speed)
         self.synthesis = Synthesis(
             self._commands,
             self.plan,
@@ -187,6 +196,15 @@ class Narrator:
         if self.synthesis is not None:
             self._commands.put(SetSettings(settings))
 
+    def set_speed(self, speed: float) -> float:
+        """Play at ``speed`` (clamped to the range) from the next audio block: the audio
+        made ahead is stretched as it is played, so nothing is made again. Returns the
+        speed set."""
+        self.listening_speed = clamp_speed(speed)
+        if self._player is not None:
+            self._player.set_speed(self.listening_speed)
+        return self.listening_speed
+
     def set_plan(self, plan: SpeechPlan) -> None:
         """A longer version of the plan (the same utterances first, more after): reading
         goes on into the new utterances."""
@@ -233,12 +251,14 @@ class Narrator:
                 self._logged = audible
                 log.info("audible %d", audible)
         status = "finished" if self.finished and self.synthesis.playing else state.value
+        left = self.pace.seconds_left(self.plan, self.position)
         return Progress(
             self.position,
             status,
-            self.buffered_seconds,
+            self.buffered_seconds / self.listening_speed,
             self.pace.speed,
-            self.pace.seconds_left(self.plan, self.position),
+            None if left is None else left / self.listening_speed,
+            self.listening_speed,
         )
 
     def audible(self) -> int | None:

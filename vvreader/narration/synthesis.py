@@ -109,11 +109,13 @@ class Synthesis:
                 self.playing = False
 
     def _wants_work(self) -> bool:
+        # The look-ahead is listening time: faster listening needs more audio ready.
+        wanted = min(self.lookahead * SAMPLE_RATE * self.player.speed, self.ring.capacity // 2)
         return (
             self.playing
             and self.next is not None
             and self.next < len(self.plan)
-            and self.ring.ready < self.lookahead * SAMPLE_RATE
+            and self.ring.ready < wanted
         )
 
     def _drain_commands(self, block: bool) -> None:

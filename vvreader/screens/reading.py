@@ -23,6 +23,7 @@ from vvreader.screens.contents import TableOfContents
 from vvreader.screens.help import HelpScreen, key_help
 from vvreader.screens.search import DocumentSearch, SearchBar
 from vvreader.screens.voices import VoicePicker
+from vvreader.speed import step_speed
 from vvreader.text.plan import SpeechPlan
 from vvreader.voice_choice import VoiceChoice
 from vvreader.widgets.loading_banner import LoadingBanner
@@ -33,6 +34,7 @@ __all__ = ["ReadingScreen"]
 
 _PLAY_PAUSE = "Start, pause or resume the narration."
 _RESAY = "Synthesise the current sentence again (a new take) and read on."
+_SPEED = "Listening speed, 0.5x to 3.0x in steps of 0.1; the voice's pitch is kept."
 
 
 def _hidden(keys: str, action: str, description: str, id: str, tooltip: str = "") -> Binding:
@@ -66,6 +68,8 @@ class ReadingScreen(Screen[None]):
         _hidden("minus", "cfg(-1)", "CFG down", "cfg-down"),
         _hidden("s", "steps(1)", "More diffusion steps", "steps-up"),
         _hidden("S", "steps(-1)", "Fewer diffusion steps", "steps-down"),
+        _hidden("greater_than_sign,full_stop", "speed(1)", "Faster", "speed-up", _SPEED),
+        _hidden("less_than_sign,comma", "speed(-1)", "Slower", "speed-down", _SPEED),
         Binding("t", "contents", "Contents", id="contents"),
         Binding("slash", "search", "Search", id="search"),
         _hidden("n", "search_next", "Next match", "search-next"),
@@ -79,6 +83,13 @@ class ReadingScreen(Screen[None]):
 
         def __init__(self, settings: VoiceSettings) -> None:
             self.settings = settings
+            super().__init__()
+
+    class SpeedChanged(Message):
+        """The user changed the listening speed."""
+
+        def __init__(self, speed: float) -> None:
+            self.speed = speed
             super().__init__()
 
     class VoiceWanted(Message):
@@ -223,6 +234,10 @@ class ReadingScreen(Screen[None]):
 
     def action_steps(self, direction: int) -> None:
         self._apply(steps=step_steps(self.settings.steps, direction))
+
+    def action_speed(self, direction: int) -> None:
+        speed = self.narrator.set_speed(step_speed(self.narrator.listening_speed, direction))
+        self.post_message(self.SpeedChanged(speed))
 
     def action_next_voice(self) -> None:
         self.voices.next()

@@ -15,7 +15,8 @@ __all__ = ["StatusBar"]
 
 
 class StatusBar(Widget):
-    """One line: ``state │ voice │ CFG │ steps │ i/N p% left │ ahead │ speed``."""
+    """One line: ``state [listening speed] │ voice │ CFG │ steps │ i/N p% left │ ahead │
+    synthesis speed``."""
 
     DEFAULT_CSS = """
     StatusBar {
@@ -46,6 +47,8 @@ class StatusBar(Widget):
     """Seconds of audio ready ahead of the voice."""
     speed: reactive[float | None] = reactive[float | None](None)
     """Synthesis speed in x real time (None until measured)."""
+    listening_speed: reactive[float] = reactive(1.0)
+    """How fast the voice is played (shown when not 1)."""
 
     def show_settings(self, settings: VoiceSettings) -> None:
         """The voice, CFG scale and steps read with."""
@@ -55,6 +58,7 @@ class StatusBar(Widget):
         """Where reading stands, how much audio is ready and how fast it is made."""
         self.state, self.position, self.left = progress.status, progress.position, progress.left
         self.ahead, self.speed = progress.ahead, progress.speed
+        self.listening_speed = progress.listening_speed
 
     def position_text(self) -> str:
         """``i/N p%`` with ``i`` counted from 1."""
@@ -75,5 +79,7 @@ class StatusBar(Widget):
         ]
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(self.state, self.get_component_rich_style("status-bar--state"))
+        if self.listening_speed != 1.0:
+            text.append(f" {self.listening_speed:g}\u00d7")
         text.append(" \u2502 " + " \u2502 ".join(parts))
         return text
