@@ -13,6 +13,7 @@ from typing import TextIO
 
 from vvreader.config import Config, load_config
 from vvreader.paths import config_file, pronunciations_file
+from vvreader.speed import SPEED_RANGE
 from vvreader.text.files import DocumentError
 from vvreader.text.normalize import PronunciationDictionary
 from vvreader.text.plan import ProgressivePlan, SpeechPlan, build_plan
@@ -128,6 +129,13 @@ def engine_options(p: argparse.ArgumentParser) -> None:
         "--steps", type=int, help="diffusion steps per frame, 1-50 (default 5, or the config file)"
     )
     g.add_argument(
+        "--speed",
+        type=float,
+        metavar="X",
+        help="listening speed, 0.5-3.0, the pitch kept (default 1.0, or the config file); "
+        "also for --export",
+    )
+    g.add_argument(
         "--quantize",
         type=int,
         choices=(8, 4),
@@ -227,6 +235,7 @@ def settings(args: argparse.Namespace) -> tuple[Config, Path, list[str]]:
         "theme": args.theme,
         "model": args.model,
         "audio_device": args.audio_device,
+        "speed": args.speed,
     }
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
     if args.paused:
@@ -235,6 +244,8 @@ def settings(args: argparse.Namespace) -> tuple[Config, Path, list[str]]:
         raise DocumentError(f"--cfg-scale {config.cfg_scale:g}: give a value from 1.0 to 5.0")
     if not 1 <= config.steps <= 50:
         raise DocumentError(f"--steps {config.steps}: give a number from 1 to 50")
+    if not SPEED_RANGE[0] <= config.speed <= SPEED_RANGE[1]:
+        raise DocumentError(f"--speed {config.speed:g}: give a value from 0.5 to 3.0")
     return config, path, warnings
 
 
@@ -349,6 +360,7 @@ def run_export(args: argparse.Namespace) -> int:
             steps=config.steps,
             first=args.first,
             last=args.last,
+            speed=config.speed,
             on_progress=progress,
         )
     except ExportError as err:

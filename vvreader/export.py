@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.api import SAMPLE_RATE, SpeechEngine, SynthesisRequest
+from vvreader.stretch import stretch
 from vvreader.text.plan import SpeechPlan
 
 
@@ -78,11 +79,13 @@ def export(
     steps: int = 5,
     first: int = 0,
     last: int | None = None,
+    speed: float = 1.0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> list[Cue]:
     """Synthesise utterances ``first..last`` (inclusive) into ``out`` (16-bit mono WAV at
     24 kHz), each followed by its planned pause, and write ``out`` with a ``.vtt``
-    suffix beside it. Returns the cues.
+    suffix beside it. Returns the cues. At a ``speed`` other than 1 each utterance is
+    stretched with its pitch kept, and its pause scaled with it, as the reader plays it.
 
     Raises:
         ExportError: the file cannot be written (the message names it).
@@ -104,12 +107,18 @@ def export(
         for n, u in enumerate(chosen, 1):
             start = written
             request = SynthesisRequest(text=u.speak, voice=voice, cfg_scale=cfg_scale, steps=steps)
-            for chunk in engine.synthesize(request):
-                wav.writeframes(to_pcm16(chunk.audio))
-                written += len(chunk.audio)
+            if speed == 1.0:
+                for chunk in engine.synthesize(request):
+                    wav.writeframes(to_pcm16(chunk.audio))
+                    written += len(chunk.audio)
+            else:
+                chunks = [chunk.audio for chunk in engine.synthesize(request)]
+                audio = stretch(np.concatenate(chunks) if chunks else np.zeros(0), speed)
+                wav.writeframes(to_pcm16(audio))
+                written += len(audio)
             cues.append(Cue(u.index, start / SAMPLE_RATE, written / SAMPLE_RATE, u.speak))
             if n < len(chosen):
-                silence = SAMPLE_RATE * u.pause_after // 1000
+                silence = int(round(SAMPLE_RATE * u.pause_after / 1000 / speed))
                 wav.writeframes(b"\x00\x00" * silence)
                 written += silence
             if on_progress is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.api import SAMPLE_RATE, SynthesisRequest
+from engine.api import SAMPLE_RATE, AudioChunk, SynthesisRequest
 from engine.stream import MLXEngine
 from tests.conftest import REPO
 from vvreader.export import export, to_pcm16
@@ -89,8 +89,13 @@ def test_cli_export_and_its_errors(tmp_path, tiny_model) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(DOC)
     # The default model is a Hugging Face repo: offline with an empty cache it cannot come.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf"),
-           "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hf"),
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
     run = lambda *a: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "vvreader", str(doc), *a],
         cwd=REPO,
@@ -103,8 +108,10 @@ def test_cli_export_and_its_errors(tmp_path, tiny_model) -> None:
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "o.wav").stat().st_size > 44 and (tmp_path / "o.vtt").is_file()
     for args, message in [
-        (("--export", str(tmp_path / "x.wav")),
-         "cannot get config.json and the weights of microsoft/VibeVoice-Realtime-0.5B"),
+        (
+            ("--export", str(tmp_path / "x.wav")),
+            "cannot get config.json and the weights of microsoft/VibeVoice-Realtime-0.5B",
+        ),
         (("--export", "/nonexistent/x.wav", "--model", str(tiny_model)), "cannot write"),
         (("--export", str(tmp_path / "x.wav"), "--model", str(tmp_path)), "config.json"),
         (
@@ -116,3 +123,87 @@ def test_cli_export_and_its_errors(tmp_path, tiny_model) -> None:
         assert bad.returncode == 2, (args, bad.stderr)
         assert message in bad.stderr and "Traceback" not in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def _wav(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32767
+
+
+def _fundamental(audio: np.ndarray) -> float:
+    """The strongest frequency between 60 and 450 Hz."""
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+    band = (freqs > 60) & (freqs < 450)
+    return float(freqs[band][np.argmax(spectrum[band])])
+
+
+class VoicedEngine:
+    """Speaks every request as a 140 Hz voice with harmonics (the tiny model's sound is
+    noise-like, whose spectrum a resampler barely changes), 20 ms a character."""
+
+    sample_rate = SAMPLE_RATE
+
+    def synthesize(self, request: SynthesisRequest):
+        t = np.arange(int(0.02 * len(request.text) * SAMPLE_RATE)) / SAMPLE_RATE
+        phase = 2 * np.pi * np.cumsum(140 + 3 * np.sin(2 * np.pi * 5 * t)) / SAMPLE_RATE
+        audio = (0.1 * sum(np.sin(k * phase) / k for k in range(1, 8))).astype(np.float32)
+        return [
+            AudioChunk(audio[i : i + 3200], i // 3200, 0, 0) for i in range(0, len(audio), 3200)
+        ]
+
+    def voices(self) -> list[str]:
+        return [""]
+
+    def close(self) -> None:
+        pass
+
+
+def _band_levels(audio: np.ndarray) -> np.ndarray:
+    """Each of 24 log-spaced bands from 80 Hz to 8 kHz, in dB of the total."""
+    power = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+    edges = np.geomspace(80, 8000, 25)
+    levels = np.array(
+        [
+            power[(freqs >= lo) & (freqs < hi)].mean()
+            for lo, hi in zip(edges, edges[1:], strict=False)
+        ]
+    )
+    return 10 * np.log10(levels / levels.sum())
+
+
+def test_export_at_a_speed_is_shorter_or_longer_with_the_spectrum_kept(tmp_path, engine) -> None:
+    plan = _plan(tmp_path)
+    export(plan, engine, tmp_path / "1x.wav", voice="en-Grace_woman")
+    normal = _wav(tmp_path / "1x.wav")
+    normal_times = _vtt_times(tmp_path / "1x.vtt")
+    for speed in (1.5, 0.75):
+        out = tmp_path / f"{speed}x.wav"
+        export(plan, engine, out, voice="en-Grace_woman", speed=speed)
+        audio = _wav(out)
+        # The whole file and every subtitle's time: 1 / speed as long (the pauses too).
+        assert abs(len(audio) / (len(normal) / speed) - 1) < 0.03, speed
+        times = _vtt_times(out.with_suffix(".vtt"))
+        assert len(times) == len(normal_times)
+        for (a, b), (a1, b1) in zip(times, normal_times, strict=True):
+            assert abs(a - a1 / speed) < 0.03 * a1 / speed + 0.01, (speed, a, a1)
+            assert abs(b - b1 / speed) < 0.03 * b1 / speed + 0.01, (speed, b, b1)
+        # The spectrum keeps its shape.
+        assert np.median(np.abs(_band_levels(audio) - _band_levels(normal))) < 1.5, speed
+
+
+def test_export_at_a_speed_keeps_the_pitch(tmp_path) -> None:
+    plan = _plan(tmp_path)
+    export(plan, VoicedEngine(), tmp_path / "1x.wav")
+    normal = _wav(tmp_path / "1x.wav")
+    assert abs(_fundamental(normal) - 140) < 3
+    for speed in (1.5, 0.75):
+        export(plan, VoicedEngine(), tmp_path / "s.wav", speed=speed)
+        audio = _wav(tmp_path / "s.wav")
+        assert abs(len(audio) / (len(normal) / speed) - 1) < 0.03, speed
+        assert abs(_fundamental(audio) - 140) < 3, speed
+        assert np.median(np.abs(_band_levels(audio) - _band_levels(normal))) < 2.0, speed
+        # What a resampler would have made: the pitch moved by ``speed``.
+        resampled = np.interp(np.arange(0, len(normal), speed), np.arange(len(normal)), normal)
+        assert abs(_fundamental(resampled) - 140 * speed) < 3 * speed

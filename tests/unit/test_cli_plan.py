@@ -15,7 +15,10 @@ KEYS = {"index", "sentence", "kind", "start", "end", "text", "speak"}
 def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "vvreader", *args],
-        input=stdin, capture_output=True, cwd=ROOT, timeout=60,
+        input=stdin,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
     )
 
 
@@ -28,7 +31,7 @@ def test_json_plan_round_trips():
     for i, row in enumerate(rows):
         assert KEYS <= row.keys()
         assert row["index"] == i
-        assert text[row["start"]:row["end"]] == row["text"]
+        assert text[row["start"] : row["end"]] == row["text"]
         assert row["speak"].strip()
     assert [r["sentence"] for r in rows] == sorted(r["sentence"] for r in rows)
 
@@ -76,3 +79,9 @@ def test_reader_without_a_terminal_says_what_to_do():
     res = run(str(SAMPLE))
     assert res.returncode == 2 and b"needs a terminal" in res.stderr
     assert b"--plan" in res.stderr and b"Traceback" not in res.stderr
+
+
+def test_a_speed_out_of_range_says_the_range(tmp_path):
+    res = run(str(SAMPLE), "--export", str(tmp_path / "o.wav"), "--speed", "4")
+    err = res.stderr.decode().strip()
+    assert res.returncode == 2 and err == "vvreader: --speed 4: give a value from 0.5 to 3.0"
