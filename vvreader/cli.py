@@ -464,14 +464,19 @@ def version_report() -> str:
     and the engine's optional paths (engine.capabilities; no model is read)."""
     import platform
 
-    from engine.capabilities import capabilities
     from vvreader import __version__
 
     head = (
         f"vvreader {__version__} (Python {platform.python_version()}, "
         f"{platform.system()} {platform.machine()})"
     )
-    return "\n".join([head, *capabilities().lines()])
+    try:
+        from engine.capabilities import capabilities
+
+        engine_lines = capabilities().lines()
+    except (ImportError, OSError) as err:  # a broken or missing MLX: what the user must fix
+        engine_lines = [f"MLX cannot be loaded here: {err}; reinstall vvreader (see README)"]
+    return "\n".join([head, *engine_lines])
 
 
 def run_version(args: argparse.Namespace) -> int:

@@ -108,3 +108,23 @@ def test_the_report_reads_no_model_and_no_vvreader() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_without_mlx_the_version_still_comes_and_says_what_is_wrong() -> None:
+    code = (
+        "import sys; sys.modules['mlx'] = None; from vvreader.cli import main; "
+        "sys.exit(main(['--version']))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    first, second = run.stdout.splitlines()
+    assert first.startswith("vvreader ")
+    assert second.startswith("MLX cannot be loaded here: ")
