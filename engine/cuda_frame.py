@@ -81,21 +81,64 @@ def item_indices(cfg: VibeVoiceConfig) -> dict[str, int]:
     return out
 
 
-def supported(cfg: VibeVoiceConfig) -> bool:
-    """Shapes the kernels are written for: heads of 64 (a warp holds a head as d and
-    d + 32), whole query groups, rows of whole 16-byte loads."""
+# The most shared memory one block of an sm_90 multiprocessor may have (227 KB).
+MAX_SHARED_BYTES = 227 * 1024
+
+
+def row_floats(cfg: VibeVoiceConfig) -> tuple[int, int]:
+    """Floats of one row the kernels stage in shared memory for a matrix product (ROW_LM,
+    ROW_FRAME in the source): a Qwen2 layer's widest input (H, or I for down), and the
+    frame kernel's, which also stages the diffusion head's hidden layer (HF) for its down
+    projection."""
     dec = cfg.decoder
-    return (
-        dec.dim_per_head == 64
-        and dec.num_attention_heads % dec.kv_heads == 0
-        and all(
-            n % 8 == 0
-            for n in (
-                dec.hidden_size, dec.intermediate_size, cfg.diffusion.ffn_dim,
-                cfg.acoustic_vae_dim,
-            )
-        )
-    )  # fmt: skip
+    lm = max(dec.hidden_size, dec.intermediate_size)
+    return lm, max(lm, cfg.diffusion.ffn_dim)
+
+
+def unsupported(cfg: VibeVoiceConfig) -> str | None:
+    """Why the kernels cannot take a model of these shapes (one line), or None when they
+    can. Each condition is an assumption of engine/cuda_kernels.cu's indexing."""
+    dec, head = cfg.decoder, cfg.diffusion
+    H, NH, KVH, HD = dec.hidden_size, dec.num_attention_heads, dec.kv_heads, dec.dim_per_head
+    I, HF, LAT = dec.intermediate_size, head.ffn_dim, cfg.acoustic_vae_dim
+    warps = THREADS // 32
+    row_lm, _ = row_floats(cfg)
+    checks = [
+        # A warp holds a head as lanes d and d + 32 (attention, rope_pair).
+        (HD == 64, f"head dim {HD}, not 64"),
+        # The attention writes head h at h * HD of a row of H, which o_proj (H x H) reads.
+        (NH * HD == H, f"{NH} heads of {HD} do not make the hidden size {H}"),
+        # Query head h reads kv head h / (NH / KVH): whole query groups.
+        (KVH >= 1 and NH % KVH == 0, f"{NH} query heads in {KVH} kv heads"),
+        # A product reads its input rows 8 values (16 bytes of bfloat16 weights, two float4
+        # of the staged row) at a time, each row starting 16-byte aligned.
+        (
+            all(n % 8 == 0 for n in (H, I, HF, LAT)),
+            f"sizes {H}, {I}, {HF}, {LAT} not all multiples of 8",
+        ),
+        # The diffusion head runs at the LM's width (cond_proj H x H, rows of H), and its
+        # latent is the connector's input (LAT).
+        (head.hidden_size == H, f"diffusion head width {head.hidden_size}, not {H}"),
+        (head.latent_size == LAT, f"diffusion latent {head.latent_size}, not {LAT}"),
+        # The DPM-Solver step gives each latent value one thread of a block.
+        (LAT <= THREADS, f"latent size {LAT} over {THREADS} threads"),
+        # A text window's rows: a table of 8 in the kernel, one warp each for their norms.
+        (LMAX <= warps, f"text window of {LMAX} rows over {warps}"),
+        # The attention's per-warp partials (max, sum, HD outputs) reuse the staged rows.
+        (2 * row_lm >= warps * (2 + HD), f"staged rows of {row_lm} too small for attention"),
+        # Every block resident on its multiprocessor (grid_sync): its shared memory fits.
+        (
+            max(frame_shared_bytes(cfg), window_shared_bytes(cfg)) <= MAX_SHARED_BYTES,
+            "shared memory of a block over 227 KB",
+        ),
+        (cfg.lm_layers >= 1 and cfg.tts_layers >= 1, "an LM without layers"),
+    ]
+    return next((reason for ok, reason in checks if not ok), None)
+
+
+def supported(cfg: VibeVoiceConfig) -> bool:
+    """Whether the kernels can take a model of these shapes (:func:`unsupported`)."""
+    return unsupported(cfg) is None
 
 
 def header(cfg: VibeVoiceConfig, unroll: int = 4) -> str:
@@ -115,6 +158,8 @@ def header(cfg: VibeVoiceConfig, unroll: int = 4) -> str:
         "NHL": head.head_layers,
         "NMOD": 3 * head.head_layers + 2,
         "LMAX": LMAX,
+        "ROW_LM": row_floats(cfg)[0],
+        "ROW_FRAME": row_floats(cfg)[1],
         "O_LAYER": LAYER_ITEMS,
         "UNROLL": unroll,
     }
@@ -138,9 +183,19 @@ class KernelSpec:
     shared_bytes: int
 
 
+def frame_shared_bytes(cfg: VibeVoiceConfig) -> int:
+    """Shared memory of the frame kernel: 2 staged rows, 8 norms, the solver's x, its
+    previous x0 and the latent fed back (frame_body in the source)."""
+    return (2 * row_floats(cfg)[1] + 8 + 3 * cfg.acoustic_vae_dim) * 4
+
+
+def window_shared_bytes(cfg: VibeVoiceConfig) -> int:
+    """Shared memory of the window kernel: LMAX staged rows and their norms (qwen2_layer)."""
+    return (LMAX * row_floats(cfg)[0] + 8) * 4
+
+
 def frame_spec(cfg: VibeVoiceConfig, steps: int, sample: bool, feed: bool) -> KernelSpec:
-    dec = cfg.decoder
-    smem = (2 * dec.intermediate_size + 8 + 3 * cfg.acoustic_vae_dim) * 4
+    smem = frame_shared_bytes(cfg)
     flags = f"{steps}, {'true' if sample else 'false'}, {'true' if feed else 'false'}"
     body = (
         f"frame_body<{flags}>((const bf16_t*)wh, wf, offs, noise, pos, neg, temb, sched, cfg,"
@@ -159,7 +214,7 @@ def frame_spec(cfg: VibeVoiceConfig, steps: int, sample: bool, feed: bool) -> Ke
 
 
 def window_spec(cfg: VibeVoiceConfig) -> KernelSpec:
-    smem = (LMAX * cfg.decoder.intermediate_size + 8) * 4
+    smem = window_shared_bytes(cfg)
     body = (
         "window_body((const bf16_t*)wh, wf, offs, x, lmkv, info[4], kv, valid, info[5], info,"
         " (unsigned int*)state, work, htext, htts, newkv_lm, newkv);"
@@ -372,8 +427,9 @@ class CudaFrames:
         ``mx.fast.cuda_kernel``; the tests give an emulation); ``unroll``: see
         :func:`header`."""
         cfg: VibeVoiceConfig = model.config
-        if not supported(cfg):
-            raise ValueError("shapes the CUDA kernels are not written for")
+        reason = unsupported(cfg)
+        if reason is not None:
+            raise ValueError(f"shapes the CUDA kernels are not written for: {reason}")
         self.cfg = cfg
         self.steps = len(schedule.steps)
         self.wh, self.wf, self.offs = pack_model(model)
@@ -562,7 +618,12 @@ class CudaFrames:
 def build(model, mlx_frames: MLXFrames, unroll: int = 4) -> CudaFrames | None:
     """:class:`CudaFrames` for ``model`` when the kernels can take it and agree with
     ``mlx_frames`` (:func:`check_against_mlx`, which also compiles them), else None: with a
-    warning saying why, for anything but a model they cannot take."""
+    warning saying why, for anything but quantized or not bfloat16-valued weights."""
+    reason = unsupported(model.config)
+    if reason is not None:  # never launched: they would index past their buffers
+        warnings.warn(f"CUDA frame kernels not written for this model ({reason}); using MLX's",
+                      stacklevel=2)  # fmt: skip
+        return None
     try:
         cuda = CudaFrames(model, mlx_frames.schedule, mlx_frames.t_emb, unroll=unroll)
     except (TypeError, ValueError):

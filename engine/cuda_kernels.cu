@@ -19,6 +19,15 @@
 #define NT 256
 #define NW (NT / 32)
 
+// Shared memory (engine/cuda_frame.py sizes it, and gives ROW_LM and ROW_FRAME): the
+// rows a stage multiplies (xs), M of them of up to ROW_LM floats in a Qwen2 layer (H for
+// q/k/v, o and gate/up; I for down), 2 of up to ROW_FRAME in the frame kernel (also HF,
+// the diffusion head's down projection); the attention's per-warp partials reuse them.
+static_assert(ROW_LM >= H && ROW_LM >= I, "a Qwen2 layer stages rows of H and of I");
+static_assert(ROW_FRAME >= ROW_LM && ROW_FRAME >= HF, "the frame stages rows of HF too");
+static_assert(2 * ROW_LM >= NW * (2 + HD), "attention partials fit in a layer's rows");
+static_assert(HD == 64 && LAT <= NT && LMAX <= NW, "a head in a warp; a latent in a block");
+
 typedef unsigned short bf16_t;
 #define F_INF __int_as_float(0x7f800000)
 #define F_NAN __int_as_float(0x7fffffff)
@@ -212,8 +221,8 @@ template <int M>
 __device__ bool qwen2_layer(const LayerWeights& L, const Scratch& s, const Rows& rows,
                             const float* kv, int B, int cap, const bool* valid, float* newkv,
                             unsigned int* sync_state, float* smem) {
-  float* xs = smem;            // M x I at most
-  float* inv = smem + M * I;   // M
+  float* xs = smem;                // M x ROW_LM at most
+  float* inv = smem + M * ROW_LM;  // M
   constexpr int QKV = (NH + 2 * KVH) * HD;
   // 1. q, k, v from the normed residual.
   row_rms(inv, s.x, H, rows.n, H, RMS_EPS);
@@ -374,8 +383,8 @@ __device__ void frame_body(const bf16_t* wh, const float* wf, const int64_t* off
                            float* newkv) {
   extern __shared__ float smem[];
   using FS = FrameScratch<S>;
-  float* xs = smem;                 // 2 x I
-  float* inv = smem + 2 * I;        // 8
+  float* xs = smem;                 // 2 x ROW_FRAME
+  float* inv = smem + 2 * ROW_FRAME;  // 8
   float* xst = inv + 8;             // LAT: the solver's x
   float* x0p = xst + LAT;           // LAT: its previous x0
   float* fedv = x0p + LAT;          // LAT: the latent fed back

@@ -27,6 +27,7 @@ def _cu13() -> Path:
 
     return Path(next(iter(nvidia.__path__))) / "cu13"
 
+
 # The start of mx.fast.cuda_kernel's source (mlx/backend/cuda/custom_kernel.cpp, whose
 # utils.cuh includes these), then the header, then the generated signature and body.
 PRELUDE = """#include <cuda_bf16.h>
@@ -70,8 +71,12 @@ def _compile(source: str) -> tuple[int, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["frame", "sample", "feed", "window"])
-def test_kernels_compile_and_fit_a_multiprocessor(kind: str) -> None:
-    cfg = VibeVoiceConfig.from_file(PARITY / "full-davis" / "model" / "config.json")
+@pytest.mark.parametrize("case", ["full-davis", "mid-shapes"])
+def test_kernels_compile_and_fit_a_multiprocessor(case: str, kind: str) -> None:
+    """Both shapes: the kernels are compiled per model, its sizes baked in as constants
+    (the source's static_asserts check the shared-memory layout against them)."""
+    cfg = VibeVoiceConfig.from_file(PARITY / case / "model" / "config.json")
+    assert cuda_frame.unsupported(cfg) is None
     if kind == "window":
         spec = cuda_frame.window_spec(cfg)
     else:
@@ -85,4 +90,15 @@ def test_kernels_compile_and_fit_a_multiprocessor(kind: str) -> None:
     # One block per multiprocessor must be resident (grid_sync): registers and shared
     # memory of a block within an sm_90 multiprocessor's 64K registers and 227 KB.
     assert regs * cuda_frame.THREADS <= 65536
-    assert spec.shared_bytes <= 227 * 1024
+    assert spec.shared_bytes <= cuda_frame.MAX_SHARED_BYTES
+
+
+def test_a_layout_too_small_for_its_rows_does_not_compile() -> None:
+    """The static_asserts hold the shared-memory layout to the sizes: a frame kernel whose
+    staged rows are narrower than the diffusion head's hidden layer is refused by NVRTC."""
+    cfg = VibeVoiceConfig.from_file(PARITY / "mid-shapes" / "model" / "config.json")
+    header = cuda_frame.header(cfg).replace("constexpr int ROW_FRAME = 1344;",
+                                            "constexpr int ROW_FRAME = 1024;")  # fmt: skip
+    assert "ROW_FRAME = 1024;" in header
+    rc, log = _compile(_source(cuda_frame.frame_spec(cfg, 5, True, True), header))
+    assert rc != 0 and "the frame stages rows of HF too" in log, log[-2000:]

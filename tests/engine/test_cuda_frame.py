@@ -5,6 +5,7 @@ generation loop around the kernels, with the kernels' contract emulated in numpy
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import mlx.core as mx
 import numpy as np
@@ -152,8 +153,71 @@ def test_self_check_passes_a_faithful_kernel_and_stops_a_wrong_one(mid) -> None:
         assert not check_against_mlx(bad, mlx_frames)
 
 
+def _config(case: str) -> VibeVoiceConfig:
+    return VibeVoiceConfig.from_file(PARITY / case / "model" / "config.json")
+
+
+def _reshaped(cfg: VibeVoiceConfig, diffusion: dict | None = None, **decoder) -> VibeVoiceConfig:
+    return replace(cfg, decoder=replace(cfg.decoder, **decoder),
+                   diffusion=replace(cfg.diffusion, **(diffusion or {})))  # fmt: skip
+
+
 def test_only_shapes_the_kernels_are_written_for(tiny_model) -> None:
-    cfg = VibeVoiceConfig.from_file(tiny_model / "config.json")
-    assert not cuda_frame.supported(cfg)  # heads of 16
-    assert cuda_frame.supported(VibeVoiceConfig.from_file(PARITY / "full-davis" / "model"
-                                                          / "config.json"))  # fmt: skip
+    full, mid = _config("full-davis"), _config("mid-shapes")
+    assert cuda_frame.unsupported(full) is None and cuda_frame.supported(full)
+    # Narrower than its diffusion head's hidden layer (1344 > 1024), one kv head, 7 heads.
+    assert cuda_frame.unsupported(mid) is None
+    assert "head dim 16" in cuda_frame.unsupported(
+        VibeVoiceConfig.from_file(tiny_model / "config.json")
+    )
+    narrow = _reshaped(mid, hidden_size=128, num_attention_heads=2, intermediate_size=128,
+                       diffusion={"hidden_size": 128})  # fmt: skip
+    refused = {
+        "head dim 32": _reshaped(full, num_attention_heads=28, num_key_value_heads=2),
+        "14 query heads in 4 kv heads": _reshaped(full, num_key_value_heads=4),
+        "do not make the hidden size 1024": _reshaped(full, hidden_size=1024, head_dim=64),
+        "not all multiples of 8": _reshaped(mid, intermediate_size=1020),
+        "diffusion head width 448, not 896": _reshaped(full, diffusion={"hidden_size": 448}),
+        "diffusion latent 32, not 64": _reshaped(mid, diffusion={"latent_size": 32}),
+        "shared memory of a block over 227 KB": _reshaped(full, intermediate_size=12288),
+        "too small for attention": narrow,
+    }
+    for reason, cfg in refused.items():
+        got = cuda_frame.unsupported(cfg)
+        assert got is not None and reason in got, (reason, got)
+        assert not cuda_frame.supported(cfg)
+    latent = replace(mid, acoustic_vae_dim=512)
+    latent = replace(latent, diffusion=replace(latent.diffusion, latent_size=512))
+    assert "latent size 512 over 256 threads" in cuda_frame.unsupported(latent)
+
+
+def test_a_model_the_kernels_cannot_take_gets_mlx_with_a_reason(tiny_model, monkeypatch) -> None:
+    """build() refuses it before compiling or launching anything, with a one-line warning."""
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("a kernel was made for shapes it is not written for")
+
+    monkeypatch.setattr(cuda_frame, "_cuda_kernel", no_kernel)
+    model = load_model(tiny_model)
+    mlx_frames = MLXFrames(model, STEPS)
+    with pytest.warns(UserWarning, match=r"not written for this model \(head dim 16, not 64\)"):
+        assert cuda_frame.build(model, mlx_frames) is None
+    with pytest.raises(ValueError, match="head dim 16"):
+        CudaFrames(model, mlx_frames.schedule, mlx_frames.t_emb,
+                   kernel_factory=factory(model.config))  # fmt: skip
+
+
+def test_shared_memory_holds_every_staged_row() -> None:
+    """The frame kernel stages rows of H, I and the diffusion head's HF (1344 in the
+    mid-shapes model, wider than its intermediate size): its shared memory holds two of
+    the widest, plus the 8 norms and 3 latents after them."""
+    for case in ("mid-shapes", "full-davis"):
+        cfg = _config(case)
+        dec = cfg.decoder
+        widest = max(dec.hidden_size, dec.intermediate_size, cfg.diffusion.ffn_dim)
+        assert cuda_frame.frame_shared_bytes(cfg) == (2 * widest + 8 + 3 * 64) * 4
+        widest_lm = max(dec.hidden_size, dec.intermediate_size)
+        assert cuda_frame.window_shared_bytes(cfg) == (cuda_frame.LMAX * widest_lm + 8) * 4
+        header = cuda_frame.header(cfg)
+        assert f"constexpr int ROW_FRAME = {widest};" in header
+        assert f"constexpr int ROW_LM = {widest_lm};" in header
