@@ -208,3 +208,114 @@ class UtteranceCaches:
     def offset(self) -> int:
         """Position of the positive TTS-LM row's next token (the position cap counts it)."""
         return self.pair[0].offset
+
+
+class BatchPairCaches:
+    """The CFG-pair caches of several utterances as rows of one array per layer, so that a
+    speech frame of B utterances runs as one batch of 2B rows: utterance i's positive and
+    negative rows are 2i and 2i + 1.
+
+    Each utterance keeps the layout of its :class:`CFGKVCache` (its two rows share a write
+    column; a text window writes its positive row only; each row has its own positions),
+    but the utterances' columns differ: an utterance joins with its own prompt length and
+    windows at its own pace. Columns beyond an utterance's own are masked out, so a row
+    attends to exactly what it would attend to alone. Capacity is the batch's: it grows
+    for the utterance furthest on and shrinks back when utterances leave.
+    """
+
+    def __init__(self, keys: list[mx.array], values: list[mx.array], valid: mx.array) -> None:
+        self.keys, self.values, self.valid = keys, values, valid
+        self.columns: list[int] = []
+        """Per utterance, the next column of its rows."""
+        self.positions: list[int] = []
+        """Per row (2 per utterance), the position of its next token."""
+
+    @classmethod
+    def empty(cls, layers: int, kv_heads: int, head_dim: int, dtype: mx.Dtype) -> BatchPairCaches:
+        """No utterance yet."""
+        shape = (0, kv_heads, _STEP, head_dim)
+        keys = [mx.zeros(shape, dtype=dtype) for _ in range(layers)]
+        values = [mx.zeros(shape, dtype=dtype) for _ in range(layers)]
+        return cls(keys, values, mx.zeros((0, _STEP), dtype=mx.bool_))
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.keys[0].shape[2])
+
+    def offset(self, item: int) -> int:
+        """Position of utterance ``item``'s positive row's next token."""
+        return self.positions[2 * item]
+
+    def _resize(self, capacity: int) -> None:
+        """Pad (zeros, masked) or cut every array to ``capacity`` columns."""
+        now = self.capacity
+        if capacity == now:
+            return
+        if capacity < now:
+            self.keys = [k[:, :, :capacity] for k in self.keys]
+            self.values = [v[:, :, :capacity] for v in self.values]
+            self.valid = self.valid[:, :capacity]
+            return
+        rows, H, _, D = self.keys[0].shape
+        pad = mx.zeros((rows, H, capacity - now, D), dtype=self.keys[0].dtype)
+        self.keys = [mx.concatenate([k, pad], axis=2) for k in self.keys]
+        self.values = [mx.concatenate([v, pad], axis=2) for v in self.values]
+        self.valid = mx.concatenate(
+            [self.valid, mx.zeros((rows, capacity - now), dtype=mx.bool_)], axis=1
+        )
+
+    def reserve(self, columns: int, item: int | None = None) -> None:
+        """Room for ``columns`` more columns of utterance ``item`` (all when None)."""
+        ends = self.columns if item is None else [self.columns[item]]
+        needed = max(ends, default=0) + columns
+        if needed > self.capacity:
+            self._resize(_round_up(needed))
+
+    def add(self, pair: list[CFGKVCache]) -> int:
+        """Append the rows of one utterance's caches (copies); returns its index."""
+        if len(pair) != len(self.keys):
+            raise ValueError(f"{len(pair)} layers of caches for a batch of {len(self.keys)}")
+        first = pair[0]
+        capacity = max(self.capacity, first.keys.shape[2])
+        self._resize(capacity)
+
+        def padded(a: mx.array) -> mx.array:
+            extra = capacity - a.shape[-2 if a.ndim == 4 else -1]
+            if extra == 0:
+                return a
+            if a.ndim == 2:
+                return mx.concatenate([a, mx.zeros((a.shape[0], extra), dtype=a.dtype)], axis=1)
+            pad = mx.zeros((a.shape[0], a.shape[1], extra, a.shape[3]), dtype=a.dtype)
+            return mx.concatenate([a, pad], axis=2)
+
+        self.keys = [
+            mx.concatenate([k, padded(c.keys)]) for k, c in zip(self.keys, pair, strict=True)
+        ]
+        self.values = [
+            mx.concatenate([v, padded(c.values)]) for v, c in zip(self.values, pair, strict=True)
+        ]
+        self.valid = mx.concatenate([self.valid, padded(first.valid)])
+        self.columns.append(first.column)
+        self.positions.extend(first.positions)
+        return len(self.columns) - 1
+
+    def remove(self, items: list[int]) -> None:
+        """Drop the rows of utterances ``items``; the others keep their order (an index
+        after a removed one moves down)."""
+        gone = set(items)
+        if not gone:
+            return
+        if not gone <= set(range(len(self.columns))):
+            raise IndexError(f"utterances {sorted(gone)} of a batch of {len(self.columns)}")
+        keep = [i for i in range(len(self.columns)) if i not in gone]
+        rows = mx.array([r for i in keep for r in (2 * i, 2 * i + 1)], dtype=mx.int32)
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+        self.valid = self.valid[rows]
+        self.columns = [self.columns[i] for i in keep]
+        self.positions = [p for i in keep for p in self.positions[2 * i : 2 * i + 2]]
+        # Back to the room the utterance furthest on needs.
+        self._resize(_round_up(max(self.columns, default=0) + 1))

@@ -16,6 +16,7 @@ import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is impo
 
 import mlx.core as mx
 
+from engine.cache import BatchPairCaches, KVCache
 from engine.mlx_frames import MLXFrames
 from engine.model import VibeVoiceRealtime
 from engine.switches import Switches
@@ -74,6 +75,42 @@ class FrameBackend(Protocol):
     def feed(self, fed: mx.array, caches: FrameCaches) -> tuple[mx.array, mx.array, mx.array]:
         """The second half of :meth:`frame` for a given latent (1, latent dim): (next
         positive and negative conditions, EOS logit)."""
+        ...
+
+
+class BatchFrameBackend(Protocol):
+    """Speech frames of several utterances as one batch (engine.batch runs its loop):
+    each utterance has its own prompt, text-LM caches, rows of the batch's TTS-LM caches,
+    conditions and CFG scale, and joins and leaves the batch on its own."""
+
+    def new_batch(self) -> BatchPairCaches:
+        """Caches of a batch with no utterance yet."""
+        ...
+
+    def join(
+        self, voice: VoicePrompt, batch: BatchPairCaches, lm_reserve: int, tts_reserve: int
+    ) -> tuple[list[KVCache], int]:
+        """A new utterance seeded from ``voice``: its text-LM caches and its index."""
+        ...
+
+    def batch_window(
+        self, tokens: mx.array, text: list[KVCache], batch: BatchPairCaches, item: int
+    ) -> tuple[mx.array, mx.array]:
+        """A text window (1, L) of utterance ``item``: (text LM out, TTS LM out)."""
+        ...
+
+    def batch_frame(
+        self,
+        noise: mx.array,
+        pos_cond: mx.array,
+        neg_cond: mx.array,
+        cfg_scales: mx.array,
+        batch: BatchPairCaches,
+        teacher: mx.array,
+        use_teacher: mx.array,
+    ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
+        """One frame of every utterance: (latents, fed latents, next positive and
+        negative conditions, EOS logits), B rows each."""
         ...
 
 

@@ -9,7 +9,7 @@ checked on the positive state after each frame.
 The model's work runs through two strategies chosen once per model and step count
 (:class:`FrameKernels`): a frame backend (engine/frame_backend.py: MLX functions or CUDA
 kernels) and a latent decoder (engine/decode.py: MLX or C). Two product features shape
-the loop around upstream's: frames are decoded in groups (:class:`_FrameOutput`), and
+the loop around upstream's: frames are decoded in groups (:class:`FrameOutput`), and
 the first frame is handed out before it is fed back (``early_first``). Callers watch or
 steer the loop through :class:`FrameHooks` (engine/parity.py records and teacher-forces
 with them).
@@ -32,7 +32,8 @@ from engine.bf16_weights import register_model
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.decode import LatentDecoder, choose_latent_decoder
 from engine.errors import RequestError
-from engine.frame_backend import FrameBackend, choose_frame_backend
+from engine.frame_backend import BatchFrameBackend, FrameBackend, choose_frame_backend
+from engine.mlx_frames import MLXFrames
 from engine.model import VibeVoiceRealtime
 from engine.switches import Switches
 from engine.tokenizer import checked_token_ids
@@ -99,6 +100,19 @@ class FrameKernels:
         # A decoder stream of its own only lets its launches overlap the CUDA kernels'.
         own_stream = switches.decode_stream and self.frames.name == "cuda"
         self.decoder: LatentDecoder = choose_latent_decoder(model, switches, own_stream)
+        self._model = model
+        self._batch: BatchFrameBackend | None = None
+
+    @property
+    def batch(self) -> BatchFrameBackend:
+        """The batched frame backend (engine.batch): the MLX functions (the CUDA kernels
+        run one utterance), made on first use when the frame backend is not MLX's."""
+        if self._batch is None:
+            frames = self.frames
+            self._batch = (
+                frames if isinstance(frames, MLXFrames) else MLXFrames(self._model, self.steps)
+            )
+        return self._batch
 
 
 class FrameHooks:
@@ -143,7 +157,7 @@ class Frame:
 
 
 @dataclass
-class _Launched:
+class Launched:
     """A frame whose work is launched but whose EOS has not been read yet."""
 
     index: int
@@ -160,7 +174,7 @@ def _eos_probability(logit: float) -> float:
     return float(1.0 / (1.0 + np.exp(-logit)))
 
 
-class _FrameOutput:
+class FrameOutput:
     """Launched frames on their way out: each one's EOS is read one frame late (so that
     building and running the next frame overlap the wait), and the fed latents are
     decoded in groups that ramp up: the first frame alone (first audio as soon as
@@ -173,8 +187,8 @@ class _FrameOutput:
         self.decoder, self.state = decoder, decoder.init_state()
         self.decode_group, self.stop_at_eos, self.hooks = decode_group, stop_at_eos, hooks
         self.decodes = 0  # decoder calls so far: group k (from 0) holds min(2**k, group)
-        self.pending: list[_Launched] = []  # settled, waiting for their group
-        self.previous: _Launched | None = None  # launched, EOS not read yet
+        self.pending: list[Launched] = []  # settled, waiting for their group
+        self.previous: Launched | None = None  # launched, EOS not read yet
 
     def decode(self, fed: mx.array) -> np.ndarray:
         """Audio rows of ``fed`` (T, latent dim), continuing the stream."""
@@ -193,7 +207,7 @@ class _FrameOutput:
         self.hooks.eos(frame, logit)
         return self.stop_at_eos and _eos_probability(logit) > 0.5
 
-    def launched(self, frame: _Launched) -> Generator[Frame, None, str | None]:
+    def launched(self, frame: Launched) -> Generator[Frame, None, str | None]:
         """Take a frame just launched: settle the one before it, and this one at once if
         it is the first or the last. Returns the stop reason when the stream ends (a frame
         launched after the last one is dropped, as upstream does)."""
@@ -212,7 +226,7 @@ class _FrameOutput:
             yield from self._settle(self.previous, final=True)
             self.previous = None
 
-    def _settle(self, s: _Launched, final: bool = False) -> Generator[Frame, None, str | None]:
+    def _settle(self, s: Launched, final: bool = False) -> Generator[Frame, None, str | None]:
         """Read frame ``s``'s EOS (waiting for that frame only), then decode and yield the
         pending frames when it is the first, the last, or completes a decode group."""
         logit = float(s.eos_logit)
@@ -293,7 +307,7 @@ def generate_frames(
     noise = noise or seeded_noise(0, cfg.acoustic_vae_dim)
     limit = max_frames if max_frames is not None else default_frame_limit(len(ids))
     group = max(1, decode_group if decode_group is not None else frames.decode_group)
-    out = _FrameOutput(kernels.decoder, group, stop_at_eos, hooks)
+    out = FrameOutput(kernels.decoder, group, stop_at_eos, hooks)
 
     # Both TTS-LM rows (positive, negative) advance together; the text LM only with text.
     caches = frames.new_caches(voice, len(ids) + 8, len(ids) + limit + 8)
@@ -339,7 +353,7 @@ def generate_frames(
                     forced = "context"
                 # Launched now; its EOS is read while the next frame is built and runs.
                 mx.async_eval(latent, eos_logit, pos, neg)
-                launched = _Launched(index, latent, fed, eos_logit, consumed, forced)
+                launched = Launched(index, latent, fed, eos_logit, consumed, forced)
                 if (yield from out.launched(launched)) is not None:
                     return
             index += 1

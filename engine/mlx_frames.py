@@ -16,11 +16,22 @@ import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is impo
 
 import mlx.core as mx
 
-from engine.cache import UtteranceCaches
+from engine.cache import BatchPairCaches, KVCache, UtteranceCaches, make_caches
 from engine.dpm_solver import make_schedule
 from engine.model import VibeVoiceRealtime
 from engine.sampler import CompiledSampler, sample_latent
-from engine.steps import commit_pair_step, pair_inputs, pair_step, run_window_step, window_step
+from engine.steps import (
+    batch_pair_inputs,
+    batch_pair_step,
+    batch_window_step,
+    commit_batch_pair_step,
+    commit_pair_step,
+    pair_inputs,
+    pair_step,
+    run_batch_window_step,
+    run_window_step,
+    window_step,
+)
 
 if TYPE_CHECKING:
     from engine.voices import VoicePrompt
@@ -28,7 +39,9 @@ if TYPE_CHECKING:
 
 class MLXFrames:
     """The frame backend (engine.frame_backend.FrameBackend) of one model and step count
-    on MLX, compiled once and reusable across utterances."""
+    on MLX, compiled once and reusable across utterances; also the batched one
+    (engine.frame_backend.BatchFrameBackend): B utterances' frames as one batch of 2B
+    TTS-LM rows (engine/cache.py's BatchPairCaches)."""
 
     name = "mlx"
     decode_group = 4
@@ -78,6 +91,34 @@ class MLXFrames:
 
         self._frame = mx.compile(frame)
         self._feed = mx.compile(feed)
+        b_step = batch_pair_step(m.tts_language_model)
+
+        def batch_frame(
+            noise: mx.array,
+            pos: mx.array,
+            neg: mx.array,
+            cfg: mx.array,
+            teacher: mx.array,
+            use_teacher: mx.array,
+            *cache: mx.array | list[mx.array],
+        ) -> tuple[mx.array, ...]:
+            latent = sample_latent(m.prediction_head, schedule, noise, pos, neg, cfg, t_emb=t_emb)
+            fed = mx.where(use_teacher, teacher, latent)
+            emb = m.acoustic_connector(fed.astype(dtype)) + type_speech
+            # Utterance i's positive and negative rows are 2i and 2i + 1.
+            out, keys, values, valid = b_step(mx.repeat(emb, 2, axis=0), *cache)
+            pos, neg = out[0::2], out[1::2]
+            eos = model.tts_eos_classifier(pos)[:, 0]
+            return latent, fed, pos, neg, eos, keys, values, valid
+
+        self._batch_frame = mx.compile(batch_frame)
+        self._batch_window = mx.compile(
+            batch_window_step(
+                m.language_model, m.tts_language_model, m.language_model.embed_tokens, type_text
+            )
+        )
+        cfg = model.config.decoder
+        self._pair_shape = (model.config.tts_layers, cfg.kv_heads, cfg.dim_per_head)
         self._no_teacher = (mx.zeros((1, model.config.acoustic_vae_dim)), mx.array(False))
 
     def new_caches(self, voice: VoicePrompt, lm_reserve: int, tts_reserve: int) -> UtteranceCaches:
@@ -122,3 +163,45 @@ class MLXFrames:
         pos, neg, eos, keys, values, valid = self._feed(fed, *pair_inputs(caches.pair))
         commit_pair_step(caches.pair, keys, values, valid)
         return pos, neg, eos
+
+    # ---------------------------------------------------------------- batched frames
+    def new_batch(self) -> BatchPairCaches:
+        """Caches of a batch with no utterance yet."""
+        return BatchPairCaches.empty(*self._pair_shape, self.dtype)
+
+    def join(
+        self, voice: VoicePrompt, batch: BatchPairCaches, lm_reserve: int, tts_reserve: int
+    ) -> tuple[list[KVCache], int]:
+        """Seed a new utterance of ``batch`` from ``voice``: its text-LM caches (its own,
+        with room for ``lm_reserve`` tokens) and its index in ``batch`` (its CFG-pair rows,
+        copies of the prompt's, with room for ``tts_reserve`` more positions)."""
+        text = make_caches(voice.lm_keys, voice.lm_values, self.dtype, lm_reserve)
+        own = UtteranceCaches.from_voice(voice, self.dtype, 1, tts_reserve)
+        return text, batch.add(own.pair)
+
+    def batch_window(
+        self, tokens: mx.array, text: list[KVCache], batch: BatchPairCaches, item: int
+    ) -> tuple[mx.array, mx.array]:
+        """:meth:`window` for utterance ``item`` of ``batch`` (its text-LM caches ``text``)."""
+        return run_batch_window_step(self._batch_window, tokens, text, batch, item)
+
+    def batch_frame(
+        self,
+        noise: mx.array,
+        pos_cond: mx.array,
+        neg_cond: mx.array,
+        cfg_scales: mx.array,
+        batch: BatchPairCaches,
+        teacher: mx.array,
+        use_teacher: mx.array,
+    ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
+        """:meth:`frame` for every utterance of ``batch`` at once: ``noise`` (B, latent),
+        conditions (B, hidden), ``cfg_scales`` (B, 1), ``teacher`` (B, latent) fed back
+        where ``use_teacher`` (B, 1) is true. Returns (latents, fed latents, next positive
+        and negative conditions, EOS logits (B,)), lazy; every utterance moves one on."""
+        latent, fed, pos, neg, eos, keys, values, valid = self._batch_frame(
+            noise.astype(mx.float32), pos_cond, neg_cond, cfg_scales, teacher, use_teacher,
+            *batch_pair_inputs(batch),
+        )  # fmt: skip
+        commit_batch_pair_step(batch, keys, values, valid)
+        return latent, fed, pos, neg, eos

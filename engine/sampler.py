@@ -25,25 +25,29 @@ def sample_latent(
     trace: list[tuple[mx.array, mx.array]] | None = None,
     t_emb: mx.array | None = None,
 ) -> mx.array:
-    """Denoise ``noise`` (1, latent) into a latent (1, latent).
+    """Denoise ``noise`` (B, latent) into latents (B, latent): B frames, each of its own
+    utterance, as one batch.
 
-    ``pos_cond``/``neg_cond`` are (1, hidden). When ``trace`` is a list, each step
-    appends (x fed to the head, raw head output (2, latent)) for parity checks.
-    ``t_emb`` is the timestep embedding of the schedule, when already computed.
+    ``pos_cond``/``neg_cond`` are (B, hidden); ``cfg_scale`` a number or (B, 1). When
+    ``trace`` is a list, each step appends (x fed to the head, raw head output (2B,
+    latent): the B positive rows, then the B negative ones) for parity checks. ``t_emb``
+    is the timestep embedding of the schedule, when already computed.
     """
+    B = noise.shape[0]
     cond = mx.concatenate([pos_cond, neg_cond], axis=0).astype(mx.float32)
     if t_emb is None:
         t_emb = head.t_embedder(mx.array(schedule.timesteps, dtype=mx.float32))
-    mods = head.modulations(cond, t_emb)  # per step, (2, hidden) pieces
+    mods = head.modulations(cond, t_emb)  # per step, (2B, hidden) pieces
     x = noise.astype(mx.float32)
     x0_prev = None
     for i, step in enumerate(schedule.steps):
-        # Upstream feeds x twice (one row per condition); the single row broadcasts
-        # against the two rows of modulations, which gives the same two outputs.
-        v_both = head.denoise(x, mods[i])
+        # Upstream feeds x twice (one row per condition); one frame's single row
+        # broadcasts against the two rows of modulations, which gives the same two
+        # outputs. B frames' rows are repeated to meet their 2B modulations.
+        v_both = head.denoise(x if B == 1 else mx.concatenate([x, x]), mods[i])
         if trace is not None:
             trace.append((x, v_both))
-        v_c, v_u = v_both[0:1], v_both[1:2]
+        v_c, v_u = v_both[:B], v_both[B:]
         v = v_u + cfg_scale * (v_c - v_u)
         x0 = step.alpha_s * x - step.sigma_s * v
         x_next = step.ratio * x + step.c0 * x0

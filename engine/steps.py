@@ -16,7 +16,7 @@ import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is impo
 
 import mlx.core as mx
 
-from engine.cache import CFGKVCache, KVCache
+from engine.cache import BatchPairCaches, CFGKVCache, KVCache
 
 
 class _PairSlot:
@@ -106,6 +106,69 @@ def run_pair_step(step: Callable[..., tuple], x: mx.array, caches: list[CFGKVCac
     return out
 
 
+class _BatchPairSlot(_PairSlot):
+    """One layer of a :class:`BatchPairCaches` inside a compiled step: like
+    :class:`_PairSlot`, but each row writes its own column (``column`` is (rows,))."""
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        at = self.column[:, None, None, None]
+        self.keys = mx.put_along_axis(self.keys, at, keys, axis=2)
+        self.values = mx.put_along_axis(self.values, at, values, axis=2)
+        return self.keys, self.values
+
+
+def batch_pair_step(stack: Callable[[mx.array, list], mx.array]) -> Callable[..., tuple]:
+    """:func:`pair_step` for the CFG pairs of several utterances: a function of (x (2B,
+    hidden), keys, values, valid, columns (2B,), positions (2B,)) where each row writes its
+    own column; one ``mx.compile`` trace per batch size serves every frame."""
+
+    def step(
+        x: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+        valid: mx.array,
+        columns: mx.array,
+        positions: mx.array,
+    ) -> tuple[mx.array, list[mx.array], list[mx.array], mx.array]:
+        valid = mx.put_along_axis(valid, columns[:, None], mx.array(True), axis=1)
+        mask = valid[:, None, None, :]
+        slots = [
+            _BatchPairSlot(k, v, mask, columns, positions)
+            for k, v in zip(keys, values, strict=True)
+        ]
+        out = stack(x, slots)
+        return out, [s.keys for s in slots], [s.values for s in slots], valid
+
+    return step
+
+
+def batch_pair_inputs(
+    caches: BatchPairCaches,
+) -> tuple[list[mx.array], list[mx.array], mx.array, mx.array, mx.array]:
+    """The cache arguments of a :func:`batch_pair_step` function for the next frame of
+    every utterance (keys, values, valid, columns, positions), growing the caches first
+    when the utterance furthest on has no free column."""
+    caches.reserve(1)
+    columns = [c for c in caches.columns for _ in range(2)]
+    return (
+        caches.keys,
+        caches.values,
+        caches.valid,
+        mx.array(columns, dtype=mx.int32),
+        mx.array(caches.positions, dtype=mx.int32),
+    )
+
+
+def commit_batch_pair_step(
+    caches: BatchPairCaches, keys: list[mx.array], values: list[mx.array], valid: mx.array
+) -> None:
+    """Take a :func:`batch_pair_step` function's new cache arrays: one more column in
+    every row."""
+    caches.keys, caches.values, caches.valid = keys, values, valid
+    caches.columns = [c + 1 for c in caches.columns]
+    caches.positions = [p + 1 for p in caches.positions]
+
+
 class _WindowSlot:
     """One layer's cache inside a compiled text-window step: fixed capacity; writes row 0
     (the text LM's only row, the positive row of a CFG pair) from ``column`` on and
@@ -132,6 +195,26 @@ class _WindowSlot:
 
     def attention_mask(self, L: int) -> mx.array:
         return self.mask
+
+
+class _RowWindowSlot(_WindowSlot):
+    """A :class:`_WindowSlot` over the rows of a :class:`BatchPairCaches`: writes and
+    attends over row ``row`` only (an array, so one trace serves every utterance)."""
+
+    def __init__(self, keys: mx.array, values: mx.array, row: mx.array, column: mx.array,
+                 position: mx.array, mask: mx.array) -> None:  # fmt: skip
+        super().__init__(keys, values, column, position, mask)
+        self.row = row
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        at = mx.concatenate([self.row, self.column])
+        self.keys = mx.slice_update(self.keys, keys, at, axes=(0, 2))
+        self.values = mx.slice_update(self.values, values, at, axes=(0, 2))
+        size = (1, *self.keys.shape[1:])
+        return (
+            mx.slice(self.keys, self.row, axes=(0,), slice_size=size),
+            mx.slice(self.values, self.row, axes=(0,), slice_size=size),
+        )
 
 
 def _window_mask(valid: mx.array, column: mx.array, L: int) -> mx.array:
@@ -223,4 +306,96 @@ def run_window_step(
         c.keys, c.values, c.valid = k, v, valid
         c.column += L
         c.positions = [c.positions[0] + L, c.positions[1]]
+    return h_text, h_tts
+
+
+def batch_window_step(
+    lm: Callable[[mx.array, list], mx.array],
+    tts: Callable[[mx.array, list], mx.array],
+    embed: Callable[[mx.array], mx.array],
+    text_type: mx.array,
+) -> Callable[..., tuple]:
+    """:func:`window_step` for one utterance of a :class:`BatchPairCaches`: its TTS-LM
+    positive row is row ``row`` of the batch's arrays. A function of (tokens (1, L), lm
+    keys, lm values, lm offset, keys, values, valid, row, column, position)."""
+
+    def step(
+        tokens: mx.array,
+        lm_keys: list[mx.array],
+        lm_values: list[mx.array],
+        lm_offset: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+        valid: mx.array,
+        row: mx.array,
+        column: mx.array,
+        position: mx.array,
+    ) -> tuple:
+        L = tokens.shape[1]
+        lm_valid = mx.arange(lm_keys[0].shape[2]) < lm_offset + L
+        lm_mask = _window_mask(lm_valid, lm_offset, L)
+        lm_slots = [
+            _WindowSlot(k, v, lm_offset, lm_offset, lm_mask)
+            for k, v in zip(lm_keys, lm_values, strict=True)
+        ]
+        h_text = lm(embed(tokens), lm_slots)
+        at = mx.concatenate([row, column])
+        valid = mx.slice_update(valid, mx.ones((1, L), dtype=mx.bool_), at, axes=(0, 1))
+        row_valid = mx.slice(valid, row, axes=(0,), slice_size=(1, valid.shape[1]))[0]
+        mask = _window_mask(row_valid, column, L)
+        slots = [
+            _RowWindowSlot(k, v, row, column, position, mask)
+            for k, v in zip(keys, values, strict=True)
+        ]
+        h_tts = tts(h_text + text_type, slots)
+        return (
+            h_text,
+            h_tts,
+            [s.keys for s in lm_slots],
+            [s.values for s in lm_slots],
+            [s.keys for s in slots],
+            [s.values for s in slots],
+            valid,
+        )
+
+    return step
+
+
+def run_batch_window_step(
+    step: Callable[..., tuple],
+    tokens: mx.array,
+    lm_caches: list[KVCache],
+    caches: BatchPairCaches,
+    item: int,
+) -> tuple[mx.array, mx.array]:
+    """Apply a compiled :func:`batch_window_step` to utterance ``item``: its text-LM
+    caches and its positive row of ``caches``; returns (text LM out, TTS LM out), both
+    (1, L, hidden)."""
+    L = tokens.shape[1]
+    if not 0 <= item < len(caches):
+        raise IndexError(f"utterance {item} of a batch of {len(caches)}")
+    lm0 = lm_caches[0]
+    if lm0.offset + L > lm0.keys.shape[2]:
+        for c in lm_caches:
+            c.grow(lm0.offset + L)
+    caches.reserve(L, item)
+    column, position = caches.columns[item], caches.positions[2 * item]
+    h_text, h_tts, lm_keys, lm_values, keys, values, valid = step(
+        tokens,
+        [c.keys for c in lm_caches],
+        [c.values for c in lm_caches],
+        mx.array([lm0.offset], dtype=mx.int32),
+        caches.keys,
+        caches.values,
+        caches.valid,
+        mx.array([2 * item], dtype=mx.int32),
+        mx.array([column], dtype=mx.int32),
+        mx.array([position], dtype=mx.int32),
+    )
+    for c, k, v in zip(lm_caches, lm_keys, lm_values, strict=True):
+        c.keys, c.values = k, v
+        c.offset += L
+    caches.keys, caches.values, caches.valid = keys, values, valid
+    caches.columns[item] = column + L
+    caches.positions[2 * item] = position + L
     return h_text, h_tts
