@@ -1,7 +1,7 @@
 """Engine speed: full-size VibeVoice-Realtime (random weights), a real voice, fixed text.
 
     python bench/engine.py [--frames N] [--runs R] [--baseline] [--dtype float32] [--decoders]
-                           [--bf16-weights] [--decode-groups 4,2]
+                           [--bf16-weights] [--decode-groups 4,2] [--batch B]
 
 Reports first-audio latency (text given -> first 3200-sample chunk decoded), steady ms
 per frame, x real time and peak memory: medians over R runs after one warm-up run.
@@ -13,7 +13,11 @@ official en-Davis_man.pt. With --decoders, runs with the C decoder (engine/nativ
 and with the MLX one alternate in this process, and both are reported. With --bf16-weights,
 runs reading the bfloat16 copies of the LM and diffusion-head weights (engine/bf16_weights.py)
 and runs reading the float32 weights alternate likewise. With --decode-groups 4,2, runs
-with each decode_group (generate_frames) alternate likewise.
+with each decode_group (generate_frames) alternate likewise. With --batch B, runs of B
+streams generated together (engine/batch.py: the same text, each stream its own seed)
+alternate with the one-stream runs, and the JSON line adds ``batch`` and
+``batch_x_realtime``: seconds of audio per second of wall time, all streams together, from
+the start of the batch to its last chunk.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from engine.backend import blas_in_use  # noqa: E402
 
 from engine_paths import full_model_dir, reference_voice  # noqa: E402
 
+from engine.batch import BatchItem, generate_batch  # noqa: E402
 from engine.generate import FrameKernels, generate_frames, seeded_noise  # noqa: E402
 from engine.switches import Switches  # noqa: E402
 from engine.voices import load_voice, save_voice  # noqa: E402
@@ -86,6 +91,25 @@ def measure(
     # last.
     steady = (stamps[-1] - stamps[2]) / (len(stamps) - 3)
     return (stamps[0] - t0) * 1000, steady * 1000
+
+
+def measure_batch(model, voice, frames: int, kernels: FrameKernels, batch: int) -> float:
+    """Seconds of audio per second of wall time of ``batch`` streams of ``frames`` frames
+    generated together."""
+    items = [
+        BatchItem(
+            key=i,
+            voice=voice,
+            text_ids=TEXT_IDS,
+            noise=seeded_noise(i, 64),
+            max_frames=frames,
+            stop_at_eos=False,
+        )
+        for i in range(batch)
+    ]
+    t0 = time.perf_counter()
+    chunks = sum(1 for _ in generate_batch(model, items, steps=5, kernels=kernels))
+    return chunks * FRAME_SECONDS / (time.perf_counter() - t0)
 
 
 def run_baseline(
@@ -159,6 +183,12 @@ def main() -> None:
         help="comma-separated decode_group values (generate_frames) to alternate and report;"
         " the first is the one reported as the engine's",
     )
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="also run B streams as one batch (alternating with the one-stream runs)",
+    )
     a = ap.parse_args()
     from engine import bf16_weights
 
@@ -189,10 +219,16 @@ def main() -> None:
             bf16_on[f"decode group {g}"] = True
             groups[f"decode group {g}"] = g
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    batch_rates: list[float] = []
+    if a.batch > 0:
+        measure_batch(model, voice, 8, kernels, a.batch)  # warm-up (and compilation)
     for _ in range(a.runs):
         for name, k in variants.items():
             bf16_weights.set_enabled(bf16_on[name])
             runs[name].append(measure(model, voice, a.frames, k, groups[name]))
+        if a.batch > 0:
+            bf16_weights.set_enabled(True)
+            batch_rates.append(measure_batch(model, voice, a.frames, kernels, a.batch))
     bf16_weights.set_enabled(True)
     firsts, steadies = zip(*runs[next(iter(variants))], strict=True)
     result = {
@@ -239,6 +275,10 @@ def main() -> None:
             result[f"decode_group_{g}_first_audio_ms"] = round(float(np.median(f_g)), 1)
             result[f"decode_group_{g}_ms_per_frame"] = round(float(np.median(s_g)), 2)
             rows.append((name, float(np.median(f_g)), float(np.median(s_g))))
+    if a.batch > 0:
+        result["batch"] = a.batch
+        result["batch_x_realtime"] = round(float(np.median(batch_rates)), 3)
+        result["batch_speedup"] = round(result["batch_x_realtime"] / result["x_realtime"], 2)
     if groups[next(iter(variants))] is not None:
         result["decode_group"] = groups[next(iter(variants))]
     if a.baseline:
@@ -256,6 +296,11 @@ def main() -> None:
     print(f"{'':18s} {'first audio ms':>15s} {'ms/frame':>10s} {'x real time':>12s}")
     for name, first, per in rows:
         print(f"{name:18s} {first:15.1f} {per:10.2f} {FRAME_SECONDS * 1000 / per:12.2f}")
+    if a.batch > 0:
+        print(
+            f"{a.batch} streams in one batch: {result['batch_x_realtime']:.2f}x real time"
+            f" together ({result['batch_speedup']}x one stream's)"
+        )
     if a.baseline:
         print(f"speedup over mlx-audio: {result['speedup']}x")
     print(json.dumps(result))

@@ -1,10 +1,13 @@
 """Run one parity case of ../shared/parity and compare it with the official numbers.
 
-``python -m engine.parity FIXTURE --out DIR [--model DIR] [--voice FILE] [--teacher-force]``
-runs the case (noise injected from ``FIXTURE/noise.npy``), writes latents.npy,
-audio.npy, eos_probs.npy, the other traced arrays and result.json into DIR, and, when
-``FIXTURE/expected`` exists, prints the comparison with the case's tolerances
-(exit status 1 if any array is out of tolerance).
+``python -m engine.parity FIXTURE --out DIR [--model DIR] [--voice FILE] [--teacher-force]
+[--batch N]`` runs the case (noise injected from ``FIXTURE/noise.npy``), writes
+latents.npy, audio.npy, eos_probs.npy, the other traced arrays and result.json into DIR,
+and, when ``FIXTURE/expected`` exists, prints the comparison with the case's tolerances
+(exit status 1 if any array is out of tolerance). With ``--batch N`` the case's utterance
+is generated in one batch (engine/batch.py) with N - 1 others of other lengths, voices,
+CFG scales and seeds, which join and leave around it (:func:`batch_companions`); the
+outputs written are the case's.
 """
 
 from __future__ import annotations
@@ -15,18 +18,23 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
 
 import mlx.core as mx
 import numpy as np
 
+from engine.batch import BatchGenerator, BatchItem
 from engine.dpm_solver import make_schedule
 from engine.errors import EngineError
-from engine.generate import FrameHooks, FrameKernels, generate_frames
+from engine.generate import Frame, FrameHooks, FrameKernels, generate_frames, seeded_noise
 from engine.model import VibeVoiceRealtime
 from engine.sampler import sample_latent
 from engine.switches import Switches
+
+if TYPE_CHECKING:
+    from engine.voices import VoicePrompt
 
 COMPARED = (
     "latents",
@@ -125,14 +133,99 @@ def find_voice(fixture: Path, case: dict) -> Path:
     raise EngineError(f"{fixture}: no voice file; pass --voice")
 
 
+def _shorter_prompt(voice: VoicePrompt, cut: int) -> VoicePrompt:
+    """``voice``'s prompt without its last ``cut`` text-LM and TTS-LM positions (at least
+    one left): another voice prompt of the same model, of other lengths."""
+
+    def head(arrays: list[mx.array], length: int) -> list[mx.array]:
+        return [a[:, :, :length] for a in arrays]
+
+    lm = max(1, voice.lm_length - cut)
+    tts = max(1, voice.tts_length - cut)
+    return dataclasses.replace(
+        voice,
+        lm_keys=head(voice.lm_keys, lm),
+        lm_values=head(voice.lm_values, lm),
+        tts_keys=head(voice.tts_keys, tts),
+        tts_values=head(voice.tts_values, tts),
+        lm_hidden=voice.lm_hidden[:, :lm],
+        tts_hidden=voice.tts_hidden[:, :tts],
+    )
+
+
+def batch_companions(
+    model: VibeVoiceRealtime, fixture: Path, case: dict, voice: VoicePrompt, count: int
+) -> list[BatchItem]:
+    """``count`` utterances to generate beside the case's: companion k speaks the case's
+    text rotated and cut or lengthened (so its text windows end at other frames), with
+    another voice (another reference voice that fits the model, else the case's prompt
+    cut short), CFG scale ``case + 0.4 k``, seed k and a frame limit shorter (odd k: it
+    leaves the batch first) or longer (even k) than the case's."""
+    from engine.voices import load_voice
+
+    others: list[VoicePrompt] = []
+    refs = fixture.parent.parent / "reference-voices"
+    for path in sorted(refs.glob("*.pt")) if refs.is_dir() else []:
+        if path.name == case["voice"]:
+            continue
+        try:
+            v = load_voice(path)
+            cfg = model.config
+            v.validate(cfg.lm_layers, cfg.tts_layers, cfg.decoder.kv_heads,
+                       cfg.decoder.dim_per_head, cfg.decoder.hidden_size)  # fmt: skip
+        except EngineError:
+            continue
+        others.append(v)
+    ids = list(case["text_ids"])
+    items = []
+    for k in range(1, count + 1):
+        text = ids[k % len(ids) :] + ids[: k % len(ids)]
+        text = text[: max(1, len(ids) - 3 * k)] if k % 2 else text + ids[: 3 * k]
+        limit = case["max_frames"] + (3 * k if k % 2 == 0 else -min(4, case["max_frames"] - 1))
+        items.append(
+            BatchItem(
+                key=f"companion {k}",
+                voice=others[(k - 1) % len(others)] if others else _shorter_prompt(voice, k),
+                text_ids=text,
+                cfg_scale=case["cfg_scale"] + 0.4 * k,
+                noise=seeded_noise(k, model.config.acoustic_vae_dim),
+                max_frames=limit,
+            )
+        )
+    return items
+
+
+def _generate_in_batch(
+    model: VibeVoiceRealtime,
+    kernels: FrameKernels,
+    item: BatchItem,
+    companions: list[BatchItem],
+) -> list[Frame]:
+    """``item``'s frames, generated in one batch with ``companions``: the first starts a
+    frame before it, so that it joins a running batch; the others join one a frame
+    after it. Every utterance runs to its end."""
+    batch = BatchGenerator(model, kernels.steps, kernels)
+    waiting = [*companions[:1], item, *companions[1:]]
+    frames: list[Frame] = []
+    while True:
+        if waiting:
+            batch.add(waiting.pop(0))
+        elif not len(batch):
+            return frames
+        frames += [f for key, f in batch.step() if key == item.key]
+
+
 def run_case(
     fixture: Path,
     out: Path,
     model_dir: Path | None = None,
     voice_path: Path | None = None,
     teacher_force: bool = False,
+    batch: int = 1,
 ) -> dict:
-    """Run the case and write its arrays into ``out``; returns result.json's content."""
+    """Run the case and write its arrays into ``out``; returns result.json's content.
+    With ``batch`` > 1, the case's utterance is one of a batch of that many
+    (:func:`batch_companions`)."""
     from engine.voices import load_voice
     from engine.weights import load_model
 
@@ -153,20 +246,34 @@ def run_case(
     # The MLX frame functions (the reference on every device), each frame's EOS read
     # before its audio is handed out.
     switches = dataclasses.replace(Switches.from_environ(), cuda_kernels=False)
-    frames = list(
-        generate_frames(
-            model,
-            voice,
-            case["text_ids"],
+    kernels = FrameKernels(model, case["steps"], switches)
+    if batch > 1:
+        item = BatchItem(
+            key="case",
+            voice=voice,
+            text_ids=case["text_ids"],
             cfg_scale=case["cfg_scale"],
-            steps=case["steps"],
             noise=lambda i: mx.array(noise[i][None]),
             max_frames=case["max_frames"],
-            kernels=FrameKernels(model, case["steps"], switches),
-            early_first=False,
             hooks=trace,
         )
-    )
+        companions = batch_companions(model, fixture, case, voice, batch - 1)
+        frames = _generate_in_batch(model, kernels, item, companions)
+    else:
+        frames = list(
+            generate_frames(
+                model,
+                voice,
+                case["text_ids"],
+                cfg_scale=case["cfg_scale"],
+                steps=case["steps"],
+                noise=lambda i: mx.array(noise[i][None]),
+                max_frames=case["max_frames"],
+                kernels=kernels,
+                early_first=False,
+                hooks=trace,
+            )
+        )
     first = mx.array(noise[0][None]), trace.cond_pos[0], trace.cond_neg[0]
     frame0_steps = solver_steps(model, case["steps"], *first, case["cfg_scale"])
     out.mkdir(parents=True, exist_ok=True)
@@ -194,6 +301,7 @@ def run_case(
         "stopped_by_eos": last.stop_reason == "eos",
         "eos_frame": last.index if last.stop_reason == "eos" else None,
         "teacher_forced": teacher_force,
+        "batch": batch,
     }
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
@@ -257,9 +365,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="feed the expected latents back instead of the sampled ones",
     )
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="generate the case in one batch with N - 1 other utterances (default 1: alone)",
+    )
     a = ap.parse_args(argv)
+    if a.batch < 1:
+        print(f"error: --batch takes a number of utterances >= 1, not {a.batch}", file=sys.stderr)
+        return 2
     try:
-        result = run_case(a.fixture, a.out, a.model, a.voice, a.teacher_force)
+        result = run_case(a.fixture, a.out, a.model, a.voice, a.teacher_force, a.batch)
     except (EngineError, OSError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

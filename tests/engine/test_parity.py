@@ -36,15 +36,36 @@ def test_teacher_forced(case: str, tmp_path) -> None:
     _assert_all_ok(compare(PARITY / case, tmp_path, teacher_force=True))
 
 
+@pytest.mark.parametrize("case", ["tiny-run", "tiny-eos", "mid-shapes"])
+def test_free_running_in_a_batch(case: str, tmp_path) -> None:
+    """The case's utterance generated in a batch of three (engine.parity.batch_companions:
+    other lengths, voices, CFG scales and seeds; one companion leaves before it, one
+    joins after it) meets the same tolerances."""
+    result = run_case(PARITY / case, tmp_path, parity_model_dir(case), batch=3)
+    expected = json.loads((PARITY / case / "expected" / "result.json").read_text())
+    assert result["batch"] == 3
+    assert result["n_frames"] == expected["n_frames"]
+    assert result["stopped_by_eos"] == expected["stopped_by_eos"]
+    _assert_all_ok(compare(PARITY / case, tmp_path))
+
+
+@pytest.mark.parametrize("case", ["tiny-run", "mid-shapes"])
+def test_teacher_forced_in_a_batch(case: str, tmp_path) -> None:
+    run_case(PARITY / case, tmp_path, parity_model_dir(case), teacher_force=True, batch=3)
+    _assert_all_ok(compare(PARITY / case, tmp_path, teacher_force=True))
+
+
 @pytest.mark.slow
-def test_full_davis_teacher_forced_and_free(tmp_path) -> None:
-    """The real configuration with the official en-Davis_man prompt: teacher-forced at
-    1e-4 on every array, free running within the per-frame tolerances."""
+def test_full_davis_teacher_forced_and_free_in_a_batch(tmp_path) -> None:
+    """The real configuration with the official en-Davis_man prompt, generated in a batch
+    of three with other official voices (in place of a run alone: the batch's frames are
+    the same work on more rows): teacher-forced at 1e-4 on every array, free running
+    within the per-frame tolerances."""
     model = parity_model_dir("full-davis")
     fixture = PARITY / "full-davis"
-    run_case(fixture, tmp_path / "tf", model, teacher_force=True)
+    run_case(fixture, tmp_path / "tf", model, teacher_force=True, batch=3)
     _assert_all_ok(compare(fixture, tmp_path / "tf", teacher_force=True))
-    run_case(fixture, tmp_path / "free", model)
+    run_case(fixture, tmp_path / "free", model, batch=3)
     _assert_all_ok(compare(fixture, tmp_path / "free"))
 
 
@@ -71,6 +92,31 @@ def test_cli_writes_the_documented_files(tmp_path) -> None:
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["n_frames"] == 23 and result["stopped_by_eos"] is True
     assert np.load(tmp_path / "audio.npy").shape == (23 * 8,)
+
+
+def test_cli_runs_a_case_in_a_batch(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.parity", str(PARITY / "tiny-eos"), "--out", str(tmp_path),
+         "--batch", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["batch"] == 4 and result["n_frames"] == 23 and result["stopped_by_eos"]
+
+
+def test_cli_refuses_an_empty_batch(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.parity", str(PARITY / "tiny-eos"), "--out", str(tmp_path),
+         "--batch", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "--batch" in proc.stderr
 
 
 def test_cli_fails_cleanly_without_weights(tmp_path) -> None:
