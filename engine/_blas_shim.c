@@ -13,8 +13,8 @@
  *   - everything else to OpenBLAS's sgemm.
  * It also exports vvreader_sgemm_bf16w, the same few-row kernel for a bfloat16 weight
  * (engine/_cpu_decoder.c: the acoustic decoder's weight-bound first stage), and a registry
- * of float32 weights with bfloat16 copies: few-row products (1 to SMALL_M rows) against a
- * registered weight read the copy instead (engine/bf16_weights.py).
+ * of float32 weights with bfloat16 copies: few-row products (1 to SMALL_M_BF16 rows)
+ * against a registered weight read the copy instead (engine/bf16_weights.py).
  * engine/backend.py loads scipy-openblas32 and then this library with RTLD_GLOBAL before
  * MLX is imported, so MLX's references bind here. The scipy_cblas_* symbols are left
  * undefined and resolve at load time.
@@ -46,6 +46,12 @@ extern void scipy_cblas_cgemm(int, int, int, int, int, int, const void *, const 
 
 #define SMALL_GEMV 4
 #define SMALL_M 16
+/* Rows up to which a product against a registered bfloat16 copy takes our kernel: the
+ * diffusion head's modulations of a batch of B frames are (steps * 2B) rows, and reading
+ * the copy once for all of them beats OpenBLAS reading the float32 weight. */
+#ifndef SMALL_M_BF16
+#define SMALL_M_BF16 96
+#endif
 /* Below this many weight values one thread is faster than waking the other. */
 #define PARALLEL_MIN (1 << 16)
 
@@ -468,7 +474,7 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
         cblas_sgemm(RowMajor, tb, ta, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
         return;
     }
-    if (M <= SMALL_M && K > 0 && ta == NoTrans && tb != NoTrans &&
+    if (M <= SMALL_M_BF16 && K > 0 && ta == NoTrans && tb != NoTrans &&
         atomic_load_explicit(&reg_used, memory_order_relaxed) > 0 &&
         atomic_load_explicit(&bf16_on, memory_order_relaxed)) {
         const unsigned short *wh = lookup(B, N, K, ldb);

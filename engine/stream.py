@@ -1,16 +1,21 @@
 """The engine thread: owns MLX, the model and the voices; serves synthesis requests.
 
 Every MLX call happens on this one thread, on a stream it creates; only numpy arrays
-and plain Python values leave it. Requests are served one at a time in arrival order;
-a cancelled request stops between two frames (at most one frame, 133 ms of audio, of
-work later), and a request cancelled before it starts is skipped.
+and plain Python values leave it. Jobs are served in arrival order: a request of
+``synthesize`` alone, the requests of ``synthesize_many`` together as one batch
+(engine/batch.py), which later ``synthesize_many`` jobs at the head of the queue join
+while it runs (continuous batching, at most ``max_batch`` utterances at a time). A
+cancelled request stops between two frames (at most one frame, 133 ms of audio, of work
+later), and a request cancelled before it starts is skipped.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.backend import run_on_mlx_thread
@@ -53,6 +58,13 @@ class SynthesisHandle:
             yield item
 
 
+@dataclass
+class _BatchJob:
+    """The handles of one ``synthesize_many`` call."""
+
+    handles: list[SynthesisHandle]
+
+
 class MLXEngine:
     """VibeVoice-Realtime on an engine thread.
 
@@ -66,6 +78,8 @@ class MLXEngine:
             the error that made loading fail.
         frames_per_token, extra_frames: the runaway guard of requests without
             ``max_frames``: at most ``frames_per_token * tokens + extra_frames`` frames.
+        max_batch: the most utterances of ``synthesize_many`` generated together (the
+            others start as those end).
     """
 
     sample_rate = SAMPLE_RATE
@@ -78,6 +92,7 @@ class MLXEngine:
         frames_per_token: float = 4.0,
         extra_frames: int = 24,
         quantize: int | None = None,
+        max_batch: int = 8,
     ) -> None:
         if isinstance(model_dir, ModelSource):
             self._source: ModelSource | None = model_dir
@@ -90,7 +105,8 @@ class MLXEngine:
         self._frame_limit = (frames_per_token, extra_frames)
         self._dtype_name = dtype
         self._on_ready = on_ready
-        self._jobs: queue.Queue[SynthesisHandle | None] = queue.Queue()
+        self.max_batch = max(1, max_batch)
+        self._jobs: queue.Queue[SynthesisHandle | _BatchJob | None] = queue.Queue()
         self._ready = threading.Event()
         self._load_error: EngineError | None = None
         self._voice_paths: dict[str, Path] = {}
@@ -119,6 +135,17 @@ class MLXEngine:
         handle = SynthesisHandle(request)
         self._jobs.put(handle)
         return handle
+
+    def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisHandle]:
+        """Synthesise ``requests`` together, as one batch: each handle streams its own
+        request's chunks, the same audio as ``synthesize`` gives it (within float32
+        rounding), all of them sooner than one after the other (a frame of several
+        utterances reads the model's weights once). Requests with other diffusion step
+        counts go in batches of their own, one after the other."""
+        handles = [SynthesisHandle(r) for r in requests]
+        if handles:
+            self._jobs.put(_BatchJob(handles))
+        return handles
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop serving (after the request in progress, if any) and free the model."""
@@ -156,6 +183,9 @@ class MLXEngine:
                 handle = self._jobs.get()
                 if handle is None:
                     return
+                if isinstance(handle, _BatchJob):
+                    self._serve_batches(handle.handles)
+                    continue
                 if handle.cancelled:
                     handle._chunks.put(_DONE)
                     continue
@@ -242,17 +272,12 @@ class MLXEngine:
 
         choose_latent_decoder(self._model, self._switches)
 
-    def _serve(self, handle: SynthesisHandle) -> None:
-        from engine.generate import (
-            FrameKernels,
-            check_steps,
-            default_frame_limit,
-            generate_frames,
-            seeded_noise,
-        )
+    def _prepare(self, req: SynthesisRequest) -> tuple[list[int], object, object]:
+        """A request's checked token ids, its voice and the kernels of its step count;
+        raises EngineError (RequestError, VoiceError) for what the request got wrong."""
+        from engine.generate import FrameKernels, check_steps
         from engine.tokenizer import checked_token_ids
 
-        req = handle.request
         if req.token_ids is not None:
             ids = list(req.token_ids)
         else:
@@ -265,6 +290,13 @@ class MLXEngine:
         if kernels is None:
             kernels = FrameKernels(self._model, req.steps, self._switches)
             self._kernels[req.steps] = kernels
+        return ids, voice, kernels
+
+    def _serve(self, handle: SynthesisHandle) -> None:
+        from engine.generate import default_frame_limit, generate_frames, seeded_noise
+
+        req = handle.request
+        ids, voice, kernels = self._prepare(req)
         frames = generate_frames(
             self._model,
             voice,
@@ -287,3 +319,101 @@ class MLXEngine:
                     stop_reason=f.stop_reason,
                 )
             )
+
+    # ------------------------------------------------------------------ batches
+    def _serve_batches(self, handles: list[SynthesisHandle]) -> None:
+        """Serve ``handles`` in batches of one step count each, in the order of their
+        first request; ``synthesize_many`` jobs at the head of the queue join."""
+        waiting = deque(handles)
+        while waiting:
+            self._serve_batch(waiting[0].request.steps, waiting)
+
+    def _next_batch_job(self) -> _BatchJob | None:
+        """The job at the head of the queue when it is a ``synthesize_many`` job (taken
+        off the queue), else None (the queue unchanged)."""
+        with self._jobs.mutex:
+            head = self._jobs.queue[0] if self._jobs.queue else None
+        if isinstance(head, _BatchJob):
+            # This thread is the queue's only consumer: the head is still this job.
+            return self._jobs.get_nowait()  # type: ignore[return-value]
+        return None
+
+    def _serve_batch(self, steps: int, waiting: deque[SynthesisHandle]) -> None:
+        """Generate the waiting requests of ``steps`` diffusion steps together, taking
+        them from ``waiting`` as room frees up, until none of them is left."""
+        from engine.api import AudioChunk
+        from engine.batch import BatchGenerator, BatchItem
+        from engine.generate import default_frame_limit, seeded_noise
+
+        batch: BatchGenerator | None = None
+        live: dict[int, tuple[SynthesisHandle, int]] = {}
+
+        def end(handle: SynthesisHandle, error: EngineError | None = None) -> None:
+            if error is not None:
+                handle._chunks.put(error)
+            handle._chunks.put(_DONE)
+
+        def join(handle: SynthesisHandle) -> None:
+            nonlocal batch
+            req = handle.request
+            if handle.cancelled:
+                return end(handle)
+            try:
+                if self._load_error is not None:
+                    raise self._load_error
+                ids, voice, kernels = self._prepare(req)
+                if batch is None:
+                    batch = BatchGenerator(self._model, steps, kernels)
+                batch.add(
+                    BatchItem(
+                        key=id(handle),
+                        voice=voice,
+                        text_ids=ids,
+                        cfg_scale=req.cfg_scale,
+                        noise=seeded_noise(req.seed, self._model.config.acoustic_vae_dim),
+                        max_frames=req.max_frames
+                        or default_frame_limit(len(ids), *self._frame_limit),
+                        cancel=handle._cancel,
+                    )
+                )
+            except EngineError as e:
+                return end(handle, e)
+            except Exception as e:  # a bug or an unexpected file: report, do not die
+                return end(handle, EngineError(f"synthesis failed: {e}"))
+            live[id(handle)] = (handle, len(ids))
+
+        def fill() -> None:
+            while (job := self._next_batch_job()) is not None:
+                waiting.extend(job.handles)
+            for handle in [h for h in waiting if h.request.steps == steps]:
+                if len(live) >= self.max_batch:
+                    break
+                waiting.remove(handle)
+                join(handle)
+
+        fill()
+        while live:
+            assert batch is not None
+            try:
+                settled = batch.step()
+            except Exception as e:
+                error = e if isinstance(e, EngineError) else EngineError(f"synthesis failed: {e}")
+                for handle, _ in live.values():
+                    end(handle, error)
+                return
+            for key, f in settled:
+                handle, total = live[key]
+                handle._chunks.put(
+                    AudioChunk(
+                        audio=f.audio,
+                        frame_index=f.index,
+                        tokens_consumed=f.tokens_consumed,
+                        total_tokens=total,
+                        is_last=f.is_last,
+                        stop_reason=f.stop_reason,
+                    )
+                )
+            running = set(batch.keys)
+            for key in [k for k in live if k not in running]:
+                end(live.pop(key)[0])
+            fill()

@@ -98,6 +98,24 @@ def test_diffusion_head(case) -> None:
     assert _rel(on, off) <= RTOL
 
 
+def test_batched_modulations(case) -> None:
+    """A batch of 8 frames' head modulations (steps * 16 rows, more than the few-row
+    kernel's float32 limit) read the copies too, and give the float32 results."""
+    model, voice, kernels = case
+    head = model.model.prediction_head
+    hidden = model.config.decoder.hidden_size
+    cond = mx.array(np.random.default_rng(2).standard_normal((16, hidden), dtype=np.float32))
+    t_emb = kernels.batch.t_emb
+
+    def mods() -> np.ndarray:
+        return np.concatenate([np.array(p) for step in head.modulations(cond, t_emb) for p in step])
+
+    on, off, calls = _on_and_off(mods)
+    # cond_proj (16 rows) and the stacked modulations (steps * 16 rows).
+    assert t_emb.shape[0] * 16 > 16 and calls >= 2
+    assert _rel(on, off) <= RTOL
+
+
 def test_generation_loop(case) -> None:
     model, voice, kernels = case
 
