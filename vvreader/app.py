@@ -35,6 +35,7 @@ from vvreader.narration.events import (
     EngineFailed,
     Event,
     PlayWhenReady,
+    SleepEnded,
 )
 from vvreader.narration.narrator import Narrator
 from vvreader.player import AudioDeviceError, NullPlayer, OutputFactory, open_output
@@ -280,6 +281,9 @@ class ReaderApp(App[None]):
         """What the narrator says, as a notification saying what to do."""
         event = message.event
         match event:
+            case SleepEnded():
+                self.save_position()
+                self.notify("Sleep timer: reading stopped; your place is saved.", timeout=5)
             case PlayWhenReady(play=play):
                 self.notify(
                     "Reading will start when the model is ready."

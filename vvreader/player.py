@@ -48,6 +48,8 @@ class AudioOutput(Protocol):
     paused: bool
     speed: float
     """Listening speed (1.0: as made), read by the output at each block."""
+    volume: float
+    """Gain (1.0: as made), read by the output at each block."""
 
     def start(self) -> None:
         """Begin playing (once)."""
@@ -73,6 +75,8 @@ class _Pull:
         self.ring, self.clock = ring, clock
         self.speed = 1.0
         """Listening speed (written by any thread, read by the callback)."""
+        self.volume = 1.0
+        """Gain on what is played (the sleep timer's fade; any thread writes it)."""
         self._stretcher = Stretcher(ring.read)
         self._stretched_to = -1
         """Where the stretcher left ``ring.read`` (elsewhere: the ring was rewound, or
@@ -104,6 +108,9 @@ class _Pull:
             self._stretched_to = -1
         else:
             got = self._stretch(out, speed)
+        volume = self.volume
+        if volume != 1.0:
+            out[:got] *= volume
         if got < len(out):
             self.padded += len(out) - got
             if got > 0:
@@ -341,6 +348,7 @@ class Player:
         """Held while the output is paused, resumed, replaced or closed."""
         self.speed = 1.0
         """Listening speed, handed to every output opened."""
+        self.volume = 1.0
         self.output = make_output(ring, clock)
         self._started = False
         self._lost = False
@@ -354,6 +362,11 @@ class Player:
         """Play at ``speed`` from the next audio block (any thread)."""
         self.speed = speed
         self.output.speed = speed
+
+    def set_volume(self, volume: float) -> None:
+        """Play at ``volume`` (0 to 1) from the next audio block (any thread)."""
+        self.volume = volume
+        self.output.volume = volume
 
     def silence(self) -> None:
         """Silence from the next audio block, without blocking the caller: a short-lived
@@ -381,7 +394,7 @@ class Player:
             except Exception as e:  # AudioDeviceError says what to do
                 log.warning("audio device still unavailable: %s", e)
                 return DeviceUnavailable(getattr(e, "reason", None) or str(e))
-            output.speed = self.speed
+            output.speed, output.volume = self.speed, self.volume
             with self._device:
                 self.output = output
                 self._started = False

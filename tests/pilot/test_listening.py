@@ -3,9 +3,16 @@ follow), through Textual's pilot against a scripted engine."""
 
 from __future__ import annotations
 
+import json
+
+from textual.widgets import OptionList
+
 from tests.pilot.conftest import Rig, until
 from vvreader.config import Config, load_config
+from vvreader.narration.narrator import State
+from vvreader.narration.sleep_timer import SleepTimer
 from vvreader.screens.reading import ReadingScreen
+from vvreader.screens.sleep import SleepPicker
 from vvreader.widgets.status_bar import StatusBar
 
 SIZE = (100, 30)
@@ -36,4 +43,94 @@ async def test_speed_keys_change_the_output_the_status_bar_and_the_config(rig: R
         assert "\u00d7" not in str(status.render())  # 1x is not shown
         await pilot.pause(0.1)
         assert load_config(rig.config_file)[0].speed == 1.0
+        await pilot.press("q")
+
+
+class Clock:
+    """The sleep timer's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def with_clock(app) -> Clock:
+    clock = Clock()
+    app.narrator.sleep = SleepTimer(clock)
+    return clock
+
+
+async def choose_sleep(pilot, choice: str) -> None:
+    await pilot.press("z")
+    await until(pilot, lambda: isinstance(pilot.app.screen, SleepPicker))
+    options = pilot.app.screen.query_one(OptionList)
+    index = next(
+        i for i in range(options.option_count) if options.get_option_at_index(i).id == choice
+    )
+    options.highlighted = index
+    await pilot.press("enter")
+    await until(pilot, lambda: not isinstance(pilot.app.screen, SleepPicker))
+
+
+async def test_sleep_after_minutes_fades_stops_and_saves_the_place(rig: Rig) -> None:
+    app = rig.app(Config(autoplay=True))
+    clock = with_clock(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot, app)
+        status = app.query_one(StatusBar)
+        await until(pilot, lambda: app.narrator.state is State.PLAYING)
+        await choose_sleep(pilot, "5")
+        await until(pilot, lambda: status.sleep == "5:00")
+        assert "\u263e 5:00" in str(status.render())
+        clock.t = 297.5  # 2.5 s left: half way through the fade
+        await until(pilot, lambda: status.sleep == "0:03")
+        assert abs(rig.players[-1].volume - 0.5) < 0.05
+        assert app.narrator.state is State.PLAYING
+        clock.t = 300.0
+        await until(pilot, lambda: app.narrator.state is State.PAUSED)
+        assert status.sleep == "" and rig.players[-1].volume == 1.0
+        await until(pilot, lambda: any("Sleep timer" in str(n.message) for n in app._notifications))
+        saved = json.loads(rig.positions_file.read_text())["documents"]
+        (entry,) = saved.values()
+        assert entry["offset"] == app.plan[app.narrator.position].start
+        # Space reads on from there.
+        await pilot.press("space")
+        await until(pilot, lambda: app.narrator.state is State.PLAYING)
+        await pilot.press("q")
+
+
+async def test_sleep_at_the_end_of_the_section_stops_before_the_next_heading(rig: Rig) -> None:
+    app = rig.app(Config(autoplay=False), rate=8.0)
+    with_clock(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot, app)
+        status = app.query_one(StatusBar)
+        plan = app.plan
+        section_two = next(u.index for u in plan if u.speak.startswith("Section two"))
+        await choose_sleep(pilot, "section")
+        await until(pilot, lambda: status.sleep.startswith("end of section"))
+        await pilot.press("space")
+        await until(pilot, lambda: app.narrator.state is State.PAUSED, timeout=20)
+        # Everything before the heading was heard, the heading was not: reading waits
+        # there, and the timer is off.
+        heard = [r.text for r in rig.engine.requests]
+        assert heard[:section_two] == [u.speak for u in plan][:section_two]
+        assert app.narrator.position == section_two
+        await until(pilot, lambda: status.sleep == "")
+        played = rig.players[-1].recording()
+        assert len(played) > 0
+        await pilot.press("q")
+
+
+async def test_the_sleep_timer_can_be_turned_off(rig: Rig) -> None:
+    app = rig.app(Config(autoplay=False))
+    with_clock(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot, app)
+        await choose_sleep(pilot, "chapter")
+        assert app.narrator.sleep.active and app.narrator.sleep.unit == "chapter"
+        await choose_sleep(pilot, "off")
+        assert not app.narrator.sleep.active
         await pilot.press("q")

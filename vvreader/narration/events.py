@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 from vvreader.player import DeviceLost, DeviceUnavailable
 
-__all__ = ["DeviceLost", "DeviceUnavailable", "EngineFailed", "Event", "PlayWhenReady"]
+__all__ = [
+    "DeviceLost",
+    "DeviceUnavailable",
+    "EngineFailed",
+    "Event",
+    "PlayWhenReady",
+    "SleepEnded",
+]
 
 
 @dataclass(frozen=True)
@@ -25,4 +32,12 @@ class PlayWhenReady:
     """Whether reading starts once it is."""
 
 
-Event = EngineFailed | DeviceLost | DeviceUnavailable | PlayWhenReady
+@dataclass(frozen=True)
+class SleepEnded:
+    """The sleep timer stopped the reading (faded out and paused there)."""
+
+    position: int
+    """The utterance where reading stopped (read on from it)."""
+
+
+Event = EngineFailed | DeviceLost | DeviceUnavailable | PlayWhenReady | SleepEnded

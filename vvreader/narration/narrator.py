@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -28,8 +29,9 @@ from vvreader.narration.commands import (
     SetSettings,
     VoiceSettings,
 )
-from vvreader.narration.events import Event, PlayWhenReady
+from vvreader.narration.events import Event, PlayWhenReady, SleepEnded
 from vvreader.narration.lookahead import Pace
+from vvreader.narration.sleep_timer import SleepTimer, end_of
 from vvreader.narration.synthesis import Synthesis
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import AudioOutput, OutputFactory, Player
@@ -65,6 +67,10 @@ class Progress:
     measured)."""
     listening_speed: float = 1.0
     """How fast the voice is played."""
+    sleep_left: float | None = None
+    """Seconds until the sleep timer stops the reading (None: off, or not known yet)."""
+    sleep_unit: str = ""
+    """"chapter" or "section" when the sleep timer stops at an end; "" otherwise."""
 
 
 class Narrator:
@@ -93,6 +99,7 @@ class Narrator:
         cache: AudioCache | None = None,
         on_event: Callable[[Event], None] | None = None,
         speed: float = 1.0,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.plan = plan
         self.settings = settings or VoiceSettings()
@@ -106,6 +113,8 @@ class Narrator:
         self.ring = AudioRing(seconds=max(60.0, 3 * lookahead * SPEED_RANGE[1]))
         self.clock = PlaybackClock(self.ring)
         self.pace = Pace()
+        self.sleep = SleepTimer(now)
+        """Stops the reading after some minutes or at the end of a chapter or section."""
         self._on_event = on_event or (lambda _event: None)
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._want_play = autoplay
@@ -205,6 +214,49 @@ class Narrator:
             self._player.set_speed(self.listening_speed)
         return self.listening_speed
 
+    def sleep_after(self, minutes: float) -> None:
+        """Stop reading ``minutes`` from now, fading out."""
+        self.sleep.after(minutes)
+
+    def sleep_at_end_of(self, unit: str) -> None:
+        """Stop reading where the current ``unit`` ("chapter" or "section") ends."""
+        self.sleep.before(end_of(self.plan, self.position, unit), unit)
+
+    def sleep_cancel(self) -> None:
+        self.sleep.cancel()
+        self._set_volume(1.0)
+
+    def _set_volume(self, volume: float) -> None:
+        if self._player is not None:
+            self._player.set_volume(volume)
+
+    def _sleep_tick(self, audible: int | None, state: State) -> float | None:
+        """Fade out and stop as the sleep timer says; the seconds it has left."""
+        if not self.sleep.active:
+            return None
+        listening_left = None
+        stop = self.sleep.stop_before
+        if stop is not None:
+            start = self.clock.start_of(stop) if stop < len(self.plan) else None
+            if stop >= len(self.plan) and self.synthesis is not None:
+                start = self.ring.written if self.synthesis.next == len(self.plan) else None
+            if start is not None:
+                heard = max(0, self.clock.position)
+                listening_left = (start - heard) / SAMPLE_RATE / self.listening_speed
+        left = self.sleep.left(listening_left)
+        if state is not State.PLAYING and state is not State.BUFFERING:
+            return left
+        outcome = self.sleep.tick(audible, listening_left)
+        if outcome.stop:
+            self.pause()
+            self._set_volume(1.0)
+            if stop is not None and stop < len(self.plan):
+                self.go(stop, play=False)  # read on from the next chapter or section
+            self._on_event(SleepEnded(self.position))
+            return None
+        self._set_volume(outcome.gain)
+        return left
+
     def set_plan(self, plan: SpeechPlan) -> None:
         """A longer version of the plan (the same utterances first, more after): reading
         goes on into the new utterances."""
@@ -252,6 +304,7 @@ class Narrator:
                 log.info("audible %d", audible)
         status = "finished" if self.finished and self.synthesis.playing else state.value
         left = self.pace.seconds_left(self.plan, self.position)
+        sleep_left = self._sleep_tick(audible, state)
         return Progress(
             self.position,
             status,
@@ -259,6 +312,8 @@ class Narrator:
             self.pace.speed,
             None if left is None else left / self.listening_speed,
             self.listening_speed,
+            sleep_left,
+            self.sleep.unit if self.sleep.active else "",
         )
 
     def audible(self) -> int | None:

@@ -22,6 +22,7 @@ from vvreader.narration.narrator import Narrator
 from vvreader.screens.contents import TableOfContents
 from vvreader.screens.help import HelpScreen, key_help
 from vvreader.screens.search import DocumentSearch, SearchBar
+from vvreader.screens.sleep import SleepPicker
 from vvreader.screens.voices import VoicePicker
 from vvreader.speed import step_speed
 from vvreader.text.plan import SpeechPlan
@@ -34,6 +35,7 @@ __all__ = ["ReadingScreen"]
 
 _PLAY_PAUSE = "Start, pause or resume the narration."
 _RESAY = "Synthesise the current sentence again (a new take) and read on."
+_SLEEP = "Stop reading after some minutes or at the end of this chapter or section."
 _SPEED = "Listening speed, 0.5x to 3.0x in steps of 0.1; the voice's pitch is kept."
 
 
@@ -70,6 +72,7 @@ class ReadingScreen(Screen[None]):
         _hidden("S", "steps(-1)", "Fewer diffusion steps", "steps-down"),
         _hidden("greater_than_sign,full_stop", "speed(1)", "Faster", "speed-up", _SPEED),
         _hidden("less_than_sign,comma", "speed(-1)", "Slower", "speed-down", _SPEED),
+        _hidden("z", "sleep_timer", "Sleep timer", "sleep-timer", _SLEEP),
         Binding("t", "contents", "Contents", id="contents"),
         Binding("slash", "search", "Search", id="search"),
         _hidden("n", "search_next", "Next match", "search-next"),
@@ -253,6 +256,24 @@ class ReadingScreen(Screen[None]):
     def _fetch_voice(self, voice: str) -> None:
         self.set_download(f"downloading voice {voice}")
         self.post_message(self.VoiceWanted(voice))
+
+    # ------------------------------------------------------------------ sleep timer
+    def action_sleep_timer(self) -> None:
+        if not self._covered():
+            self.app.push_screen(SleepPicker(self.narrator.sleep.active), self._sleep_chosen)
+
+    def _sleep_chosen(self, choice: str | None) -> None:
+        if choice is None:
+            return
+        if choice == "off":
+            self.narrator.sleep_cancel()
+            self.app.notify("Sleep timer off.", timeout=2)
+        elif choice in ("chapter", "section"):
+            self.narrator.sleep_at_end_of(choice)
+            self.app.notify(f"Reading stops at the end of this {choice}.", timeout=3)
+        else:
+            self.narrator.sleep_after(float(choice))
+            self.app.notify(f"Reading stops in {choice} minutes.", timeout=3)
 
     # ------------------------------------------------------------------ finding and help
     def action_contents(self) -> None:

@@ -14,6 +14,22 @@ from vvreader.text.unsafe import safe_text
 __all__ = ["StatusBar"]
 
 
+def sleep_text(left: float | None, unit: str) -> str:
+    """The sleep timer as shown: ``12:30``, ``end of chapter`` or ``end of chapter 0:42``
+    (the time once it is known), "" when off."""
+    if unit:
+        return f"end of {unit}" + (f" {_clock(left)}" if left is not None else "")
+    return _clock(left) if left is not None else ""
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour, rounded up (0:00 only at the stop)."""
+    s = int(seconds + 0.999)
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
 class StatusBar(Widget):
     """One line: ``state [listening speed] │ voice │ CFG │ steps │ i/N p% left │ ahead │
     synthesis speed``."""
@@ -49,6 +65,8 @@ class StatusBar(Widget):
     """Synthesis speed in x real time (None until measured)."""
     listening_speed: reactive[float] = reactive(1.0)
     """How fast the voice is played (shown when not 1)."""
+    sleep: reactive[str] = reactive("")
+    """The sleep timer: time left, or where it stops ("" when off)."""
 
     def show_settings(self, settings: VoiceSettings) -> None:
         """The voice, CFG scale and steps read with."""
@@ -59,6 +77,7 @@ class StatusBar(Widget):
         self.state, self.position, self.left = progress.status, progress.position, progress.left
         self.ahead, self.speed = progress.ahead, progress.speed
         self.listening_speed = progress.listening_speed
+        self.sleep = sleep_text(progress.sleep_left, progress.sleep_unit)
 
     def position_text(self) -> str:
         """``i/N p%`` with ``i`` counted from 1."""
@@ -81,5 +100,7 @@ class StatusBar(Widget):
         text.append(self.state, self.get_component_rich_style("status-bar--state"))
         if self.listening_speed != 1.0:
             text.append(f" {self.listening_speed:g}\u00d7")
+        if self.sleep:
+            text.append(f" \u263e {self.sleep}")
         text.append(" \u2502 " + " \u2502 ".join(parts))
         return text
