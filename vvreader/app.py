@@ -27,6 +27,7 @@ from textual.worker import get_current_worker
 from engine.api import SpeechEngine, Transfer
 from vvreader.config import Config, save_config
 from vvreader.humanize import describe_transfer
+from vvreader.keep_awake import KeepAwake
 from vvreader.loader import LoadCancelled, Loader
 from vvreader.narration.commands import VoiceSettings
 from vvreader.narration.events import (
@@ -141,6 +142,7 @@ class ReaderApp(App[None]):
             model_id=options.model_id,
             on_event=self._narrated,
             speed=c.speed,
+            keep_awake=KeepAwake(),
         )
         self.reading = ReadingScreen(self.narrator)
 

@@ -350,19 +350,22 @@ def run_export(args: argparse.Namespace) -> int:
         if tty or p.done == p.total:
             print(line, end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
 
+    from vvreader.keep_awake import KeepAwake
+
     try:
-        cues = export(
-            plan,
-            engine,
-            Path(args.export),
-            voice=config.voice,
-            cfg_scale=config.cfg_scale,
-            steps=config.steps,
-            first=args.first,
-            last=args.last,
-            speed=config.speed,
-            on_progress=progress,
-        )
+        with KeepAwake(why="vvreader is exporting audio"):
+            cues = export(
+                plan,
+                engine,
+                Path(args.export),
+                voice=config.voice,
+                cfg_scale=config.cfg_scale,
+                steps=config.steps,
+                first=args.first,
+                last=args.last,
+                speed=config.speed,
+                on_progress=progress,
+            )
     except ExportError as err:
         print(f"{chr(10) if tty else ''}vvreader: {err}", file=sys.stderr)
         return 2

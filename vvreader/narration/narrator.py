@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from engine.api import SAMPLE_RATE, SpeechEngine
+from vvreader.keep_awake import KeepAwake
 from vvreader.narration.audio_cache import AudioCache
 from vvreader.narration.commands import (
     Command,
@@ -83,6 +84,8 @@ class Narrator:
         autoplay: read as soon as :meth:`start` is called.
         lookahead: seconds of listening kept ready ahead of the playhead.
         speed: listening speed (:mod:`vvreader.stretch`).
+        now: the sleep timer's clock.
+        keep_awake: held while reading (none by default).
         model_id: part of the audio cache key.
         on_event: called with each :class:`~vvreader.narration.events.Event`, on the
             narrator's thread or the caller's; it must not block.
@@ -100,6 +103,7 @@ class Narrator:
         on_event: Callable[[Event], None] | None = None,
         speed: float = 1.0,
         now: Callable[[], float] = time.monotonic,
+        keep_awake: KeepAwake | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings or VoiceSettings()
@@ -113,6 +117,8 @@ class Narrator:
         self.ring = AudioRing(seconds=max(60.0, 3 * lookahead * SPEED_RANGE[1]))
         self.clock = PlaybackClock(self.ring)
         self.pace = Pace()
+        self.keep_awake = keep_awake or KeepAwake(command=[])
+        """Held while the voice plays, so that the machine does not go to sleep."""
         self.sleep = SleepTimer(now)
         """Stops the reading after some minutes or at the end of a chapter or section."""
         self._on_event = on_event or (lambda _event: None)
@@ -147,6 +153,7 @@ class Narrator:
             self.play(self.position)
 
     def close(self) -> None:
+        self.keep_awake.release()
         if self.synthesis is not None:
             self.synthesis.close()
         if self._player is not None:
@@ -305,6 +312,7 @@ class Narrator:
         status = "finished" if self.finished and self.synthesis.playing else state.value
         left = self.pace.seconds_left(self.plan, self.position)
         sleep_left = self._sleep_tick(audible, state)
+        self.keep_awake.want(self.state in (State.PLAYING, State.BUFFERING))
         return Progress(
             self.position,
             status,
