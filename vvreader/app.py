@@ -29,6 +29,13 @@ from vvreader.config import Config, save_config
 from vvreader.humanize import describe_transfer
 from vvreader.keep_awake import KeepAwake
 from vvreader.loader import LoadCancelled, Loader
+from vvreader.media.controls import (
+    CommandHandler,
+    MediaCommand,
+    MediaControls,
+    now_playing,
+)
+from vvreader.media.platform import platform_controls
 from vvreader.narration.commands import VoiceSettings
 from vvreader.narration.events import (
     DeviceLost,
@@ -98,6 +105,20 @@ class ReaderApp(App[None]):
             self.error = error
             super().__init__()
 
+    class MediaKey(Message):
+        """A media button was pressed (headset, keyboard, desktop widget)."""
+
+        def __init__(self, command: MediaCommand) -> None:
+            self.command = command
+            super().__init__()
+
+    class MediaRate(Message):
+        """A desktop widget set the listening speed."""
+
+        def __init__(self, speed: float) -> None:
+            self.speed = speed
+            super().__init__()
+
     class Narrated(Message):
         """The narrator said something (posted from its thread)."""
 
@@ -113,6 +134,7 @@ class ReaderApp(App[None]):
         positions: PositionStore | None = None,
         make_output: Callable[[str], OutputFactory] | None = None,
         progress: ProgressivePlan | None = None,
+        media: Callable[[CommandHandler, Callable[[float], None]], MediaControls] | None = None,
     ) -> None:
         super().__init__()
         self.plan = plan
@@ -145,6 +167,10 @@ class ReaderApp(App[None]):
             keep_awake=KeepAwake(),
         )
         self.reading = ReadingScreen(self.narrator)
+        self.media: MediaControls = (media or platform_controls)(
+            self._media_command, self._media_rate
+        )
+        """The platform's media keys and widgets (MPRIS, Now Playing)."""
 
     # ------------------------------------------------------------------ start-up
     def _saved_offset(self) -> int | None:
@@ -194,6 +220,28 @@ class ReaderApp(App[None]):
             self.progress.start(lambda _progress: self.post_message(self.PlanGrew()))
         self.set_interval(10, self.save_position)
         self.run_worker(self._load_engine, thread=True, exclusive=True, name="load-engine")
+        if self.config.media_keys:
+            self.run_worker(self.media.start(), exit_on_error=False, name="media-keys")
+            self.set_interval(0.25, self._show_media)
+
+    # ------------------------------------------------------------------ media keys
+    def _media_command(self, command: MediaCommand) -> None:
+        """A media button (called in the app's loop by the media controls)."""
+        self.post_message(self.MediaKey(command))
+
+    def _media_rate(self, speed: float) -> None:
+        self.post_message(self.MediaRate(speed))
+
+    def on_reader_app_media_key(self, message: MediaKey) -> None:
+        self.reading.media_key(message.command)
+
+    def on_reader_app_media_rate(self, message: MediaRate) -> None:
+        self.reading.set_speed(message.speed)
+
+    def _show_media(self) -> None:
+        n = self.narrator
+        status = "finished" if n.finished else n.state.value if n.ready else "stopped"
+        self.media.show(now_playing(self.plan, n.position, status, n.listening_speed))
 
     def _load_engine(self) -> None:
         """Worker thread: open the engine (download, load, warm-up) without blocking the UI."""
@@ -402,6 +450,7 @@ class ReaderApp(App[None]):
     async def action_quit(self) -> None:
         self._quitting.set()  # a download in progress stops at its next chunk
         self.save_position()
+        await self.media.stop()
         self.exit()
 
     def shutdown(self) -> None:

@@ -63,6 +63,8 @@ class Config:
     """Seconds of audio kept ready ahead of the voice."""
     speed: float = 1.0
     """Listening speed, 0.5 to 3.0 (the voice's pitch is kept)."""
+    media_keys: bool = True
+    """Answer the platform's media keys (MPRIS on Linux, Now Playing on macOS)."""
     keymap: dict[str, str] = field(default_factory=dict)
     """Binding id -> comma-separated keys."""
 
@@ -77,6 +79,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "autoplay": (bool,),
     "lookahead": (float, int),
     "speed": (float, int),
+    "media_keys": (bool,),
     "keymap": (dict,),
 }
 

@@ -9,6 +9,7 @@ from textual.widgets import OptionList
 
 from tests.pilot.conftest import Rig, until
 from vvreader.config import Config, load_config
+from vvreader.media.controls import MediaCommand
 from vvreader.narration.narrator import State
 from vvreader.narration.sleep_timer import SleepTimer
 from vvreader.screens.reading import ReadingScreen
@@ -133,4 +134,28 @@ async def test_the_sleep_timer_can_be_turned_off(rig: Rig) -> None:
         assert app.narrator.sleep.active and app.narrator.sleep.unit == "chapter"
         await choose_sleep(pilot, "off")
         assert not app.narrator.sleep.active
+        await pilot.press("q")
+
+
+async def test_media_buttons_are_the_reader_keys(rig: Rig) -> None:
+    app = rig.app(Config(autoplay=False, media_keys=False))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await started(pilot, app)
+        app.post_message(app.MediaKey(MediaCommand.PAUSE))  # not playing: nothing
+        await pilot.pause(0.1)
+        assert app.narrator.state is not State.PLAYING
+        app.post_message(app.MediaKey(MediaCommand.PLAY))
+        await until(pilot, lambda: app.narrator.state is State.PLAYING)
+        app.post_message(app.MediaKey(MediaCommand.PLAY))  # playing: still playing
+        app.post_message(app.MediaKey(MediaCommand.STOP))
+        await until(pilot, lambda: app.narrator.state is State.PAUSED)
+        here = screen.position
+        app.post_message(app.MediaKey(MediaCommand.NEXT))
+        await until(pilot, lambda: screen.position == here + 1)
+        app.post_message(app.MediaKey(MediaCommand.PREVIOUS))
+        await until(pilot, lambda: screen.position == here)
+        app.post_message(app.MediaKey(MediaCommand.PLAY_PAUSE))
+        await until(pilot, lambda: app.narrator.state is State.PLAYING)
+        app.post_message(app.MediaRate(2.0))
+        await until(pilot, lambda: rig.players[-1].speed == 2.0)
         await pilot.press("q")

@@ -17,8 +17,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from vvreader.media.controls import MediaCommand
 from vvreader.narration.commands import VoiceSettings, step_cfg, step_steps
-from vvreader.narration.narrator import Narrator
+from vvreader.narration.narrator import Narrator, State
 from vvreader.screens.contents import TableOfContents
 from vvreader.screens.help import HelpScreen, key_help
 from vvreader.screens.search import DocumentSearch, SearchBar
@@ -239,8 +240,27 @@ class ReadingScreen(Screen[None]):
         self._apply(steps=step_steps(self.settings.steps, direction))
 
     def action_speed(self, direction: int) -> None:
-        speed = self.narrator.set_speed(step_speed(self.narrator.listening_speed, direction))
-        self.post_message(self.SpeedChanged(speed))
+        self.set_speed(step_speed(self.narrator.listening_speed, direction))
+
+    def set_speed(self, speed: float) -> None:
+        """Listen at ``speed`` (clamped to the range) and remember it."""
+        self.post_message(self.SpeedChanged(self.narrator.set_speed(speed)))
+
+    # ------------------------------------------------------------------ media keys
+    def media_key(self, command: MediaCommand) -> None:
+        """A media button: the same as the reader's own keys."""
+        playing = self.narrator.state in (State.PLAYING, State.BUFFERING)
+        match command:
+            case MediaCommand.PLAY_PAUSE:
+                self.action_play_pause()
+            case MediaCommand.PLAY if not playing:
+                self.action_play_pause()
+            case MediaCommand.PAUSE | MediaCommand.STOP if playing:
+                self.action_play_pause()
+            case MediaCommand.NEXT:
+                self.action_go("next_sentence")
+            case MediaCommand.PREVIOUS:
+                self.action_go("previous_sentence")
 
     def action_next_voice(self) -> None:
         self.voices.next()
