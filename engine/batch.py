@@ -2,9 +2,10 @@
 
 Each utterance (:class:`BatchItem`) has its own text, voice prompt, CFG scale, noise,
 frame limit, caches and EOS, and follows generate_frames' schedule (5 text tokens, then 6
-speech frames) from its own start. The text windows run one utterance at a time; the
-speech frames of all of them run as one batch of 2B TTS-LM rows (the CFG pair of each),
-through a batched frame backend (engine.frame_backend.BatchFrameBackend), whose products
+speech frames) from its own start. The text windows due at the same frame run through
+the TTS LM as one batch (the text LM one utterance at a time); the speech frames of all
+of them run as one batch of 2B TTS-LM rows (the CFG pair of each), through a batched
+frame backend (engine.frame_backend.BatchFrameBackend), whose products
 read every weight once for all the rows. Utterances join (:meth:`BatchGenerator.add`) and
 leave (after their last frame, or when cancelled) between two frames: continuous
 batching, with the caches of different lengths masked (engine.cache.BatchPairCaches).
@@ -173,6 +174,7 @@ class BatchGenerator:
         max_positions = self.model.config.decoder.max_position_embeddings
         settled: list[tuple[Hashable, Frame]] = []
         ended: list[int] = []
+        due: dict[int, list[tuple[int, _Utterance, list[int]]]] = {}
         for i, u in enumerate(self._utterances):
             if u.item.cancel is not None and u.item.cancel.is_set():
                 ended.append(i)
@@ -189,10 +191,19 @@ class BatchGenerator:
                 settled += [(u.item.key, f) for f in frames]
                 ended.append(i)
                 continue
-            h_text, h_tts = self.frames.batch_window(mx.array([tokens]), u.text, self.caches, i)
-            u.hooks.window(u.window, h_text, h_tts)
-            u.pos = h_tts[:, -1]
-            u.consumed += len(tokens)
+            due.setdefault(len(tokens), []).append((i, u, tokens))
+        # The windows due now, one batch per length (the last window of a text is shorter).
+        for group in due.values():
+            h_text, h_tts = self.frames.batch_windows(
+                mx.array([tokens for _, _, tokens in group]),
+                [u.text for _, u, _ in group],
+                self.caches,
+                [i for i, _, _ in group],
+            )
+            for row, (_, u, tokens) in enumerate(group):
+                u.hooks.window(u.window, h_text[row : row + 1], h_tts[row : row + 1])
+                u.pos = h_tts[row : row + 1, -1]
+                u.consumed += len(tokens)
         self._remove(ended)
         if not self._utterances:
             return settled

@@ -93,10 +93,15 @@ class BatchFrameBackend(Protocol):
         """A new utterance seeded from ``voice``: its text-LM caches and its index."""
         ...
 
-    def batch_window(
-        self, tokens: mx.array, text: list[KVCache], batch: BatchPairCaches, item: int
+    def batch_windows(
+        self,
+        tokens: mx.array,
+        texts: list[list[KVCache]],
+        batch: BatchPairCaches,
+        items: list[int],
     ) -> tuple[mx.array, mx.array]:
-        """A text window (1, L) of utterance ``item``: (text LM out, TTS LM out)."""
+        """A text window (n, L) of each of utterances ``items`` (their text-LM caches
+        ``texts``): (text LM out, TTS LM out), (n, L, hidden) each."""
         ...
 
     def batch_frame(

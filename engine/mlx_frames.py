@@ -29,7 +29,9 @@ from engine.steps import (
     pair_inputs,
     pair_step,
     run_batch_window_step,
+    run_text_window_step,
     run_window_step,
+    text_window_step,
     window_step,
 )
 
@@ -112,11 +114,11 @@ class MLXFrames:
             return latent, fed, pos, neg, eos, keys, values, valid
 
         self._batch_frame = mx.compile(batch_frame)
-        self._batch_window = mx.compile(
-            batch_window_step(
-                m.language_model, m.tts_language_model, m.language_model.embed_tokens, type_text
-            )
+        self._text_window = mx.compile(
+            text_window_step(m.language_model, m.language_model.embed_tokens)
         )
+        self._batch_window = mx.compile(batch_window_step(m.tts_language_model))
+        self._type_text = type_text
         cfg = model.config.decoder
         self._pair_shape = (model.config.tts_layers, cfg.kv_heads, cfg.dim_per_head)
         self._no_teacher = (mx.zeros((1, model.config.acoustic_vae_dim)), mx.array(False))
@@ -179,11 +181,25 @@ class MLXFrames:
         own = UtteranceCaches.from_voice(voice, self.dtype, 1, tts_reserve)
         return text, batch.add(own.pair)
 
-    def batch_window(
-        self, tokens: mx.array, text: list[KVCache], batch: BatchPairCaches, item: int
+    def batch_windows(
+        self,
+        tokens: mx.array,
+        texts: list[list[KVCache]],
+        batch: BatchPairCaches,
+        items: list[int],
     ) -> tuple[mx.array, mx.array]:
-        """:meth:`window` for utterance ``item`` of ``batch`` (its text-LM caches ``text``)."""
-        return run_batch_window_step(self._batch_window, tokens, text, batch, item)
+        """:meth:`window` for utterances ``items`` of ``batch`` at once, one window (n, L)
+        of tokens each (``texts``: their text-LM caches): the text LM one utterance at a
+        time, the TTS LM for all of them as one batch. Returns (text LM out, TTS LM out),
+        (n, L, hidden) each."""
+        h_text = mx.concatenate(
+            [
+                run_text_window_step(self._text_window, tokens[i : i + 1], text)
+                for i, text in enumerate(texts)
+            ]
+        )
+        h_tts = run_batch_window_step(self._batch_window, h_text + self._type_text, batch, items)
+        return h_text, h_tts
 
     def batch_frame(
         self,

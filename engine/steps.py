@@ -197,26 +197,6 @@ class _WindowSlot:
         return self.mask
 
 
-class _RowWindowSlot(_WindowSlot):
-    """A :class:`_WindowSlot` over the rows of a :class:`BatchPairCaches`: writes and
-    attends over row ``row`` only (an array, so one trace serves every utterance)."""
-
-    def __init__(self, keys: mx.array, values: mx.array, row: mx.array, column: mx.array,
-                 position: mx.array, mask: mx.array) -> None:  # fmt: skip
-        super().__init__(keys, values, column, position, mask)
-        self.row = row
-
-    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        at = mx.concatenate([self.row, self.column])
-        self.keys = mx.slice_update(self.keys, keys, at, axes=(0, 2))
-        self.values = mx.slice_update(self.values, values, at, axes=(0, 2))
-        size = (1, *self.keys.shape[1:])
-        return (
-            mx.slice(self.keys, self.row, axes=(0,), slice_size=size),
-            mx.slice(self.values, self.row, axes=(0,), slice_size=size),
-        )
-
-
 def _window_mask(valid: mx.array, column: mx.array, L: int) -> mx.array:
     """(L, capacity): query i sees the valid columns up to its own, ``column + i``."""
     cols = mx.arange(valid.shape[-1])
@@ -309,93 +289,137 @@ def run_window_step(
     return h_text, h_tts
 
 
-def batch_window_step(
-    lm: Callable[[mx.array, list], mx.array],
-    tts: Callable[[mx.array, list], mx.array],
-    embed: Callable[[mx.array], mx.array],
-    text_type: mx.array,
+def text_window_step(
+    lm: Callable[[mx.array, list], mx.array], embed: Callable[[mx.array], mx.array]
 ) -> Callable[..., tuple]:
-    """:func:`window_step` for one utterance of a :class:`BatchPairCaches`: its TTS-LM
-    positive row is row ``row`` of the batch's arrays. A function of (tokens (1, L), lm
-    keys, lm values, lm offset, keys, values, valid, row, column, position)."""
+    """The text-LM half of :func:`window_step`: (tokens (1, L), lm keys, lm values, lm
+    offset) -> (text LM out (1, L, hidden), the new cache arrays)."""
 
     def step(
-        tokens: mx.array,
-        lm_keys: list[mx.array],
-        lm_values: list[mx.array],
-        lm_offset: mx.array,
-        keys: list[mx.array],
-        values: list[mx.array],
-        valid: mx.array,
-        row: mx.array,
-        column: mx.array,
-        position: mx.array,
+        tokens: mx.array, lm_keys: list[mx.array], lm_values: list[mx.array], lm_offset: mx.array
     ) -> tuple:
         L = tokens.shape[1]
         lm_valid = mx.arange(lm_keys[0].shape[2]) < lm_offset + L
         lm_mask = _window_mask(lm_valid, lm_offset, L)
-        lm_slots = [
+        slots = [
             _WindowSlot(k, v, lm_offset, lm_offset, lm_mask)
             for k, v in zip(lm_keys, lm_values, strict=True)
         ]
-        h_text = lm(embed(tokens), lm_slots)
-        at = mx.concatenate([row, column])
-        valid = mx.slice_update(valid, mx.ones((1, L), dtype=mx.bool_), at, axes=(0, 1))
-        row_valid = mx.slice(valid, row, axes=(0,), slice_size=(1, valid.shape[1]))[0]
-        mask = _window_mask(row_valid, column, L)
+        h_text = lm(embed(tokens), slots)
+        return h_text, [s.keys for s in slots], [s.values for s in slots]
+
+    return step
+
+
+def run_text_window_step(
+    step: Callable[..., tuple], tokens: mx.array, lm_caches: list[KVCache]
+) -> mx.array:
+    """Apply a compiled :func:`text_window_step` to one utterance's text-LM caches."""
+    L = tokens.shape[1]
+    lm0 = lm_caches[0]
+    if lm0.offset + L > lm0.keys.shape[2]:
+        for c in lm_caches:
+            c.grow(lm0.offset + L)
+    h_text, keys, values = step(
+        tokens,
+        [c.keys for c in lm_caches],
+        [c.values for c in lm_caches],
+        mx.array([lm0.offset], dtype=mx.int32),
+    )
+    for c, k, v in zip(lm_caches, keys, values, strict=True):
+        c.keys, c.values = k, v
+        c.offset += L
+    return h_text
+
+
+class _BatchWindowSlot:
+    """One layer of a :class:`BatchPairCaches` inside a compiled batched text window: the
+    positive rows ``rows`` (n,) of some utterances, row i writing L columns from
+    ``columns[i]`` at positions from ``positions[i]``; the other rows are unchanged."""
+
+    def __init__(
+        self,
+        keys: mx.array,
+        values: mx.array,
+        rows: mx.array,
+        columns: mx.array,
+        positions: mx.array,
+        mask: mx.array,
+    ) -> None:
+        self.keys, self.values, self.mask = keys, values, mask
+        self.rows, self.columns, self.positions = rows, columns, positions
+
+    def rope_offset(self) -> mx.array:
+        return self.positions
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        L = keys.shape[2]
+        at = (self.columns[:, None] + mx.arange(L)[None])[:, None, :, None]  # (n, 1, L, 1)
+        own_keys = mx.put_along_axis(self.keys[self.rows], at, keys, axis=2)
+        own_values = mx.put_along_axis(self.values[self.rows], at, values, axis=2)
+        rows = self.rows[:, None, None, None]
+        self.keys = mx.put_along_axis(self.keys, rows, own_keys, axis=0)
+        self.values = mx.put_along_axis(self.values, rows, own_values, axis=0)
+        return own_keys, own_values
+
+    def attention_mask(self, L: int) -> mx.array:
+        return self.mask
+
+
+def batch_window_step(tts: Callable[[mx.array, list], mx.array]) -> Callable[..., tuple]:
+    """The TTS-LM half of :func:`window_step` for n utterances of a
+    :class:`BatchPairCaches` at once (text windows of the same length L): a function of
+    (x (n, L, hidden): text LM out plus the text type, keys, values, valid, rows (n,),
+    columns (n,), positions (n,)) -> (TTS LM out (n, L, hidden), the new cache arrays).
+    One ``mx.compile`` trace per (n, L) and capacity."""
+
+    def step(
+        x: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+        valid: mx.array,
+        rows: mx.array,
+        columns: mx.array,
+        positions: mx.array,
+    ) -> tuple:
+        L = x.shape[1]
+        written = columns[:, None] + mx.arange(L)[None]  # (n, L)
+        own_valid = mx.put_along_axis(valid[rows], written, mx.array(True), axis=1)
+        valid = mx.put_along_axis(valid, rows[:, None], own_valid, axis=0)
+        # Query j of row i sees that row's valid columns up to its own, columns[i] + j.
+        cols = mx.arange(valid.shape[1])
+        mask = (own_valid[:, None, :] & (cols[None, None, :] <= written[:, :, None]))[:, None]
         slots = [
-            _RowWindowSlot(k, v, row, column, position, mask)
+            _BatchWindowSlot(k, v, rows, columns, positions, mask)
             for k, v in zip(keys, values, strict=True)
         ]
-        h_tts = tts(h_text + text_type, slots)
-        return (
-            h_text,
-            h_tts,
-            [s.keys for s in lm_slots],
-            [s.values for s in lm_slots],
-            [s.keys for s in slots],
-            [s.values for s in slots],
-            valid,
-        )
+        h_tts = tts(x, slots)
+        return h_tts, [s.keys for s in slots], [s.values for s in slots], valid
 
     return step
 
 
 def run_batch_window_step(
-    step: Callable[..., tuple],
-    tokens: mx.array,
-    lm_caches: list[KVCache],
-    caches: BatchPairCaches,
-    item: int,
-) -> tuple[mx.array, mx.array]:
-    """Apply a compiled :func:`batch_window_step` to utterance ``item``: its text-LM
-    caches and its positive row of ``caches``; returns (text LM out, TTS LM out), both
-    (1, L, hidden)."""
-    L = tokens.shape[1]
-    if not 0 <= item < len(caches):
-        raise IndexError(f"utterance {item} of a batch of {len(caches)}")
-    lm0 = lm_caches[0]
-    if lm0.offset + L > lm0.keys.shape[2]:
-        for c in lm_caches:
-            c.grow(lm0.offset + L)
-    caches.reserve(L, item)
-    column, position = caches.columns[item], caches.positions[2 * item]
-    h_text, h_tts, lm_keys, lm_values, keys, values, valid = step(
-        tokens,
-        [c.keys for c in lm_caches],
-        [c.values for c in lm_caches],
-        mx.array([lm0.offset], dtype=mx.int32),
+    step: Callable[..., tuple], x: mx.array, caches: BatchPairCaches, items: list[int]
+) -> mx.array:
+    """Apply a compiled :func:`batch_window_step` to the positive rows of utterances
+    ``items`` (distinct, in range) of ``caches``; returns the TTS LM out (n, L, hidden)."""
+    L = x.shape[1]
+    if len(set(items)) != len(items) or not all(0 <= i < len(caches) for i in items):
+        raise IndexError(f"utterances {items} of a batch of {len(caches)}")
+    for i in items:
+        caches.reserve(L, i)
+    h_tts, keys, values, valid = step(
+        x,
         caches.keys,
         caches.values,
         caches.valid,
-        mx.array([2 * item], dtype=mx.int32),
-        mx.array([column], dtype=mx.int32),
-        mx.array([position], dtype=mx.int32),
+        mx.array([2 * i for i in items], dtype=mx.int32),
+        mx.array([caches.columns[i] for i in items], dtype=mx.int32),
+        mx.array([caches.positions[2 * i] for i in items], dtype=mx.int32),
     )
-    for c, k, v in zip(lm_caches, lm_keys, lm_values, strict=True):
-        c.keys, c.values = k, v
-        c.offset += L
     caches.keys, caches.values, caches.valid = keys, values, valid
-    caches.columns[item] = column + L
-    caches.positions[2 * item] = position + L
-    return h_text, h_tts
+    for i in items:
+        caches.columns[i] += L
+        caches.positions[2 * i] += L
+    return h_tts
