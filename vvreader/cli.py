@@ -14,6 +14,7 @@ from typing import TextIO
 from vvreader.config import Config, load_config
 from vvreader.paths import config_file, pronunciations_file
 from vvreader.speed import SPEED_RANGE
+from vvreader.text.document import Document
 from vvreader.text.files import DocumentError
 from vvreader.text.normalize import PronunciationDictionary
 from vvreader.text.plan import ProgressivePlan, SpeechPlan, build_plan
@@ -44,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (other commands add their options here)."""
     p = argparse.ArgumentParser(
         prog="vvreader",
-        description="Read Markdown and text documents aloud with a local neural voice.",
+        description="Read Markdown, text, EPUB and HTML documents aloud with a local neural voice.",
     )
     p.add_argument(
-        "file", metavar="FILE", nargs="?", help="a .md, .markdown or .txt file, or - for stdin"
+        "file", metavar="FILE", nargs="?", help="a .md, .txt, .epub or .html file, or - for stdin"
     )
     p.add_argument(
         "--version",
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", help="decode FILE with this encoding instead of detecting it")
     p.add_argument(
         "--text", action="store_true", help="read FILE as plain text even if it looks like Markdown"
+    )
+    p.add_argument(
+        "--image-alt",
+        action="store_true",
+        help="in EPUB and HTML books, say each image's alt text (default: images are silent)",
     )
     p.add_argument(
         "--max-chars",
@@ -183,10 +189,8 @@ def _dictionary(path: str | None) -> PronunciationDictionary | None:
 def _plan(args: argparse.Namespace) -> SpeechPlan:
     """Load the document and build its plan from the options."""
     doc = load_document(args.file, encoding=args.encoding, markdown=False if args.text else None)
-    if doc.encoding not in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
-        print(f"vvreader: {doc.name}: not UTF-8; decoded as {doc.encoding}", file=sys.stderr)
-    settings = PlanSettings(max_utterance_chars=max(0, args.max_chars))
-    return build_plan(doc, settings, _dictionary(args.pronunciations))
+    _report_source(doc)
+    return build_plan(doc, _plan_settings(args), _dictionary(args.pronunciations))
 
 
 def _progressive_plan(args: argparse.Namespace) -> ProgressivePlan:
@@ -195,13 +199,28 @@ def _progressive_plan(args: argparse.Namespace) -> ProgressivePlan:
         args.file,
         encoding=args.encoding,
         markdown=False if args.text else None,
-        settings=PlanSettings(max_utterance_chars=max(0, args.max_chars)),
+        settings=_plan_settings(args),
         dictionary=_dictionary(args.pronunciations),
     )
-    encoding = progress.plan.document.encoding
-    if encoding not in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
-        print(f"vvreader: {args.file}: not UTF-8; decoded as {encoding}", file=sys.stderr)
+    _report_source(progress.plan.document)
     return progress
+
+
+def _plan_settings(args: argparse.Namespace) -> PlanSettings:
+    """The plan policies the options choose."""
+    return PlanSettings(
+        max_utterance_chars=max(0, args.max_chars),
+        book_images="alt" if args.image_alt else "skip",
+    )
+
+
+def _report_source(doc: Document) -> None:
+    """One line on stderr for a legacy encoding and for each warning of a book."""
+    if doc.book is not None:
+        for warning in doc.book.warnings:
+            print(f"vvreader: warning: {warning}", file=sys.stderr)
+    elif doc.encoding not in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+        print(f"vvreader: {doc.name}: not UTF-8; decoded as {doc.encoding}", file=sys.stderr)
 
 
 def print_plan(plan: SpeechPlan, as_json: bool, out: TextIO) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-__all__ = ["Block", "Document", "gc_paused", "line_starts_of"]
+__all__ = ["Block", "BookInfo", "Document", "TocEntry", "gc_paused", "line_starts_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,40 @@ class Block:
     """markdown-it tokens of the block (inline tokens for text, the rows for tables)."""
 
 
+@dataclass(frozen=True, slots=True)
+class TocEntry:
+    """One entry of a book's table of contents."""
+
+    title: str
+    """The entry's label."""
+    level: int
+    """Nesting depth, 1 for the top level."""
+    offset: int
+    """Offset in ``Document.text`` where the entry's part starts (a heading)."""
+
+
+@dataclass(frozen=True)
+class BookInfo:
+    """What a book (EPUB or HTML) says about itself, beside its text."""
+
+    title: str = ""
+    """``dc:title`` (EPUB) or ``<title>`` (HTML); empty when it has none."""
+    author: str = ""
+    """``dc:creator``s joined with commas; empty when it has none."""
+    language: str = ""
+    """``dc:language`` or the ``lang`` of the root element."""
+    cover: bytes | None = field(default=None, repr=False)
+    """The cover image's bytes (None when there is none)."""
+    cover_type: str = ""
+    """The cover image's media type."""
+    toc: tuple[TocEntry, ...] = ()
+    """The table of contents, in reading order (its entries point at headings)."""
+    warnings: tuple[str, ...] = ()
+    """What could not be read as it should (shown once when the book opens)."""
+    format: str = "epub"
+    """``epub`` or ``html``."""
+
+
 @dataclass(frozen=True)
 class Document:
     """A decoded, parsed document."""
@@ -78,6 +112,9 @@ class Document:
     link_labels: frozenset[str] = field(default=frozenset(), repr=False)
     """Normalised labels of the link reference definitions (Markdown), so that a block's
     inline text can be parsed again on its own (the reading view does)."""
+    book: BookInfo | None = field(default=None, repr=False)
+    """Title, author, cover and table of contents of an EPUB or HTML book (None for
+    Markdown and plain text)."""
 
     def line_of(self, offset: int) -> int:
         """The 0-based line that holds ``offset``."""

@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["MAX_BYTES", "DocumentError", "decode", "read_file"]
+__all__ = ["MAX_BYTES", "DocumentError", "decode", "read_file", "read_file_bytes"]
 
 #: Files above this size are refused.
 MAX_BYTES = 32 * 1024 * 1024
@@ -100,8 +100,12 @@ def _detect(data: bytes) -> str | None:
     return best.encoding
 
 
-def _read(path: str) -> bytes:
-    """Read a file or stdin (``-``), with clear errors and a size limit."""
+def read_file_bytes(path: str) -> bytes:
+    """Read a file or stdin (``-``), with clear errors and a size limit.
+
+    Raises:
+        DocumentError: the file cannot be read or is too large.
+    """
     if path == "-":
         data = sys.stdin.buffer.read(MAX_BYTES + 1)
     else:
@@ -144,5 +148,5 @@ def read_file(path: str, encoding: str | None = None) -> tuple[str, str, str]:
         DocumentError: the file cannot be read, decoded or is not text.
     """
     name = "<stdin>" if path == "-" else path
-    text, enc = decode(_read(path), name, encoding)
+    text, enc = decode(read_file_bytes(path), name, encoding)
     return text, name, enc

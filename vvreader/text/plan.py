@@ -33,9 +33,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
-from vvreader.text.document import Block, Document, gc_paused, line_starts_of
+from vvreader.text.document import Block, BookInfo, Document, gc_paused, line_starts_of
 from vvreader.text.normalize import PronunciationDictionary, normalize, strip_controls
-from vvreader.text.readers import BlockReader, open_reader, read_text
+from vvreader.text.readers import BlockReader, open_reader, read_source
 from vvreader.text.segment import split_long, split_sentences
 from vvreader.text.settings import PlanSettings
 from vvreader.text.speech import Speech, block_speech
@@ -462,6 +462,7 @@ class ProgressivePlan:
         dictionary: Global pronunciation rules (as for ``build_plan``).
         first_chars: Size of the first part parsed (later parts grow to ``part_chars``).
         part_chars: Largest part parsed in one step (a step plans a quarter of that).
+        book: An EPUB's or HTML page's ``BookInfo`` (kept on the document).
     """
 
     def __init__(
@@ -475,11 +476,14 @@ class ProgressivePlan:
         dictionary: PronunciationDictionary | None = None,
         first_chars: int = 32_000,
         part_chars: int = 256_000,
+        book: BookInfo | None = None,
+        rest: Callable[[], tuple[str, BookInfo]] | None = None,
     ) -> None:
-        starts = tuple(line_starts_of(text))
-        self._doc = Document(text, (), name, encoding, markdown, {}, starts)
-        self._source = open_reader(text, starts, markdown, first_chars, part_chars)
-        self._planner = _Planner(self._doc, settings or PlanSettings(), dictionary)
+        self._settings = settings or PlanSettings()
+        self._dictionary = dictionary
+        self._sizes = (first_chars, part_chars)
+        self._doc, self._source, self._planner = self._open(text, name, encoding, markdown, book)
+        self._rest = rest
         self._budget = max(1, part_chars // 4)  # characters planned per step
         self._lock = threading.Lock()  # one step at a time
         self._published = (0, 0, False)  # blocks, utterances, complete
@@ -488,6 +492,14 @@ class ProgressivePlan:
         self._cancelled = threading.Event()
         self._finished = threading.Event()
         self._error: BaseException | None = None
+
+    def _open(
+        self, text: str, name: str, encoding: str, markdown: bool, book: BookInfo | None
+    ) -> tuple[Document, BlockReader, _Planner]:
+        starts = tuple(line_starts_of(text))
+        doc = Document(text, (), name, encoding, markdown, {}, starts, book=book)
+        source = open_reader(text, starts, markdown, *self._sizes)
+        return doc, source, _Planner(doc, self._settings, self._dictionary)
 
     @classmethod
     def open(
@@ -498,14 +510,21 @@ class ProgressivePlan:
         settings: PlanSettings | None = None,
         dictionary: PronunciationDictionary | None = None,
     ) -> ProgressivePlan:
-        """Read and decode a file (or ``-`` for stdin) as ``load_document`` does.
+        """Read and decode a file (or ``-`` for stdin, or a book) as ``load_document`` does.
 
         Raises:
             DocumentError: the file cannot be read, decoded or is not text.
         """
-        text, name, enc, md = read_text(path, encoding, markdown)
+        src = read_source(path, encoding, markdown)
         return cls(
-            text, name=name, encoding=enc, markdown=md, settings=settings, dictionary=dictionary
+            src.text,
+            name=src.name,
+            encoding=src.encoding,
+            markdown=src.markdown,
+            settings=settings,
+            dictionary=dictionary,
+            book=src.book,
+            rest=src.rest,
         )
 
     # -- work -----------------------------------------------------------------------------
@@ -523,11 +542,33 @@ class ProgressivePlan:
         """
         with self._lock, gc_paused():
             planner, source = self._planner, self._source
-            if not planner.run(source, self._budget) and not source.done:
-                source.step()  # the planner has caught up (or waits): parse another part
-                planner.run(source, self._budget)
-            self._published = (planner.pos, len(planner.utterances), planner.complete)
-            return not planner.complete
+            self._work(planner, source)
+            if planner.complete and self._rest is not None:
+                planner = self._grow()
+            complete = planner.complete and self._rest is None
+            self._published = (planner.pos, len(planner.utterances), complete)
+            return not complete
+
+    def _work(self, planner: _Planner, source: BlockReader) -> None:
+        if not planner.run(source, self._budget) and not source.done:
+            source.step()  # the planner has caught up (or waits): parse another part
+            planner.run(source, self._budget)
+
+    def _grow(self) -> _Planner:
+        """Take the whole text of a book read in parts (it starts with the text so far),
+        plan it as far as the plan so far, then go on with it."""
+        rest, self._rest = self._rest, None
+        assert rest is not None
+        text, book = rest()
+        base = self._doc
+        doc, source, planner = self._open(text, base.name, base.encoding, base.markdown, book)
+        blocks, utterances = self._planner.pos, len(self._planner.utterances)
+        while not planner.complete and (
+            planner.pos < blocks or len(planner.utterances) < utterances
+        ):
+            self._work(planner, source)
+        self._doc, self._source, self._planner = doc, source, planner
+        return planner
 
     def advance(self, utterances: int = 1) -> SpeechPlan:
         """Work until the plan has at least ``utterances`` utterances (or is complete).
@@ -633,4 +674,5 @@ class ProgressivePlan:
             refs,
             base.line_starts,
             labels,
+            base.book,
         )

@@ -2,25 +2,40 @@
 
 A reader turns decoded text into ``Block`` values a part at a time (``BlockReader``); the
 speech plan drives it (``vvreader.text.plan``) and ``parse`` runs it to the end. Markdown
-(``vvreader.text.markdown``) and plain text (``vvreader.text.plain``) are the readers today;
-another format plugs in as one more ``BlockReader`` chosen in ``open_reader``.
+(``vvreader.text.markdown``) and plain text (``vvreader.text.plain``) are the block readers.
+Books (EPUB, HTML) are read into Markdown text first (``vvreader.text.epub``), so they get
+the Markdown reader's blocks, speech rules and positions, plus a ``BookInfo`` (title,
+author, cover, table of contents) that ``read_source`` hands on to the ``Document``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from vvreader.text.document import Block, Document, gc_paused, line_starts_of
+from vvreader.text.document import Block, BookInfo, Document, gc_paused, line_starts_of
+from vvreader.text.epub import EpubReading, read_html
 from vvreader.text.files import read_file
 from vvreader.text.markdown import MarkdownParts
 from vvreader.text.plain import TextParts
 
-__all__ = ["BlockReader", "is_markdown", "load_document", "open_reader", "parse", "read_text"]
+__all__ = [
+    "BOOK_SUFFIXES",
+    "BlockReader",
+    "Source",
+    "is_markdown",
+    "load_document",
+    "open_reader",
+    "parse",
+    "read_source",
+]
 
 #: Suffixes read as plain text; any other file (and stdin) is read as Markdown.
 TEXT_SUFFIXES = frozenset({".txt", ".text", ""})
+#: Suffixes read as books: EPUB archives and HTML pages.
+BOOK_SUFFIXES = frozenset({".epub", ".html", ".htm", ".xhtml"})
 
 
 class BlockReader(Protocol):
@@ -89,29 +104,55 @@ def open_reader(
     return TextParts(text, line_starts)
 
 
-def read_text(
-    path: str, encoding: str | None = None, markdown: bool | None = None
-) -> tuple[str, str, str, bool]:
+@dataclass(frozen=True)
+class Source:
+    """A document's decoded text, before parsing."""
+
+    text: str
+    """The text the blocks are read from (Markdown for books)."""
+    name: str
+    """Where it came from (a path or ``<stdin>``)."""
+    encoding: str
+    """The encoding the file was decoded from (``epub`` for an EPUB)."""
+    markdown: bool
+    """Whether the text is read as Markdown."""
+    book: BookInfo | None = None
+    """Title, author, cover, contents and warnings of an EPUB or HTML book."""
+    rest: Callable[[], tuple[str, BookInfo]] | None = None
+    """For a big book read in parts: gives the whole text (which starts with ``text``) and
+    its ``BookInfo``; None when ``text`` is the whole."""
+
+
+def read_source(path: str, encoding: str | None = None, markdown: bool | None = None) -> Source:
     """Read and decode a document without parsing it.
 
     Args:
-        path: A ``.md``/``.markdown``/``.txt`` file, or ``-`` for stdin.
-        encoding: Force an encoding (default: detect).
-        markdown: Force Markdown (True) or plain text (False); default by suffix
-            (``is_markdown``).
-
-    Returns:
-        ``(text, name, encoding, markdown)``.
+        path: A Markdown, text, EPUB or HTML file, or ``-`` for stdin (Markdown).
+        encoding: Force an encoding (default: detect; an EPUB declares its own).
+        markdown: Force Markdown (True) or plain text (False) for a text file; default by
+            suffix (``is_markdown``). Books are always read as Markdown.
 
     Raises:
-        DocumentError: the file cannot be read, decoded or is not text.
+        DocumentError: the file cannot be read, decoded or is not text (one line).
     """
+    suffix = Path(path).suffix.lower() if path != "-" else ""
+    if suffix == ".epub":
+        reading = EpubReading(path)
+        text, book = reading.first()
+        return Source(text, path, "epub", True, book, None if reading.complete else reading.whole)
+    if suffix in BOOK_SUFFIXES:
+        text, book = read_html(path, encoding)
+        return Source(text, path, encoding or "utf-8", True, book)
     text, name, enc = read_file(path, encoding)
-    return text, name, enc, is_markdown(path) if markdown is None else markdown
+    return Source(text, name, enc, is_markdown(path) if markdown is None else markdown)
 
 
 def parse(
-    text: str, name: str = "<text>", encoding: str = "utf-8", markdown: bool = True
+    text: str,
+    name: str = "<text>",
+    encoding: str = "utf-8",
+    markdown: bool = True,
+    book: BookInfo | None = None,
 ) -> Document:
     """Read decoded text into a ``Document`` (all blocks, inline tokens parsed)."""
     with gc_paused():
@@ -127,6 +168,7 @@ def parse(
             dict(reader.footnote_refs),
             tuple(line_starts),
             reader.link_labels,
+            book,
         )
 
 
@@ -134,12 +176,13 @@ def load_document(path: str, encoding: str | None = None, markdown: bool | None 
     """Read, decode and parse a document.
 
     Args:
-        path: A ``.md``/``.markdown``/``.txt`` file, or ``-`` for stdin.
+        path: A Markdown, text, EPUB or HTML file, or ``-`` for stdin.
         encoding: Force an encoding (default: detect).
         markdown: Force Markdown (True) or plain text (False); default by suffix.
 
     Raises:
         DocumentError: the file cannot be read, decoded or is not text.
     """
-    text, name, enc, markdown = read_text(path, encoding, markdown)
-    return parse(text, name=name, encoding=enc, markdown=markdown)
+    src = read_source(path, encoding, markdown)
+    text, book = src.rest() if src.rest is not None else (src.text, src.book)
+    return parse(text, src.name, src.encoding, src.markdown, book)

@@ -21,6 +21,9 @@ class PlanSettings:
     """Bare URLs and autolinks: ``domain`` (say the host name) or ``skip``."""
     images: str = "alt"
     """``alt``: say the alt text; ``skip``: say nothing."""
+    book_images: str = "skip"
+    """Images in EPUB and HTML books (which describe nearly every picture for screens):
+    ``skip``: say nothing; ``alt``: say the alt text."""
     footnotes: str = "section_end"
     """``section_end``: read footnote bodies at the end of the section that cites them;
     ``skip``: never read them."""

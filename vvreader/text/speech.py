@@ -97,10 +97,12 @@ def _host(url: str) -> str:
 class _Walker:
     """Walks inline tokens, finding each piece of text in the source in order."""
 
-    def __init__(self, src: str, out: Speech, policy: PlanSettings) -> None:
+    def __init__(self, src: str, out: Speech, policy: PlanSettings, book: bool = False) -> None:
         self.src = src
         self.out = out
         self.policy = policy
+        self.images = policy.book_images if book else policy.images
+        """The image rule: books (EPUB, HTML) have their own (``book_images``)."""
 
     def locate(self, piece: str, pos: int, limit: int) -> int:
         """Append ``piece`` mapped to where it occurs at or after ``pos``; return the new pos."""
@@ -191,7 +193,7 @@ class _Walker:
             elif t == "link_close":
                 pos = _skip_destination(src, pos, limit)
             elif t == "image":
-                if self.policy.images == "alt":
+                if self.images == "alt":
                     pos = self.inline(tok.children or [], pos, limit)
                 pos = _skip_destination(src, pos, limit)
             elif t == "html_inline":
@@ -251,7 +253,7 @@ def block_speech(doc: Document, block: Block, policy: PlanSettings) -> list[Spee
     if kind in ("html", "front_matter", "rule"):
         return []
     if not doc.markdown:
-        out = Speech("paragraph")
+        out = Speech(kind, whole=True) if kind == "heading" else Speech("paragraph")
         first = True
         for m in _LINE.finditer(src, block.start, block.end):
             line = m.group().strip()
@@ -261,6 +263,8 @@ def block_speech(doc: Document, block: Block, policy: PlanSettings) -> list[Spee
                 out.synthetic(" ", m.start(), m.start())
             out.literal(line, m.start() + m.group().index(line))
             first = False
+        if kind == "heading" and policy.heading_period and out._parts and not out.ends_with_stop():
+            out.synthetic(".", block.end, block.end)
         return [out.finish()]
     if kind == "code":
         return _code(doc, block, policy)
@@ -275,7 +279,8 @@ def block_speech(doc: Document, block: Block, policy: PlanSettings) -> list[Spee
     if kind == "footnote" and src.startswith("[^", block.start):
         label_end = src.find("]:", block.start, block.end)
         out.synthetic(f"Footnote {block.footnote}: ", block.start, max(block.start, label_end))
-    _Walker(src, out, policy).inline(inline.children or [], block.start, block.end)
+    walker = _Walker(src, out, policy, doc.book is not None)
+    walker.inline(inline.children or [], block.start, block.end)
     needs_stop = kind == "heading" or block.list_item is not None
     if policy.heading_period and needs_stop and out._parts and not out.ends_with_stop():
         out.synthetic(".", block.end, block.end)
@@ -329,7 +334,8 @@ def _table(doc: Document, block: Block, policy: PlanSettings) -> list[Speech]:
         said = False
         for c, cell in enumerate(row):
             cell_out = Speech("table")
-            pos = _Walker(src, cell_out, policy).inline(cell.children or [], pos, limit)
+            walker = _Walker(src, cell_out, policy, doc.book is not None)
+            pos = walker.inline(cell.children or [], pos, limit)
             cell_out.finish()
             if r == 0:
                 headers.append(cell_out.text.strip())
