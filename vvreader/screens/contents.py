@@ -1,4 +1,4 @@
-"""TableOfContents: the document's headings; choosing one reads from it."""
+"""TableOfContents: the book's contents or the document's headings; choosing one reads from it."""
 
 from __future__ import annotations
 
@@ -12,23 +12,11 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from vvreader.screens.modal import OnceModal
+from vvreader.text.chapters import contents
 from vvreader.text.plan import SpeechPlan
 from vvreader.text.unsafe import safe_text
 
-__all__ = ["TableOfContents", "headings"]
-
-
-def headings(plan: SpeechPlan) -> list[tuple[int, int, str]]:
-    """(utterance index, level, title) of each heading's first utterance."""
-    out = []
-    seen: set[int] = set()
-    blocks = plan.document.blocks
-    for u in plan:
-        if u.kind == "heading" and u.block not in seen:
-            seen.add(u.block)
-            title = " ".join(plan.document.text[u.start : blocks[u.block].end].split())
-            out.append((u.index, max(1, blocks[u.block].level), title.lstrip("#").strip()))
-    return out
+__all__ = ["TableOfContents"]
 
 
 class TableOfContents(OnceModal[int | None]):
@@ -48,18 +36,25 @@ class TableOfContents(OnceModal[int | None]):
 
     def __init__(self, plan: SpeechPlan, current: int) -> None:
         super().__init__()
-        self.entries = headings(plan)
+        self.entries = [(e.index, e.level, e.title) for e in contents(plan)]
         self.current = current
+        book = plan.document.book
+        byline = " by ".join(x for x in (book.title, book.author) if x) if book else ""
+        self.heading = f"Contents of {byline}" if byline else "Contents"
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("Contents (enter reads from the heading, escape closes)", markup=False)
+            yield Static(
+                safe_text(self.heading) + " (enter reads from there, escape closes)", markup=False
+            )
             if not self.entries:
                 yield Static("This document has no headings.", markup=False)
-            yield OptionList(*(
-                Option(Text("  " * (level - 1) + safe_text(title)), id=str(index))
-                for index, level, title in self.entries
-            ))
+            yield OptionList(
+                *(
+                    Option(Text("  " * (level - 1) + safe_text(title)), id=str(index))
+                    for index, level, title in self.entries
+                )
+            )
 
     def on_mount(self) -> None:
         here = [i for i, (index, _, _) in enumerate(self.entries) if index <= self.current]

@@ -26,6 +26,7 @@ from vvreader.screens.search import DocumentSearch, SearchBar
 from vvreader.screens.sleep import SleepPicker
 from vvreader.screens.voices import VoicePicker
 from vvreader.speed import step_speed
+from vvreader.text.chapters import ContentsEntry, chapter_at, contents
 from vvreader.text.plan import SpeechPlan
 from vvreader.voice_choice import VoiceChoice
 from vvreader.widgets.loading_banner import LoadingBanner
@@ -119,6 +120,7 @@ class ReadingScreen(Screen[None]):
             say=lambda text: self.app.notify(text, timeout=3),
         )
         self.search = DocumentSearch()
+        self._contents: tuple[int, list[ContentsEntry]] = (-1, [])
 
     @property
     def plan(self) -> SpeechPlan:
@@ -144,6 +146,10 @@ class ReadingScreen(Screen[None]):
         self.status.show_settings(self.settings)
         self.set_interval(1 / 20, self._tick)
         self.view.focus()
+        book = self.plan.document.book
+        if book is not None and book.title:
+            self.app.title = book.title
+            self.app.sub_title = book.author
 
     # ------------------------------------------------------------------ calls from the app
     def attach(self, voices: list[str], missing: set[str], first_voice: str = "") -> None:
@@ -192,6 +198,14 @@ class ReadingScreen(Screen[None]):
             return
         self.view.audible = progress.position if len(self.plan) else None
         self.status.show_progress(progress)
+        self.status.chapter = chapter_at(self._chapters(), progress.position)
+
+    def _chapters(self) -> list[ContentsEntry]:
+        """The contents entries of the plan so far (built again when the plan grows)."""
+        plan = self.plan
+        if self._contents[0] != len(plan):
+            self._contents = (len(plan), contents(plan))
+        return self._contents[1]
 
     # ------------------------------------------------------------------ moving
     def _go(self, index: int | None, play: bool | None = None, cursor: bool = False) -> None:

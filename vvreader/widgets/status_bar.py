@@ -32,7 +32,7 @@ def _clock(seconds: float) -> str:
 
 class StatusBar(Widget):
     """One line: ``state [listening speed] │ voice │ CFG │ steps │ i/N p% left │ ahead │
-    synthesis speed``."""
+    synthesis speed │ chapter``."""
 
     DEFAULT_CSS = """
     StatusBar {
@@ -67,6 +67,8 @@ class StatusBar(Widget):
     """How fast the voice is played (shown when not 1)."""
     sleep: reactive[str] = reactive("")
     """The sleep timer: time left, or where it stops ("" when off)."""
+    chapter: reactive[str] = reactive("")
+    """Title of the chapter (contents entry) being read; empty when there is none."""
 
     def show_settings(self, settings: VoiceSettings) -> None:
         """The voice, CFG scale and steps read with."""
@@ -96,6 +98,9 @@ class StatusBar(Widget):
             f"ahead {self.ahead:.1f}s",
             f"{self.speed:.2f}x" if self.speed is not None else "-x",
         ]
+        if self.chapter:
+            # Last, so that the ellipsis shortens the chapter before anything else.
+            parts.append(safe_text(self.chapter))
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(self.state, self.get_component_rich_style("status-bar--state"))
         if self.listening_speed != 1.0:
