@@ -11,7 +11,14 @@ from vvreader.narration.commands import VoiceSettings
 from vvreader.narration.narrator import Progress
 from vvreader.text.unsafe import safe_text
 
-__all__ = ["StatusBar"]
+__all__ = ["CHAPTER_CELLS", "StatusBar"]
+
+#: Widest the chapter title gets in the status bar (longer ones end with an ellipsis).
+CHAPTER_CELLS = 24
+
+
+def _shorten(text: str, cells: int) -> str:
+    return text if len(text) <= cells else text[: cells - 1].rstrip() + "\u2026"
 
 
 def sleep_text(left: float | None, unit: str) -> str:
@@ -32,7 +39,7 @@ def _clock(seconds: float) -> str:
 
 class StatusBar(Widget):
     """One line: ``state [listening speed] │ voice │ CFG │ steps │ i/N p% left │ ahead │
-    synthesis speed │ chapter``."""
+    synthesis speed``, with the chapter after the position when the document has one."""
 
     DEFAULT_CSS = """
     StatusBar {
@@ -99,8 +106,8 @@ class StatusBar(Widget):
             f"{self.speed:.2f}x" if self.speed is not None else "-x",
         ]
         if self.chapter:
-            # Last, so that the ellipsis shortens the chapter before anything else.
-            parts.append(safe_text(self.chapter))
+            # After the position (where in the book), before the engine's numbers.
+            parts.insert(4, _shorten(safe_text(self.chapter), CHAPTER_CELLS))
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(self.state, self.get_component_rich_style("status-bar--state"))
         if self.listening_speed != 1.0:
