@@ -27,6 +27,7 @@ from vvreader.screens.sleep import SleepPicker
 from vvreader.screens.voices import VoicePicker
 from vvreader.speed import step_speed
 from vvreader.text.chapters import ContentsEntry, chapter_at, contents
+from vvreader.text.notes import cited_note
 from vvreader.text.plan import SpeechPlan
 from vvreader.voice_choice import VoiceChoice
 from vvreader.widgets.loading_banner import LoadingBanner
@@ -39,6 +40,12 @@ _PLAY_PAUSE = "Start, pause or resume the narration."
 _RESAY = "Synthesise the current sentence again (a new take) and read on."
 _SLEEP = "Stop reading after some minutes or at the end of this chapter or section."
 _SPEED = "Listening speed, 0.5x to 3.0x in steps of 0.1; the voice's pitch is kept."
+
+
+_NOTE = (
+    "Read the note cited by this sentence (a footnote, or an EPUB book's note), then come "
+    "back; again, or b, comes back at once."
+)
 
 
 def _hidden(keys: str, action: str, description: str, id: str, tooltip: str = "") -> Binding:
@@ -76,6 +83,7 @@ class ReadingScreen(Screen[None]):
         _hidden("less_than_sign,comma", "speed(-1)", "Slower", "speed-down", _SPEED),
         _hidden("z", "sleep_timer", "Sleep timer", "sleep-timer", _SLEEP),
         Binding("t", "contents", "Contents", id="contents"),
+        _hidden("o", "read_note", "Read the note", "read-note", _NOTE),
         Binding("slash", "search", "Search", id="search"),
         _hidden("n", "search_next", "Next match", "search-next"),
         _hidden("f", "toggle_follow", "Follow on/off", "toggle-follow"),
@@ -121,6 +129,9 @@ class ReadingScreen(Screen[None]):
         )
         self.search = DocumentSearch()
         self._contents: tuple[int, list[ContentsEntry]] = (-1, [])
+        self._note: tuple[range, int, bool] | None = None
+        """While a note is read out of turn: its utterances, where to come back to, and
+        whether the voice has reached the note yet."""
 
     @property
     def plan(self) -> SpeechPlan:
@@ -199,6 +210,12 @@ class ReadingScreen(Screen[None]):
         self.view.audible = progress.position if len(self.plan) else None
         self.status.show_progress(progress)
         self.status.chapter = chapter_at(self._chapters(), progress.position)
+        if self._note is not None:
+            note, back, reached = self._note
+            if progress.position in note:
+                self._note = (note, back, True)
+            elif reached:  # the note is over: on with the text after the citing sentence
+                self._come_back(back + 1)
 
     def _chapters(self) -> list[ContentsEntry]:
         """The contents entries of the plan so far (built again when the plan grows)."""
@@ -238,8 +255,28 @@ class ReadingScreen(Screen[None]):
         self.app.notify("Following the voice." if self.view.follow else "Follow off.", timeout=2)
 
     def action_back_to_narrator(self) -> None:
+        if self._note is not None:
+            self._come_back(self._note[1])
+            return
         self.view.cursor = self.position
         self.view.follow = True
+
+    def action_read_note(self) -> None:
+        if self._note is not None:
+            self._come_back(self._note[1])
+            return
+        here = self.position
+        note = cited_note(self.plan, here)
+        if note is None:
+            self.app.notify("This sentence cites no note.", timeout=2)
+            return
+        self._note = (note, here, False)
+        self._go(note.start, play=True, cursor=True)
+
+    def _come_back(self, index: int) -> None:
+        """Leave the note for utterance ``index`` (reading on if reading)."""
+        self._note = None
+        self._go(index, cursor=True)
 
     # ------------------------------------------------------------------ settings
     def _apply(self, **changes: str | float | int) -> None:

@@ -1,0 +1,82 @@
+"""The reader on an EPUB, through Textual's pilot: the note key reads a sentence's note and
+comes back, the status bar names the chapter, the contents list the book's entries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.books import make_epub, xhtml
+from tests.fakes import FakeEngine
+from tests.pilot.conftest import Rig, until
+from vvreader.config import Config
+from vvreader.screens.contents import TableOfContents
+from vvreader.widgets.status_bar import StatusBar
+
+SIZE = (120, 30)
+
+BODY = (
+    "<h1>The Start</h1>"
+    '<p>A claim with a note<a epub:type="noteref" href="#n1">1</a> in it. The next sentence.</p>'
+    '<aside epub:type="footnote" id="n1"><p>The note says why.</p></aside>'
+    "<p>A later paragraph.</p>"
+)
+
+
+def book_rig(tmp_path: Path) -> Rig:
+    book = make_epub(
+        tmp_path / "book.epub",
+        [("a.xhtml", xhtml(BODY)), ("b.xhtml", xhtml("<h1>The End</h1><p>Last words.</p>"))],
+        toc=[("a.xhtml", "The Start", 1), ("b.xhtml", "The End", 1)],
+        title="Noted",
+        author="Ann Author",
+    )
+    return Rig(tmp_path, book, FakeEngine(seconds_per_frame=0.002))
+
+
+async def test_note_key_reads_the_note_then_comes_back(tmp_path: Path) -> None:
+    rig = book_rig(tmp_path)
+    try:
+        app = rig.app(Config(autoplay=False))
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.narrator.ready)
+            plan = app.plan
+            speak = [u.speak for u in plan]
+            claim = speak.index("A claim with a note in it.")
+            note = next(u.index for u in plan if u.kind == "footnote")
+            assert "The note says why." in plan[note].speak
+            screen = app.reading
+            screen._go(claim, cursor=True)
+            await pilot.press("o")
+            await until(pilot, lambda: screen.position == note)
+            await until(pilot, lambda: screen.position == claim + 1, timeout=20)
+            said = [r.text for r in rig.engine.requests]
+            assert any("The note says why." in s for s in said)
+            await until(pilot, lambda: app.query_one(StatusBar).chapter == "The Start")
+            await pilot.press("space")  # pause
+            await pilot.press("o")  # the next sentence cites no note: nothing moves
+            await pilot.pause(0.2)
+            assert screen._note is None
+    finally:
+        for app in rig.apps:
+            app.shutdown()
+
+
+async def test_contents_list_the_book_with_its_title(tmp_path: Path) -> None:
+    rig = book_rig(tmp_path)
+    try:
+        app = rig.app(Config(autoplay=False))
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.narrator.ready)
+            await pilot.press("t")
+            await until(pilot, lambda: isinstance(app.screen, TableOfContents))
+            contents = app.screen
+            assert isinstance(contents, TableOfContents)
+            assert contents.heading == "Contents of Noted by Ann Author"
+            assert [title for _, _, title in contents.entries] == ["The Start", "The End"]
+            await pilot.press("down", "enter")
+            end = [u.speak for u in app.plan].index("The End.")
+            await until(pilot, lambda: app.reading.position == end)
+            assert app.title == "Noted" and app.sub_title == "Ann Author"
+    finally:
+        for app in rig.apps:
+            app.shutdown()
