@@ -35,6 +35,11 @@ CACHE = Path(__file__).resolve().parents[2] / ".cache" / "cuda-on-cpu"
 INPUT_TYPES = {"wh": "uint16_t", "offs": "int64_t", "valid": "bool", "info": "int32_t",
                "state": "uint32_t"}  # fmt: skip
 
+# Both sanitizers stop at their first report; alignment covers the 16-byte vector loads.
+FLAGS = ["-std=c++17", "-O1", "-g", "-fno-strict-aliasing", "-Wno-unknown-pragmas",
+         "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-fno-omit-frame-pointer"]  # fmt: skip
+
 PRELUDE = r"""
 #include <cmath>
 #include <cstdint>
@@ -70,6 +75,9 @@ struct Fiber {
   unsigned wait_gen = 0;
   std::vector<char> stack;
 };
+// A fiber's stack: ASan clears its shadow at each switch, so small is fast; a launch
+// fails when a thread used more than half of it (no guard page below it).
+static const size_t VV_STACK = 32 * 1024;
 static ucontext_t vv_sched;
 static Fiber* vv_cur;
 static Dim vv_grid;
@@ -139,7 +147,7 @@ static int vv_launch(unsigned blocks, size_t shared_bytes, std::function<void()>
     Fiber& f = fibers[i];
     f.tid = {i % nt, 0, 0};
     f.block = i / nt;
-    f.stack.resize(256 * 1024);
+    f.stack.assign(VV_STACK, (char)0xa5);  // painted: the deepest use is checked after
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = f.stack.data();
     f.ctx.uc_stack.ss_size = f.stack.size();
@@ -164,6 +172,16 @@ static int vv_launch(unsigned blocks, size_t shared_bytes, std::function<void()>
     }
   }
   for (float* p : vv_smem_of) free(p);
+  size_t deepest = 0;
+  for (Fiber& f : fibers) {
+    size_t untouched = 0;
+    while (untouched < f.stack.size() && f.stack[untouched] == (char)0xa5) untouched++;
+    deepest = deepest > f.stack.size() - untouched ? deepest : f.stack.size() - untouched;
+  }
+  if (deepest > VV_STACK / 2) {
+    fprintf(stderr, "STACK: a thread used %zu of its %zu stack bytes\n", deepest, VV_STACK);
+    return 4;
+  }
   return 0;
 }
 """
@@ -262,16 +280,14 @@ int main(int argc, char** argv) {{
 def compile_cpu(spec: KernelSpec, header: str) -> Path:
     """The sanitized executable of ``spec`` (built once per source, kept in .cache)."""
     src = cpu_source(spec, header)
-    digest = hashlib.sha256(src.encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join([*FLAGS, src]).encode()).hexdigest()[:16]
     exe = CACHE / f"{spec.name}-{digest}"
     if exe.is_file():
         return exe
     CACHE.mkdir(parents=True, exist_ok=True)
     cpp = exe.with_suffix(".cpp")
     cpp.write_text(src)
-    cmd = ["g++", "-std=c++17", "-O1", "-g", "-fno-strict-aliasing", "-Wno-unknown-pragmas",
-           "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-           "-fno-omit-frame-pointer", str(cpp), "-o", str(exe) + ".tmp"]  # fmt: skip
+    cmd = ["g++", *FLAGS, str(cpp), "-o", str(exe) + ".tmp"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"g++ failed on {spec.name}:\n{proc.stderr[-4000:]}")
