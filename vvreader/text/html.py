@@ -128,6 +128,7 @@ def _local(tag: object) -> str:
 
 
 _EPUB_TYPE = "{http://www.idpf.org/2007/ops}type"
+_XHTML = "http://www.w3.org/1999/xhtml"
 
 
 def _types(el: etree._Element) -> set[str]:
@@ -331,10 +332,10 @@ class ChapterWriter:
 
     def write(self, root: etree._Element) -> Chapter:
         """Write the document; ``root`` is its ``html`` (or any) element."""
-        for el in root.iter():
-            if _local(el.tag) == "title" and el.text and not self.chapter.title:
-                self.chapter.title = " ".join(el.text.split())
-        body = next((el for el in root.iter() if _local(el.tag) == "body"), root)
+        title = next(root.iter(f"{{{_XHTML}}}title", "title"), None)
+        if title is not None:
+            self.chapter.title = " ".join("".join(title.itertext()).split())
+        body = next(root.iter(f"{{{_XHTML}}}body", "body"), root)
         self._container(body)
         self._flush_anchors()
         return self.chapter
