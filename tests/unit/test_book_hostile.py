@@ -352,4 +352,4 @@ def test_ten_megabyte_chapter(tmp_path: Path) -> None:
         "Long.",
         "It was a dark and stormy night; the rain fell in torrents.",
     ]
-    assert took < 30  # bounded; the number on a given machine is in the report
+    assert took < 60  # bounded (one chapter is converted whole; shared CI machines are slow)
