@@ -357,7 +357,8 @@ class Analysis:
         audio callbacks, silence inside an utterance (the device, or the engine stalling
         after the narrator began streaming the utterance), silence between utterances that
         the player did not produce, sound where there should be none (the audio path
-        playing something twice). Empty for a clean run; a fault of vvreader's that shows
+        playing something twice), samples lost or changed without any of those. Empty for a
+        clean run; a fault of vvreader's that shows
         here shows in every run."""
         out = []
         if self.device_underflows:
@@ -374,6 +375,10 @@ class Analysis:
         ]
         if self.sound_outside:
             out.append(f"{self.sound_outside} samples of sound outside the utterances")
+        if not self.content_ok and not out:
+            # Samples lost or changed where every utterance still matches its audio and
+            # no gap shows: a callback or the recorder falling behind for a moment.
+            out.append(f"samples lost or changed: {self.content_detail}")
         return out
 
 
