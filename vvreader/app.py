@@ -166,7 +166,7 @@ class ReaderApp(App[None]):
             speed=c.speed,
             keep_awake=KeepAwake(),
         )
-        self.reading = ReadingScreen(self.narrator)
+        self.reading = ReadingScreen(self.narrator, word_follow=c.word_follow)
         self.media: MediaControls = (media or platform_controls)(
             self._media_command, self._media_rate
         )
@@ -397,6 +397,10 @@ class ReaderApp(App[None]):
     def on_reading_screen_settings_changed(self, event: ReadingScreen.SettingsChanged) -> None:
         s = event.settings
         self.config = replace(self.config, voice=s.voice, cfg_scale=s.cfg_scale, steps=s.steps)
+        self._save_config()
+
+    def on_reading_screen_word_follow_changed(self, event: ReadingScreen.WordFollowChanged) -> None:
+        self.config = replace(self.config, word_follow=event.on)
         self._save_config()
 
     def on_reading_screen_speed_changed(self, event: ReadingScreen.SpeedChanged) -> None:

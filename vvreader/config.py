@@ -63,6 +63,8 @@ class Config:
     """Seconds of audio kept ready ahead of the voice."""
     speed: float = 1.0
     """Listening speed, 0.5 to 3.0 (the voice's pitch is kept)."""
+    word_follow: bool = False
+    """Underline the word being spoken (approximate: the engine gives no word timings)."""
     media_keys: bool = True
     """Answer the platform's media keys (MPRIS on Linux, Now Playing on macOS)."""
     keymap: dict[str, str] = field(default_factory=dict)
@@ -80,6 +82,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "lookahead": (float, int),
     "speed": (float, int),
     "media_keys": (bool,),
+    "word_follow": (bool,),
     "keymap": (dict,),
 }
 

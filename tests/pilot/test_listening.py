@@ -4,6 +4,7 @@ follow), through Textual's pilot against a scripted engine."""
 from __future__ import annotations
 
 import json
+import time
 
 from textual.widgets import OptionList
 
@@ -14,6 +15,7 @@ from vvreader.narration.narrator import State
 from vvreader.narration.sleep_timer import SleepTimer
 from vvreader.screens.reading import ReadingScreen
 from vvreader.screens.sleep import SleepPicker
+from vvreader.widgets.reading_view import ReadingView
 from vvreader.widgets.status_bar import StatusBar
 
 SIZE = (100, 30)
@@ -158,4 +160,38 @@ async def test_media_buttons_are_the_reader_keys(rig: Rig) -> None:
         await until(pilot, lambda: app.narrator.state is State.PLAYING)
         app.post_message(app.MediaRate(2.0))
         await until(pilot, lambda: rig.players[-1].speed == 2.0)
+        await pilot.press("q")
+
+
+def hear(app, utterance: int, into: int, length: int = 48000) -> None:
+    """Make the narrator's clock say that sample ``into`` of ``utterance`` (``length``
+    samples long) is heard, and stay there: one block stamped long ago, silence since."""
+    n = app.narrator
+    n.synthesis.lengths[utterance] = length
+    n.clock.drop_after(0)
+    n.clock.mark(0, utterance)
+    n.clock.stamp(0, 0, into + 1, time.monotonic() - 100.0)
+
+
+async def test_word_follow_moves_through_the_words_of_the_sentence(rig: Rig) -> None:
+    app = rig.app(Config(autoplay=False, word_follow=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot, app)
+        view = app.query_one(ReadingView)
+        u = app.plan[1]
+        text = app.plan.document.text
+        seen = []
+        for into in range(0, 48000, 2000):
+            hear(app, 1, into)
+            await until(pilot, lambda: view.audible == 1 and view.word is not None)
+            await pilot.pause(0.06)
+            a, b = view.word
+            assert u.start <= a < b <= u.end
+            if not seen or seen[-1] != text[a:b]:
+                seen.append(text[a:b])
+        assert seen == ["The", "first", "sentence", "is", "here"]
+        await pilot.press("w")
+        await until(pilot, lambda: view.word is None)
+        await pilot.pause(0.1)
+        assert load_config(rig.config_file)[0].word_follow is False
         await pilot.press("q")

@@ -75,3 +75,19 @@ def test_download_banner(rig: Rig, snap_compare) -> None:
         await until(pilot, lambda: "%" in str(app.reading.banner.render()))
 
     assert snap_compare(app, terminal_size=SIZE, run_before=shown)
+
+
+def test_word_follow(rig: Rig, snap_compare) -> None:
+    """Word follow: the sentence heard, and in it the word being spoken (half way through
+    its audio by the clock, which the test holds there)."""
+    from tests.pilot.test_listening import hear
+
+    app = rig.app(Config(autoplay=False, word_follow=True))
+
+    async def heard(pilot) -> None:
+        await ready(app)(pilot)
+        hear(app, 1, 24000)
+        await until(pilot, lambda: app.reading.view.word is not None)
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=heard)

@@ -34,6 +34,7 @@ from vvreader.narration.events import Event, PlayWhenReady, SleepEnded
 from vvreader.narration.lookahead import Pace
 from vvreader.narration.sleep_timer import SleepTimer, end_of
 from vvreader.narration.synthesis import Synthesis
+from vvreader.narration.word_timing import spoken_fraction, word_at, words
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import AudioOutput, OutputFactory, Player
 from vvreader.speed import SPEED_RANGE, clamp_speed
@@ -327,6 +328,22 @@ class Narrator:
     def audible(self) -> int | None:
         """The utterance being heard now."""
         return self.clock.audible()
+
+    def word(self) -> tuple[int, int] | None:
+        """The word being heard now, approximately (:mod:`.word_timing`): its span in the
+        document's text; None when nothing is heard or its audio is not known."""
+        s = self.synthesis
+        position = self.clock.position
+        u = self.clock.utterance_at(position) if position >= 0 else None
+        if s is None or u is None or not 0 <= u < len(self.plan):
+            return None
+        start, length = self.clock.start_of(u), s.lengths.get(u)
+        if start is None or not length:
+            return None
+        utterance = self.plan[u]
+        text = self.plan.document.text[utterance.start : utterance.end]
+        fraction = spoken_fraction(position - start, length, s.marks.get(u, []))
+        return word_at(words(text, utterance.start), fraction)
 
     @property
     def state(self) -> State:

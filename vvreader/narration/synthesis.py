@@ -26,6 +26,7 @@ from vvreader.narration.commands import (
 )
 from vvreader.narration.events import EngineFailed, Event
 from vvreader.narration.lookahead import Pace
+from vvreader.narration.word_timing import TokenMark
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import BLOCK, DeviceLost, DeviceUnavailable, Player
 from vvreader.text.plan import SpeechPlan
@@ -72,6 +73,11 @@ class Synthesis:
         self.speaking: int | None = None
         """The utterance being synthesised."""
         self._seeds: dict[int, int] = {}  # utterances said again get a new noise seed
+        self.lengths: dict[int, int] = {}
+        """Samples of each utterance's audio, as last made (for word follow)."""
+        self.marks: dict[int, list[TokenMark]] = {}
+        """How far the engine had read at each chunk of an utterance (for word follow;
+        absent for audio from the cache made in an earlier run)."""
         self._closed = threading.Event()
         self.thread = threading.Thread(target=self._run, name="vvreader-narrator", daemon=True)
 
@@ -236,16 +242,21 @@ class Synthesis:
         )
         self.clock.mark(self.ring.written, index)
         if audio is None:
-            audio = self._synthesise(u.speak, s, seed)
+            marks: list[TokenMark] = []
+            audio = self._synthesise(u.speak, s, seed, marks)
+            self.marks[index] = marks
             self.cache.put(key, audio)
         else:
             self._commit(audio)
+        self.lengths[index] = len(audio)
         self.pace.said(len(u.speak), len(audio) / SAMPLE_RATE)
         if index < len(self.plan) - 1:
             self._commit_silence(SAMPLE_RATE * u.pause_after // 1000)
         self.next = index + 1
 
-    def _synthesise(self, text: str, s: VoiceSettings, seed: int = 0) -> np.ndarray:
+    def _synthesise(
+        self, text: str, s: VoiceSettings, seed: int = 0, marks: list[TokenMark] | None = None
+    ) -> np.ndarray:
         """Stream one utterance; commit chunks as they come once that cannot run dry
         before its end (:meth:`Pace.may_stream`), so that a machine slower than real time
         waits between utterances (or at the start of one) instead of inside a word."""
@@ -258,8 +269,12 @@ class Synthesis:
         committed = 0
         t0 = time.monotonic()
         try:
+            made_samples = 0
             for chunk in stream:
                 chunks.append(chunk.audio)
+                made_samples += len(chunk.audio)
+                if marks is not None:
+                    marks.append(TokenMark(made_samples, chunk.tokens_consumed, chunk.total_tokens))
                 self._drain_commands(block=False)  # may raise _Restart
                 made = sum(len(c) for c in chunks) / SAMPLE_RATE
                 speed = made / max(time.monotonic() - t0, 1e-6)

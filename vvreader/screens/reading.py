@@ -39,6 +39,7 @@ __all__ = ["ReadingScreen"]
 _PLAY_PAUSE = "Start, pause or resume the narration."
 _RESAY = "Synthesise the current sentence again (a new take) and read on."
 _SLEEP = "Stop reading after some minutes or at the end of this chapter or section."
+_WORDS = "Underline the word being spoken (approximate: spread by syllables)."
 _SPEED = "Listening speed, 0.5x to 3.0x in steps of 0.1; the voice's pitch is kept."
 
 
@@ -87,6 +88,7 @@ class ReadingScreen(Screen[None]):
         Binding("slash", "search", "Search", id="search"),
         _hidden("n", "search_next", "Next match", "search-next"),
         _hidden("f", "toggle_follow", "Follow on/off", "toggle-follow"),
+        _hidden("w", "toggle_word_follow", "Word follow on/off", "word-follow", _WORDS),
         _hidden("b,escape", "back_to_narrator", "Back to the voice", "back-to-narrator"),
         Binding("question_mark,f1", "help", "Help", id="help"),
     ]
@@ -96,6 +98,13 @@ class ReadingScreen(Screen[None]):
 
         def __init__(self, settings: VoiceSettings) -> None:
             self.settings = settings
+            super().__init__()
+
+    class WordFollowChanged(Message):
+        """The user turned word follow on or off."""
+
+        def __init__(self, on: bool) -> None:
+            self.on = on
             super().__init__()
 
     class SpeedChanged(Message):
@@ -113,9 +122,11 @@ class ReadingScreen(Screen[None]):
             self.voice = voice
             super().__init__()
 
-    def __init__(self, narrator: Narrator) -> None:
+    def __init__(self, narrator: Narrator, word_follow: bool = False) -> None:
         super().__init__()
         self.narrator = narrator
+        self.word_follow = word_follow
+        """Underline the word being spoken."""
         self.banner = LoadingBanner(id="loading")
         self.banner.show("loading the model")
         self.view = ReadingView(narrator.plan, id="reading")
@@ -208,6 +219,7 @@ class ReadingScreen(Screen[None]):
             self.status.state = "loading"
             return
         self.view.audible = progress.position if len(self.plan) else None
+        self.view.word = self.narrator.word() if self.word_follow else None
         self.status.show_progress(progress)
         self.status.chapter = chapter_at(self._chapters(), progress.position)
         if self._note is not None:
@@ -249,6 +261,13 @@ class ReadingScreen(Screen[None]):
 
     def action_resay(self) -> None:
         self.narrator.say_again()
+
+    def action_toggle_word_follow(self) -> None:
+        self.word_follow = not self.word_follow
+        self.post_message(self.WordFollowChanged(self.word_follow))
+        self.app.notify(
+            "Word follow on (approximate)." if self.word_follow else "Word follow off.", timeout=2
+        )
 
     def action_toggle_follow(self) -> None:
         self.view.follow = not self.view.follow

@@ -30,6 +30,7 @@ class ReadingView(ScrollView, can_focus=True):
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "reading-view--audible",
+        "reading-view--word",
         "reading-view--cursor",
         "reading-view--heading",
         "reading-view--code",
@@ -49,6 +50,7 @@ class ReadingView(ScrollView, can_focus=True):
         color: $foreground;
     }
     ReadingView > .reading-view--audible { background: $reading-highlight; }
+    ReadingView > .reading-view--word { text-style: bold underline; }
     ReadingView > .reading-view--cursor { background: $reading-cursor; }
     ReadingView > .reading-view--heading { color: $accent; text-style: bold; }
     ReadingView > .reading-view--code { color: $secondary; }
@@ -89,6 +91,8 @@ class ReadingView(ScrollView, can_focus=True):
     """Utterance under the cursor (a browsing position, independent of playback)."""
     audible: reactive[int | None] = reactive[int | None](None, init=False)
     """Utterance being heard, or None."""
+    word: reactive[tuple[int, int] | None] = reactive[tuple[int, int] | None](None, init=False)
+    """The word being heard (start and end offsets in the text; approximate), or None."""
     follow: reactive[bool] = reactive(True, init=False)
     """Keep the audible utterance in view; scrolling by hand turns it off."""
 
@@ -99,7 +103,7 @@ class ReadingView(ScrollView, can_focus=True):
         self.model: WrapModel | None = None
         """The wrap model for the current width (None before the first layout)."""
         self._safe = safe_text(plan.document.text)
-        self._cells: dict[str, Cells] = {"audible": {}, "cursor": {}}
+        self._cells: dict[str, Cells] = {"audible": {}, "cursor": {}, "word": {}}
         self._cache: LRUCache[tuple[object, ...], Strip] = LRUCache(1024)
 
     # -- wrapping -------------------------------------------------------------------------
@@ -117,6 +121,7 @@ class ReadingView(ScrollView, can_focus=True):
         self.virtual_size = Size(width, len(self.model))
         self._update_cells("audible")
         self._update_cells("cursor")
+        self._update_cells("word")
         if top is not None:
             self.scroll_to(y=self.model.offset_to_cell(top)[0], animate=False, immediate=True)
         elif self.follow and self.audible is not None:
@@ -142,6 +147,7 @@ class ReadingView(ScrollView, can_focus=True):
         self.virtual_size = Size(self.model.width, len(self.model))
         self._update_cells("audible")
         self._update_cells("cursor")
+        self._update_cells("word")
         if top is not None:
             self.scroll_to(y=self.model.offset_to_cell(top)[0], animate=False, immediate=True)
         self.refresh()
@@ -168,6 +174,7 @@ class ReadingView(ScrollView, can_focus=True):
             return
         self._update_cells("audible")
         self._update_cells("cursor")
+        self._update_cells("word")
         if top is not None and before <= first_shown:
             self.scroll_to(y=model.offset_to_cell(top)[0], animate=False, immediate=True)
         self.refresh()
@@ -178,10 +185,18 @@ class ReadingView(ScrollView, can_focus=True):
         u = self.plan[index]
         return self.model.span_cells(u.start, u.end)
 
+    def _word_span(self) -> Cells:
+        if self.model is None or self.word is None:
+            return {}
+        return self.model.span_cells(*self.word)
+
     def _update_cells(self, which: str) -> None:
         """Recompute a highlight's cells and refresh only the lines it leaves and enters."""
         old = self._cells[which]
-        new = self._span(self.cursor if which == "cursor" else self.audible)
+        if which == "word":
+            new = self._word_span()
+        else:
+            new = self._span(self.cursor if which == "cursor" else self.audible)
         self._cells[which] = new
         for line in old.keys() | new.keys():
             self.refresh_line(line)
@@ -212,6 +227,9 @@ class ReadingView(ScrollView, can_focus=True):
         self._update_cells("audible")
         if self.follow and self.audible is not None:
             self.reveal(self.audible)
+
+    def watch_word(self) -> None:
+        self._update_cells("word")
 
     def watch_follow(self, follow: bool) -> None:
         if follow and self.audible is not None:
@@ -288,16 +306,21 @@ class ReadingView(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         audible = self._cells["audible"].get(index)
         cursor = self._cells["cursor"].get(index)
+        word = self._cells["word"].get(index)
         line = self.model.line(index)
-        key = (id(line), audible, cursor)  # lines live as long as the model (cleared with it)
+        key = (id(line), audible, cursor, word)  # lines live as long as the model
         strip = self._cache.get(key)
         if strip is None:
-            strip = self._build(line, audible, cursor)
+            strip = self._build(line, audible, cursor, word)
             self._cache[key] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
 
     def _build(
-        self, line: Line, audible: tuple[int, int] | None, cursor: tuple[int, int] | None
+        self,
+        line: Line,
+        audible: tuple[int, int] | None,
+        cursor: tuple[int, int] | None,
+        word: tuple[int, int] | None = None,
     ) -> Strip:
         style = self.get_component_rich_style
         base = self.rich_style
@@ -306,8 +329,9 @@ class ReadingView(ScrollView, can_focus=True):
         deco = base + style("reading-view--decoration")
         cur = style("reading-view--cursor")
         aud = style("reading-view--audible")
+        spoken = style("reading-view--word")
         cuts = {0, line.prefix, len(line.text)}
-        for span in (audible, cursor):
+        for span in (audible, cursor, word):
             if span:
                 cuts.update(span)
         for a, b, _ in line.marks:
@@ -324,5 +348,7 @@ class ReadingView(ScrollView, can_focus=True):
                 s = s + cur
             if audible and audible[0] <= a < audible[1]:
                 s = s + aud
+            if word and word[0] <= a < word[1]:
+                s = s + spoken
             segments.append(Segment(line.text[a:b], s))
         return Strip(segments)
