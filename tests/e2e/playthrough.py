@@ -358,8 +358,7 @@ class Analysis:
         after the narrator began streaming the utterance), silence between utterances that
         the player did not produce, sound where there should be none (the audio path
         playing something twice), samples lost or changed without any of those. Empty for a
-        clean run; a fault of vvreader's that shows
-        here shows in every run."""
+        clean run; a fault of vvreader's that shows here shows in every run."""
         out = []
         if self.device_underflows:
             out.append(f"PortAudio reported {self.device_underflows} late callbacks")
