@@ -398,6 +398,25 @@ class WrapModel:
             self._flow(runs, *self._prefixes(block, marker), self._style(block))
 
     def _flow(self, runs: list[tuple[int, int]], first: str, cont: str, style: str) -> None:
+        """Word-wrap a flowing block; a line that ends with a hard break (a backslash, as in
+        a poem's lines) ends a display line too."""
+        text = self.document.text
+        group: list[tuple[int, int]] = []
+        prefix = first
+        for i, (s, e) in enumerate(runs):
+            tail = e
+            while tail > s and text[tail - 1] == "\\":
+                tail -= 1
+            if i + 1 < len(runs) and self.document.markdown and (e - tail) % 2 == 1:
+                group.append((s, e - 1))  # the backslash is markup
+                self._flow_lines(group, prefix, cont, style)
+                group, prefix = [], cont
+            else:
+                group.append((s, e))
+        if group:
+            self._flow_lines(group, prefix, cont, style)
+
+    def _flow_lines(self, runs: list[tuple[int, int]], first: str, cont: str, style: str) -> None:
         """Join the source lines ``runs`` with spaces, hide inline markup, word-wrap."""
         safe = self.safe
         joined = "\n".join(safe[s:e] for s, e in runs)
