@@ -15,6 +15,7 @@ from vvreader.text.chapters import chapter_at, contents
 from vvreader.text.plan import ProgressivePlan, build_plan
 from vvreader.text.readers import load_document
 from vvreader.text.settings import PlanSettings
+from vvreader.widgets.wrap import WrapModel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,6 +145,8 @@ def test_poetry_tables_lists_quotes_pre_emphasis(tmp_path: Path) -> None:
     doc = load_document(str(book))
     poem = next(b for b in doc.blocks if "Roses" in doc.text[b.start : b.end])
     assert poem.line_end - poem.line_start == 2  # the line break is kept for the view
+    shown = [line.text for line in WrapModel(doc, 60).lines]
+    assert shown[2:4] == ["Roses are red,", "violets are blue."]
 
 
 def test_hidden_scripts_pagebreaks_and_mathml(tmp_path: Path) -> None:

@@ -228,7 +228,7 @@ class _Inline:
             joined = _ESCAPE.sub(r"\\\1", joined)
         joined = _WS.sub(" ", joined)
         lines = joined.split("\x02") if breaks else [joined.replace("\x02", " ")]
-        result = []
+        result: list[str] = []
         for line in lines:
             line = line.strip(" ")
             if "\x00" in line:
@@ -239,7 +239,8 @@ class _Inline:
                 if line[0] in "-+=0123456789":
                     line = _LINE_START.sub(r"\\\1", line)
                 result.append(line)
-        return result
+        # A backslash at the end of a line is a Markdown hard break (a poem's line ends).
+        return [line + "\\" for line in result[:-1]] + result[-1:]
 
 
 _MARKS = {
