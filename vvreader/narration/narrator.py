@@ -1,7 +1,8 @@
 """The narrator: the controller between the reader's keys and the voice.
 
-It keeps where reading stands (the utterance read, one jumped to and not heard yet, and
-whether to play once the model is ready), turns the reader's moves into commands for its
+It keeps where reading stands (the utterance read, one jumped to and not heard yet,
+whether to play once the model is ready, a note read out of turn and where to come back
+to), turns the reader's moves into commands for its
 thread (:mod:`.synthesis`) through one queue, and hands what happens (:mod:`.events`) to
 the app's callback. The app's thread calls it; it is UI-free.
 
@@ -19,6 +20,7 @@ from enum import Enum
 
 from engine.api import SAMPLE_RATE, SpeechEngine
 from vvreader.keep_awake import KeepAwake
+from vvreader.media.controls import MediaCommand
 from vvreader.narration.audio_cache import AudioCache
 from vvreader.narration.commands import (
     Command,
@@ -38,6 +40,7 @@ from vvreader.narration.word_timing import spoken_fraction, word_at, words
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import AudioOutput, OutputFactory, Player
 from vvreader.speed import SPEED_RANGE, clamp_speed
+from vvreader.text.notes import cited_note
 from vvreader.text.plan import SpeechPlan
 
 __all__ = ["Narrator", "Progress", "State", "VoiceSettings"]
@@ -73,6 +76,21 @@ class Progress:
     """Seconds until the sleep timer stops the reading (None: off, or not known yet)."""
     sleep_unit: str = ""
     """"chapter" or "section" when the sleep timer stops at an end; "" otherwise."""
+    back_from_note: bool = False
+    """Reading has just come back from a note it finished, to the sentence after the one
+    citing it (:attr:`position`)."""
+
+
+@dataclass(frozen=True)
+class _NoteTrip:
+    """A note read out of turn."""
+
+    note: range
+    """Its utterances."""
+    back: int
+    """The sentence citing it, where reading comes back to."""
+    reached: bool = False
+    """The voice has reached the note."""
 
 
 class Narrator:
@@ -127,6 +145,7 @@ class Narrator:
         self._want_play = autoplay
         self._pending: int | None = None  # jumped to, not yet audible
         self._logged: int | None = None
+        self._note: _NoteTrip | None = None
         self._player: Player | None = None
         self.synthesis: Synthesis | None = None
         """The narrator's thread, once started."""
@@ -207,6 +226,66 @@ class Narrator:
         if self.state is State.STOPPED:
             self.play()
 
+    def read_note(self) -> str | None:
+        """Read the note that the sentence being read cites, then come back to the text after
+        that sentence; while a note is read, come back to the citing sentence now. What to
+        tell the reader when the sentence cites no note (None: reading moved)."""
+        if self.leave_note():
+            return None
+        note = cited_note(self.plan, self.position)
+        if note is None:
+            return "This sentence cites no note."
+        self._note = _NoteTrip(note, self.position)
+        self.go(note.start, play=True)
+        return None
+
+    def leave_note(self) -> bool:
+        """Come back from a note read out of turn to the sentence citing it, reading on if
+        reading. False when no note is being read."""
+        if self._note is None:
+            return False
+        back, self._note = self._note.back, None
+        self.go(back)
+        return True
+
+    @property
+    def reading_note(self) -> bool:
+        """A note is being read out of turn."""
+        return self._note is not None
+
+    def _follow_note(self) -> bool:
+        """Note that the voice reached the note, and come back once it is over: to the
+        sentence after the citing one. True when reading came back."""
+        trip = self._note
+        if trip is None:
+            return False
+        if self.position in trip.note:
+            if not trip.reached:
+                self._note = _NoteTrip(trip.note, trip.back, reached=True)
+            return False
+        if not trip.reached:
+            return False
+        self._note = None
+        self.go(trip.back + 1)
+        return True
+
+    def media(self, command: MediaCommand) -> bool:
+        """A media button, doing what the reader's own key does. True if reading moved (as
+        :meth:`go` and :meth:`play_pause` say)."""
+        playing = self.state in (State.PLAYING, State.BUFFERING)
+        match command:
+            case MediaCommand.PLAY_PAUSE:
+                return self.play_pause()
+            case MediaCommand.PLAY if not playing:
+                return self.play_pause()
+            case MediaCommand.PAUSE | MediaCommand.STOP if playing:
+                return self.play_pause()
+            case MediaCommand.NEXT:
+                return self.go(self.plan.next_sentence(self.position))
+            case MediaCommand.PREVIOUS:
+                return self.go(self.plan.previous_sentence(self.position))
+        return False
+
     def set_settings(self, settings: VoiceSettings) -> None:
         """Read with ``settings`` from the utterance after the one being heard."""
         self.settings = settings
@@ -221,6 +300,18 @@ class Narrator:
         if self._player is not None:
             self._player.set_speed(self.listening_speed)
         return self.listening_speed
+
+    def sleep_choose(self, choice: str) -> str:
+        """Set the sleep timer as the sleep picker's ``choice`` says: "off", "chapter",
+        "section", or a number of minutes. What to tell the reader."""
+        if choice == "off":
+            self.sleep_cancel()
+            return "Sleep timer off."
+        if choice in ("chapter", "section"):
+            self.sleep_at_end_of(choice)
+            return f"Reading stops at the end of this {choice}."
+        self.sleep_after(float(choice))
+        return f"Reading stops in {choice} minutes."
 
     def sleep_after(self, minutes: float) -> None:
         """Stop reading ``minutes`` from now, fading out."""
@@ -310,6 +401,7 @@ class Narrator:
             if audible != self._logged:
                 self._logged = audible
                 log.info("audible %d", audible)
+        back_from_note = self._follow_note()
         status = "finished" if self.finished and self.synthesis.playing else state.value
         left = self.pace.seconds_left(self.plan, self.position)
         sleep_left = self._sleep_tick(audible, state)
@@ -323,6 +415,7 @@ class Narrator:
             self.listening_speed,
             sleep_left,
             self.sleep.unit if self.sleep.active else "",
+            back_from_note,
         )
 
     def audible(self) -> int | None:

@@ -8,26 +8,26 @@ synthesised. Settings changes go up to the app as :class:`ReadingScreen.Settings
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
 
 from vvreader.media.controls import MediaCommand
 from vvreader.narration.commands import VoiceSettings, step_cfg, step_steps
-from vvreader.narration.narrator import Narrator, State
+from vvreader.narration.narrator import Narrator
 from vvreader.screens.contents import TableOfContents
 from vvreader.screens.help import HelpScreen, key_help
+from vvreader.screens.reading_keys import READING_BINDINGS
 from vvreader.screens.search import DocumentSearch, SearchBar
 from vvreader.screens.sleep import SleepPicker
 from vvreader.screens.voices import VoicePicker
 from vvreader.speed import step_speed
-from vvreader.text.chapters import ContentsEntry, chapter_at, contents
-from vvreader.text.notes import cited_note
+from vvreader.text.chapters import ChapterIndex
 from vvreader.text.plan import SpeechPlan
 from vvreader.voice_choice import VoiceChoice
 from vvreader.widgets.loading_banner import LoadingBanner
@@ -36,91 +36,36 @@ from vvreader.widgets.status_bar import StatusBar
 
 __all__ = ["ReadingScreen"]
 
-_PLAY_PAUSE = "Start, pause or resume the narration."
-_RESAY = "Synthesise the current sentence again (a new take) and read on."
-_SLEEP = "Stop reading after some minutes or at the end of this chapter or section."
-_WORDS = "Underline the word being spoken (approximate: spread by syllables)."
-_SPEED = "Listening speed, 0.5x to 3.0x in steps of 0.1; the voice's pitch is kept."
-
-
-_NOTE = (
-    "Read the note cited by this sentence (a footnote, or an EPUB book's note), then come "
-    "back; again, or b, comes back at once."
-)
-
-
-def _hidden(keys: str, action: str, description: str, id: str, tooltip: str = "") -> Binding:
-    """A binding left out of the footer (help and the command palette list it)."""
-    return Binding(keys, action, description, id=id, show=False, tooltip=tooltip)
-
 
 class ReadingScreen(Screen[None]):
     """The main screen."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("space", "play_pause", "Play/pause", id="play-pause", tooltip=_PLAY_PAUSE),
-        _hidden("l,right", "go('next_sentence')", "Next sentence", "next-sentence"),
-        _hidden("h,left", "go('previous_sentence')", "Previous sentence", "previous-sentence"),
-        _hidden("right_square_bracket", "go('next_paragraph')", "Next paragraph", "next-paragraph"),
-        _hidden(
-            "left_square_bracket",
-            "go('previous_paragraph')",
-            "Previous paragraph",
-            "previous-paragraph",
-        ),
-        _hidden("right_curly_bracket", "go('next_heading')", "Next heading", "next-heading"),
-        _hidden(
-            "left_curly_bracket", "go('previous_heading')", "Previous heading", "previous-heading"
-        ),
-        _hidden("enter", "read_from_cursor", "Read from cursor", "read-from-cursor"),
-        _hidden("r", "resay", "Say it again", "resay", tooltip=_RESAY),
-        Binding("v", "pick_voice", "Voice", id="pick-voice"),
-        _hidden("V", "next_voice", "Next voice", "next-voice"),
-        _hidden("plus,equals_sign", "cfg(1)", "CFG up", "cfg-up"),
-        _hidden("minus", "cfg(-1)", "CFG down", "cfg-down"),
-        _hidden("s", "steps(1)", "More diffusion steps", "steps-up"),
-        _hidden("S", "steps(-1)", "Fewer diffusion steps", "steps-down"),
-        _hidden("greater_than_sign,full_stop", "speed(1)", "Faster", "speed-up", _SPEED),
-        _hidden("less_than_sign,comma", "speed(-1)", "Slower", "speed-down", _SPEED),
-        _hidden("z", "sleep_timer", "Sleep timer", "sleep-timer", _SLEEP),
-        Binding("t", "contents", "Contents", id="contents"),
-        _hidden("o", "read_note", "Read the note", "read-note", _NOTE),
-        Binding("slash", "search", "Search", id="search"),
-        _hidden("n", "search_next", "Next match", "search-next"),
-        _hidden("f", "toggle_follow", "Follow on/off", "toggle-follow"),
-        _hidden("w", "toggle_word_follow", "Word follow on/off", "word-follow", _WORDS),
-        _hidden("b,escape", "back_to_narrator", "Back to the voice", "back-to-narrator"),
-        Binding("question_mark,f1", "help", "Help", id="help"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = READING_BINDINGS
 
+    @dataclass
     class SettingsChanged(Message):
         """The user changed voice, CFG scale or steps."""
 
-        def __init__(self, settings: VoiceSettings) -> None:
-            self.settings = settings
-            super().__init__()
+        settings: VoiceSettings
 
+    @dataclass
     class WordFollowChanged(Message):
         """The user turned word follow on or off."""
 
-        def __init__(self, on: bool) -> None:
-            self.on = on
-            super().__init__()
+        on: bool
 
+    @dataclass
     class SpeedChanged(Message):
         """The user changed the listening speed."""
 
-        def __init__(self, speed: float) -> None:
-            self.speed = speed
-            super().__init__()
+        speed: float
 
+    @dataclass
     class VoiceWanted(Message):
         """The user chose a preset voice that is not downloaded yet; the app downloads it
         and answers with :meth:`ReadingScreen.voice_fetched`."""
 
-        def __init__(self, voice: str) -> None:
-            self.voice = voice
-            super().__init__()
+        voice: str
 
     def __init__(self, narrator: Narrator, word_follow: bool = False) -> None:
         super().__init__()
@@ -139,10 +84,7 @@ class ReadingScreen(Screen[None]):
             say=lambda text: self.app.notify(text, timeout=3),
         )
         self.search = DocumentSearch()
-        self._contents: tuple[int, list[ContentsEntry]] = (-1, [])
-        self._note: tuple[range, int, bool] | None = None
-        """While a note is read out of turn: its utterances, where to come back to, and
-        whether the voice has reached the note yet."""
+        self.chapters = ChapterIndex()
 
     @property
     def plan(self) -> SpeechPlan:
@@ -221,20 +163,9 @@ class ReadingScreen(Screen[None]):
         self.view.audible = progress.position if len(self.plan) else None
         self.view.word = self.narrator.word() if self.word_follow else None
         self.status.show_progress(progress)
-        self.status.chapter = chapter_at(self._chapters(), progress.position)
-        if self._note is not None:
-            note, back, reached = self._note
-            if progress.position in note:
-                self._note = (note, back, True)
-            elif reached:  # the note is over: on with the text after the citing sentence
-                self._come_back(back + 1)
-
-    def _chapters(self) -> list[ContentsEntry]:
-        """The contents entries of the plan so far (built again when the plan grows)."""
-        plan = self.plan
-        if self._contents[0] != len(plan):
-            self._contents = (len(plan), contents(plan))
-        return self._contents[1]
+        self.status.chapter = self.chapters.at(self.plan, progress.position)
+        if progress.back_from_note:
+            self._follow_voice(cursor=True)
 
     # ------------------------------------------------------------------ moving
     def _go(self, index: int | None, play: bool | None = None, cursor: bool = False) -> None:
@@ -243,11 +174,17 @@ class ReadingScreen(Screen[None]):
         if cursor and index is not None:
             self.view.cursor = index
         if self.narrator.go(index, play):
-            self.view.audible, self.view.follow = self.position, True
+            self._follow_voice()
+
+    def _follow_voice(self, cursor: bool = False) -> None:
+        """Reading moved: the view shows where (with the cursor there too if ``cursor``)."""
+        if cursor:
+            self.view.cursor = self.position
+        self.view.audible, self.view.follow = self.position, True
 
     def action_play_pause(self) -> None:
         if self.narrator.play_pause():  # back to the start
-            self.view.audible, self.view.follow = self.position, True
+            self._follow_voice()
 
     def action_go(self, move: str) -> None:
         """Read from the utterance that plan method ``move`` finds (next_sentence...)."""
@@ -274,28 +211,16 @@ class ReadingScreen(Screen[None]):
         self.app.notify("Following the voice." if self.view.follow else "Follow off.", timeout=2)
 
     def action_back_to_narrator(self) -> None:
-        if self._note is not None:
-            self._come_back(self._note[1])
-            return
-        self.view.cursor = self.position
-        self.view.follow = True
+        if self.narrator.leave_note():
+            self.view.audible = self.position
+        self.view.cursor, self.view.follow = self.position, True
 
     def action_read_note(self) -> None:
-        if self._note is not None:
-            self._come_back(self._note[1])
-            return
-        here = self.position
-        note = cited_note(self.plan, here)
-        if note is None:
-            self.app.notify("This sentence cites no note.", timeout=2)
-            return
-        self._note = (note, here, False)
-        self._go(note.start, play=True, cursor=True)
-
-    def _come_back(self, index: int) -> None:
-        """Leave the note for utterance ``index`` (reading on if reading)."""
-        self._note = None
-        self._go(index, cursor=True)
+        unread = self.narrator.read_note()
+        if unread is not None:
+            self.app.notify(unread, timeout=2)
+        else:
+            self._follow_voice(cursor=True)
 
     # ------------------------------------------------------------------ settings
     def _apply(self, **changes: str | float | int) -> None:
@@ -316,21 +241,10 @@ class ReadingScreen(Screen[None]):
         """Listen at ``speed`` (clamped to the range) and remember it."""
         self.post_message(self.SpeedChanged(self.narrator.set_speed(speed)))
 
-    # ------------------------------------------------------------------ media keys
     def media_key(self, command: MediaCommand) -> None:
         """A media button: the same as the reader's own keys."""
-        playing = self.narrator.state in (State.PLAYING, State.BUFFERING)
-        match command:
-            case MediaCommand.PLAY_PAUSE:
-                self.action_play_pause()
-            case MediaCommand.PLAY if not playing:
-                self.action_play_pause()
-            case MediaCommand.PAUSE | MediaCommand.STOP if playing:
-                self.action_play_pause()
-            case MediaCommand.NEXT:
-                self.action_go("next_sentence")
-            case MediaCommand.PREVIOUS:
-                self.action_go("previous_sentence")
+        if self.narrator.media(command):
+            self._follow_voice()
 
     def action_next_voice(self) -> None:
         self.voices.next()
@@ -353,17 +267,8 @@ class ReadingScreen(Screen[None]):
             self.app.push_screen(SleepPicker(self.narrator.sleep.active), self._sleep_chosen)
 
     def _sleep_chosen(self, choice: str | None) -> None:
-        if choice is None:
-            return
-        if choice == "off":
-            self.narrator.sleep_cancel()
-            self.app.notify("Sleep timer off.", timeout=2)
-        elif choice in ("chapter", "section"):
-            self.narrator.sleep_at_end_of(choice)
-            self.app.notify(f"Reading stops at the end of this {choice}.", timeout=3)
-        else:
-            self.narrator.sleep_after(float(choice))
-            self.app.notify(f"Reading stops in {choice} minutes.", timeout=3)
+        if choice is not None:
+            self.app.notify(self.narrator.sleep_choose(choice), timeout=2 if choice == "off" else 3)
 
     # ------------------------------------------------------------------ finding and help
     def action_contents(self) -> None:
@@ -380,16 +285,15 @@ class ReadingScreen(Screen[None]):
     def _query_chosen(self, query: str | None) -> None:
         if query:
             self.search.query = query
-            self._find(self.plan[self.view.cursor].start if len(self.plan) else 0)
+            self._show_match(self.search.from_cursor(self.plan, self.view.cursor))
 
     def action_search_next(self) -> None:
         if not self.search.query:
             self.action_search()
         elif len(self.plan):
-            self._find(self.plan[self.view.cursor].end)
+            self._show_match(self.search.from_cursor(self.plan, self.view.cursor, again=True))
 
-    def _find(self, start: int) -> None:
-        index = self.search.next(self.plan, start)
+    def _show_match(self, index: int | None) -> None:
         if index is None:
             query = self.search.query
             self.app.notify(f"Not found: {query}", severity="warning", markup=False, timeout=3)

@@ -46,6 +46,14 @@ class DocumentSearch:
             u = next((x for x in plan if x.end > hit), None)
         return None if u is None else u.index
 
+    def from_cursor(self, plan: SpeechPlan, cursor: int, again: bool = False) -> int | None:
+        """The utterance of the next match from utterance ``cursor``: from its start for a
+        new query, from its end to find the query ``again``."""
+        if not len(plan):
+            return None if again else self.next(plan, 0)
+        utterance = plan[cursor]
+        return self.next(plan, utterance.end if again else utterance.start)
+
 
 class SearchBar(OnceModal[str | None]):
     """Dismisses with the query, or None when cancelled."""

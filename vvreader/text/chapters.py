@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from vvreader.text.plan import SpeechPlan
 
-__all__ = ["ContentsEntry", "chapter_at", "contents"]
+__all__ = ["ChapterIndex", "ContentsEntry", "chapter_at", "contents"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +57,18 @@ def chapter_at(entries: list[ContentsEntry], index: int) -> str:
     """Title of the entry whose part holds utterance ``index`` ("" before the first)."""
     i = bisect_right([e.index for e in entries], index) - 1
     return entries[i].title if i >= 0 else ""
+
+
+class ChapterIndex:
+    """The title of the part being read, for a plan that grows as more of a book is
+    planned: the contents are built again only when the plan has grown."""
+
+    def __init__(self) -> None:
+        self._planned = -1
+        self._entries: list[ContentsEntry] = []
+
+    def at(self, plan: SpeechPlan, index: int) -> str:
+        """Title of the part of ``plan`` holding utterance ``index`` ("" before the first)."""
+        if self._planned != len(plan):
+            self._planned, self._entries = len(plan), contents(plan)
+        return chapter_at(self._entries, index)
