@@ -394,17 +394,8 @@ class ReaderApp(App[None]):
             self.set_timer(0.6, lambda: self.post_message(self.PlanGrew()))
 
     # ------------------------------------------------------------------ settings and state
-    def on_reading_screen_settings_changed(self, event: ReadingScreen.SettingsChanged) -> None:
-        s = event.settings
-        self.config = replace(self.config, voice=s.voice, cfg_scale=s.cfg_scale, steps=s.steps)
-        self._save_config()
-
-    def on_reading_screen_word_follow_changed(self, event: ReadingScreen.WordFollowChanged) -> None:
-        self.config = replace(self.config, word_follow=event.on)
-        self._save_config()
-
-    def on_reading_screen_speed_changed(self, event: ReadingScreen.SpeedChanged) -> None:
-        self.config = replace(self.config, speed=event.speed)
+    def on_reading_screen_remember(self, event: ReadingScreen.Remember) -> None:
+        self.config = replace(self.config, **event.changes)
         self._save_config()
 
     def _theme_changed(self, theme: object) -> None:

@@ -3,12 +3,12 @@
 The screen mediates: its bindings become calls on the :class:`Narrator` (which keeps where
 reading stands and what to play), and 20 times a second the narrator's progress goes to the
 view and the status bar: the highlight follows what is audible, not what is being
-synthesised. Settings changes go up to the app as :class:`ReadingScreen.SettingsChanged`.
+synthesised. Settings the user changes go up to the app as :class:`ReadingScreen.Remember`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -43,22 +43,11 @@ class ReadingScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = READING_BINDINGS
 
     @dataclass
-    class SettingsChanged(Message):
-        """The user changed voice, CFG scale or steps."""
+    class Remember(Message):
+        """The user changed a setting that the app keeps in the config: ``changes`` maps
+        config fields (voice, cfg_scale, steps, speed, word_follow) to their new values."""
 
-        settings: VoiceSettings
-
-    @dataclass
-    class WordFollowChanged(Message):
-        """The user turned word follow on or off."""
-
-        on: bool
-
-    @dataclass
-    class SpeedChanged(Message):
-        """The user changed the listening speed."""
-
-        speed: float
+        changes: dict[str, object]
 
     @dataclass
     class VoiceWanted(Message):
@@ -201,7 +190,7 @@ class ReadingScreen(Screen[None]):
 
     def action_toggle_word_follow(self) -> None:
         self.word_follow = not self.word_follow
-        self.post_message(self.WordFollowChanged(self.word_follow))
+        self.post_message(self.Remember({"word_follow": self.word_follow}))
         self.app.notify(
             "Word follow on (approximate)." if self.word_follow else "Word follow off.", timeout=2
         )
@@ -226,7 +215,7 @@ class ReadingScreen(Screen[None]):
     def _apply(self, **changes: str | float | int) -> None:
         self.narrator.set_settings(replace(self.settings, **changes))
         self.status.show_settings(self.settings)
-        self.post_message(self.SettingsChanged(self.settings))
+        self.post_message(self.Remember(asdict(self.settings)))  # the config's field names
 
     def action_cfg(self, direction: int) -> None:
         self._apply(cfg_scale=step_cfg(self.settings.cfg_scale, direction))
@@ -239,7 +228,7 @@ class ReadingScreen(Screen[None]):
 
     def set_speed(self, speed: float) -> None:
         """Listen at ``speed`` (clamped to the range) and remember it."""
-        self.post_message(self.SpeedChanged(self.narrator.set_speed(speed)))
+        self.post_message(self.Remember({"speed": self.narrator.set_speed(speed)}))
 
     def media_key(self, command: MediaCommand) -> None:
         """A media button: the same as the reader's own keys."""
