@@ -9,9 +9,14 @@ from setuptools import Extension, setup
 # runs on MLX.
 ext_modules = []
 if sys.platform.startswith("linux"):
-    ext_modules.append(Extension("engine._blas_shim", ["engine/_blas_shim.c"],
-                                 depends=["engine/_bf16.h", "engine/_bf16_rows.h"],
-                                 optional=True))
+    ext_modules.append(
+        Extension(
+            "engine._blas_shim",
+            ["engine/_blas_shim.c"],
+            depends=["engine/_bf16.h", "engine/_bf16_rows.h"],
+            optional=True,
+        )
+    )
     # The decoder's layers (engine/native_decoder.py); its matrix products go to the BLAS
     # shim's cblas_sgemm, whose address engine/native_decoder.py hands it at load time.
     # -z now: an unresolved symbol fails the load (an OSError: MLX decodes), not a call.

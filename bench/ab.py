@@ -31,7 +31,10 @@ def worktree(rev: str) -> Path:
     """A checkout of ``rev`` with its extensions built (made once, then reused)."""
     sha = subprocess.run(
         ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
-        cwd=REPO, check=True, capture_output=True, text=True,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     tree = REPO / ".cache" / "ab" / sha[:12]
     if not (tree / ".built").exists():
@@ -49,11 +52,16 @@ def worktree(rev: str) -> Path:
 def run(tree: Path, script: list[str]) -> dict:
     env = dict(os.environ)
     env.setdefault("VVREADER_SHARED", str(REPO.parent / "shared"))
-    args = [str(REPO / x) if (REPO / x).exists() and not x.startswith("-") else x
-            for x in script[1:]]
+    args = [
+        str(REPO / x) if (REPO / x).exists() and not x.startswith("-") else x for x in script[1:]
+    ]
     out = subprocess.run(
         [sys.executable, str(tree / script[0]), *args],
-        cwd=tree, check=True, capture_output=True, text=True, env=env,
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -76,8 +84,9 @@ def main() -> None:
         for name, tree in (("base", base), ("this", REPO)):
             res = run(tree, script)
             results[name].append(res)
-            print(f"round {r + 1} {name}: " + ", ".join(f"{k} {res.get(k)}" for k in keys),
-                  flush=True)
+            print(
+                f"round {r + 1} {name}: " + ", ".join(f"{k} {res.get(k)}" for k in keys), flush=True
+            )
     summary: dict[str, object] = {"rev": a.rev, "rounds": a.rounds, "script": script}
     print(f"{'':20s} {'base':>10s} {'this':>10s} {'base/this':>10s}")
     for k in keys:

@@ -132,8 +132,13 @@ def _vvreader() -> SimpleNamespace:
             from vvreader.plan import ProgressivePlan
         except ImportError:
             ProgressivePlan = None  # noqa: N806 - the class, or None
-    return SimpleNamespace(decode=decode, parse=parse, build_plan=build_plan,
-                           ProgressivePlan=ProgressivePlan, split_sentences=split_sentences)
+    return SimpleNamespace(
+        decode=decode,
+        parse=parse,
+        build_plan=build_plan,
+        ProgressivePlan=ProgressivePlan,
+        split_sentences=split_sentences,
+    )
 
 
 def measure(data: bytes, markdown: bool) -> dict[str, object]:
@@ -269,7 +274,8 @@ def main() -> None:
             base.mkdir()
             archive = subprocess.run(
                 ["git", "-C", str(ROOT), "archive", args.baseline, "vvreader"],
-                check=True, capture_output=True,
+                check=True,
+                capture_output=True,
             ).stdout
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
             codes["baseline"] = base
@@ -290,7 +296,8 @@ def main() -> None:
         }
         if "first_s" in ours:
             out["ratios"]["baseline_total_over_our_first"] = round(
-                float(base_r["total_s"]) / float(ours["first_s"]), 1  # type: ignore[arg-type]
+                float(base_r["total_s"]) / float(ours["first_s"]),
+                1,  # type: ignore[arg-type]
             )
     print(json.dumps(out))
 

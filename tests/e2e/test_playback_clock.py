@@ -22,8 +22,9 @@ def clock_with(ready: int) -> PlaybackClock:
     return clock
 
 
-def play_blocks(clock: PlaybackClock, n: int, t0: float, frame0: int = 0,
-                late: dict[int, float] | None = None) -> float:
+def play_blocks(
+    clock: PlaybackClock, n: int, t0: float, frame0: int = 0, late: dict[int, float] | None = None
+) -> float:
     """``n`` callbacks of a device that plays frame 0 at ``t0 + LATENCY``. A callback
     ``late`` by some seconds reads the time that much after PortAudio measured the delay
     (CPU load, the GIL), so its estimate of when the block is heard is that much late."""

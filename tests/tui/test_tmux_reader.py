@@ -22,13 +22,17 @@ TMUX = shutil.which("tmux")
 HIGHLIGHT = (0x3B, 0x58, 0x78)  # reading-highlight of themes/dark.toml
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 
-DOC = "# A short book\n\n" + "\n\n".join(
-    " ".join(
-        f"Sentence number {n} of paragraph {p} says a few plain words about the weather."
-        for n in range(1, 3)
+DOC = (
+    "# A short book\n\n"
+    + "\n\n".join(
+        " ".join(
+            f"Sentence number {n} of paragraph {p} says a few plain words about the weather."
+            for n in range(1, 3)
+        )
+        for p in range(1, 8)
     )
-    for p in range(1, 8)
-) + "\n"
+    + "\n"
+)
 
 
 def highlighted(screen: str, rgb: tuple[int, int, int] = HIGHLIGHT) -> str:
@@ -72,13 +76,26 @@ class Tmux:
         self.tmp = tmp
 
     def run(self, *args: str) -> str:
-        return subprocess.run([TMUX, "-L", self.socket, "-f", "/dev/null", *args],
-                              check=True, capture_output=True, text=True).stdout
+        return subprocess.run(
+            [TMUX, "-L", self.socket, "-f", "/dev/null", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def start(self, command: str, env: dict[str, str]) -> None:
         exports = " ".join(f"{k}={v}" for k, v in env.items())
-        self.run("new-session", "-d", "-s", "main", "-x", "110", "-y", "32",
-                 f"env {exports} {command}; echo VVREADER-EXIT $?; sleep 600")
+        self.run(
+            "new-session",
+            "-d",
+            "-s",
+            "main",
+            "-x",
+            "110",
+            "-y",
+            "32",
+            f"env {exports} {command}; echo VVREADER-EXIT $?; sleep 600",
+        )
 
     def keys(self, *keys: str) -> None:
         self.run("send-keys", "-t", "main", *keys)
@@ -147,18 +164,27 @@ def norm(s: str) -> str:
 def reader_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a `vvreader` run in tmux: its own config and state folders."""
     return {
-        "TERM": "xterm-256color", "COLORTERM": "truecolor",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_STATE_HOME": str(tmp_path / "state"),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **extra,
+        "TERM": "xterm-256color",
+        "COLORTERM": "truecolor",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        **extra,
     }
 
 
 def test_reader_in_tmux(tmux: Tmux, tmp_path: Path, tiny_model: Path) -> None:
     doc = tmp_path / "book.md"
     doc.write_text(DOC)
-    plan = [json.loads(x) for x in subprocess.run(
-        [sys.executable, "-m", "vvreader", str(doc), "--plan", "--json"],
-        check=True, capture_output=True, text=True).stdout.splitlines()]
+    plan = [
+        json.loads(x)
+        for x in subprocess.run(
+            [sys.executable, "-m", "vvreader", str(doc), "--plan", "--json"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
+    ]
     log = tmp_path / "vvreader.log"
     env = reader_env(tmp_path, VVREADER_LOG=str(log))
     command = f"{sys.executable} -m vvreader {doc} --model {tiny_model} --audio-device null"
@@ -220,8 +246,11 @@ def test_reader_in_tmux(tmux: Tmux, tmp_path: Path, tiny_model: Path) -> None:
         said = re.search(r"Resuming at sentence (\d+) of", SGR.sub("", screen))
         assert said and int(said.group(1)) - 1 == stopped_at
         # once the notice is gone, the status bar and the highlight agree
-        screen = again.wait(lambda text, _: "stopped" in status_line(text)
-                            and position(text) is not None, 30, "the status bar")
+        screen = again.wait(
+            lambda text, _: "stopped" in status_line(text) and position(text) is not None,
+            30,
+            "the status bar",
+        )
         assert position(SGR.sub("", screen)) == stopped_at
         assert norm(highlighted(screen)) == norm(plan[stopped_at]["text"])
         again.quit()
@@ -240,9 +269,13 @@ def test_first_run_downloads_the_model_inside_the_reader(
     try:
         doc = tmp_path / "book.md"
         doc.write_text(DOC)
-        env = reader_env(tmp_path, XDG_CACHE_HOME=str(tmp_path / "cache"),
-                         HF_HUB_CACHE=str(tmp_path / "hf"), HF_ENDPOINT=hub.url,
-                         HF_HUB_OFFLINE="0")
+        env = reader_env(
+            tmp_path,
+            XDG_CACHE_HOME=str(tmp_path / "cache"),
+            HF_HUB_CACHE=str(tmp_path / "hf"),
+            HF_ENDPOINT=hub.url,
+            HF_HUB_OFFLINE="0",
+        )
         tmux.start(f"{sys.executable} -m vvreader {doc} --audio-device null", env)
         percents: list[int] = []
         end = time.monotonic() + 120
@@ -250,8 +283,11 @@ def test_first_run_downloads_the_model_inside_the_reader(
             text = tmux.text()
             if "playing" in status_line(text):
                 break
-            m = re.search(r"downloading microsoft/VibeVoice-Realtime-0\.5B\u2026 (\d+)% "
-                          r"\u00b7 model\.safetensors", text)
+            m = re.search(
+                r"downloading microsoft/VibeVoice-Realtime-0\.5B\u2026 (\d+)% "
+                r"\u00b7 model\.safetensors",
+                text,
+            )
             if m:
                 assert "A short book" in text  # the document is there meanwhile
                 if not percents or percents[-1] != int(m.group(1)):
@@ -279,9 +315,15 @@ def test_the_sound_server_dies_mid_sentence_and_comes_back(
     try:
         doc = tmp_path / "book.md"
         doc.write_text(DOC)
-        plan = [norm(json.loads(x)["text"]) for x in subprocess.run(
-            [sys.executable, "-m", "vvreader", str(doc), "--plan", "--json"],
-            check=True, capture_output=True, text=True).stdout.splitlines()]
+        plan = [
+            norm(json.loads(x)["text"])
+            for x in subprocess.run(
+                [sys.executable, "-m", "vvreader", str(doc), "--plan", "--json"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.splitlines()
+        ]
 
         def lit(screen: str) -> int | None:
             """The highlighted sentence (its start, where a message covers the rest)."""
@@ -292,11 +334,17 @@ def test_the_sound_server_dies_mid_sentence_and_comes_back(
         log = tmp_path / "vvreader.log"
         env = reader_env(tmp_path, PULSE_SERVER=server.server, VVREADER_LOG=str(log))
         tmux.start(f"{sys.executable} -m vvreader {doc} --model {tiny_model}", env)
-        tmux.wait(lambda text, _: "playing" in status_line(text)
-                  and (position(text) or 0) >= 2, 120, "playing the third sentence")
+        tmux.wait(
+            lambda text, _: "playing" in status_line(text) and (position(text) or 0) >= 2,
+            120,
+            "playing the third sentence",
+        )
         server.crash()
-        screen = tmux.wait(lambda text, _: "stopped" in status_line(text)
-                           and "Audio device" in text, 10, "the message")
+        screen = tmux.wait(
+            lambda text, _: "stopped" in status_line(text) and "Audio device" in text,
+            10,
+            "the message",
+        )
         text = SGR.sub("", screen)
         lost_at = lit(screen)
         assert lost_at is not None and lost_at >= 2, text
@@ -343,8 +391,9 @@ def test_offline_with_nothing_cached_says_what_to_do_before_opening(
     text = tmux.wait(lambda text, _: "VVREADER-EXIT" in text, 60, "exit")
     assert "VVREADER-EXIT 2" in text and "Traceback" not in text
     said = norm(text.split("VVREADER-EXIT")[0])
-    assert said.startswith("vvreader: cannot get config.json and the weights of "
-                           "microsoft/VibeVoice-Realtime-0.5B"), said
+    assert said.startswith(
+        "vvreader: cannot get config.json and the weights of microsoft/VibeVoice-Realtime-0.5B"
+    ), said
     assert "HF_HUB_OFFLINE" in said and "--model /path/to/folder" in said
 
 

@@ -24,9 +24,9 @@ def test_blocks_of_sample():
     assert [b.start for b in doc.blocks] == sorted(b.start for b in doc.blocks)
     for b in doc.blocks:
         assert 0 <= b.start < b.end <= len(doc.text)
-        assert doc.text[b.start:b.end].strip() == doc.text[b.start:b.end]
+        assert doc.text[b.start : b.end].strip() == doc.text[b.start : b.end]
     setext = next(b for b in doc.blocks if b.kind == "heading" and b.level == 2)
-    assert doc.text[setext.start:setext.end].startswith("Setext heading")
+    assert doc.text[setext.start : setext.end].startswith("Setext heading")
     nested = [b for b in doc.blocks if b.list_number is not None]
     assert [b.list_number for b in nested] == [1, 2] and all(b.list_depth == 2 for b in nested)
     quotes = [b for b in doc.blocks if b.quote_depth]
@@ -60,7 +60,7 @@ def test_crlf_offsets(tmp_path):
     path.write_bytes(b"# Title\r\n\r\nFirst line\r\nsecond line.\r\n\r\n- item\r\n")
     doc = load_document(str(path))
     assert "\r\n" in doc.text
-    assert [doc.text[b.start:b.end] for b in doc.blocks] == [
+    assert [doc.text[b.start : b.end] for b in doc.blocks] == [
         "# Title",
         "First line\r\nsecond line.",
         "- item",
@@ -73,7 +73,7 @@ def test_plain_text_crlf_and_cr_lines_join(tmp_path):
         path = tmp_path / "book.txt"
         path.write_bytes(f"One wrapped{nl}line here.{nl}{nl}Two.{nl}".encode())
         doc = load_document(str(path))
-        spans = [doc.text[b.start:b.end] for b in doc.blocks]
+        spans = [doc.text[b.start : b.end] for b in doc.blocks]
         assert spans == [f"One wrapped{nl}line here.", "Two."]
 
 
@@ -82,7 +82,7 @@ def test_plain_text_paragraphs(tmp_path):
     path.write_text("  One wrapped\nline here.\n\n\n\nTwo.\n   \nThree\n", "utf-8")
     doc = load_document(str(path))
     assert not doc.markdown
-    assert [doc.text[b.start:b.end] for b in doc.blocks] == [
+    assert [doc.text[b.start : b.end] for b in doc.blocks] == [
         "One wrapped\nline here.",
         "Two.",
         "Three",

@@ -53,10 +53,20 @@ PIECES = [
     "Word <span>html</span> <http://auto.link/x> www.bare.org\n",
 ]
 FRONT = [
-    "---\ntitle: x\n\n# a comment\n---\n\n", "---\nno close\n\n# x\n\n", "---\n\n# H\n\n---\n", ""
+    "---\ntitle: x\n\n# a comment\n---\n\n",
+    "---\nno close\n\n# x\n\n",
+    "---\n\n# H\n\n---\n",
+    "",
 ]
 SEPARATORS = [
-    "\n\n# H\n\n", "\n\n", "\n", "\n\nWord\n\n", "\n\n#\n\n", "\n\n\n", "\n  \n", "\n\n## S\n"
+    "\n\n# H\n\n",
+    "\n\n",
+    "\n",
+    "\n\nWord\n\n",
+    "\n\n#\n\n",
+    "\n\n\n",
+    "\n  \n",
+    "\n\n## S\n",
 ]
 
 
@@ -111,10 +121,24 @@ def _reference_blocks(text: str) -> tuple[list[Block], dict[str, int]]:
             payload: tuple[Any, ...] = tuple(tokens[i + 1 : close]) if close > i else (tok,)
             item, number = items[-1] if items else (None, None)
             blocks.append(
-                Block(len(blocks), "footnote" if footnote and kind == "paragraph" else kind,
-                      start, end, first, last, 0, None, int(tok.tag[1]) if kind == "heading" else 0,
-                      list_depth, item, number, quote_depth, footnote,
-                      tok.info.strip() if t == "fence" else "", payload)
+                Block(
+                    len(blocks),
+                    "footnote" if footnote and kind == "paragraph" else kind,
+                    start,
+                    end,
+                    first,
+                    last,
+                    0,
+                    None,
+                    int(tok.tag[1]) if kind == "heading" else 0,
+                    list_depth,
+                    item,
+                    number,
+                    quote_depth,
+                    footnote,
+                    tok.info.strip() if t == "fence" else "",
+                    payload,
+                )
             )
             for inline in payload:
                 for child in getattr(inline, "children", None) or ():
@@ -176,7 +200,11 @@ def test_first_part_is_final_before_the_rest_is_parsed():
 
 
 def test_text_with_a_bracket_waits_for_later_definitions():
-    text = "# One\n\nSee [the docs][d].\n\n" + "# More\n\nPlain words.\n\n" * 500 + "[d]: http://d.org\n"
+    text = (
+        "# One\n\nSee [the docs][d].\n\n"
+        + "# More\n\nPlain words.\n\n" * 500
+        + "[d]: http://d.org\n"
+    )
     parts = MarkdownParts(text, line_starts_of(text), first_chars=100, part_chars=100)
     parts.step()
     heading, paragraph = parts.blocks[:2]

@@ -26,7 +26,7 @@ from vvreader.text.normalize import PronunciationDictionary, normalize, strip_co
         ("At 5 p.m. we left.", "At 5 p m we left."),
         ("[bold red]x[/]", "bold red x"),
         ("I have 5 m of rope in the van.", "I have 5 m of rope in the van."),
-        ("“Quoted” and ‘single’.", '"Quoted" and \'single\'.'),
+        ("“Quoted” and ‘single’.", "\"Quoted\" and 'single'."),
     ],
 )
 def test_normalize(text, spoken):

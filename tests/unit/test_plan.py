@@ -28,7 +28,7 @@ def speak(src: str, **policy) -> list[str]:
         ("Setext\n======", ["Setext."]),
         ("A **strong** and _em_ and ~~gone~~ word.", ["A strong and em and gone word."]),
         ("Use `a_b*c` here.", ["Use a b c here."]),
-        ("Go [there](http://x.org/a_b \"T\") now.", ["Go there now."]),
+        ('Go [there](http://x.org/a_b "T") now.', ["Go there now."]),
         ("Go [there][r] now.\n\n[r]: http://x.org", ["Go there now."]),
         ("See https://www.python.org/dev/ now.", ["See python dot org now."]),
         ("See <https://docs.x.org/a> now.", ["See docs dot x dot org now."]),
@@ -78,7 +78,7 @@ def test_sample_spans_and_no_markup():
     assert len(plan) > 15
     for i, u in enumerate(plan):
         assert u.index == i
-        assert u.text == doc.text[u.start:u.end] and u.text.strip() == u.text
+        assert u.text == doc.text[u.start : u.end] and u.text.strip() == u.text
         block = doc.blocks[u.block]
         assert block.start <= u.start < u.end <= block.end
         assert not MARKUP.search(u.speak), u.speak
@@ -89,8 +89,11 @@ def _visible_words(src: str) -> list[str]:
     """Words a reader sees, from markdown-it's own HTML (code, footnotes, raw HTML dropped)."""
     rendered = parser().render(src)
     for pattern in (
-        r"<pre>.*?</pre>", r"<section class=\"footnotes\">.*?</section>",
-        r"<sup class=\"footnote-ref\">.*?</sup>", r"<div>.*?</div>", r"<!--.*?-->",
+        r"<pre>.*?</pre>",
+        r"<section class=\"footnotes\">.*?</section>",
+        r"<sup class=\"footnote-ref\">.*?</sup>",
+        r"<div>.*?</div>",
+        r"<!--.*?-->",
     ):
         rendered = re.sub(pattern, " ", rendered, flags=re.DOTALL)
     rendered = re.sub(r"<img[^>]*alt=\"([^\"]*)\"[^>]*>", r" \1 ", rendered)
@@ -102,7 +105,7 @@ def _visible_words(src: str) -> list[str]:
 def test_reader_words_reach_speak_in_order():
     doc = load_document(str(SAMPLE))
     plan = build_plan(doc, PlanSettings(normalize=False))
-    body = doc.text[doc.blocks[1].start:]
+    body = doc.text[doc.blocks[1].start :]
     spoken = iter(w for u in plan if u.kind != "footnote" for w in re.findall(r"\w+", u.speak))
     missing = [w for w in _visible_words(body) if not any(w == s for s in spoken)]
     assert missing == []
@@ -156,8 +159,14 @@ def test_navigation_and_lookup():
 def test_footnote_read_at_end_of_citing_section():
     src = "# A\n\nCites[^n].\n\nMore.\n\n# B\n\nOther.\n\n[^n]: The note."
     plan = build_plan(parse(src))
-    assert [u.speak for u in plan] == ["A.", "Cites.", "More.", "Footnote n: The note.", "B.",
-                                       "Other."]
+    assert [u.speak for u in plan] == [
+        "A.",
+        "Cites.",
+        "More.",
+        "Footnote n: The note.",
+        "B.",
+        "Other.",
+    ]
     note = plan[3]
     assert note.section == 1 and note.text.endswith("The note.")
 
@@ -167,9 +176,7 @@ def test_front_matter_pronunciations_and_global_layer():
 
     src = "---\npronounce:\n  Smaug: smowg\n---\nSmaug met Bilbo."
     glob = PronunciationDictionary({"Bilbo": "bill bow", "Smaug": "smog"})
-    assert [u.speak for u in build_plan(parse(src), dictionary=glob)] == [
-        "smowg met bill bow."
-    ]
+    assert [u.speak for u in build_plan(parse(src), dictionary=glob)] == ["smowg met bill bow."]
 
 
 def test_escapes_and_rich_markup_not_interpreted():

@@ -25,8 +25,9 @@ NOTES = (
 )
 SETTINGS = [
     PlanSettings(),
-    PlanSettings(footnotes="skip", tables="skip", code="read", normalize=False,
-                 max_utterance_chars=30),
+    PlanSettings(
+        footnotes="skip", tables="skip", code="read", normalize=False, max_utterance_chars=30
+    ),
 ]
 
 
@@ -58,8 +59,12 @@ def test_partial_plans_are_prefixes_of_the_whole_plan(text, settings, first, par
     assert progress.done and final.complete
     assert final.utterances == whole.utterances
     assert final.document == whole_doc
-    assert all(tok.children is not None for b in final.document.blocks for tok in b.tokens
-               if tok.type == "inline")
+    assert all(
+        tok.children is not None
+        for b in final.document.blocks
+        for tok in b.tokens
+        if tok.type == "inline"
+    )
 
 
 def test_first_part_of_a_big_book_comes_alone():

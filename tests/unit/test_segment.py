@@ -17,9 +17,7 @@ GOLDEN = json.loads(
 
 def score(segment) -> int:
     """Number of golden rules where ``segment`` gives exactly the expected sentences."""
-    return sum(
-        [s.strip() for s in segment(c["text"])] == c["expected"] for c in GOLDEN
-    )
+    return sum([s.strip() for s in segment(c["text"])] == c["expected"] for c in GOLDEN)
 
 
 def ours(text: str) -> list[str]:
@@ -34,6 +32,7 @@ def test_golden_rules_score_holds():
 
 def test_golden_rules_at_least_pysbd():
     import pysbd
+
     seg = pysbd.Segmenter(language="en", clean=False, char_span=False)
     assert score(ours) >= score(seg.segment)
 

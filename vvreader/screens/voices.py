@@ -18,9 +18,19 @@ from vvreader.text.unsafe import safe_text
 __all__ = ["VoicePicker", "describe_voice"]
 
 _LANGUAGES = {
-    "en": "English", "in": "English (India)", "de": "German", "fr": "French",
-    "it": "Italian", "jp": "Japanese", "kr": "Korean", "nl": "Dutch", "pl": "Polish",
-    "pt": "Portuguese", "sp": "Spanish", "es": "Spanish", "zh": "Chinese",
+    "en": "English",
+    "in": "English (India)",
+    "de": "German",
+    "fr": "French",
+    "it": "Italian",
+    "jp": "Japanese",
+    "kr": "Korean",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "sp": "Spanish",
+    "es": "Spanish",
+    "zh": "Chinese",
 }
 
 
@@ -74,8 +84,10 @@ class VoicePicker(OnceModal[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            hint = ("Voice (enter chooses, escape cancels; the highlighted voice reads "
-                    "the current sentence)")
+            hint = (
+                "Voice (enter chooses, escape cancels; the highlighted voice reads "
+                "the current sentence)"
+            )
             if self.missing:
                 hint += "; \u2913 voices are downloaded when chosen (a few MB)"
             yield Static(hint, markup=False)

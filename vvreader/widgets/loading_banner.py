@@ -87,6 +87,7 @@ class LoadingBanner(Widget):
             text.append(f"  {self.elapsed} s")
         if self.fraction is not None:
             text.append("  ")
-            text.append(progress_bar(self.fraction),
-                        self.get_component_rich_style("loading-banner--bar"))
+            text.append(
+                progress_bar(self.fraction), self.get_component_rich_style("loading-banner--bar")
+            )
         return text
