@@ -229,8 +229,9 @@ def print_plan(plan: SpeechPlan, as_json: bool, out: TextIO) -> None:
         if as_json:
             out.write(_json_line(u.as_dict()) + "\n")
         else:
+            kind = "note" if u.note else u.kind  # a book's note, read only when asked for
             out.write(
-                f"{u.index:>5} {u.kind:<9} {u.start:>7}-{u.end:<7} {u.pause_after:>5}ms  "
+                f"{u.index:>5} {kind:<9} {u.start:>7}-{u.end:<7} {u.pause_after:>5}ms  "
                 f"{escape_terminal(u.speak)}\n"
             )
 
@@ -394,7 +395,8 @@ def run_export(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     print(
-        f"wrote {args.export} ({cues[-1].end:.1f} s) and {Path(args.export).with_suffix('.vtt')}",
+        f"wrote {args.export} ({cues[-1].end if cues else 0.0:.1f} s) and "
+        f"{Path(args.export).with_suffix('.vtt')}",
         file=sys.stderr,
     )
     return 0

@@ -290,6 +290,30 @@ def test_plan_json_cli_on_an_epub(tmp_path: Path) -> None:
     assert run.stderr == ""
 
 
+def test_plan_cli_marks_a_books_notes(tmp_path: Path) -> None:
+    body = (
+        '<p>A claim<a epub:type="noteref" href="#n1">1</a> here.</p>'
+        '<aside epub:type="footnote" id="n1"><p>The aside note.</p></aside><p>After.</p>'
+    )
+    book = make_epub(tmp_path / "b.epub", [("a.xhtml", xhtml(body))], toc=[])
+
+    def plan(*extra: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "vvreader", str(book), "--plan", *extra],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    rows = [json.loads(line) for line in plan("--json").splitlines()]
+    assert [(r["speak"], r.get("note")) for r in rows] == [
+        ("A claim here.", None), ("After.", None), ("Footnote 1: The aside note.", True),
+    ]  # fmt: skip
+    assert rows[2]["kind"] == "footnote"
+    lines = plan().splitlines()
+    assert [line.split()[1] for line in lines] == ["paragraph", "paragraph", "note"]
+
+
 # ---------------------------------------------------------------- plain-text chapters
 
 

@@ -9,8 +9,9 @@ Markdown markup it did not mean.
 What is never read: the head, scripts, styles, forms, embedded media, hidden elements
 (``hidden``, ``display: none``), page-break markers and the note reference numbers in a
 sentence (they become Markdown footnote references; the notes themselves become footnote
-definitions). Images become Markdown images with their alt text (spoken only when the
-plan settings ask). MathML reads its ``alttext`` when it has one.
+definitions, which the plan marks as notes read only when asked for). Images become
+Markdown images with their alt text (spoken only when the plan settings ask). MathML reads
+its ``alttext`` when it has one.
 
 Parsing: XHTML is parsed as XML (lxml, entities kept unexpanded, no DTD, no network);
 HTML, or XHTML that is not well-formed, goes through libxml2's tolerant HTML parser,

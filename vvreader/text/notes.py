@@ -2,7 +2,9 @@
 
 A sentence that holds a note reference (``[^label]`` in the text; a book's noterefs are
 written so) can have its note read at once and then come back (the reading screen's note
-key); this module finds the note's utterances.
+key); this module finds the note's utterances. A book's notes are read only so (their
+utterances are marked ``note`` and passed over in turn); a Markdown footnote is also read at
+the end of its section.
 """
 
 from __future__ import annotations

@@ -75,10 +75,18 @@ class Utterance:
     """Which piece of its sentence (0-based)."""
     parts: int = 1
     """How many pieces its sentence was split into."""
+    note: bool = False
+    """A book's note (EPUB or HTML): not read in turn, only when asked for from the
+    sentence that cites it (see :meth:`SpeechPlan.following`). A Markdown footnote is read
+    in turn and is not a note in this sense."""
 
     def as_dict(self) -> dict[str, object]:
-        """The fields as a JSON-ready dict."""
-        return asdict(self)
+        """The fields as a JSON-ready dict (``note`` only on a book's notes, so that a plan
+        without notes reads as it always did)."""
+        fields = asdict(self)
+        if not self.note:
+            del fields["note"]
+        return fields
 
 
 class SpeechPlan:
@@ -150,6 +158,22 @@ class SpeechPlan:
     def previous_paragraph(self, index: int) -> int | None:
         """Index of the first utterance of the previous paragraph."""
         return self._scan(index, -1, "paragraph")
+
+    def skip_notes(self, index: int) -> int:
+        """``index``, or the first utterance after it that is not a book's note
+        (``len(self)`` when only notes follow)."""
+        us = self.utterances
+        while index < len(us) and us[index].note:
+            index += 1
+        return index
+
+    def following(self, index: int) -> int:
+        """The utterance read after ``index`` in turn (``len(self)`` past the end): the next
+        one, passing over a book's notes, unless ``index`` is itself in a note, which then
+        reads on."""
+        if 0 <= index < len(self.utterances) and self.utterances[index].note:
+            return index + 1
+        return self.skip_notes(index + 1)
 
     def next_heading(self, index: int) -> int | None:
         """Index of the next heading utterance after ``index``."""
@@ -230,13 +254,14 @@ class _WholeDocument:
 
 
 # Fields of a planned utterance before its index and pause are known.
-_Row = tuple[int, str, int, int, str, int, int, int, "int | None", int, int]
+_Row = tuple[int, str, int, int, str, int, int, int, "int | None", int, int, bool]
 
 
 class _Planner:
     """Turns blocks into utterances in reading order, as far as its source allows.
 
-    Footnotes cited in a section are read at the section's end; an utterance is finished
+    Footnotes cited in a section are planned at the section's end (a book's notes there are
+    marked ``note``: they are read only when asked for); an utterance is finished
     (given its index and pause) once the next one is known.
     """
 
@@ -261,6 +286,7 @@ class _Planner:
         self._section = 0
         self._heading: int | None = None
         self._notes_by_section: dict[int, list[tuple[int, str]]] = {}
+        self._notes_apart = doc.book is not None  # a book's notes are read only when asked
         self._pending_refs: list[tuple[int, int, str]] | None = None  # (offset, order, label)
 
     def run(self, source: BlockReader, budget: int | None = None) -> bool:
@@ -386,6 +412,7 @@ class _Planner:
             start, end = unit.source_span(ps, pe)
             made.append((start, end, speak))
         sentence, kind, n = self._sentence, unit.kind, len(made)
+        note = self._notes_apart and block.kind == "footnote"
         for part, (start, end, speak) in enumerate(made):
             self._rows.append(
                 (
@@ -400,6 +427,7 @@ class _Planner:
                     block.heading,
                     part,
                     n,
+                    note,
                 )
             )
         if made:
@@ -421,7 +449,8 @@ class _Planner:
             kind = u[1]
             if nxt is not None and nxt[0] == u[0]:
                 pause = s.pause_clause_ms
-            elif nxt is None or nxt[7] != u[7] or nxt[1] == "heading":
+            elif nxt is None or nxt[7] != u[7] or nxt[1] == "heading" or nxt[11] > u[11]:
+                # A book's notes come at the end of a section and are passed over in turn.
                 pause = s.pause_section_ms if kind != "heading" else s.pause_heading_ms
             elif nxt[6] == u[6]:
                 pause = s.pause_list_item_ms if kind == "table" else s.pause_sentence_ms
@@ -445,6 +474,7 @@ class _Planner:
                     u[8],
                     u[9],
                     u[10],
+                    u[11],
                 )
             )
         del rows[:n]
