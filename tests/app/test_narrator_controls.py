@@ -148,3 +148,49 @@ def test_the_sleep_choice_sets_the_timer_and_says_so(
         ends = {"chapter": "Two.", "section": "One a."}[choice]  # the next heading
         assert n.plan[n.sleep.stop_before].speak == ends
     assert n.sleep_choose("off") == "Sleep timer off." and not n.sleep.active
+
+
+def test_reading_a_book_straight_through_never_reads_a_note(tmp_path: Path) -> None:
+    plan = noted_plan(tmp_path)
+    notes = [u.speak for u in plan if u.note]
+    assert len(notes) == 2
+    engine = FakeEngine()
+    n = Narrator(plan)
+    n.start(engine, lambda ring, clock: RecordingPlayer(ring, clock, 8.0))
+    try:
+        n.play()
+        wait_for(lambda: n.finished)
+        said = [r.text for r in engine.requests]
+        assert said == [u.speak for u in plan if not u.note]
+    finally:
+        n.close()
+
+
+def test_a_note_cited_last_is_read_then_reading_waits_at_the_citing_sentence(
+    tmp_path: Path,
+) -> None:
+    plan = noted_plan(tmp_path)
+    speak = [u.speak for u in plan]
+    more = speak.index("More text.")
+    assert plan.following(more) == len(plan)  # only notes after it
+    n = started(plan)
+    try:
+        n.go(more)
+        assert n.read_note() is None and n.reading_note
+        note = n.position
+        assert plan[note].note and "Another note." in plan[note].speak
+        seen: list[int] = []
+        end = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < end, f"never came back; positions seen: {sorted(set(seen))}"
+            progress = n.progress()
+            assert progress is not None
+            seen.append(progress.position)
+            if progress.back_from_note:
+                break
+            time.sleep(0.005)
+        assert note in seen
+        assert n.position == more and not n.reading_note
+        wait_for(lambda: n.state is State.PAUSED)
+    finally:
+        n.close()

@@ -1,5 +1,6 @@
-"""The reader on an EPUB, through Textual's pilot: the note key reads a sentence's note and
-comes back, the status bar names the chapter, the contents list the book's entries."""
+"""The reader on an EPUB, through Textual's pilot: a note is not read in turn, the note key
+reads a sentence's note and comes back, the status bar names the chapter, the contents list
+the book's entries."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def test_note_key_reads_the_note_then_comes_back(tmp_path: Path) -> None:
             speak = [u.speak for u in plan]
             claim = speak.index("A claim with a note in it.")
             note = next(u.index for u in plan if u.kind == "footnote")
-            assert "The note says why." in plan[note].speak
+            assert plan[note].note and "The note says why." in plan[note].speak
             screen = app.reading
             screen._go(claim, cursor=True)
             await pilot.press("o")
@@ -56,6 +57,24 @@ async def test_note_key_reads_the_note_then_comes_back(tmp_path: Path) -> None:
             await pilot.press("o")  # the next sentence cites no note: nothing moves
             await pilot.pause(0.2)
             assert not app.narrator.reading_note
+    finally:
+        for app in rig.apps:
+            app.shutdown()
+
+
+async def test_reading_straight_through_passes_the_note_by(tmp_path: Path) -> None:
+    rig = book_rig(tmp_path)
+    try:
+        app = rig.app(Config(autoplay=False))
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.narrator.ready)
+            await pilot.press("space")
+            await until(pilot, lambda: app.narrator.finished, timeout=20)
+            said = [r.text for r in rig.engine.requests]
+            assert said == [u.speak for u in app.plan if not u.note]
+            assert "Last words." in said
+            assert not any("The note says why." in s for s in said)
+            assert any("The note says why." in u.speak for u in app.plan)  # still there for o
     finally:
         for app in rig.apps:
             app.shutdown()

@@ -259,14 +259,23 @@ class Narrator:
         trip = self._note
         if trip is None:
             return False
+        over = False  # a note at the plan's end is over once everything is played
         if self.position in trip.note:
             if not trip.reached:
                 self._note = _NoteTrip(trip.note, trip.back, reached=True)
-            return False
-        if not trip.reached:
+                return False
+            over = self.finished
+            if not over:
+                return False
+        elif not trip.reached:
             return False
         self._note = None
-        self.go(trip.back + 1)
+        after = self.plan.following(trip.back)
+        if after < len(self.plan):
+            self.go(after, play=True if over else None)
+        else:  # nothing is read in turn after the citing sentence: wait there
+            self.go(trip.back, play=False)
+            self.pause()
         return True
 
     def media(self, command: MediaCommand) -> bool:

@@ -70,6 +70,7 @@ class Synthesis:
         """Reading is wanted (play was asked for and nothing stopped it since)."""
         self.next: int | None = None
         """The next utterance to synthesise (None before the first play)."""
+        self._in_turn = False  # ``next`` follows an utterance read in turn (not a note)
         self.speaking: int | None = None
         """The utterance being synthesised."""
         self._seeds: dict[int, int] = {}  # utterances said again get a new noise seed
@@ -173,6 +174,8 @@ class Synthesis:
                     raise _Restart
             case SetPlan(plan):
                 self.plan = plan
+                if self._in_turn and self.next is not None:
+                    self.next = plan.skip_notes(self.next)  # notes the longer plan adds
 
     # ------------------------------------------------------------ the device
     def _start_output(self) -> bool:
@@ -205,18 +208,21 @@ class Synthesis:
         end = self.ring.truncate(self.ring.read, margin=BLOCK)
         self.clock.drop_after(end)
         self.next = index
+        self._in_turn = False
 
     def _reset_after_current(self) -> None:
         """Drop ready audio of the utterances after the audible one (new settings)."""
         current = self.clock.current()
         if current is None or self.next is None:
             return
-        following = self.clock.start_of(current + 1)
+        after = self.plan.following(current)
+        following = self.clock.start_of(after)
         if following is not None:
             end = self.ring.truncate(following, margin=BLOCK)
             self.clock.drop_after(end)
-        if self.next > current + 1:
-            self.next = current + 1
+        if self.next > after:
+            self.next = after
+            self._in_turn = not self.plan[current].note
 
     # ------------------------------------------------------------ making audio
     def _speak(self, index: int) -> None:
@@ -252,7 +258,8 @@ class Synthesis:
         self.pace.said(len(u.speak), len(audio) / SAMPLE_RATE)
         if index < len(self.plan) - 1:
             self._commit_silence(SAMPLE_RATE * u.pause_after // 1000)
-        self.next = index + 1
+        self.next = self.plan.following(index)
+        self._in_turn = not u.note
 
     def _synthesise(
         self, text: str, s: VoiceSettings, seed: int = 0, marks: list[TokenMark] | None = None
