@@ -91,7 +91,8 @@ def export(
         ExportError: the file cannot be written (the message names it).
     """
     last = len(plan) - 1 if last is None else min(last, len(plan) - 1)
-    chosen = [plan[i] for i in range(max(0, first), last + 1)]
+    # A book's notes are read only when asked for from the text, so an export leaves them out.
+    chosen = [plan[i] for i in range(max(0, first), last + 1) if not plan[i].note]
     out = Path(out)
     try:
         raw = open(out, "wb")  # noqa: SIM115 - closed with the wave writer below

@@ -14,7 +14,9 @@ import pytest
 
 from engine.api import SAMPLE_RATE, AudioChunk, SynthesisRequest
 from engine.stream import MLXEngine
+from tests.books import make_epub, xhtml
 from tests.conftest import REPO
+from tests.fakes import FakeEngine
 from vvreader.export import export, to_pcm16
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document
@@ -83,6 +85,20 @@ def test_a_range_renders_only_those_utterances(tmp_path, engine) -> None:
     plan = _plan(tmp_path)
     cues = export(plan, engine, tmp_path / "part.wav", first=1, last=2)
     assert [c.index for c in cues] == [1, 2]
+
+
+def test_a_books_notes_are_left_out(tmp_path) -> None:
+    body = (
+        '<p>A claim<a epub:type="noteref" href="#n1">1</a> here.</p>'
+        '<aside epub:type="footnote" id="n1"><p>The aside note.</p></aside><p>After.</p>'
+    )
+    book = make_epub(tmp_path / "b.epub", [("a.xhtml", xhtml(body))], toc=[])
+    plan = build_plan(load_document(str(book)))
+    assert any(u.note for u in plan)
+    engine = FakeEngine()
+    cues = export(plan, engine, tmp_path / "book.wav")
+    assert [c.text for c in cues] == ["A claim here.", "After."]
+    assert [r.text for r in engine.requests] == ["A claim here.", "After."]
 
 
 def test_cli_export_and_its_errors(tmp_path, tiny_model) -> None:
