@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.books import make_epub, xhtml
 from vvreader.narration.lookahead import LENGTH_MARGIN, SPEED_MARGIN, Pace
 from vvreader.text.plan import build_plan
-from vvreader.text.readers import parse
+from vvreader.text.readers import load_document, parse
 
 
 def paced(chars: int = 100, seconds: float = 10.0, speed: float | None = None) -> Pace:
@@ -15,6 +16,23 @@ def paced(chars: int = 100, seconds: float = 10.0, speed: float | None = None) -
     pace.said(chars, seconds)
     pace.speed = speed
     return pace
+
+
+def test_time_left_in_a_book_leaves_its_notes_out(tmp_path) -> None:
+    body = (
+        '<p>A claim<a epub:type="noteref" href="#n1">1</a> here.</p>'
+        '<aside epub:type="footnote" id="n1"><p>A rather long note to leave out.</p></aside>'
+    )
+    plan = build_plan(
+        load_document(str(make_epub(tmp_path / "b.epub", [("a.xhtml", xhtml(body))], toc=[])))
+    )
+    assert [u.note for u in plan] == [False, True]
+    pace = paced(chars=10, seconds=1.0)
+    claim = plan[0]
+    assert pace.seconds_left(plan, 0) == pytest.approx(
+        0.1 * len(claim.speak) + claim.pause_after / 1000
+    )
+    assert pace.seconds_left(plan, 1) == 0.0
 
 
 def test_the_speed_is_the_first_measure_then_a_moving_average() -> None:

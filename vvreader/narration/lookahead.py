@@ -38,12 +38,14 @@ class Pace:
 
     def seconds_left(self, plan: SpeechPlan, index: int) -> float | None:
         """Listening time from utterance ``index`` to the end of ``plan`` at the voice's
-        pace, with the pauses (None before anything was said)."""
+        pace, with the pauses, read in turn: a book's notes not counted (None before anything
+        was said)."""
         if not self.chars:
             return None
         if self._suffix is None or self._suffix_plan is not plan:
-            chars = np.array([len(u.speak) for u in plan], dtype=np.float64)
-            pauses = np.array([u.pause_after for u in plan], dtype=np.float64) / 1000
+            chars = np.array([0 if u.note else len(u.speak) for u in plan], dtype=np.float64)
+            pauses = np.array([0 if u.note else u.pause_after for u in plan], dtype=np.float64)
+            pauses /= 1000
             self._suffix = (np.cumsum(chars[::-1])[::-1], np.cumsum(pauses[::-1])[::-1])
             self._suffix_plan = plan
         if not 0 <= index < len(plan):
