@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.api import SAMPLE_RATE, SpeechEngine, SynthesisRequest
+from vvreader.export.errors import ExportError
 from vvreader.stretch import stretch
 from vvreader.text.plan import SpeechPlan
 
@@ -42,10 +43,6 @@ class Progress:
     def speed(self) -> float:
         """Seconds of audio made per second of wall time."""
         return self.audio_seconds / self.elapsed if self.elapsed > 0 else 0.0
-
-
-class ExportError(Exception):
-    """The output cannot be written, or the engine failed; the message says what to do."""
 
 
 def to_pcm16(audio: np.ndarray) -> bytes:
