@@ -8,13 +8,14 @@ spaces and joiners, direction marks). Each use below picks its classes from this
 - ``safe_text``: text drawn on screen (the reading view, titles, the status bar).
 - ``TERMINAL_UNSAFE``: text printed by the command line (shown as escapes there).
 - ``SPEECH_UNSAFE``: text sent to the voice (removed).
+- ``TAG_UNSAFE``: text written into an audio file's tags (a tag is one line; they become spaces).
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["SPEECH_UNSAFE", "TERMINAL_UNSAFE", "safe_text"]
+__all__ = ["SPEECH_UNSAFE", "TAG_UNSAFE", "TERMINAL_UNSAFE", "safe_text"]
 
 #: C0 and C1 control characters and DEL, without tab and line feed (regex class body).
 CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f"
@@ -29,6 +30,9 @@ INVISIBLE = "\u200b-\u200f"
 TERMINAL_UNSAFE = re.compile(f"[{CONTROLS}{LINE_SEPARATORS}{BIDI_CONTROLS}]")
 #: What the voice is never given (line separators are whitespace to it).
 SPEECH_UNSAFE = re.compile(f"[{CONTROLS}{INVISIBLE}{BIDI_CONTROLS}]")
+#: What an audio file's tag may not hold: every control character and line break (a player
+#: shows a title on one line; bidi controls stay, a right-to-left title needs them).
+TAG_UNSAFE = re.compile(f"[\t\n{CONTROLS}{LINE_SEPARATORS}]")
 
 
 def _code_points(*classes: str) -> list[int]:

@@ -1,0 +1,135 @@
+"""Audio files written by libsndfile (through soundfile): WAV always, and FLAC, Ogg Vorbis,
+Opus and MP3 where ffmpeg is missing.
+
+libsndfile encodes in-process as the audio arrives, file headers first: a WAV's tags
+(``LIST/INFO``) go at its end and are written by ``finish``, but the other formats' tags would
+have to precede the audio, and libsndfile writes no chapters, so those files carry the audio
+alone (``formats.check_ready`` says so before the export starts).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engine.api import SAMPLE_RATE
+from vvreader.export.errors import ExportError
+from vvreader.export.metadata import BookTags, Chapter, tag_text
+
+# format name -> libsndfile's major format, subtype and compression level (0 best .. 1
+# smallest; for MP3 and Opus it picks the bitrate: about 64 kb/s and 32 kb/s mono).
+SNDFILE_FORMATS: dict[str, tuple[str, str, float | None]] = {
+    "wav": ("WAV", "PCM_16", None),
+    "flac": ("FLAC", "PCM_16", None),
+    "ogg": ("OGG", "VORBIS", 0.6),
+    "opus": ("OGG", "OPUS", 0.75),
+    "mp3": ("MP3", "MPEG_LAYER_III", 0.8),
+}
+
+INSTALL_HINT = "install soundfile with `pip install soundfile`"
+
+
+def can_write(name: str) -> bool:
+    """Whether libsndfile, as installed, writes format ``name``."""
+    if name not in SNDFILE_FORMATS:
+        return False
+    try:
+        import soundfile
+    except (ImportError, OSError):  # OSError: the package without its library
+        return False
+    major, subtype, _ = SNDFILE_FORMATS[name]
+    return soundfile.check_format(major, subtype)
+
+
+def _why(path: Path, error: Exception) -> str:
+    """A failed write in one line: libsndfile says only "System error", so a full disk is
+    recognised by the space left on it."""
+    try:
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        full = False
+    if full:
+        return f"{path}: cannot write: no space left on the device"
+    return f"{path}: cannot write ({tag_text(str(error)) or 'system error'})"
+
+
+class SoundfileEncoder:
+    """Writes the audio with libsndfile as it arrives."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        import soundfile
+
+        self._soundfile = soundfile
+        self._name = name
+        self._path = Path(path).absolute()
+        major, subtype, level = SNDFILE_FORMATS[name]
+        try:
+            self._path.open("wb").close()  # an unwritable folder says so here, plainly
+        except OSError as e:
+            raise ExportError(f"{self._path}: cannot write ({e.strerror or e})") from None
+        try:
+            self._file: soundfile.SoundFile | None = soundfile.SoundFile(
+                self._path,
+                "w",
+                samplerate=SAMPLE_RATE,
+                channels=1,
+                format=major,
+                subtype=subtype,
+                compression_level=level,
+            )
+        except (soundfile.LibsndfileError, OSError) as e:
+            self._path.unlink(missing_ok=True)
+            raise ExportError(_why(self._path, e)) from None
+        self._frames = 0
+
+    @property
+    def seconds(self) -> float:
+        """Audio written so far."""
+        return self._frames / SAMPLE_RATE
+
+    def write(self, audio: np.ndarray) -> None:
+        if self._file is None:
+            raise ExportError(f"{self._path}: the encoder is closed")
+        samples = np.clip(np.nan_to_num(np.asarray(audio, dtype=np.float32).ravel()), -1.0, 1.0)
+        try:
+            self._file.write(samples)
+        except (self._soundfile.LibsndfileError, OSError) as e:
+            why = _why(self._path, e)
+            self.abort()
+            raise ExportError(why) from None
+        self._frames += samples.size
+
+    def finish(self, chapters: Sequence[Chapter], tags: BookTags) -> None:
+        file, self._file = self._file, None
+        if file is None:
+            raise ExportError(f"{self._path}: the encoder is closed")
+        try:
+            if self._name == "wav":  # LIST/INFO, written after the audio
+                title, author = tag_text(tags.title), tag_text(tags.author)
+                for key, value in (
+                    ("title", title),
+                    ("artist", author),
+                    ("album", title),
+                    ("genre", "Audiobook"),
+                ):
+                    if value:
+                        setattr(file, key, value)
+            file.close()
+            os.stat(self._path)
+        except (self._soundfile.LibsndfileError, OSError) as e:
+            why = _why(self._path, e)
+            self._path.unlink(missing_ok=True)
+            raise ExportError(why) from None
+
+    def abort(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except Exception:  # noqa: BLE001 - the file is being thrown away
+                pass
+        self._path.unlink(missing_ok=True)
