@@ -1,10 +1,11 @@
 """Audio files written by the ``ffmpeg`` program: AAC in MP4, MP3, Opus, Vorbis and FLAC.
 
-The audio streams into one ffmpeg process as it is made (32-bit float PCM on its standard
-input), which encodes it into a file beside the output, so that a book of many hours is never
-held in memory and the encoding keeps pace with the synthesis on a core of its own. The
-chapters are known only at the end: then a second, quick ffmpeg run copies the encoded audio
-(``-c copy``, nothing re-encoded) into the output with the chapters, the tags and the cover.
+The audio streams into one ffmpeg process as it is made (on its standard input, the 16-bit
+samples a WAV export holds), which encodes it into a file beside the output, so that a book
+of many hours is never held in memory and the encoding keeps pace with the synthesis on a
+core of its own. The chapters are known only at the end: then a second, quick ffmpeg run
+copies the encoded audio (``-c copy``, nothing re-encoded) into the output with the
+chapters, the tags and the cover.
 
 ffmpeg runs as a separate program, with a list of arguments and no shell. Nothing from the
 document reaches its command line: titles, authors and chapter names go through a metadata
@@ -32,6 +33,7 @@ import numpy as np
 from engine.api import SAMPLE_RATE
 from vvreader.export.cover import Cover, flac_picture, read_cover
 from vvreader.export.errors import ExportError
+from vvreader.export.files import create, remove
 from vvreader.export.languages import iso639_2
 from vvreader.export.metadata import (
     BookTags,
@@ -42,6 +44,7 @@ from vvreader.export.metadata import (
     tag_text,
     vorbis_chapter_comments,
 )
+from vvreader.export.pcm import to_pcm16
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,9 @@ RECIPES: dict[str, Recipe] = {
     "flac": Recipe("flac", ("-c:a", "flac", "-sample_fmt", "s16"), "flac", vorbis_comments=True),
 }
 
-_QUIET = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error")
+# -xerror: a failed write (a full disk) ends ffmpeg with an error; without it, ffmpeg reports
+# a trailer it could not write and still exits with 0.
+_QUIET = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-xerror")
 
 
 def find_ffmpeg() -> str | None:
@@ -161,14 +166,18 @@ class FfmpegEncoder:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish or abort
         self._process: subprocess.Popen[bytes] | None = None
         try:
-            self._stream.open("wb").close()  # an unwritable folder says so here, plainly
+            create(self._stream)
+        except ExportError:
+            self._stderr.close()
+            raise
+        try:
             self._process = subprocess.Popen(
                 [
                     executable,
                     *_QUIET,
                     "-y",
                     "-f",
-                    "f32le",
+                    "s16le",
                     "-ar",
                     str(SAMPLE_RATE),
                     "-ac",
@@ -198,9 +207,9 @@ class FfmpegEncoder:
     def write(self, audio: np.ndarray) -> None:
         if self._process is None or self._process.stdin is None:
             raise ExportError(f"{self._path}: the encoder is closed")
-        samples = np.clip(np.nan_to_num(np.asarray(audio, dtype=np.float32).ravel()), -1.0, 1.0)
+        samples = np.nan_to_num(np.asarray(audio, dtype=np.float32).ravel())
         try:
-            self._process.stdin.write(samples.astype("<f4", copy=False).tobytes())
+            self._process.stdin.write(to_pcm16(samples))
         except OSError:  # ffmpeg stopped: a full disk, or it failed
             self._fail("encoding")
         self._frames += samples.size
@@ -223,11 +232,13 @@ class FfmpegEncoder:
         written = self._remux(marks, tags, cover)
         if not written and cover is not None:
             # A cover ffmpeg cannot read must not cost the book.
-            log.warning("ffmpeg could not take the cover (%s); the file has none", self._error)
+            cover_error = self._error
             written = self._remux(marks, tags, None)
+            if written:
+                log.warning("ffmpeg could not take the cover (%s); the file has none", cover_error)
         if not written:
             self._fail("writing")
-        self._stream.unlink(missing_ok=True)
+        remove(self._stream)
         self._stderr.close()
 
     def abort(self) -> None:
@@ -240,8 +251,8 @@ class FfmpegEncoder:
                 except OSError:
                     pass
             process.wait()
-        self._stream.unlink(missing_ok=True)
-        self._path.unlink(missing_ok=True)
+        remove(self._stream)
+        remove(self._path)
         self._stderr.close()
 
     def _fail(self, doing: str) -> None:
@@ -289,7 +300,7 @@ class FfmpegEncoder:
             return self._run_remux(marks, tags, cover)
         except OSError as e:  # the temporary folder
             self._error = f"{e.strerror or e}"
-            self._path.unlink(missing_ok=True)
+            remove(self._path)
             return False
 
     def _run_remux(self, marks: Sequence[ChapterMark], tags: BookTags, cover: Cover | None) -> bool:
@@ -323,5 +334,5 @@ class FfmpegEncoder:
                 ).returncode
                 if code != 0:
                     self._error = last_line(stderr)
-                    self._path.unlink(missing_ok=True)
+                    remove(self._path)
         return code == 0

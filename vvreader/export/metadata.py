@@ -67,6 +67,8 @@ def chapter_marks(chapters: Sequence[Chapter], duration_ms: int) -> list[Chapter
     ends where the next starts, the last at the duration. Starts are kept in order and inside
     the audio (a start past the end becomes the end), so the marks tile whatever the seconds
     said; a chapter without a title is called by its number."""
+    if not chapters:
+        return []
     starts: list[int] = []
     for chapter in chapters:
         ms = min(max(int(round(chapter.start * 1000)), 0), duration_ms)
@@ -100,8 +102,13 @@ _FFMETADATA_SPECIAL = re.compile(r"([=;#\\\n])")
 
 
 def ffmetadata_escape(text: str) -> str:
-    """``text`` with FFmpeg's metadata-file specials (``= ; # \\`` and line feed) escaped."""
-    return _FFMETADATA_SPECIAL.sub(r"\\\1", text)
+    """``text`` with FFmpeg's metadata-file specials (``= ; # \\`` and line feed) escaped.
+
+    A text ending in a backslash gets a space after it: FFmpeg's reader takes an escaped
+    backslash at the end of a line for an escaped line break, and would join the next line
+    (the next key) to this value."""
+    escaped = _FFMETADATA_SPECIAL.sub(r"\\\1", text)
+    return escaped + " " if text.endswith("\\") else escaped
 
 
 def ffmetadata(tags: dict[str, str], marks: Sequence[ChapterMark] = ()) -> str:

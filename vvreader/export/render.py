@@ -12,6 +12,7 @@ import numpy as np
 
 from engine.api import SAMPLE_RATE, SpeechEngine, SynthesisRequest
 from vvreader.export.errors import ExportError
+from vvreader.export.pcm import to_pcm16
 from vvreader.stretch import stretch
 from vvreader.text.plan import SpeechPlan
 
@@ -43,11 +44,6 @@ class Progress:
     def speed(self) -> float:
         """Seconds of audio made per second of wall time."""
         return self.audio_seconds / self.elapsed if self.elapsed > 0 else 0.0
-
-
-def to_pcm16(audio: np.ndarray) -> bytes:
-    """Float samples (clipped to [-1, 1]) as little-endian 16-bit PCM."""
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
 
 def vtt_time(seconds: float) -> str:

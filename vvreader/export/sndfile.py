@@ -18,7 +18,9 @@ import numpy as np
 
 from engine.api import SAMPLE_RATE
 from vvreader.export.errors import ExportError
+from vvreader.export.files import create, remove
 from vvreader.export.metadata import BookTags, Chapter, tag_text
+from vvreader.export.pcm import to_pcm16
 
 # format name -> libsndfile's major format, subtype and compression level (0 best .. 1
 # smallest; for MP3 and Opus it picks the bitrate: about 64 kb/s and 32 kb/s mono).
@@ -67,10 +69,7 @@ class SoundfileEncoder:
         self._name = name
         self._path = Path(path).absolute()
         major, subtype, level = SNDFILE_FORMATS[name]
-        try:
-            self._path.open("wb").close()  # an unwritable folder says so here, plainly
-        except OSError as e:
-            raise ExportError(f"{self._path}: cannot write ({e.strerror or e})") from None
+        create(self._path)
         try:
             self._file: soundfile.SoundFile | None = soundfile.SoundFile(
                 self._path,
@@ -82,7 +81,7 @@ class SoundfileEncoder:
                 compression_level=level,
             )
         except (soundfile.LibsndfileError, OSError) as e:
-            self._path.unlink(missing_ok=True)
+            remove(self._path)
             raise ExportError(_why(self._path, e)) from None
         self._frames = 0
 
@@ -94,9 +93,9 @@ class SoundfileEncoder:
     def write(self, audio: np.ndarray) -> None:
         if self._file is None:
             raise ExportError(f"{self._path}: the encoder is closed")
-        samples = np.clip(np.nan_to_num(np.asarray(audio, dtype=np.float32).ravel()), -1.0, 1.0)
+        samples = np.nan_to_num(np.asarray(audio, dtype=np.float32).ravel())
         try:
-            self._file.write(samples)
+            self._file.buffer_write(to_pcm16(samples), dtype="int16")
         except (self._soundfile.LibsndfileError, OSError) as e:
             why = _why(self._path, e)
             self.abort()
@@ -122,7 +121,7 @@ class SoundfileEncoder:
             os.stat(self._path)
         except (self._soundfile.LibsndfileError, OSError) as e:
             why = _why(self._path, e)
-            self._path.unlink(missing_ok=True)
+            remove(self._path)
             raise ExportError(why) from None
 
     def abort(self) -> None:
@@ -132,4 +131,4 @@ class SoundfileEncoder:
                 file.close()
             except Exception:  # noqa: BLE001 - the file is being thrown away
                 pass
-        self._path.unlink(missing_ok=True)
+        remove(self._path)

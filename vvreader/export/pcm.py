@@ -1,0 +1,10 @@
+"""Float samples as the 16-bit PCM that every exported file is made from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """Float samples (clipped to [-1, 1]) as little-endian 16-bit PCM."""
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
