@@ -9,7 +9,6 @@ alone (``formats.check_ready`` says so before the export starts).
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,16 +20,22 @@ from vvreader.export.errors import ExportError
 from vvreader.export.files import create, remove
 from vvreader.export.metadata import BookTags, Chapter, tag_text
 from vvreader.export.pcm import to_pcm16
+from vvreader.humanize import format_duration
 
-# format name -> libsndfile's major format, subtype and compression level (0 best .. 1
-# smallest; for MP3 and Opus it picks the bitrate: about 64 kb/s and 32 kb/s mono).
-SNDFILE_FORMATS: dict[str, tuple[str, str, float | None]] = {
-    "wav": ("WAV", "PCM_16", None),
-    "flac": ("FLAC", "PCM_16", None),
-    "ogg": ("OGG", "VORBIS", 0.6),
-    "opus": ("OGG", "OPUS", 0.75),
-    "mp3": ("MP3", "MPEG_LAYER_III", 0.8),
+# format name -> libsndfile's major format, subtype, compression level (0 best .. 1 smallest)
+# and bitrate mode. Speech rates, as ffmpeg's: MP3 at a constant 64 kb/s, Opus about 32 kb/s,
+# Vorbis about 50 kb/s, mono at 24 kHz.
+SNDFILE_FORMATS: dict[str, tuple[str, str, float | None, str | None]] = {
+    "wav": ("WAV", "PCM_16", None, None),
+    "flac": ("FLAC", "PCM_16", None, None),
+    "ogg": ("OGG", "VORBIS", 0.6, None),
+    "opus": ("OGG", "OPUS", 0.9, None),
+    "mp3": ("MP3", "MPEG_LAYER_III", 0.6, "CONSTANT"),
 }
+
+WAV_MAX_FRAMES = (2**32 - 2**20) // 2
+"""A WAV's sizes are 32-bit: 16-bit samples up to 4 GiB, less room for the header and tags
+(24h50m at 24 kHz)."""
 
 INSTALL_HINT = "install soundfile with `pip install soundfile`"
 
@@ -43,7 +48,7 @@ def can_write(name: str) -> bool:
         import soundfile
     except (ImportError, OSError):  # OSError: the package without its library
         return False
-    major, subtype, _ = SNDFILE_FORMATS[name]
+    major, subtype, _, _ = SNDFILE_FORMATS[name]
     return soundfile.check_format(major, subtype)
 
 
@@ -68,7 +73,7 @@ class SoundfileEncoder:
         self._soundfile = soundfile
         self._name = name
         self._path = Path(path).absolute()
-        major, subtype, level = SNDFILE_FORMATS[name]
+        major, subtype, level, bitrate_mode = SNDFILE_FORMATS[name]
         create(self._path)
         try:
             self._file: soundfile.SoundFile | None = soundfile.SoundFile(
@@ -79,6 +84,7 @@ class SoundfileEncoder:
                 format=major,
                 subtype=subtype,
                 compression_level=level,
+                bitrate_mode=bitrate_mode,
             )
         except (soundfile.LibsndfileError, OSError) as e:
             remove(self._path)
@@ -94,6 +100,13 @@ class SoundfileEncoder:
         if self._file is None:
             raise ExportError(f"{self._path}: the encoder is closed")
         samples = np.nan_to_num(np.asarray(audio, dtype=np.float32).ravel())
+        if self._name == "wav" and self._frames + samples.size > WAV_MAX_FRAMES:
+            self.abort()
+            most = format_duration(WAV_MAX_FRAMES / SAMPLE_RATE)
+            raise ExportError(
+                f"{self._path}: a WAV file holds at most {most} of audio; "
+                "export a book this long to .flac (lossless) or .m4b"
+            )
         try:
             self._file.buffer_write(to_pcm16(samples), dtype="int16")
         except (self._soundfile.LibsndfileError, OSError) as e:
@@ -118,7 +131,6 @@ class SoundfileEncoder:
                     if value:
                         setattr(file, key, value)
             file.close()
-            os.stat(self._path)
         except (self._soundfile.LibsndfileError, OSError) as e:
             why = _why(self._path, e)
             remove(self._path)
