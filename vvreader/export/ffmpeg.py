@@ -105,6 +105,10 @@ RECIPES: dict[str, Recipe] = {
     "flac": Recipe("flac", ("-c:a", "flac", "-sample_fmt", "s16"), "flac", vorbis_comments=True),
 }
 
+MIN_FRAMES = SAMPLE_RATE // 20
+"""The shortest audio a file holds (50 ms): MP4 and Ogg want a packet, and Vorbis below a
+block's length gives a file whose length reads wrong."""
+
 # -xerror: a failed write (a full disk) ends ffmpeg with an error; without it, ffmpeg reports
 # a trailer it could not write and still exits with 0.
 _QUIET = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-xerror")
@@ -218,6 +222,8 @@ class FfmpegEncoder:
         process = self._process
         if process is None or process.stdin is None:
             raise ExportError(f"{self._path}: the encoder is closed")
+        if self._frames < MIN_FRAMES:  # a part with (almost) nothing to read: made whole
+            self.write(np.zeros(MIN_FRAMES - self._frames, np.float32))
         try:
             process.stdin.close()
         except OSError:
