@@ -16,7 +16,7 @@ import pytest
 
 from engine.api import SAMPLE_RATE
 from tests.conftest import REPO
-from vvreader.export import ExportError
+from vvreader.export import ExportError, sndfile
 from vvreader.export.formats import (
     FORMATS,
     BookTags,
@@ -128,7 +128,7 @@ def test_a_file_reads_back_with_its_chapters_tags_and_cover(tmp_path, covers, na
     audio = voice_like(SECONDS)
     cover = covers["image/png" if name in ("flac", "ogg") else "image/jpeg"]
     mime = "image/png" if name in ("flac", "ogg") else "image/jpeg"
-    tags = BookTags("A Book: Part One", "Ann Author", "en-GB", cover, mime)
+    tags = BookTags("A Book: Part One — Ünï", "Ann Äuthor", "en-GB", cover, mime)
     out = tmp_path / f"book.{name}"
     write(out, audio, CHAPTERS, tags)
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # nothing else left
@@ -144,9 +144,9 @@ def test_a_file_reads_back_with_its_chapters_tags_and_cover(tmp_path, covers, na
     assert duration == pytest.approx(SECONDS, rel=0.01)
 
     found = tags_of(info)
-    assert found["title"] == "A Book: Part One"
-    assert found["artist"] == "Ann Author"
-    assert found["album"] == "A Book: Part One"
+    assert found["title"] == "A Book: Part One — Ünï"
+    assert found["artist"] == "Ann Äuthor"
+    assert found["album"] == "A Book: Part One — Ünï"
     assert found["genre"] == "Audiobook"
     if name in ("m4b", "m4a"):
         assert audio_streams[0]["tags"]["language"] == "eng"
@@ -284,6 +284,29 @@ def test_abort_removes_everything(tmp_path, name) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_no_audio_still_makes_a_file(tmp_path, name) -> None:
+    """A part with nothing to read (a chapter of notes) is a file, not a failed export."""
+    out = tmp_path / f"book.{name}"
+    encoder = open_encoder(format_for(out), out)
+    encoder.finish([Chapter("Notes", 0.0, 0.0)], BookTags("t"))
+    info = probe(out)
+    assert float(info["format"].get("duration", 0)) < 0.2
+    audio = [s["codec_name"] for s in info["streams"] if s["codec_type"] == "audio"]
+    assert audio == [CODECS[name][0]]
+
+
+def test_a_wav_too_long_says_which_format_to_use(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sndfile, "WAV_MAX_FRAMES", SAMPLE_RATE * 3)
+    out = tmp_path / "book.wav"
+    encoder = open_encoder(format_for(out), out)
+    encoder.write(voice_like(2.0))
+    with pytest.raises(ExportError) as err:
+        encoder.write(voice_like(2.0))
+    assert "at most 3s" in str(err.value) and ".flac" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_extension_picks_the_format() -> None:
     assert format_for(Path("x/Book.M4B")).name == "m4b"
     assert format_for(Path("b.opus")) == FORMATS[".opus"]
@@ -298,7 +321,7 @@ CHILD = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from vvreader.export import ExportError
+from vvreader.export import ExportError, sndfile
 from vvreader.export.formats import BookTags, Chapter, format_for, open_encoder
 out, seconds = Path(sys.argv[1]), float(sys.argv[2])
 noise = (0.3 * np.random.default_rng(0).standard_normal(24000)).astype(np.float32)
@@ -392,3 +415,5 @@ def test_without_ffmpeg_m4b_says_what_to_install_and_the_others_still_work(
         assert float(info["format"]["duration"]) == pytest.approx(SECONDS, rel=0.01)
         if name in LOSSY:
             assert rms(decode(out)) == pytest.approx(rms(audio), rel=0.15)
+            kbps = out.stat().st_size * 8 / SECONDS / 1000
+            assert 24 < kbps < 80, (name, kbps)  # speech rates, as ffmpeg's
