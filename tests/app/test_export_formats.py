@@ -214,6 +214,18 @@ def test_speech_bitrates(tmp_path) -> None:
     assert 24 < rates["ogg"] < 80, rates
 
 
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_a_chapter_file_names_its_book_and_number(tmp_path, name) -> None:
+    """--split-chapters: each file is a track of the book's album."""
+    out = tmp_path / f"02 Chapter Two.{name}"
+    tags = BookTags("Chapter Two", "Ann Author", "en", album="The Book", track=2, tracks=5)
+    write(out, voice_like(3.0), [], tags)
+    found = tags_of(probe(out))
+    assert (found["title"], found["album"]) == ("Chapter Two", "The Book")
+    track = found.get("track") or found.get("tracknumber")
+    assert track == ("2" if name == "wav" else "2/5")
+
+
 HOSTILE_TAGS = BookTags(
     title="-i /etc/passwd\n[CHAPTER]\nTIMEBASE=1/1\nSTART=0\nEND=1\ntitle=evil",
     author="a=b;c#d\\e\x1b[31m\r\nCHAPTER009=00:00:01.000",

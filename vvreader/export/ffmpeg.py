@@ -283,9 +283,11 @@ class FfmpegEncoder:
             "title": title,
             "artist": author,
             "album_artist": author,
-            "album": title,
+            "album": tag_text(tags.album) or title,
             "genre": GENRE,
         }
+        if tags.track > 0:
+            fields["track"] = f"{tags.track}/{tags.tracks}" if tags.tracks else str(tags.track)
         if self._recipe.vorbis_comments:
             fields["LANGUAGE"] = re.sub(r"[^A-Za-z0-9-]", "", tags.language)[:35]
             fields.update(vorbis_chapter_comments(marks))

@@ -42,6 +42,13 @@ class BookTags:
     """The cover image's bytes (JPEG or PNG)."""
     cover_type: str = ""
     """Its media type, "image/jpeg" or "image/png"."""
+    album: str = ""
+    """The book, when the file is one of its chapters (empty: the file is the book, and
+    its title is the album's)."""
+    track: int = 0
+    """The file's number among the book's files, from 1 (0: none)."""
+    tracks: int = 0
+    """How many files the book is (0: not said)."""
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,8 @@ class SoundfileEncoder:
                 for key, value in (
                     ("title", title),
                     ("artist", author),
-                    ("album", title),
+                    ("album", tag_text(tags.album) or title),
+                    ("tracknumber", str(tags.track) if tags.track > 0 else ""),
                     ("genre", "Audiobook"),
                 ):
                     if value:
