@@ -7,7 +7,7 @@ without loading a model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -75,6 +75,25 @@ class SpeechEngine(Protocol):
     def voices(self) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchSpeechEngine(SpeechEngine, Protocol):
+    """An engine that also generates several requests together, as one batch."""
+
+    max_batch: int
+    """The most requests generated together; more wait for room."""
+
+    def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[SynthesisStream]:
+        """One stream per request, each its own request's audio (the same as
+        ``synthesize`` gives, within float32 rounding)."""
+        ...
+
+    @property
+    def identity(self) -> str:
+        """What, besides a request, makes the audio: the model's files and how they are
+        loaded. Equal identities give equal audio for equal requests."""
+        ...
 
 
 @dataclass(frozen=True)

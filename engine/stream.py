@@ -131,6 +131,22 @@ class MLXEngine:
         self.wait_ready()
         return sorted(self._voice_paths) + sorted(self._presets - set(self._voice_paths))
 
+    @property
+    def identity(self) -> str:
+        """The model folder, each of its weight and config files (name, size and
+        modification time: a changed file is another model), the compute dtype and the
+        quantization."""
+        from engine.weights import find_weight_files
+
+        folder = self.model_dir.resolve()
+        try:
+            files = [folder / "config.json", *find_weight_files(folder)]
+            stats = [(f.name, f.stat()) for f in files]
+        except (OSError, EngineError):
+            stats = []
+        parts = [f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats]
+        return "|".join([str(folder), self._dtype_name, f"q{self._quantize or 0}", *parts])
+
     def synthesize(self, request: SynthesisRequest) -> SynthesisHandle:
         handle = SynthesisHandle(request)
         self._jobs.put(handle)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class FakeStream:
 
 
 class FakeEngine:
-    """Implements engine.api.SpeechEngine; ``seconds_per_frame`` sets its speed (a frame
+    """Implements engine.api.BatchSpeechEngine; ``seconds_per_frame`` sets its speed (a frame
     is 3200 samples, 133 ms of audio)."""
 
     sample_rate = SAMPLE_RATE
@@ -57,9 +57,15 @@ class FakeEngine:
         self.seconds_per_frame = seconds_per_frame
         self.requests: list[SynthesisRequest] = []
 
+    max_batch = 4
+    identity = "fake"
+
     def synthesize(self, request: SynthesisRequest) -> FakeStream:
         self.requests.append(request)
         return FakeStream(self, request)
+
+    def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[FakeStream]:
+        return [self.synthesize(r) for r in requests]
 
     def voices(self) -> list[str]:
         return ["a", "b"]
