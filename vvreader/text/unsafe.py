@@ -9,13 +9,20 @@ spaces and joiners, direction marks). Each use below picks its classes from this
 - ``TERMINAL_UNSAFE``: text printed by the command line (shown as escapes there).
 - ``SPEECH_UNSAFE``: text sent to the voice (removed).
 - ``TAG_UNSAFE``: text written into an audio file's tags (a tag is one line; they become spaces).
+- ``FILE_NAME_UNSAFE``: text made into a file name (replaced).
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["SPEECH_UNSAFE", "TAG_UNSAFE", "TERMINAL_UNSAFE", "safe_text"]
+__all__ = [
+    "FILE_NAME_UNSAFE",
+    "SPEECH_UNSAFE",
+    "TAG_UNSAFE",
+    "TERMINAL_UNSAFE",
+    "safe_text",
+]
 
 #: C0 and C1 control characters and DEL, without tab and line feed (regex class body).
 CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f"
@@ -33,6 +40,12 @@ SPEECH_UNSAFE = re.compile(f"[{CONTROLS}{INVISIBLE}{BIDI_CONTROLS}]")
 #: What an audio file's tag may not hold: every control character and line break (a player
 #: shows a title on one line; bidi controls stay, a right-to-left title needs them).
 TAG_UNSAFE = re.compile(f"[\t\n{CONTROLS}{LINE_SEPARATORS}]")
+#: What a file name made from a document may not hold: every control character (tab and
+#: line feed too), the separators, bidi and invisible characters, and what one of the
+#: common file systems forbids or a shell treats specially (path separators, ``:*?"<>|``).
+FILE_NAME_UNSAFE = re.compile(
+    f'[\t\n{CONTROLS}{LINE_SEPARATORS}{BIDI_CONTROLS}{INVISIBLE}/\\\\:*?"<>|]'
+)
 
 
 def _code_points(*classes: str) -> list[int]:
