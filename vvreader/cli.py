@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from vvreader.config import Config, load_config
 from vvreader.paths import config_file, pronunciations_file
@@ -21,6 +21,9 @@ from vvreader.text.plan import ProgressivePlan, SpeechPlan, build_plan
 from vvreader.text.readers import load_document
 from vvreader.text.settings import PlanSettings
 from vvreader.text.unsafe import TERMINAL_UNSAFE
+
+if TYPE_CHECKING:
+    from vvreader.export import ExportResult, Progress
 
 __all__ = ["build_parser", "main", "escape_terminal"]
 
@@ -157,8 +160,27 @@ def engine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("export")
     g.add_argument(
         "--export",
-        metavar="OUT.wav",
-        help="render the document to a WAV file (and OUT.vtt subtitles) and exit",
+        metavar="OUT.m4b",
+        help="render the document to an audio file and exit: .m4b, .m4a, .mp3, .opus, .ogg, "
+        ".flac or .wav (by the extension), with the chapters and the book's tags; run the "
+        "same command again to continue an export that stopped",
+    )
+    g.add_argument(
+        "--split-chapters",
+        action="store_true",
+        help="with --export: one file per chapter, numbered, in the folder OUT names "
+        "without its extension",
+    )
+    g.add_argument(
+        "--subtitles",
+        action="store_true",
+        help="with --export: also write WebVTT subtitles beside each file (a WAV always has them)",
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="with --export: no progress, only errors",
     )
     g.add_argument(
         "--from",
@@ -333,18 +355,25 @@ def run_reader(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """``--export OUT.wav``: render the document with the engine."""
-    from vvreader.export import ExportError, Progress, export
+    """``--export OUT.ext``: render the document with the engine."""
+    from vvreader.export import ExportError, ExportStopped, export
+    from vvreader.export.formats import check_ready, format_for
     from vvreader.loader import EngineUnavailable, open_engine
 
     config, _, warnings = settings(args)
     for w in warnings:
         print(f"vvreader: {escape_terminal(w)}", file=sys.stderr)
+    out = Path(args.export).expanduser()
+    try:  # before the model loads: an unknown extension, or ffmpeg missing
+        check_ready(format_for(out))
+    except ExportError as err:
+        print(f"vvreader: {escape_terminal(str(err))}", file=sys.stderr)
+        return 2
     plan = _plan(args)
     if not len(plan):
         print(f"vvreader: {args.file}: nothing to read", file=sys.stderr)
         return 2
-    target = Path(args.export).expanduser().resolve().parent
+    target = out.resolve().parent
     if not target.is_dir() or not os.access(target, os.W_OK):
         print(
             f"vvreader: {args.export}: cannot write there (no such folder, or no permission)",
@@ -358,48 +387,111 @@ def run_export(args: argparse.Namespace) -> int:
     except EngineUnavailable as err:
         print(f"vvreader: {err}", file=sys.stderr)
         return 2
-    tty = sys.stderr.isatty()
-
-    def progress(p: Progress) -> None:
-        width = 30
-        bar = "#" * (width * p.done // p.total)
-        line = (
-            f"\r[{bar:<{width}}] {p.done}/{p.total} utterances, "
-            f"{p.audio_seconds:7.1f} s of audio, {p.speed:4.2f}x real time"
-        )
-        if tty or p.done == p.total:
-            print(line, end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
+    progress = ExportProgressLine(sys.stderr, quiet=args.quiet)
 
     from vvreader.keep_awake import KeepAwake
 
     try:
         with KeepAwake(why="vvreader is exporting audio"):
-            cues = export(
+            result = export(
                 plan,
                 engine,
-                Path(args.export),
+                out,
                 voice=config.voice,
                 cfg_scale=config.cfg_scale,
                 steps=config.steps,
                 first=args.first,
                 last=args.last,
                 speed=config.speed,
-                on_progress=progress,
+                split_chapters=args.split_chapters,
+                subtitles=args.subtitles,
+                name=args.file,
+                on_progress=progress.update,
             )
-    except ExportError as err:
-        print(f"{chr(10) if tty else ''}vvreader: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # engine errors: one line, the engine says what to do
-        print(f"{chr(10) if tty else ''}vvreader: {escape_terminal(str(err))}", file=sys.stderr)
+    except ExportStopped as stop:
+        progress.end()
+        print(
+            f"vvreader: export stopped; {stop.kept} utterances made are kept in "
+            f"{escape_terminal(str(stop.folder))}: run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as err:  # export and engine errors: one line that says what to do
+        progress.end()
+        print(f"vvreader: {escape_terminal(str(err))}", file=sys.stderr)
         return 2
     finally:
         engine.close()
-    print(
-        f"wrote {args.export} ({cues[-1].end if cues else 0.0:.1f} s) and "
-        f"{Path(args.export).with_suffix('.vtt')}",
-        file=sys.stderr,
-    )
+    progress.end()
+    if not args.quiet:
+        print(escape_terminal(export_summary(result, out, args.split_chapters)), file=sys.stderr)
     return 0
+
+
+def export_summary(result: ExportResult, out: Path, split: bool) -> str:
+    """The last line of an export: what was written, how long, how many chapters."""
+    from vvreader.humanize import format_duration
+
+    length = format_duration(result.seconds)
+    chapters = len(result.chapters)
+    where = (
+        f"{len(result.files)} files in {result.files[0].parent}"
+        if split and result.files
+        else str(out)
+    )
+    line = f"wrote {where} ({length}, {chapters} chapter{'s' if chapters != 1 else ''})"
+    if result.subtitles:
+        line += " and subtitles" if split else f" and {result.subtitles[0]}"
+    if result.resumed:
+        line += f"; {result.resumed} utterances came from the stopped run"
+    return line
+
+
+class ExportProgressLine:
+    """Export progress on ``stream``: on a terminal one line redrawn (a bar, at most five
+    times a second); elsewhere a plain line at each chapter and every
+    :attr:`PLAIN_EVERY` seconds; nothing when ``quiet``."""
+
+    PLAIN_EVERY = 30.0
+    REDRAW_EVERY = 0.2
+
+    def __init__(self, stream: TextIO, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.terminal = stream.isatty()
+        self._shown = False
+        self._last = float("-inf")
+        self._chapter = 0
+
+    def update(self, p: Progress) -> None:
+        """Show ``p`` (called after each utterance)."""
+        import shutil
+        import time
+
+        from vvreader.humanize import describe_export, export_bar
+
+        if self.quiet:
+            return
+        now = time.monotonic()
+        last = p.done == p.total
+        if self.terminal:
+            if last or now - self._last >= self.REDRAW_EVERY:
+                width = shutil.get_terminal_size((80, 24)).columns - 1
+                self.stream.write(f"\r{export_bar(p, width)}\x1b[K")
+                self.stream.flush()
+                self._shown, self._last = True, now
+        elif last or p.chapter_number != self._chapter or now - self._last >= self.PLAIN_EVERY:
+            self.stream.write(f"vvreader: export {describe_export(p)}\n")
+            self.stream.flush()
+            self._last = now
+        self._chapter = p.chapter_number
+
+    def end(self) -> None:
+        """End the redrawn line, so that what follows starts on a line of its own."""
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
 
 
 def _download_bar(label: str) -> Callable[[int, int | None], None]:
@@ -545,6 +637,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.json and not args.plan:
         parser.error("--json needs --plan")
+    for given, name in (
+        (args.split_chapters, "--split-chapters"),
+        (args.subtitles, "--subtitles"),
+        (args.quiet, "--quiet"),
+    ):
+        if given and not args.export:
+            parser.error(f"{name} needs --export")
     if args.file is None and not (args.version or args.list_devices or args.list_voices):
         parser.error("give a FILE to read (or --version, --list-devices, --list-voices)")
     if hasattr(sys.stdout, "reconfigure"):

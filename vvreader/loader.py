@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from engine.api import SpeechEngine, SynthesisRequest, Transfer, TransferReport
+from engine.api import BatchSpeechEngine, SpeechEngine, SynthesisRequest, Transfer, TransferReport
 from engine.errors import DownloadCancelled, DownloadError, EngineError
 from engine.hub import ModelSource, offline_mode, resolve_model
 from engine.voice_fetch import Progress, cached_voices, fetch_voice, transfer_progress
@@ -177,7 +177,7 @@ def open_engine(
     timeout: float = 600.0,
     quantize: int | None = None,
     progress_bar: Callable[[str], Progress] | None = None,
-) -> SpeechEngine:
+) -> BatchSpeechEngine:
     """Load the model on an engine thread and wait until it is ready.
 
     Args:

@@ -1,4 +1,5 @@
-"""--export: the WAV holds the utterances and their pauses; the VTT says where."""
+"""--export to WAV: the file holds the utterances and their pauses; the VTT says where;
+the chapters tile it; a range, a speed and a book's notes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from engine.stream import MLXEngine
 from tests.books import make_epub, xhtml
 from tests.conftest import REPO
 from tests.fakes import FakeEngine
-from vvreader.export import export, to_pcm16
+from vvreader.export import export
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document
 
@@ -38,6 +39,11 @@ def _plan(tmp_path: Path):
     return build_plan(load_document(str(doc)))
 
 
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """What a 16-bit WAV holds for float samples (an independent rendering of the rule)."""
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
 def _vtt_times(path: Path) -> list[tuple[float, float]]:
     def sec(t: str) -> float:
         h, m, s = t.split(":")
@@ -51,7 +57,7 @@ def test_wav_is_the_utterances_and_their_pauses(tmp_path, engine) -> None:
     assert len(plan) == 5
     out = tmp_path / "out.wav"
     progress = []
-    cues = export(
+    result = export(
         plan,
         engine,
         out,
@@ -60,6 +66,7 @@ def test_wav_is_the_utterances_and_their_pauses(tmp_path, engine) -> None:
         steps=3,
         on_progress=progress.append,
     )
+    cues = result.cues
     expected = b""
     for i, u in enumerate(plan):
         req = SynthesisRequest(text=u.speak, voice="en-Grace_woman", cfg_scale=2.0, steps=3)
@@ -79,12 +86,19 @@ def test_wav_is_the_utterances_and_their_pauses(tmp_path, engine) -> None:
         assert cue.start - prev.end == pytest.approx(u.pause_after / 1000, abs=1 / SAMPLE_RATE)
     assert [c.text for c in cues] == [u.speak for u in plan]
     assert [p.done for p in progress] == [1, 2, 3, 4, 5] and progress[-1].speed > 0
+    assert progress[-1].fraction == 1 and progress[-1].audio_seconds == cues[-1].end
+    # One chapter, the heading's, from the start to the end; the work folder is gone.
+    assert [(c.title, c.start, c.end) for c in result.chapters] == [("Title", 0, cues[-1].end)]
+    assert result.files == (out,) and result.subtitles == (out.with_suffix(".vtt"),)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.md", "out.vtt", "out.wav"]
 
 
 def test_a_range_renders_only_those_utterances(tmp_path, engine) -> None:
     plan = _plan(tmp_path)
-    cues = export(plan, engine, tmp_path / "part.wav", first=1, last=2)
-    assert [c.index for c in cues] == [1, 2]
+    result = export(plan, engine, tmp_path / "part.wav", first=1, last=2)
+    assert [c.index for c in result.cues] == [1, 2]
+    with wave.open(str(tmp_path / "part.wav")) as w:
+        assert w.getnframes() / SAMPLE_RATE == pytest.approx(result.cues[-1].end, abs=1e-4)
 
 
 def test_a_books_notes_are_left_out(tmp_path) -> None:
@@ -96,7 +110,7 @@ def test_a_books_notes_are_left_out(tmp_path) -> None:
     plan = build_plan(load_document(str(book)))
     assert any(u.note for u in plan)
     engine = FakeEngine()
-    cues = export(plan, engine, tmp_path / "book.wav")
+    cues = export(plan, engine, tmp_path / "book.wav").cues
     assert [c.text for c in cues] == ["A claim here.", "After."]
     assert [r.text for r in engine.requests] == ["A claim here.", "After."]
 
@@ -159,6 +173,11 @@ class VoicedEngine:
     noise-like, whose spectrum a resampler barely changes), 20 ms a character."""
 
     sample_rate = SAMPLE_RATE
+    max_batch = 1
+    identity = "voiced"
+
+    def synthesize_many(self, requests):
+        return [self.synthesize(r) for r in requests]
 
     def synthesize(self, request: SynthesisRequest):
         t = np.arange(int(0.02 * len(request.text) * SAMPLE_RATE)) / SAMPLE_RATE

@@ -26,7 +26,7 @@ from vvreader.export.formats import (
     open_encoder,
 )
 from vvreader.export.metadata import tag_text
-from vvreader.export.render import to_pcm16
+from vvreader.export.pcm import to_pcm16
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")

@@ -1,0 +1,159 @@
+"""An export stopped (Ctrl-C) or killed (SIGKILL) leaves no file at the output path, keeps
+the utterances made in its work folder, and the same command run again ends with the same
+file as an export never stopped; the work folder is gone once the file is complete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+# Three chapters of short sentences: long enough to be stopped in the middle.
+DOC = "\n\n".join(
+    f"# Chapter {c}\n\n" + " ".join(f"Sentence {c}.{i} of the book is read." for i in range(1, 7))
+    for c in range(1, 4)
+)
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+
+
+def _command(doc: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "vvreader", str(doc), "--export", str(out)),
+        *("--model", str(model), "--voice", "en-Grace_woman", *extra),
+    ]
+
+
+def _run(doc: Path, out: Path, model: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _command(doc, out, model, *extra),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(doc.parent),
+    )
+
+
+def _work(out: Path) -> Path:
+    return out.with_name(f".{out.name}.vvreader-export")
+
+
+def _stored(out: Path) -> list[Path]:
+    return sorted(_work(out).glob("*.audio")) if _work(out).is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tmp_path_factory) -> tuple[bytes, str, str]:
+    """The WAV, VTT and stderr of an export never stopped."""
+    folder = tmp_path_factory.mktemp("reference")
+    doc = folder / "book.md"
+    doc.write_text(DOC)
+    done = _run(doc, folder / "book.wav", tiny_model)
+    assert done.returncode == 0, done.stderr
+    return (folder / "book.wav").read_bytes(), (folder / "book.vtt").read_text(), done.stderr
+
+
+def _stop_midway(doc: Path, out: Path, model: Path, sig: signal.Signals) -> subprocess.Popen:
+    """Start the export and send ``sig`` once the work folder holds three utterances."""
+    proc = subprocess.Popen(
+        _command(doc, out, model, "-q"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(doc.parent),
+    )
+    deadline = time.monotonic() + 300
+    while len(_stored(out)) < 3:
+        assert proc.poll() is None, f"ended before it could be stopped: {proc.stderr.read()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    proc.wait(60)
+    return proc
+
+
+def test_progress_lines_and_the_summary(reference) -> None:
+    *_, stderr = reference
+    lines = stderr.strip().splitlines()
+    # Not a terminal: a plain line at each chapter and at the end, then what was written.
+    progress = [line for line in lines if line.startswith("vvreader: export ")]
+    assert len(progress) >= 4 and progress[0].startswith("vvreader: export ")
+    assert [p.split(" · ")[1].split()[0] for p in progress[:3]] == ["1/3", "2/3", "3/3"]
+    assert progress[-1].startswith("vvreader: export 100% · 3/3 Chapter 3 · ")
+    assert "x real time" in progress[-1]
+    assert lines[-1].startswith("wrote ") and "book.wav (" in lines[-1]
+    assert lines[-1].endswith("3 chapters) and " + lines[-1].split(" and ")[-1])
+
+
+def test_ctrl_c_keeps_the_work_and_the_same_command_finishes_it(
+    tmp_path, tiny_model, reference
+) -> None:
+    wav, vtt, _ = reference
+    doc, out = tmp_path / "book.md", tmp_path / "book.wav"
+    doc.write_text(DOC)
+    proc = _stop_midway(doc, out, tiny_model, signal.SIGINT)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 130, stderr
+    kept = _stored(out)
+    assert 3 <= len(kept) < 18
+    assert stderr.strip().splitlines() == [
+        f"vvreader: export stopped; {len(kept)} utterances made are kept in {_work(out)}: "
+        "run the same command again to continue"
+    ]
+    assert not out.exists() and not out.with_suffix(".vtt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".book.wav.vvreader-export", "book.md"]
+
+    again = _run(doc, out, tiny_model)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(kept)} utterances came from the stopped run" in again.stderr
+    assert out.read_bytes() == wav and out.with_suffix(".vtt").read_text() == vtt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book.md", "book.vtt", "book.wav"]
+
+
+def test_a_killed_export_leaves_no_partial_file_and_resumes_to_the_same_audio(
+    tmp_path, tiny_model, reference
+) -> None:
+    wav, vtt, _ = reference
+    doc, out = tmp_path / "book.md", tmp_path / "book.wav"
+    doc.write_text(DOC)
+    proc = _stop_midway(doc, out, tiny_model, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and not out.with_suffix(".vtt").exists()
+    kept = _stored(out)
+    assert len(kept) >= 3
+    # A file cut short (as by a crash while the disk wrote it) is made again, not trusted.
+    kept[0].write_bytes(kept[0].read_bytes()[:1000])
+
+    again = _run(doc, out, tiny_model, "-q")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == ""  # -q: nothing but errors
+    assert out.read_bytes() == wav and out.with_suffix(".vtt").read_text() == vtt
+    assert not _work(out).exists()
+
+
+def test_a_changed_setting_does_not_reuse_the_work(tmp_path, tiny_model, reference) -> None:
+    wav, *_ = reference
+    doc, out = tmp_path / "book.md", tmp_path / "book.wav"
+    doc.write_text(DOC)
+    proc = _stop_midway(doc, out, tiny_model, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    again = _run(doc, out, tiny_model, "--cfg-scale", "2.5")
+    assert again.returncode == 0, again.stderr
+    assert "came from the stopped run" not in again.stderr
+    assert out.read_bytes() != wav and len(out.read_bytes()) > 44
