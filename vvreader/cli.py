@@ -365,10 +365,12 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"vvreader: {escape_terminal(w)}", file=sys.stderr)
     out = Path(args.export).expanduser()
     try:  # before the model loads: an unknown extension, or ffmpeg missing
-        check_ready(format_for(out))
+        lacking = check_ready(format_for(out))
     except ExportError as err:
         print(f"vvreader: {escape_terminal(str(err))}", file=sys.stderr)
         return 2
+    if lacking:
+        print(f"vvreader: warning: {escape_terminal(lacking)}", file=sys.stderr)
     plan = _plan(args)
     if not len(plan):
         print(f"vvreader: {args.file}: nothing to read", file=sys.stderr)
