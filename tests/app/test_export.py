@@ -3,6 +3,7 @@ the chapters tile it; a range, a speed and a book's notes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -33,9 +34,9 @@ def engine(tiny_model):
     e.close()
 
 
-def _plan(tmp_path: Path):
+def _plan(tmp_path: Path, text: str = DOC):
     doc = tmp_path / "doc.md"
-    doc.write_text(DOC)
+    doc.write_text(text)
     return build_plan(load_document(str(doc)))
 
 
@@ -242,3 +243,154 @@ def test_export_at_a_speed_keeps_the_pitch(tmp_path) -> None:
         # What a resampler would have made: the pitch moved by ``speed``.
         resampled = np.interp(np.arange(0, len(normal), speed), np.arange(len(normal)), normal)
         assert abs(_fundamental(resampled) - 140 * speed) < 3 * speed
+
+
+# ---------------------------------------------------------------- chapters, formats, split
+
+BOOK = (
+    "Words before any heading.\n\n# Title\n\nFirst sentence here. Second one!\n\n"
+    "## Part two\n\n- a list item\n- another\n"
+)
+
+
+def _probe(path: Path) -> dict:
+    run = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-show_chapters"]
+        + ["-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(run.stdout)
+
+
+def _tags(info: dict) -> dict[str, str]:
+    tags = {k.lower(): v for k, v in info["format"].get("tags", {}).items()}
+    for stream in info["streams"]:
+        tags.update({k.lower(): v for k, v in stream.get("tags", {}).items()})
+    return tags
+
+
+def _decoded(path: Path) -> np.ndarray:
+    run = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1"]
+        + ["-ar", str(SAMPLE_RATE), "pipe:1"],
+        capture_output=True,
+        check=True,
+    )
+    return np.frombuffer(run.stdout, dtype="<i2")
+
+
+def test_chapters_tile_the_file_and_a_player_finds_them(tmp_path, engine) -> None:
+    plan = _plan(tmp_path, BOOK)
+    result = export(plan, engine, tmp_path / "book.m4b", voice="en-Grace_woman", name="b.md")
+    assert [c.title for c in result.chapters] == ["Opening", "Title", "Part two"]
+    assert result.chapters[0].start == 0 and result.chapters[-1].end == result.seconds
+    for a, b in zip(result.chapters, result.chapters[1:], strict=False):
+        assert a.end == b.start
+    # Each chapter starts with the first utterance of its part.
+    starts = {c.start for c in result.cues}
+    assert all(c.start in starts for c in result.chapters)
+    assert [c.text for c in result.cues if c.start == result.chapters[2].start] == ["Part two."]
+    info = _probe(tmp_path / "book.m4b")
+    assert [c["tags"]["title"] for c in info["chapters"]] == ["Opening", "Title", "Part two"]
+    for mark, chapter in zip(info["chapters"], result.chapters, strict=True):
+        assert float(mark["start_time"]) == pytest.approx(chapter.start, abs=0.002)
+        assert float(mark["end_time"]) == pytest.approx(chapter.end, abs=0.002)
+    assert float(info["format"]["duration"]) == pytest.approx(result.seconds, rel=0.01)
+    assert _tags(info)["title"] == "b"  # a Markdown file: titled by its name
+    # No subtitles unless asked for, except with WAV; no work folder left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book.m4b", "doc.md"]
+
+
+def test_split_chapters_are_the_one_file_cut_at_its_chapters(tmp_path, engine) -> None:
+    plan = _plan(tmp_path, BOOK.replace("# Title", "# A/B: the \x1b[1mstart"))
+    whole = export(plan, engine, tmp_path / "whole.wav", voice="en-Grace_woman")
+    split = export(
+        plan,
+        engine,
+        tmp_path / "book.mp3",
+        voice="en-Grace_woman",
+        split_chapters=True,
+        subtitles=True,
+        name="My Book.md",
+    )
+    folder = tmp_path / "book"
+    names = ["01 - Opening", "02 - A B the [1mstart", "03 - Part two"]
+    assert split.files == tuple(folder / f"{n}.mp3" for n in names)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{n}.mp3" for n in names] + [f"{n}.vtt" for n in names]
+    )
+    assert not (tmp_path / ".book.mp3.vvreader-export").exists()
+    assert [c.title for c in split.chapters] == [c.title for c in whole.chapters]
+    titles = ["Opening", "A/B: the [1mstart", "Part two"]  # control characters: spaces
+    assert [c.title.replace("\x1b", "") for c in split.chapters] == titles
+    for n, (path, chapter) in enumerate(zip(split.files, split.chapters, strict=True), 1):
+        info = _probe(path)
+        tags = _tags(info)
+        assert tags["title"] == titles[n - 1]
+        assert (tags["album"], tags["track"]) == ("My Book", f"{n}/3")
+        length = chapter.end - chapter.start
+        assert float(info["format"]["duration"]) == pytest.approx(length, rel=0.01, abs=0.06)
+        # Its subtitles count from its own start.
+        times = _vtt_times(path.with_suffix(".vtt"))
+        assert times[0][0] == 0 and times[-1][1] <= length + 0.001
+    # The same audio as the one file, cut: the WAV's samples against the decoded MP3s.
+    pcm = _wav(tmp_path / "whole.wav")
+    decoded = np.concatenate([_decoded(p) for p in split.files]).astype(np.float32) / 32767
+    assert abs(len(decoded) - len(pcm)) < 0.03 * SAMPLE_RATE * len(split.files)
+    level = lambda a: float(np.sqrt(np.mean(a**2)))  # noqa: E731
+    assert level(decoded) == pytest.approx(level(pcm), rel=0.1)
+
+
+def test_the_progress_line_on_a_terminal_and_elsewhere() -> None:
+    import io
+
+    from vvreader.cli import ExportProgressLine
+    from vvreader.export import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def progress(done: int, chapter: int) -> Progress:
+        return Progress(
+            done=done,
+            total=4,
+            made=done,
+            chars_done=10 * done,
+            chars_total=40,
+            chars_made=10 * done,
+            audio_seconds=3.0 * done,
+            made_seconds=3.0 * done,
+            elapsed=1.0 * done,
+            chapter=f"Part {chapter}",
+            chapter_number=chapter,
+            chapters=2,
+        )
+
+    screen = Terminal()
+    line = ExportProgressLine(screen)
+    line.REDRAW_EVERY = 0
+    for done, chapter in [(1, 1), (2, 1), (3, 2), (4, 2)]:
+        line.update(progress(done, chapter))
+    line.end()
+    drawn = screen.getvalue()
+    assert drawn.count("\r") == 4 and drawn.endswith("\n") and drawn.count("\n") == 1
+    assert "] 100% · 2/2 Part 2 · 12s of audio · 3.0x real time\x1b[K\n" in drawn
+    # Not a terminal: a line when a chapter starts and at the end.
+    plain = io.StringIO()
+    line = ExportProgressLine(plain)
+    for done, chapter in [(1, 1), (2, 1), (3, 2), (4, 2)]:
+        line.update(progress(done, chapter))
+    line.end()
+    assert plain.getvalue().splitlines() == [
+        "vvreader: export 25% · 1/2 Part 1 · 3s of audio · 3.0x real time",
+        "vvreader: export 75% · 2/2 Part 2 · 9s of audio · 3.0x real time",
+        "vvreader: export 100% · 2/2 Part 2 · 12s of audio · 3.0x real time",
+    ]
+    quiet = Terminal()
+    line = ExportProgressLine(quiet, quiet=True)
+    line.update(progress(4, 2))
+    line.end()
+    assert quiet.getvalue() == ""
