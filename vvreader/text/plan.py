@@ -287,6 +287,9 @@ class _Planner:
         self._heading: int | None = None
         self._notes_by_section: dict[int, list[tuple[int, str]]] = {}
         self._notes_apart = doc.book is not None  # a book's notes are read only when asked
+        self.more_follows = False
+        """The document is the beginning of a longer one (a book read in parts): its end is
+        not the end, so its last utterance and section are never finished here."""
         self._pending_refs: list[tuple[int, int, str]] | None = None  # (offset, order, label)
 
     def run(self, source: BlockReader, budget: int | None = None) -> bool:
@@ -323,7 +326,7 @@ class _Planner:
             chars += block.end - block.start
             self.pos += 1
         else:
-            if source.done and self._flush(source):
+            if source.done and not self.more_follows and self._flush(source):
                 self._finish(last=True)
                 self.complete = True
                 return True
@@ -513,6 +516,7 @@ class ProgressivePlan:
         self._dictionary = dictionary
         self._sizes = (first_chars, part_chars)
         self._doc, self._source, self._planner = self._open(text, name, encoding, markdown, book)
+        self._planner.more_follows = rest is not None
         self._rest = rest
         self._budget = max(1, part_chars // 4)  # characters planned per step
         self._lock = threading.Lock()  # one step at a time
@@ -572,17 +576,22 @@ class ProgressivePlan:
         """
         with self._lock, gc_paused():
             planner, source = self._planner, self._source
-            self._work(planner, source)
-            if planner.complete and self._rest is not None:
-                planner = self._grow()
-            complete = planner.complete and self._rest is None
+            if not self._work(planner, source) and self._rest is not None:
+                planner = self._grow()  # the beginning is planned as far as it can be
+            complete = planner.complete
             self._published = (planner.pos, len(planner.utterances), complete)
             return not complete
 
-    def _work(self, planner: _Planner, source: BlockReader) -> None:
-        if not planner.run(source, self._budget) and not source.done:
-            source.step()  # the planner has caught up (or waits): parse another part
-            planner.run(source, self._budget)
+    def _work(self, planner: _Planner, source: BlockReader) -> bool:
+        """Plan on, parsing another part when the planner has caught up; False when
+        nothing moved (the source is done and the planner can go no further)."""
+        if planner.run(source, self._budget):
+            return True
+        if source.done:
+            return False
+        source.step()  # the planner has caught up (or waits): parse another part
+        planner.run(source, self._budget)
+        return True
 
     def _grow(self) -> _Planner:
         """Take the whole text of a book read in parts (it starts with the text so far),
