@@ -352,4 +352,7 @@ def test_ten_megabyte_chapter(tmp_path: Path) -> None:
         "Long.",
         "It was a dark and stormy night; the rain fell in torrents.",
     ]
-    assert took < 60  # bounded (one chapter is converted whole; shared CI machines are slow)
+    # Only the chapter's first part is converted for the first page (the rest is left to
+    # the background), so its time does not grow with the chapter.
+    assert len(first.document.text) < 2 * epub.PART_CHARS and not first.complete
+    assert took < 20  # bounded, with room for a loaded shared machine (about 0.5 s alone)

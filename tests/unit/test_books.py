@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.books import DATA, make_epub, xhtml, zip_folder
+from vvreader.text import epub
 from vvreader.text.chapters import chapter_at, contents
 from vvreader.text.plan import ProgressivePlan, build_plan
 from vvreader.text.readers import load_document
@@ -276,6 +277,97 @@ def test_big_book_is_planned_progressively(tmp_path: Path) -> None:
     ][:-1]
     assert [e.title for e in contents(whole)] == [f"Chapter {i + 1}" for i in range(12)]
     assert whole.document.book.toc[-1].offset > len(first.document.text)
+
+
+def long_chapter(sections: int = 6, paragraphs: int = 200) -> str:
+    """A chapter of several sections, with lists, quotes, a table, anchors the contents
+    point at, notes cited all along (asides at its end, endnotes in another file)."""
+    body = []
+    for s in range(sections):
+        body.append(f'<h2 id="s{s}">Section {s}</h2>')
+        for p in range(paragraphs):
+            ref = ""
+            if p % 7 == 0:
+                ref = f'<a epub:type="noteref" href="#a{s}-{p}">{p}</a>'
+            elif p % 11 == 0:
+                ref = f'<a epub:type="noteref" href="notes.xhtml#e{s}">{p}</a>'
+            body.append(
+                f"<p id='p{s}-{p}'>Paragraph {p} of section {s}, with <em>some</em> words{ref} "
+                "to read, and a second sentence after the first one.</p>"
+            )
+            if p % 13 == 5:
+                body.append(f"<ol start='{p}'><li>An item {p}.</li><li>Another one.</li></ol>")
+            if p % 13 == 9:
+                body.append(f"<blockquote><p>A quote {p}.</p><p>Its end.</p></blockquote>")
+        body.append(f"<table><tr><th>Cell</th></tr><tr><td>Value {s}</td></tr></table>")
+    for s in range(sections):
+        for p in range(0, paragraphs, 7):
+            body.append(f'<aside epub:type="footnote" id="a{s}-{p}"><p>Aside {s}-{p}.</p></aside>')
+    return "<h1>The Long One</h1><div>" + "".join(body) + "</div>"
+
+
+def long_book(tmp_path: Path) -> Path:
+    notes = "".join(
+        f'<aside epub:type="endnote" id="e{s}"><p>Endnote {s}.</p></aside>' for s in range(6)
+    )
+    return make_epub(
+        tmp_path / "long.epub",
+        [
+            ("long.xhtml", xhtml(long_chapter())),
+            ("next.xhtml", xhtml("<h1>Next</h1><p>After the long one.</p>")),
+            ("notes.xhtml", xhtml(notes)),
+        ],
+        toc=[("long.xhtml", "The Long One", 1)]
+        + [(f"long.xhtml#s{s}", f"Section {s}", 2) for s in range(6)]
+        + [("next.xhtml", "Next", 1)],
+        nonlinear=("notes.xhtml",),
+    )
+
+
+def test_a_long_chapter_is_read_in_parts_as_if_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chapter longer than a part is converted a part at a time, each part followed by
+    the notes it cites first: the first page comes from its first part, and the plan ends
+    byte for byte as the one planned from the whole book at once."""
+    monkeypatch.setattr(epub, "PART_CHARS", 4_000)
+    book = long_book(tmp_path)
+    whole_doc = load_document(str(book))
+    whole = build_plan(whole_doc)
+    text = whole_doc.text
+    assert whole_doc.book is not None and whole_doc.book.warnings == ()
+    # Notes come after each part, before the chapter's end.
+    chapter_end = text.index("# Next")
+    definitions = [i for i in range(len(text)) if text.startswith("\n[^", i)]
+    assert len(definitions) > 5 and definitions[0] < chapter_end // 2
+    # Every note is defined once and read only when asked for; the text is all there.
+    spoken_notes = [u.speak for u in whole if u.note]
+    assert len(spoken_notes) == len(set(spoken_notes)) == 6 * len(range(0, 200, 7)) + 6
+    read = [u.speak for u in whole if not u.note]
+    assert sum(s.startswith("Paragraph ") for s in read) == 6 * 200
+    assert read[-2:] == ["Next.", "After the long one."]
+    assert [(e.title, text[e.offset :].split("\n")[0]) for e in whole_doc.book.toc] == [
+        ("The Long One", "# The Long One"),
+        *((f"Section {s}", f"## Section {s}") for s in range(6)),
+        ("Next", "# Next"),
+    ]
+    # Converted in parts (first page first) or at once: the same text, whatever the stops.
+    for stop in (1, 5_000, 64_000):
+        reading = epub.EpubReading(str(book))
+        first_text, _ = reading.first(stop)
+        assert not reading.complete and text.startswith(first_text)
+        assert reading.whole()[0] == text
+    # Planned progressively: what is shown first is the whole plan's beginning, and the
+    # whole plan is the same, field for field.
+    progress = ProgressivePlan.open(str(book))
+    first = progress.advance(1)
+    assert not first.complete and len(first.document.text) < chapter_end // 2
+    assert [u.as_dict() for u in first] == [u.as_dict() for u in whole][: len(first)]
+    done = progress.result()
+    assert done.document.text == text
+    assert [u.as_dict() for u in done] == [u.as_dict() for u in whole]
+    assert done.document.book == whole_doc.book
+    assert done.document.blocks == whole_doc.blocks
 
 
 def test_plan_json_cli_on_an_epub(tmp_path: Path) -> None:

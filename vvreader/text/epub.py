@@ -17,15 +17,22 @@ items such as notes only serve the notes cited from the flow). The table of cont
 from the EPUB 3 navigation document, else the EPUB 2 NCX; each entry's target becomes a
 heading (one is written where the target is not a heading), so the contents screen and the
 heading keys follow the book's own contents.
+
+Text: each chapter's Markdown is followed by the notes it cites first (as footnote
+definitions). A chapter longer than ``PART_CHARS`` is written in parts, each followed by the
+notes it cites first; where the parts end depends only on the chapter, so the text is the
+same whether the book is converted at once or a part at a time (``EpubReading``).
 """
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import stat
 import threading
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urldefrag
@@ -63,6 +70,10 @@ MAX_BOOK_BYTES = 256 * 1024 * 1024
 MAX_ENTRIES = 20_000
 #: Largest EPUB file.
 MAX_FILE_BYTES = 1024 * 1024 * 1024
+#: A chapter longer than this (in characters of its Markdown) is written in parts of about
+#: this size, each followed by the notes it cites first, so that the first page of a book
+#: made of one long chapter does not wait for all of it.
+PART_CHARS = 256_000
 
 _XHTML_TYPES = frozenset({"application/xhtml+xml", "text/html", "application/x-dtbook+xml"})
 _FONT_OBFUSCATION = frozenset({
@@ -233,6 +244,9 @@ class _Book:
         self.items: dict[str, _Item] = {}
         self.trees: dict[str, etree._Element | None] = {}
         self.writers: dict[str, ChapterWriter] = {}
+        self.ids: dict[str, dict[str, etree._Element]] = {}
+        """Element of each id of a content document (built when a note is looked up there
+        before the writer has come to it)."""
         self.labels: dict[tuple[str, str], str] = {}
 
     def warn(self, message: str) -> None:
@@ -286,13 +300,17 @@ class _Book:
         writer = self.writers.get(path)
         if writer is not None and ident in writer.notes:
             return writer.notes[ident]
-        root = self.tree(path)
-        if root is None:
-            return None
-        for el in root.iter():
-            if el.get("id") == ident:
-                return el
-        return None
+        ids = self.ids.get(path)
+        if ids is None:
+            root = self.tree(path)
+            ids = {}
+            if root is not None:
+                for el in root.iter():
+                    ident_here = el.get("id")
+                    if ident_here:
+                        ids.setdefault(ident_here, el)
+            self.ids[path] = ids
+        return ids.get(ident)
 
 
 def _nav_toc(book: _Book, path: str) -> list[tuple[str, str, int]]:
@@ -365,8 +383,9 @@ def _ncx_toc(book: _Book, path: str) -> list[tuple[str, str, int]]:
 
 
 class _Assembler:
-    """Joins converted chapters (each followed by the notes it cites first) into one text;
-    the text so far is always a prefix of the whole."""
+    """Joins converted chapters into one text, each part of a chapter (a whole chapter, or
+    ``PART_CHARS`` or so of a longer one) followed by the notes it cites first; the text so
+    far is always a prefix of the whole."""
 
     def __init__(self, book: _Book) -> None:
         self.book = book
@@ -374,6 +393,10 @@ class _Assembler:
         self.anchors: dict[tuple[str, str], int] = {}
         self.offset = 0
         self.defined: set[str] = set()
+        self._path = ""  # the chapter being added, and how much of it is
+        self._starts: list[int] = []
+        self._anchored = 0
+        self._refs = 0
 
     def _add(self, block: str) -> int:
         if self.parts:
@@ -384,11 +407,22 @@ class _Assembler:
         self.offset += len(block)
         return at
 
-    def add(self, path: str, chapter: Chapter) -> None:
-        starts = [self._add(block) for block in chapter.blocks]
-        for ident, k in chapter.anchors.items():
+    def add(self, path: str, chapter: Chapter, last: bool = True) -> None:
+        """Add what ``chapter`` has grown by since the last call for ``path`` (``last``: the
+        chapter is written to its end), then the notes that part cites first."""
+        if path != self._path:
+            self._path, self._starts, self._anchored, self._refs = path, [], 0, 0
+        starts = self._starts
+        starts.extend(self._add(block) for block in chapter.blocks[len(starts) :])
+        # Anchors come in the order of the blocks they point at; those past the last block
+        # written point at the chapter's end once it is written.
+        for ident, k in itertools.islice(chapter.anchors.items(), self._anchored, None):
+            if k >= len(starts) and not last:
+                break
             self.anchors[(path, ident)] = starts[k] if k < len(starts) else self.offset
-        for label, href in chapter.refs:
+            self._anchored += 1
+        refs, self._refs = chapter.refs[self._refs :], len(chapter.refs)
+        for label, href in refs:
             if label in self.defined:
                 continue
             self.defined.add(label)
@@ -444,26 +478,34 @@ class EpubReading:
         self.assembler = _Assembler(self.book)
         self.next = 0
         """Index in the reading order of the next chapter to convert."""
+        self.writing: tuple[str, ChapterWriter, Iterator[None]] | None = None
+        """The chapter being converted a part at a time: its path, writer and parts."""
         self.lock = threading.Lock()
 
     def _convert(self, stop_chars: int | None) -> None:
         book, package = self.book, self.package
-        while self.next < len(package.order):
-            if stop_chars is not None and self.assembler.offset >= stop_chars:
-                return
-            path = package.order[self.next]
-            self.next += 1
-            root = book.tree(path)
-            if root is None:
-                continue
-            writer = ChapterWriter(book.note_label(path), package.targets.get(path))
-            book.writers[path] = writer
-            self.assembler.add(path, writer.write(root))
+        while stop_chars is None or self.assembler.offset < stop_chars:
+            if self.writing is None:
+                if self.next >= len(package.order):
+                    return
+                path = package.order[self.next]
+                self.next += 1
+                root = book.tree(path)
+                if root is None:
+                    continue
+                writer = ChapterWriter(book.note_label(path), package.targets.get(path))
+                book.writers[path] = writer
+                self.writing = (path, writer, writer.parts(root, PART_CHARS))
+            path, writer, parts = self.writing
+            last = next(parts, True) is True
+            self.assembler.add(path, writer.chapter, last)
+            if last:
+                self.writing = None
 
     @property
     def complete(self) -> bool:
         """Whether every chapter is converted."""
-        return self.next >= len(self.package.order)
+        return self.next >= len(self.package.order) and self.writing is None
 
     def first(self, chars: int = 64_000) -> tuple[str, BookInfo]:
         """The text of the first chapters (at least ``chars`` of it, when the book has)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import html.entities
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -158,6 +158,8 @@ _BLOCK = frozenset({
     "summary", "center", "caption", "fieldset", "legend", "menu",
 })  # fmt: skip
 _HEADINGS = {f"h{i}": i for i in range(1, 7)}
+#: Block elements written as containers of other blocks and text (where a part may end).
+_FLOW = _BLOCK - {*_HEADINGS, "hr", "pre", "table", "blockquote", "ul", "ol", "menu", "dt"}
 _NOTE_TYPES = frozenset({"footnote", "endnote", "rearnote", "note"})
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _WS = re.compile(r"[ \t\n\r\f]+")
@@ -331,16 +333,32 @@ class ChapterWriter:
         self._pending: list[str] = [""]
         self._prefix: list[tuple[str, str]] = []  # (first line, other lines) per container
         self._marker_used: list[bool] = []
+        self._part_chars: int | None = None
+        self._part_size = 0  # characters written since the last cut
 
     def write(self, root: etree._Element) -> Chapter:
         """Write the document; ``root`` is its ``html`` (or any) element."""
+        for _ in self.parts(root):
+            pass
+        return self.chapter
+
+    def parts(self, root: etree._Element, part_chars: int | None = None) -> Iterator[None]:
+        """Write the document a part at a time: yields each time ``self.chapter`` has grown by
+        at least ``part_chars`` characters since the last time (None: never), and ends with
+        the whole chapter written.
+
+        A part ends only between blocks outside any list or block quote, so that what is
+        put between two parts (a book puts the notes they cite) leaves the Markdown of
+        either unchanged; where the parts end depends only on the document and
+        ``part_chars``.
+        """
+        self._part_chars = part_chars
         title = next(root.iter(f"{{{_XHTML}}}title", "title"), None)
         if title is not None:
             self.chapter.title = " ".join("".join(title.itertext()).split())
         body = next(root.iter(f"{{{_XHTML}}}body", "body"), root)
-        self._container(body)
+        yield from self._container(body)
         self._flush_anchors()
-        return self.chapter
 
     # -- output ---------------------------------------------------------------------------
 
@@ -366,8 +384,9 @@ class ChapterWriter:
         other = "".join(o for _, o in self._prefix)
         for k in range(len(self._marker_used)):
             self._marker_used[k] = True
-        out = [first + lines[0], *(other + line for line in lines[1:])]
-        self.chapter.blocks.append("\n".join(out))
+        block = "\n".join([first + lines[0], *(other + line for line in lines[1:])])
+        self.chapter.blocks.append(block)
+        self._part_size += len(block)
 
     def _flush_anchors(self) -> None:
         for anchor in self._pending:
@@ -384,8 +403,9 @@ class ChapterWriter:
         if name and _local(el.tag) == "a":
             self._pending.append(name)
 
-    def _container(self, el: etree._Element) -> None:
-        """A block-level element whose children may mix blocks and inline content."""
+    def _container(self, el: etree._Element) -> Iterator[None]:
+        """A block-level element whose children may mix blocks and inline content; yields
+        where a part ends (see ``parts``)."""
         inline = _Inline()
         if el.text:
             inline.text(el.text)
@@ -396,6 +416,11 @@ class ChapterWriter:
                 pass
             elif tag and types & _NOTE_TYPES and child.get("id"):
                 self.notes[child.get("id") or ""] = child
+            elif tag in _FLOW:
+                self._paragraph(inline)
+                inline = _Inline()
+                self._enter(child)
+                yield from self._container(child)
             elif tag in _BLOCK:
                 self._paragraph(inline)
                 inline = _Inline()
@@ -404,7 +429,23 @@ class ChapterWriter:
                 self._inline(child, tag, types, inline)
             if child.tail:
                 inline.text(child.tail)
+            if (
+                self._part_chars is not None
+                and self._part_size >= self._part_chars
+                and not self._prefix
+            ):
+                self._part_size = 0
+                yield
         self._paragraph(inline)
+
+    def _whole(self, el: etree._Element) -> None:
+        """``_container`` where no part may end (inside a list or a quote, or a note)."""
+        part_chars, self._part_chars = self._part_chars, None
+        try:
+            for _ in self._container(el):
+                pass
+        finally:
+            self._part_chars = part_chars
 
     def _paragraph(self, inline: _Inline) -> None:
         if not inline.empty():
@@ -418,8 +459,6 @@ class ChapterWriter:
             text = " ".join(inline.render(breaks=False))
             if text:
                 self._emit(["#" * _HEADINGS[tag] + " " + text], heading=True)
-        elif tag == "hgroup":
-            self._container(el)
         elif tag == "hr":
             pass
         elif tag == "pre":
@@ -438,13 +477,13 @@ class ChapterWriter:
                 lines[0] = "**" + lines[0] + "**" if "*" not in lines[0] else lines[0]
             self._emit(lines)
         else:
-            self._container(el)
+            self._whole(el)
 
     def _nest(self, el: etree._Element, first: str, other: str) -> None:
         self._prefix.append((first, other))
         self._marker_used.append(False)
         try:
-            self._container(el)
+            self._whole(el)
         finally:
             self._prefix.pop()
             self._marker_used.pop()
@@ -581,7 +620,7 @@ def _is_noteref(el: etree._Element, types: set[str]) -> bool:
 def note_text(el: etree._Element, note_label: Callable[[str], str | None]) -> list[str]:
     """A note's paragraphs as Markdown lines (no references, no back links)."""
     writer = ChapterWriter(lambda href: None)
-    writer._container(el)
+    writer._whole(el)
     return [" ".join(b.split("\n")) for b in writer.chapter.blocks]
 
 
