@@ -2,18 +2,21 @@
 
 Usage::
 
-    python bench/book.py [BOOK.epub] [--mb 10] [--chapters 40]
+    python bench/book.py [BOOK.epub] [--mb 10] [--chapters 40 1]
 
-Without BOOK an EPUB of about ``--mb`` megabytes of XHTML in ``--chapters`` chapters is
-written (prose paragraphs with emphasis, a heading per chapter, a note per chapter). Prints
-one JSON object, measured in a fresh process (imports excluded):
+Without BOOK, for each ``--chapters`` count an EPUB of about ``--mb`` megabytes of XHTML in
+that many chapters is written (prose paragraphs with emphasis, a heading per chapter, a
+note per chapter cited by every paragraph): by default a book of 40 chapters and a book of
+one long chapter. Prints one JSON object per book, measured in a fresh process (imports
+excluded):
 
 - ``first_s``: ``ProgressivePlan.open(book).advance(1)``: unpack and check the archive,
   convert the first chapters, plan the first utterance (what the reader needs to show its
   first page); ``first_text_chars`` is how much text that was.
 - ``whole_s``: then until the whole plan is built (the reader does this on a worker while
   the first page is shown); ``utterances``, ``text_chars``.
-- ``xhtml_bytes``, ``epub_bytes``; ``cpu``: the processor (``lscpu``'s model name).
+- ``chapters``, ``xhtml_bytes``, ``epub_bytes``; ``cpu``: the processor (``lscpu``'s model
+  name).
 """
 
 from __future__ import annotations
@@ -75,21 +78,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("book", nargs="?")
     ap.add_argument("--mb", type=float, default=10.0)
-    ap.add_argument("--chapters", type=int, default=40)
+    ap.add_argument("--chapters", type=int, nargs="+", default=[40, 1])
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        xhtml_bytes = None
-        book = Path(args.book) if args.book else Path(tmp) / "book.epub"
-        if not args.book:
-            xhtml_bytes = write_book(book, args.mb, args.chapters)
-        run = subprocess.run(
-            [sys.executable, "-c", MEASURE, str(book)],
-            capture_output=True, text=True, check=True, cwd=ROOT,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-        result = json.loads(run.stdout)
-        result.update(xhtml_bytes=xhtml_bytes, epub_bytes=book.stat().st_size, cpu=cpu())
-        print(json.dumps(result))
+    for chapters in [None] if args.book else args.chapters:
+        with tempfile.TemporaryDirectory() as tmp:
+            xhtml_bytes = None
+            book = Path(args.book) if args.book else Path(tmp) / "book.epub"
+            if chapters is not None:
+                xhtml_bytes = write_book(book, args.mb, chapters)
+            run = subprocess.run(
+                [sys.executable, "-c", MEASURE, str(book)],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+                env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            )  # fmt: skip
+            result = json.loads(run.stdout)
+            result.update(
+                chapters=chapters,
+                xhtml_bytes=xhtml_bytes,
+                epub_bytes=book.stat().st_size,
+                cpu=cpu(),
+            )
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
