@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tests.books import make_epub, xhtml
 from vvreader.text.notes import cited_note
-from vvreader.text.plan import build_plan
+from vvreader.text.plan import ProgressivePlan, build_plan
 from vvreader.text.readers import load_document, parse
 from vvreader.text.settings import PlanSettings
 
@@ -92,3 +92,102 @@ def test_markdown_footnotes_stay_read_in_turn() -> None:
     assert in_turn(plan) == list(range(len(plan)))
     assert "note" not in plan[0].as_dict()
     assert [u.kind for u in plan].count("footnote") == 1
+
+
+def noted_book(tmp_path: Path) -> Path:
+    """A chapter citing a note of two paragraphs and another note, then a second chapter."""
+    body = (
+        '<h1>One</h1><p>A claim<a epub:type="noteref" href="#n1">1</a> here. '
+        'Far<a epub:type="noteref" href="notes.xhtml#e1">2</a> off.</p>'
+        '<aside epub:type="footnote" id="n1"><p>Note one begins. It goes on.</p>'
+        "<p>Its second paragraph.</p></aside>"
+        "<p>Closing words.</p>"
+    )
+    notes = xhtml('<aside epub:type="endnote" id="e1"><p>The endnote.</p></aside>')
+    return make_epub(
+        tmp_path / "b.epub",
+        [("a.xhtml", xhtml(body)), ("b.xhtml", xhtml("<h1>Two</h1><p>Last. Very last.</p>"))]
+        + [("notes.xhtml", notes)],
+        toc=[],
+        nonlinear=("notes.xhtml",),
+    )
+
+
+def walk(plan, index: int, move: str, cited_at: int | None = None) -> list[str]:
+    """What ``move`` visits from ``index``, repeated until it goes nowhere."""
+    seen = []
+    while (index := getattr(plan, move)(index, cited_at)) is not None:
+        seen.append(plan[index].speak)
+        if len(seen) > len(plan):
+            raise AssertionError(f"{move} goes round: {seen}")
+    return seen
+
+
+def test_moves_in_the_text_pass_over_a_books_notes(tmp_path: Path) -> None:
+    plan = build_plan(load_document(str(noted_book(tmp_path))))
+    speak = [u.speak for u in plan]
+    assert [u.speak for u in plan if u.note] == [
+        "Footnote 1: Note one begins.", "It goes on.", "Its second paragraph.",
+        "Footnote 2: The endnote.",
+    ]  # fmt: skip
+    text = [s for s in speak if not plan[speak.index(s)].note]
+    assert walk(plan, 0, "next_sentence") == text[1:]
+    assert walk(plan, len(plan) - 1, "previous_sentence") == text[-2::-1]
+    assert walk(plan, 0, "next_paragraph") == ["A claim here.", "Closing words.", "Two.", "Last."]
+    assert walk(plan, speak.index("Two."), "previous_paragraph") == [
+        "Closing words.", "A claim here.", "One.",
+    ]  # fmt: skip
+    assert walk(plan, 0, "next_heading") == ["Two."]
+
+
+def test_moves_in_a_note_stay_in_it_and_lead_back_after_the_citing_sentence(
+    tmp_path: Path,
+) -> None:
+    plan = build_plan(load_document(str(noted_book(tmp_path))))
+    speak = [u.speak for u in plan]
+    claim = speak.index("A claim here.")
+    note = cited_note(plan, claim)
+    assert note is not None and plan.note_at(note.start) == note == plan.note_at(note.stop - 1)
+    assert plan.note_at(claim) is None
+    start, second = note.start, speak.index("Its second paragraph.")
+    # Read from the citing sentence: within the note, then back to the text after it.
+    assert plan.next_sentence(start, claim) == start + 1
+    assert plan.next_sentence(start + 1, claim) == second
+    assert plan.next_sentence(second, claim) == speak.index("Far off.")
+    assert plan.next_paragraph(start, claim) == second
+    assert plan.next_paragraph(second, claim) == speak.index("Far off.")
+    assert plan.previous_sentence(second, claim) == start + 1
+    assert plan.previous_paragraph(second, claim) == start
+    assert plan.previous_sentence(start, claim) == claim  # out of its start: the citing one
+    # The endnote, read from the sentence citing it, leads on to the sentence after that.
+    far = speak.index("Far off.")
+    endnote = cited_note(plan, far)
+    assert endnote is not None
+    closing = speak.index("Closing words.")
+    assert plan.next_sentence(endnote.start, far) == closing
+    # A note come to by hand (clicked): moves keep to it, and out of it into the text.
+    assert plan.next_sentence(start + 1) == second
+    assert plan.next_sentence(second) == speak.index("Two.")
+    assert plan.previous_sentence(start) == closing
+    assert plan.next_sentence(endnote.start) == speak.index("Two.")
+    assert plan.previous_paragraph(endnote.start) == closing
+
+
+def test_the_note_cited_is_found_while_the_plan_grows() -> None:
+    """A footnote defined at the end of a long document is planned at the end of the
+    section citing it, before its definition's block is in the partial plan's document."""
+    text = (
+        "# A\n\nOne claim[^a]. Two.\n\n# B\n\n"
+        + "".join(f"Paragraph {i} has words.\n\n" for i in range(3000))
+        + "[^a]: The note.\n"
+    )
+    progress = ProgressivePlan(text, first_chars=2_000, part_chars=8_000)
+    plan = progress.advance(1)
+    while not any(u.kind == "footnote" for u in plan):
+        assert progress.step()
+        plan = progress.plan
+    assert not plan.complete
+    note = next(u.index for u in plan if u.kind == "footnote")
+    assert plan[note].block >= len(plan.document.blocks)  # not in the document yet
+    assert plan.footnote(note) == "a"
+    assert cited_note(plan, 1) == range(note, note + 1)

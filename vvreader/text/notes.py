@@ -30,12 +30,9 @@ def cited_note(plan: SpeechPlan, index: int) -> range | None:
         first -= 1
     while last + 1 < len(plan) and plan[last + 1].sentence == sentence:
         last += 1
-    doc = plan.document
-    for m in _REF.finditer(doc.text, plan[first].start, plan[last].end):
+    for m in _REF.finditer(plan.document.text, plan[first].start, plan[last].end):
         label = m.group(1)
-        found = [
-            v.index for v in plan if v.kind == "footnote" and doc.blocks[v.block].footnote == label
-        ]
+        found = [v.index for v in plan if v.kind == "footnote" and plan.footnote(v.index) == label]
         if found:
             return range(found[0], found[-1] + 1)
     return None

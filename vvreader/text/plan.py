@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from vvreader.text.document import Block, BookInfo, Document, gc_paused, line_starts_of
@@ -93,7 +93,11 @@ class SpeechPlan:
     """Utterances in reading order, with lookups by offset and index and navigation."""
 
     def __init__(
-        self, document: Document, utterances: list[Utterance], complete: bool = True
+        self,
+        document: Document,
+        utterances: list[Utterance],
+        complete: bool = True,
+        footnotes: Mapping[int, str] | None = None,
     ) -> None:
         self.document = document
         """The planned document."""
@@ -101,6 +105,9 @@ class SpeechPlan:
         """All utterances, in reading order."""
         self.complete = complete
         """False for the first part of a plan that ``ProgressivePlan`` is still building."""
+        self._footnotes = footnotes if footnotes is not None else {}
+        """Block index to footnote label of the footnote bodies planned (a partial plan's
+        document may not hold those blocks yet)."""
         self._by_start = sorted(range(len(utterances)), key=lambda i: utterances[i].start)
         self._starts = [utterances[i].start for i in self._by_start]
 
@@ -124,40 +131,97 @@ class SpeechPlan:
             return self.utterances[self._by_start[k + 1]]
         return None
 
-    def _scan(self, index: int, step: int, key: str) -> int | None:
-        """First index from ``index`` in direction ``step`` that starts a new ``key`` group."""
+    # -- a book's notes -------------------------------------------------------------------
+
+    def footnote(self, index: int) -> str | None:
+        """The label of the footnote whose body utterance ``index`` reads (None: not one)."""
+        if not 0 <= index < len(self.utterances):
+            return None
+        block = self.utterances[index].block
+        label = self._footnotes.get(block)
+        if label is None and block < len(self.document.blocks):
+            label = self.document.blocks[block].footnote
+        return label
+
+    def note_at(self, index: int) -> range | None:
+        """The utterances of the book's note that utterance ``index`` is in (None when it
+        is in the text)."""
+        us = self.utterances
+        if not 0 <= index < len(us) or not us[index].note:
+            return None
+        label = self.footnote(index)
+        first, last = index, index
+        while first > 0 and us[first - 1].note and self.footnote(first - 1) == label:
+            first -= 1
+        while last + 1 < len(us) and us[last + 1].note and self.footnote(last + 1) == label:
+            last += 1
+        return range(first, last + 1)
+
+    # -- moving -----------------------------------------------------------------------------
+    #
+    # Every move keeps to what is being read: in the text a book's notes are passed over (they
+    # are read only when asked for); in a note, the move stays in that note, and out of its
+    # end leads back to the text after the sentence citing it (``cited_at``, when the note is
+    # read from there), as reading on does.
+
+    def _scan(self, index: int, step: int, key: str, cited_at: int | None) -> int | None:
+        """First index from ``index`` in direction ``step`` that starts a new ``key`` group
+        of what is being read (see above)."""
         us = self.utterances
         if not us:
             return None
         index = max(0, min(index, len(us) - 1))
+        note = self.note_at(index)
+        lo, hi = (note.start, note.stop) if note is not None else (0, len(us))
+        in_note = note is not None
         here = getattr(us[index], key)
         i = index
-        while 0 <= i + step < len(us):
+        while lo <= i + step < hi:
             i += step
+            if us[i].note != in_note:
+                continue  # a note, passed over in the text
             if getattr(us[i], key) != here:
-                if step > 0:
-                    return i
-                group = getattr(us[i], key)
-                while i > 0 and getattr(us[i - 1], key) == group:
-                    i -= 1
+                if step < 0:
+                    group = getattr(us[i], key)
+                    while i > lo and us[i - 1].note == in_note and getattr(us[i - 1], key) == group:
+                        i -= 1
                 return i
-        return None
+        if note is None:
+            return None
+        if cited_at is not None and 0 <= cited_at < len(us):
+            if step < 0:
+                return cited_at
+            after = self.following(cited_at)
+            return after if after < len(us) else None
+        # A note come to by hand: out of it into the text around it.
+        if step > 0:
+            after = self.skip_notes(note.stop)
+            return after if after < len(us) else None
+        i = note.start - 1
+        while i >= 0 and us[i].note:
+            i -= 1
+        if i < 0:
+            return None
+        group = getattr(us[i], key)
+        while i > 0 and not us[i - 1].note and getattr(us[i - 1], key) == group:
+            i -= 1
+        return i
 
-    def next_sentence(self, index: int) -> int | None:
-        """Index of the first utterance of the next sentence."""
-        return self._scan(index, 1, "sentence")
+    def next_sentence(self, index: int, cited_at: int | None = None) -> int | None:
+        """Index of the first utterance of the next sentence (see *moving* above)."""
+        return self._scan(index, 1, "sentence", cited_at)
 
-    def previous_sentence(self, index: int) -> int | None:
-        """Index of the first utterance of the previous sentence."""
-        return self._scan(index, -1, "sentence")
+    def previous_sentence(self, index: int, cited_at: int | None = None) -> int | None:
+        """Index of the first utterance of the previous sentence (see *moving* above)."""
+        return self._scan(index, -1, "sentence", cited_at)
 
-    def next_paragraph(self, index: int) -> int | None:
-        """Index of the first utterance of the next paragraph."""
-        return self._scan(index, 1, "paragraph")
+    def next_paragraph(self, index: int, cited_at: int | None = None) -> int | None:
+        """Index of the first utterance of the next paragraph (see *moving* above)."""
+        return self._scan(index, 1, "paragraph", cited_at)
 
-    def previous_paragraph(self, index: int) -> int | None:
-        """Index of the first utterance of the previous paragraph."""
-        return self._scan(index, -1, "paragraph")
+    def previous_paragraph(self, index: int, cited_at: int | None = None) -> int | None:
+        """Index of the first utterance of the previous paragraph (see *moving* above)."""
+        return self._scan(index, -1, "paragraph", cited_at)
 
     def skip_notes(self, index: int) -> int:
         """``index``, or the first utterance after it that is not a book's note
@@ -175,15 +239,17 @@ class SpeechPlan:
             return index + 1
         return self.skip_notes(index + 1)
 
-    def next_heading(self, index: int) -> int | None:
-        """Index of the next heading utterance after ``index``."""
+    def next_heading(self, index: int, cited_at: int | None = None) -> int | None:
+        """Index of the next heading utterance after ``index`` (a heading is never in a
+        note, so ``cited_at`` changes nothing)."""
         for i in range(index + 1, len(self.utterances)):
             if self.utterances[i].kind == "heading":
                 return i
         return None
 
-    def previous_heading(self, index: int) -> int | None:
-        """Index of the heading utterance before ``index`` (the current section's heading)."""
+    def previous_heading(self, index: int, cited_at: int | None = None) -> int | None:
+        """Index of the heading utterance before ``index`` (the current section's heading;
+        ``cited_at`` changes nothing)."""
         for i in range(min(index, len(self.utterances)) - 1, -1, -1):
             if self.utterances[i].kind == "heading":
                 return i
@@ -222,7 +288,7 @@ def build_plan(
     planner = _Planner(doc, settings or PlanSettings(), dictionary)
     with gc_paused():
         planner.run(_WholeDocument(doc))
-        return SpeechPlan(doc, planner.utterances)
+        return SpeechPlan(doc, planner.utterances, footnotes=planner.footnotes)
 
 
 class _WholeDocument:
@@ -287,6 +353,8 @@ class _Planner:
         self._heading: int | None = None
         self._notes_by_section: dict[int, list[tuple[int, str]]] = {}
         self._notes_apart = doc.book is not None  # a book's notes are read only when asked
+        self.footnotes: dict[int, str] = {}
+        """Block index to label of each footnote body planned."""
         self.more_follows = False
         """The document is the beginning of a longer one (a book read in parts): its end is
         not the end, so its last utterance and section are never finished here."""
@@ -358,6 +426,7 @@ class _Planner:
             if not source.parse_inline(b):  # pragma: no cover - settled means parsed
                 return False
         for b in bodies:
+            self.footnotes[b.index] = b.footnote or ""
             self._emit(replace(b, section=self._section, heading=self._heading))
         self._notes_by_section.pop(self._section, None)
         return True
@@ -682,7 +751,8 @@ class ProgressivePlan:
         ):
             return cached
         doc = self._document(n_blocks, complete)
-        plan = SpeechPlan(doc, self._planner.utterances[:n_utterances], complete)
+        planner = self._planner
+        plan = SpeechPlan(doc, planner.utterances[:n_utterances], complete, planner.footnotes)
         self._cache = plan
         return plan
 
