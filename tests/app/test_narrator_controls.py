@@ -194,3 +194,79 @@ def test_a_note_cited_last_is_read_then_reading_waits_at_the_citing_sentence(
         wait_for(lambda: n.state is State.PAUSED)
     finally:
         n.close()
+
+
+def two_sentence_note_plan(tmp_path: Path):
+    """A book whose first note has two sentences, cited from the middle of a paragraph."""
+    body = (
+        '<h1>Start</h1><p>Before it. The claim<a epub:type="noteref" href="#n1">1</a>. '
+        "After it.</p>"
+        '<aside epub:type="footnote" id="n1"><p>Note begins. Note ends.</p></aside>'
+        "<p>Closing.</p>"
+    )
+    files = [("a.xhtml", xhtml(body)), ("b.xhtml", xhtml("<h1>End</h1><p>Last.</p>"))]
+    return build_plan(load_document(str(make_epub(tmp_path / "b.epub", files, toc=[]))))
+
+
+def test_sentence_moves_and_media_buttons_pass_over_notes(tmp_path: Path) -> None:
+    plan = two_sentence_note_plan(tmp_path)
+    speak = [u.speak for u in plan]
+    closing, end = speak.index("Closing."), speak.index("End.")
+    assert any(plan[i].note for i in range(closing + 1, end))  # the note lies between
+    n = Narrator(plan)
+    n.go(closing)
+    assert n.step("next_sentence") and n.position == end
+    assert n.media(MediaCommand.PREVIOUS) and n.position == closing
+    assert n.media(MediaCommand.NEXT) and n.position == end
+    assert n.step("previous_paragraph") and n.position == closing
+    assert n.step("next_paragraph") and n.position == end
+    assert n.step("previous_heading") and n.position == speak.index("Start.")
+    assert not n.step("previous_heading") and n.position == speak.index("Start.")
+
+
+def test_moves_in_a_note_being_read_stay_in_it_then_lead_back(tmp_path: Path) -> None:
+    plan = two_sentence_note_plan(tmp_path)
+    speak = [u.speak for u in plan]
+    claim, after = speak.index("The claim."), speak.index("After it.")
+    begins, ends = speak.index("Footnote 1: Note begins."), speak.index("Note ends.")
+    n = Narrator(plan)
+    # Keys (the screen's moves) and media buttons alike.
+    for forward, back in (
+        (lambda: n.step("next_sentence"), lambda: n.step("previous_sentence")),
+        (lambda: n.media(MediaCommand.NEXT), lambda: n.media(MediaCommand.PREVIOUS)),
+    ):
+        n.go(claim)
+        assert n.read_note() is None and n.reading_note and n.position == begins
+        assert forward() and n.position == ends and n.reading_note
+        assert back() and n.position == begins and n.reading_note
+        assert forward() and forward()  # out of its end: the text after the citing sentence
+        assert n.position == after and not n.reading_note
+        n.go(claim)
+        assert n.read_note() is None and n.position == begins
+        assert back() and n.position == claim and not n.reading_note  # out of its start
+    # Moving elsewhere (a heading) leaves the note; nothing pulls reading back later.
+    n.go(claim)
+    assert n.read_note() is None and n.reading_note
+    assert n.step("next_heading") and n.position == speak.index("End.")
+    assert not n.reading_note
+
+
+def test_a_move_out_of_a_note_while_reading_it_is_not_undone(tmp_path: Path) -> None:
+    plan = two_sentence_note_plan(tmp_path)
+    speak = [u.speak for u in plan]
+    claim, end = speak.index("The claim."), speak.index("End.")
+    n = started(plan, rate=0.5, seconds_per_frame=0.01)
+    try:
+        n.go(claim)
+        assert n.read_note() is None and n.reading_note
+        wait_for(lambda: n.state in (State.PLAYING, State.BUFFERING))
+        progress = n.progress()  # the voice is at the note
+        assert progress is not None and plan[progress.position].note
+        assert n.step("next_heading") and not n.reading_note
+        for _ in range(20):
+            progress = n.progress()
+            assert progress is not None and not progress.back_from_note
+            assert progress.position >= end
+            time.sleep(0.01)
+    finally:
+        n.close()

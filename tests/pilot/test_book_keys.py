@@ -9,7 +9,9 @@ from pathlib import Path
 from tests.books import make_epub, xhtml
 from tests.fakes import FakeEngine
 from tests.pilot.conftest import Rig, until
+from vvreader.app import ReaderApp
 from vvreader.config import Config
+from vvreader.media.controls import MediaCommand
 from vvreader.screens.contents import TableOfContents
 from vvreader.widgets.status_bar import StatusBar
 
@@ -96,6 +98,47 @@ async def test_contents_list_the_book_with_its_title(tmp_path: Path) -> None:
             end = [u.speak for u in app.plan].index("The End.")
             await until(pilot, lambda: app.reading.position == end)
             assert app.title == "Noted" and app.sub_title == "Ann Author"
+    finally:
+        for app in rig.apps:
+            app.shutdown()
+
+
+async def test_sentence_keys_and_media_buttons_pass_over_a_note_and_keep_to_one_read(
+    tmp_path: Path,
+) -> None:
+    rig = book_rig(tmp_path)
+    try:
+        app = rig.app(Config(autoplay=False))
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.narrator.ready)
+            plan = app.plan
+            speak = [u.speak for u in plan]
+            later, end = speak.index("A later paragraph."), speak.index("The End.")
+            note = next(u.index for u in plan if u.note)
+            assert later < note < end
+            screen = app.reading
+            screen._go(later, cursor=True)
+            await pilot.press("l")
+            await until(pilot, lambda: screen.position == end)
+            await pilot.press("h")
+            await until(pilot, lambda: screen.position == later)
+            await pilot.press("right_square_bracket")
+            await until(pilot, lambda: screen.position == end)
+            await pilot.press("left_square_bracket")
+            await until(pilot, lambda: screen.position == later)
+            for media, at in ((MediaCommand.NEXT, end), (MediaCommand.PREVIOUS, later)):
+                app.post_message(ReaderApp.MediaKey(media))
+                await until(pilot, lambda at=at: screen.position == at)
+            # A note being read: the next sentence key leaves it for the sentence after the
+            # one citing it; the previous one goes back to the citing sentence.
+            claim = speak.index("A claim with a note in it.")
+            for key, back_to in (("l", claim + 1), ("h", claim)):
+                screen._go(claim, cursor=True)
+                await pilot.press("o")
+                await until(pilot, lambda: screen.position == note)
+                await pilot.press(key)
+                await until(pilot, lambda back_to=back_to: screen.position == back_to)
+                assert not app.narrator.reading_note
     finally:
         for app in rig.apps:
             app.shutdown()

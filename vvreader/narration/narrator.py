@@ -182,10 +182,13 @@ class Narrator:
     # ------------------------------------------------------------ the reader's moves
     def go(self, index: int | None, play: bool | None = None) -> bool:
         """Read from utterance ``index``, playing on if playing (``play`` forces it either
-        way). False if there is nowhere to go."""
+        way); a note read out of turn is left when ``index`` is outside it. False if there
+        is nowhere to go."""
         if index is None or not len(self.plan):
             return False
         index = max(0, min(index, len(self.plan) - 1))
+        if self._note is not None and index not in self._note.note:
+            self._note = None
         self.position = index
         if self.synthesis is None:
             if play:
@@ -197,6 +200,15 @@ class Narrator:
         else:
             self.jump(index)
         return True
+
+    def step(self, move: str) -> bool:
+        """Read from where the plan's move ``move`` (next_sentence, previous_paragraph,
+        next_heading...) leads from the utterance being read: in the text a book's notes
+        are passed over; in a note read out of turn the move stays in the note, and out of
+        its end leads back to the text after the citing sentence. False if there is nowhere
+        to go."""
+        cited_at = self._note.back if self._note is not None else None
+        return self.go(getattr(self.plan, move)(self.position, cited_at))
 
     def play_pause(self) -> bool:
         """Play, pause or resume; before the model is ready, whether to play once it is.
@@ -290,9 +302,9 @@ class Narrator:
             case MediaCommand.PAUSE | MediaCommand.STOP if playing:
                 return self.play_pause()
             case MediaCommand.NEXT:
-                return self.go(self.plan.next_sentence(self.position))
+                return self.step("next_sentence")
             case MediaCommand.PREVIOUS:
-                return self.go(self.plan.previous_sentence(self.position))
+                return self.step("previous_sentence")
         return False
 
     def set_settings(self, settings: VoiceSettings) -> None:

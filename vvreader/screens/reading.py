@@ -176,8 +176,10 @@ class ReadingScreen(Screen[None]):
             self._follow_voice()
 
     def action_go(self, move: str) -> None:
-        """Read from the utterance that plan method ``move`` finds (next_sentence...)."""
-        self._go(getattr(self.plan, move)(self.position))
+        """Read from where the plan's move ``move`` (next_sentence...) leads
+        (:meth:`Narrator.step`)."""
+        if self.narrator.step(move):
+            self._follow_voice()
 
     def action_read_from_cursor(self) -> None:
         self._go(self.view.cursor, play=True)
