@@ -48,6 +48,7 @@ def configure_cpu_blas() -> str:
     # told otherwise, which moves the parity cases by 1e-2 (measured on an H100).
     # Faster precisions are chosen per part, explicitly, not by this switch.
     os.environ.setdefault("MLX_ENABLE_TF32", "0")
+    _keep_compiled_kernels()
     if not sys.platform.startswith("linux"):
         _blas = "system"
     elif Switches.from_environ().blas == "bundled":
@@ -57,6 +58,24 @@ def configure_cpu_blas() -> str:
     else:
         _blas = _load_shim()
     return _blas
+
+
+def _keep_compiled_kernels() -> None:
+    """Have MLX keep the CUDA kernels it compiles in the engine's cache folder
+    (engine.kernel_cache), unless ``MLX_PTX_CACHE_DIR`` names one: MLX's default is the
+    temporary folder, which a restart of the machine empties. Read by MLX when it first
+    compiles, so set here, before any MLX work."""
+    if "MLX_PTX_CACHE_DIR" in os.environ or not sys.platform.startswith("linux"):
+        return
+    from importlib import metadata
+
+    from engine.kernel_cache import default_mlx_ptx_dir
+
+    try:
+        version = metadata.version("mlx")
+    except metadata.PackageNotFoundError:
+        return
+    os.environ["MLX_PTX_CACHE_DIR"] = str(default_mlx_ptx_dir(version))
 
 
 _shim: ctypes.CDLL | None = None

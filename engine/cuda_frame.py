@@ -19,6 +19,7 @@ built decides whether it is used.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from engine.cache import UtteranceCaches
+from engine import kernel_cache
 from engine.config import TTS_TEXT_WINDOW_SIZE, VibeVoiceConfig
 from engine.dpm_solver import DPMSolverSchedule
 
@@ -435,6 +436,7 @@ class CudaFrames:
         self.wh, self.wf, self.offs = pack_model(model)
         self._embed = model.model.language_model.embed_tokens
         src = header(cfg, unroll)
+        self.source = src
         make = kernel_factory or _cuda_kernel
         self.blocks = _grid_blocks()
         # The kernels are compiled for self.steps rows of both schedule tables.
@@ -461,6 +463,27 @@ class CudaFrames:
             self._kernels[spec.name] = (make(spec, src), spec)
         self._empty_fed = mx.zeros((cfg.acoustic_vae_dim + 1,))
         mx.eval(self.temb, self.sched, self.state, self._empty_fed)
+
+    compiled: dict[str, str] = {}
+    """What :meth:`keep_compiled` did for each kernel."""
+    checked_by = ""
+    """What the self-check compared the kernels with: "mlx" or "record"."""
+
+    def keep_compiled(self) -> dict[str, str]:
+        """Have each kernel compiled where MLX finds it in this and later runs
+        (engine.kernel_cache.precompile): what was done per kernel ("cached",
+        "compiled", or why neither)."""
+        info = mx.device_info()
+        ptx_dir = kernel_cache.mlx_ptx_dir(mx.__version__)
+        arch = kernel_cache.gpu_arch(info)
+        nvrtc = kernel_cache.Nvrtc.find()
+        done = {}
+        for _, spec in self._kernels.values():
+            done[spec.name] = kernel_cache.precompile(
+                spec.name, self.source, spec.body, _kernel_inputs(spec), spec.outputs,
+                ptx_dir, arch, nvrtc,
+            )  # fmt: skip
+        return done
 
     def _launch(self, name: str, inputs: list[mx.array], shapes: list[tuple]) -> list[mx.array]:
         kernel, spec = self._kernels[name]
@@ -615,10 +638,14 @@ class CudaFrames:
         return bool(np.array(self.state)[2])
 
 
-def build(model, mlx_frames: MLXFrames, unroll: int = 4) -> CudaFrames | None:
+def build(
+    model, mlx_frames: MLXFrames, unroll: int = 4, cache_dir: Path | None = None
+) -> CudaFrames | None:
     """:class:`CudaFrames` for ``model`` when the kernels can take it and agree with
-    ``mlx_frames`` (:func:`check_against_mlx`, which also compiles them), else None: with a
-    warning saying why, for anything but quantized or not bfloat16-valued weights."""
+    ``mlx_frames`` (:func:`check_against_mlx`), else None: with a warning saying why, for
+    anything but quantized or not bfloat16-valued weights. The compiled kernels and the
+    self-check's results are kept in ``cache_dir`` (default: engine.kernel_cache's folder)
+    for the next start."""
     reason = unsupported(model.config)
     if reason is not None:  # never launched: they would index past their buffers
         warnings.warn(f"CUDA frame kernels not written for this model ({reason}); using MLX's",
@@ -631,7 +658,43 @@ def build(model, mlx_frames: MLXFrames, unroll: int = 4) -> CudaFrames | None:
     except RuntimeError as e:  # no CUDA headers, a compile error, ...
         warnings.warn(f"CUDA frame kernels unavailable ({e}); using MLX's", stacklevel=2)
         return None
-    return cuda if check_against_mlx(cuda, mlx_frames) else None
+    folder = cache_dir if cache_dir is not None else kernel_cache.engine_cache_dir()
+    cuda.compiled = cuda.keep_compiled()
+    try:
+        ok = check_against_mlx(cuda, mlx_frames, record=self_check_record(cuda, folder))
+    except RuntimeError as e:  # a kernel that does not compile or load
+        warnings.warn(f"CUDA frame kernels unavailable ({e}); using MLX's", stacklevel=2)
+        return None
+    return cuda if ok else None
+
+
+# Types of the kernels' inputs other than float32, as MLX names them (mlx.core.Dtype).
+INPUT_DTYPES = {"wh": "uint16", "offs": "int64", "valid": "bool_", "info": "int32",
+                "state": "uint32"}  # fmt: skip
+
+
+def _kernel_inputs(spec: KernelSpec) -> list[tuple[str, str]]:
+    return [(n, INPUT_DTYPES.get(n, "float32")) for n in spec.inputs]
+
+
+def self_check_record(cuda: CudaFrames, folder: Path) -> kernel_cache.CheckRecord:
+    """Where the results of ``cuda``'s self-check are kept: keyed by what decides them."""
+    info = mx.device_info()
+    parts = {
+        "format": 1,
+        "source": hashlib.sha256(cuda.source.encode()).hexdigest(),
+        "kernels": [(s.name, s.body, s.shared_bytes) for _, s in cuda._kernels.values()],
+        "grid": (cuda.blocks, THREADS),
+        "device": (info.get("device_name"), info.get("architecture")),
+        "mlx": mx.__version__,
+        # The model's norms, biases and schedule (its matrices: the check's results).
+        "vectors": hashlib.sha256(np.array(cuda.wf).tobytes()).hexdigest(),
+        "schedule": hashlib.sha256(
+            np.array(cuda.temb).tobytes() + np.array(cuda.sched).tobytes()
+        ).hexdigest(),
+        "sizes": (cuda.wh.size, cuda.wf.size, np.array(cuda.offs).tolist()),
+    }
+    return kernel_cache.CheckRecord(folder, kernel_cache.CheckRecord.key(parts))
 
 
 def self_check_token_ids(vocab_size: int) -> list[int]:
@@ -640,14 +703,12 @@ def self_check_token_ids(vocab_size: int) -> list[int]:
     return [int(i) for i in np.random.default_rng(7).integers(0, vocab_size, LMAX)]
 
 
-def check_against_mlx(cuda: CudaFrames, mlx_frames: MLXFrames, tolerance: float = 2e-3) -> bool:
-    """Whether ``cuda`` gives what ``mlx_frames`` gives on a synthetic prompt: a text
-    window, a sampled frame, a frame fed a given latent, then a second frame on the caches
-    they left. A warning names the first quantity off by more than ``tolerance``
-    (relative to its largest value); ``cuda.check_errors`` keeps every quantity's error."""
-    cfg = cuda.cfg
+def self_check_outputs(frames, cfg: VibeVoiceConfig) -> dict[str, np.ndarray]:
+    """What frame backend ``frames`` gives on the self-check's synthetic prompt, in order:
+    a text window, a sampled frame, a sample, a frame fed a given latent, then a second
+    frame on the caches they left. Every input is the same for every backend."""
     dec = cfg.decoder
-    kvh, hd = dec.kv_heads, dec.dim_per_head
+    kvh, hd, H, LAT = dec.kv_heads, dec.dim_per_head, dec.hidden_size, cfg.acoustic_vae_dim
     rng = np.random.default_rng(0)
 
     def rand(*shape: int) -> mx.array:
@@ -662,48 +723,85 @@ def check_against_mlx(cuda: CudaFrames, mlx_frames: MLXFrames, tolerance: float 
         neg_values = [rand(1, kvh, 3, hd) for _ in range(cfg.tts_layers)]
         lm_length, tts_length, neg_length = 30, 40, 3
 
-    p = Prompt()
-    per_layer = UtteranceCaches.from_voice(p, mx.float32, 16, 16)
-    stacked = cuda.new_caches(p, 16, 16)
-    tokens = mx.array([self_check_token_ids(cfg.decoder.vocab_size)])
-    errors: list[tuple[str, float]] = []
+    caches = frames.new_caches(Prompt(), 16, 16)
+    tokens = mx.array([self_check_token_ids(dec.vocab_size)])
+    pos, neg, noise, fed = rand(1, H), rand(1, H), rand(1, LAT), rand(1, LAT)
+    out: dict[str, mx.array] = {}
+    out["window text LM"], out["window TTS LM"] = frames.window(tokens, caches)
+    first = frames.frame(noise, pos, neg, 1.5, caches)
+    for name, value in zip(("latent", "fed", "positive", "negative", "EOS"), first, strict=True):
+        out[f"frame {name}"] = value
+    out["sample"] = frames.sample(noise, pos, neg, 1.5)
+    for name, value in zip(("positive", "negative", "EOS"), frames.feed(fed, caches),
+                           strict=True):  # fmt: skip
+        out[f"fed {name}"] = value
+    second = frames.frame(noise, first[2], first[3], 2.0, caches)
+    for name, i in (("latent", 0), ("positive", 2), ("EOS", 4)):
+        out[f"second frame {name}"] = second[i]
+    return {k: np.array(v.astype(mx.float32)) for k, v in out.items()}
 
-    def compare(name: str, got: mx.array, want: mx.array) -> None:
-        got, want = np.array(got.astype(mx.float32)), np.array(want.astype(mx.float32))
-        scale = max(float(np.max(np.abs(want))), 1e-30)
-        err = float(np.max(np.abs(got - want))) / scale if got.shape == want.shape else np.inf
-        errors.append((name, err if np.isfinite(err) else np.inf))
 
-    want_text, want_tts = mlx_frames.window(tokens, per_layer)
-    got_text, got_tts = cuda.window(tokens, stacked)
-    compare("window text LM", got_text, want_text)
-    compare("window TTS LM", got_tts, want_tts)
-    pos, neg = want_tts[:, -1], rand(1, dec.hidden_size)
-    noise = rand(1, cfg.acoustic_vae_dim)
-    want = mlx_frames.frame(noise, pos, neg, 1.5, per_layer)
-    got = cuda.frame(noise, pos, neg, 1.5, stacked)
-    for name, g, w in zip(("latent", "fed", "positive", "negative", "EOS"), got, want,
-                          strict=True):  # fmt: skip
-        compare(f"frame {name}", g, w)
-    compare("sample", cuda.sample(noise, pos, neg, 1.5), mlx_frames.sample(noise, pos, neg, 1.5))
-    fed = rand(1, cfg.acoustic_vae_dim)
-    for name, g, w in zip(("positive", "negative", "EOS"), cuda.feed(fed, stacked),
-                          mlx_frames.feed(fed, per_layer), strict=True):  # fmt: skip
-        compare(f"fed {name}", g, w)
-    want = mlx_frames.frame(noise, want[2], want[3], 2.0, per_layer)
-    got = cuda.frame(noise, got[2], got[3], 2.0, stacked)
-    for name, g, w in zip(("latent", "positive", "EOS"), (got[0], got[2], got[4]),
-                          (want[0], want[2], want[4]), strict=True):  # fmt: skip
-        compare(f"second frame {name}", g, w)
-    cuda.check_errors = errors
+def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    if got.shape != want.shape:
+        return float("inf")
+    scale = max(float(np.max(np.abs(want))), 1e-30)
+    err = float(np.max(np.abs(got.astype(np.float64) - want))) / scale
+    return err if np.isfinite(err) else float("inf")
+
+
+RECORD_TOLERANCE = 1e-6
+"""How far the kernels may be from their recorded self-check (they compute in a fixed
+order: on the same GPU and grid they give the same values)."""
+
+
+def self_check_tolerance(dtype: mx.Dtype) -> float:
+    """How far the kernels (float32 arithmetic on the bfloat16 weights) may be from MLX
+    functions computing in ``dtype``, relative to a quantity's largest value: a float32
+    reference agrees to ~1e-5; a bfloat16 one rounds every activation to 8 bits (~1e-2
+    after a few layers). A wrong kernel is off by about the quantity itself."""
+    return 2e-3 if dtype == mx.float32 else 5e-2
+
+
+def check_against_mlx(
+    cuda: CudaFrames,
+    mlx_frames: MLXFrames,
+    tolerance: float | None = None,
+    record: kernel_cache.CheckRecord | None = None,
+) -> bool:
+    """Whether ``cuda`` gives what ``mlx_frames`` gives on a synthetic prompt
+    (:func:`self_check_outputs`). A warning names the first quantity off by more than
+    ``tolerance`` (relative to its largest value; default: :func:`self_check_tolerance`
+    of the MLX functions' dtype); ``cuda.check_errors`` keeps every
+    quantity's error. With a ``record`` of an earlier check that passed for the same
+    kernels, GPU and model, the kernels' results are compared with it instead, and the
+    MLX functions do not run (``cuda.checked_by`` says which: "mlx" or "record")."""
+    got = self_check_outputs(cuda, cuda.cfg)
     if cuda.failed():
+        if record is not None:
+            record.forget()
         warnings.warn("CUDA frame kernels: a grid barrier timed out; using MLX's", stacklevel=3)
         return False
+    recorded = record.load() if record is not None else None
+    if recorded is not None and set(recorded) == {*got, *(f"error {k}" for k in got)}:
+        if all(_relative_error(v, recorded[k]) <= RECORD_TOLERANCE for k, v in got.items()):
+            cuda.check_errors = [(k, float(recorded[f"error {k}"])) for k in got]
+            cuda.checked_by = "record"
+            return True
+    if tolerance is None:
+        tolerance = self_check_tolerance(mlx_frames.dtype)
+    want = self_check_outputs(mlx_frames, cuda.cfg)
+    errors = [(k, _relative_error(got[k], want[k])) for k in want]
+    cuda.check_errors = errors
+    cuda.checked_by = "mlx"
     bad = [(n, e) for n, e in errors if not e <= tolerance]
     if bad:
+        if record is not None:
+            record.forget()
         warnings.warn(
             f"CUDA frame kernels disagree with MLX ({bad[0][0]}: {bad[0][1]:.2e}); using MLX's",
             stacklevel=3,
         )
         return False
+    if record is not None:
+        record.save({**got, **{f"error {k}": np.array(e) for k, e in errors}})
     return True
