@@ -35,3 +35,8 @@ class DownloadError(EngineError):
 
 class DownloadCancelled(DownloadError):
     """The download was stopped on purpose (the reader quit); nothing partial is kept."""
+
+
+class BackendError(EngineError):
+    """The GPU's frame kernels failed during a synthesis (a grid barrier gave up): the
+    engine has gone back to the MLX functions, and the synthesis can be started again."""

@@ -77,6 +77,11 @@ class FrameBackend(Protocol):
         positive and negative conditions, EOS logit)."""
         ...
 
+    def failed(self) -> bool:
+        """Whether the backend's results can no longer be trusted (read when a result is
+        not a number: a CUDA kernel whose grid barrier gave up marks its outputs so)."""
+        ...
+
 
 class BatchFrameBackend(Protocol):
     """Speech frames of several utterances as one batch (engine.batch runs its loop):

@@ -18,7 +18,9 @@ with them).
 from __future__ import annotations
 
 import itertools
+import math
 import threading
+import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,7 +33,7 @@ import numpy as np
 from engine.bf16_weights import register_model
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.decode import LatentDecoder, choose_latent_decoder
-from engine.errors import RequestError
+from engine.errors import BackendError, RequestError
 from engine.frame_backend import BatchFrameBackend, FrameBackend, choose_frame_backend
 from engine.mlx_frames import MLXFrames
 from engine.model import VibeVoiceRealtime
@@ -102,6 +104,12 @@ class FrameKernels:
         self.decoder: LatentDecoder = choose_latent_decoder(model, switches, own_stream)
         self._model = model
         self._batch: BatchFrameBackend | None = None
+
+    def fall_back(self, reason: str) -> None:
+        """Go on with the MLX functions (after the frame backend failed), with one warning."""
+        if not isinstance(self.frames, MLXFrames):
+            warnings.warn(f"{reason}; using MLX's frame functions from now on", stacklevel=2)
+            self.frames = self.batch
 
     @property
     def batch(self) -> BatchFrameBackend:
@@ -182,8 +190,16 @@ class FrameOutput:
     the decoder's weights, or its launches on a GPU)."""
 
     def __init__(
-        self, decoder: LatentDecoder, decode_group: int, stop_at_eos: bool, hooks: FrameHooks
+        self,
+        decoder: LatentDecoder,
+        decode_group: int,
+        stop_at_eos: bool,
+        hooks: FrameHooks,
+        kernels: FrameKernels | None = None,
     ) -> None:
+        """``kernels``: whose frame backend made the frames (it falls back to MLX's when
+        it failed)."""
+        self.kernels = kernels
         self.decoder, self.state = decoder, decoder.init_state()
         self.decode_group, self.stop_at_eos, self.hooks = decode_group, stop_at_eos, hooks
         self.decodes = 0  # decoder calls so far: group k (from 0) holds min(2**k, group)
@@ -202,8 +218,17 @@ class FrameOutput:
         return Frame(0, np.array(latent[0].astype(mx.float32)), self.decode(fed)[0],
                      float("nan"), consumed)  # fmt: skip
 
-    def eos_fires(self, frame: int, eos_logit: mx.array) -> bool:
+    def _logit(self, eos_logit: mx.array) -> float:
+        """The EOS logit as a number; BackendError when the frame backend failed."""
         logit = float(eos_logit)
+        if not math.isfinite(logit) and self.kernels is not None and self.kernels.frames.failed():
+            reason = f"the {self.kernels.frames.name} frame kernels failed (a grid barrier gave up)"
+            self.kernels.fall_back(reason)
+            raise BackendError(f"{reason}; the engine now uses MLX's: synthesize again")
+        return logit
+
+    def eos_fires(self, frame: int, eos_logit: mx.array) -> bool:
+        logit = self._logit(eos_logit)
         self.hooks.eos(frame, logit)
         return self.stop_at_eos and _eos_probability(logit) > 0.5
 
@@ -229,7 +254,7 @@ class FrameOutput:
     def _settle(self, s: Launched, final: bool = False) -> Generator[Frame, None, str | None]:
         """Read frame ``s``'s EOS (waiting for that frame only), then decode and yield the
         pending frames when it is the first, the last, or completes a decode group."""
-        logit = float(s.eos_logit)
+        logit = self._logit(s.eos_logit)
         self.hooks.eos(s.index, logit)
         s.eos_prob = _eos_probability(logit)
         s.stop = "eos" if self.stop_at_eos and s.eos_prob > 0.5 else s.forced_stop
@@ -307,7 +332,7 @@ def generate_frames(
     noise = noise or seeded_noise(0, cfg.acoustic_vae_dim)
     limit = max_frames if max_frames is not None else default_frame_limit(len(ids))
     group = max(1, decode_group if decode_group is not None else frames.decode_group)
-    out = FrameOutput(kernels.decoder, group, stop_at_eos, hooks)
+    out = FrameOutput(kernels.decoder, group, stop_at_eos, hooks, kernels)
 
     # Both TTS-LM rows (positive, negative) advance together; the text LM only with text.
     caches = frames.new_caches(voice, len(ids) + 8, len(ids) + limit + 8)

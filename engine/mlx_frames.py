@@ -128,6 +128,10 @@ class MLXFrames:
         text tokens and ``tts_reserve`` more TTS-LM positions (they grow beyond)."""
         return UtteranceCaches.from_voice(voice, self.dtype, lm_reserve, tts_reserve)
 
+    def failed(self) -> bool:
+        """Never: MLX's own kernels report their errors."""
+        return False
+
     def window(self, tokens: mx.array, caches: UtteranceCaches) -> tuple[mx.array, mx.array]:
         """One text window (1, L) through the text LM and the positive TTS-LM row:
         (text LM out, TTS LM out), (1, L, hidden) each; the caches move L on."""

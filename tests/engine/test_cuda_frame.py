@@ -221,3 +221,60 @@ def test_shared_memory_holds_every_staged_row() -> None:
         header = cuda_frame.header(cfg)
         assert f"constexpr int ROW_FRAME = {widest};" in header
         assert f"constexpr int ROW_LM = {widest_lm};" in header
+
+
+def test_kernels_failing_mid_synthesis_end_it_with_one_error_then_mlx_takes_over(mid) -> None:
+    """A grid barrier that gives up marks the kernels' outputs NaN and raises the error
+    flag (engine/cuda_kernels.cu): the synthesis ends with one clear error and one warning,
+    and the next one runs on the MLX functions."""
+    from engine.errors import BackendError
+
+    model, voice = mid
+    kernels = _kernels(model)
+    cuda = kernels.frames
+    launches = 0
+    real_frame = cuda.frame
+
+    def frame_failing_from_the_third(*args, **kwargs):
+        nonlocal launches
+        launches += 1
+        if launches == 3:  # what the kernel leaves when a barrier gives up
+            cuda.state = mx.array(np.array([0, 0, 1, 0], np.uint32))
+        latent, fed, pos, neg, eos = real_frame(*args, **kwargs)
+        return latent, fed, pos, neg, eos * float("nan") if launches >= 3 else eos
+
+    cuda.frame = frame_failing_from_the_third
+
+    def run() -> list:
+        return list(generate_frames(model, voice, list(range(100, 112)), steps=STEPS,
+                                    noise=seeded_noise(4, 64), max_frames=10,
+                                    stop_at_eos=False, kernels=kernels))  # fmt: skip
+
+    with pytest.warns(UserWarning, match="grid barrier gave up.*using MLX's") as caught:
+        with pytest.raises(BackendError, match="synthesize again"):
+            run()
+    assert len([w for w in caught if issubclass(w.category, UserWarning)]) == 1
+    assert kernels.frames.name == "mlx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert len(run()) == 10
+
+
+def test_self_check_of_a_bfloat16_model_allows_for_its_rounding_only() -> None:
+    """Against MLX functions computing in bfloat16 the kernels (float32 arithmetic) differ
+    by the reference's rounding, ~1e-2: accepted; a wrong kernel still is not."""
+    model = load_model(parity_model_dir("mid-shapes"), dtype=mx.bfloat16)
+    mlx_frames = MLXFrames(model, STEPS)
+
+    def kernels(**kw) -> CudaFrames:
+        return CudaFrames(model, mlx_frames.schedule, mlx_frames.t_emb,
+                          kernel_factory=factory(model.config, **kw))  # fmt: skip
+
+    good = kernels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert check_against_mlx(good, mlx_frames)
+    worst = max(e for _, e in good.check_errors)
+    assert 1e-3 < worst < cuda_frame.self_check_tolerance(mx.bfloat16) / 2
+    with pytest.warns(UserWarning, match="disagree with MLX"):
+        assert not check_against_mlx(kernels(rope_sign=-1.0), mlx_frames)
