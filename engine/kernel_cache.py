@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -131,11 +132,10 @@ class Nvrtc:
     @classmethod
     def find(cls) -> Nvrtc | str:
         """NVRTC and the include folders MLX compiles with; or why they are not found."""
-        try:
-            import mlx
-        except ImportError:
+        spec = importlib.util.find_spec("mlx")
+        if spec is None or not spec.submodule_search_locations:
             return "MLX is not installed"
-        root = Path(next(iter(mlx.__path__)))
+        root = Path(next(iter(spec.submodule_search_locations)))
         cuda_include = root.parent / "nvidia" / "cu13" / "include"
         if not cuda_include.is_dir():
             home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
