@@ -1,0 +1,78 @@
+"""The CUDA frame kernels (engine/cuda_kernels.cu) on a real NVIDIA GPU against the MLX
+functions: full size and mid shapes, several kv groups, float32 and bfloat16 models (the
+kernels' inputs in that dtype), the grid barrier giving up, and the compiled kernels and
+self-check kept for the next start. Each check is a process of its own
+(tests/gpu/kernel_check.py) with a time limit: a fault or a hang fails its check only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.gpu import kernel_check
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _check(gpu_env: dict[str, str], *args: str, timeout: float = 150) -> dict:
+    r = kernel_check.run_child(*args, env=gpu_env, timeout=timeout)
+    print(json.dumps(r))
+    return r
+
+
+@pytest.mark.parametrize(
+    ("case", "dtype"),
+    [("mid-shapes", "float32"), ("full-davis", "float32"), ("full-davis", "bfloat16"),
+     ("kv-groups", "float32")],
+)  # fmt: skip
+def test_kernels_generate_what_mlx_generates(gpu_env, case: str, dtype: str) -> None:
+    """Chosen by the engine without a warning, self-check within its tolerance, and eight
+    frames (two text windows) within 1e-2 of the MLX functions' on the float32 model."""
+    r = _check(gpu_env, "case", case, dtype)
+    assert r["ok"], r.get("why", r)
+    assert r["backend"] == "cuda" and r["frames"] == kernel_check.FRAMES
+    assert r["latent_err"] <= kernel_check.LATENT_TOLERANCE
+    assert r["eos_err"] <= kernel_check.EOS_TOLERANCE
+
+
+def test_a_barrier_that_gives_up_in_the_self_check_means_mlx_and_one_warning(gpu_env) -> None:
+    """A grid of more blocks than can be resident: the waiting blocks give up after about
+    a second, the self-check sees the error flag, the engine uses the MLX functions."""
+    r = _check(gpu_env, "barrier", "mid-shapes", timeout=120)
+    assert r["ok"], r
+    assert r["backend"] == "mlx" and len(r["warnings"]) == 1
+
+
+def test_a_barrier_that_gives_up_mid_synthesis_ends_it_with_one_clear_error(gpu_env) -> None:
+    r = _check(gpu_env, "barrier-mid", "mid-shapes", timeout=120)
+    assert r["ok"], r
+    assert "synthesize again" in r["error"] and r["backend_after"] == "mlx"
+
+
+def test_kernels_are_compiled_under_the_name_mlx_looks_for(gpu_env) -> None:
+    """The source MLX generates (its verbose print) is the one the engine hashes, and the
+    compiled kernels are in MLX's cache folder under that name."""
+    r = _check(gpu_env, "source", "mid-shapes")
+    assert r["ok"], r
+
+
+def test_a_second_start_speaks_within_a_second_of_loading(tmp_path) -> None:
+    """bench/gpu.py startup: the first start compiles and checks against MLX, the second
+    finds both in the cache folder."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "startup", "--cache", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    print(proc.stdout, proc.stderr[-3000:])
+    result = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+    first, second = result["first"], result["second"]
+    assert set(first["compiled"].values()) == {"compiled"}, first
+    assert first["checked_by"] == "mlx"
+    assert set(second["compiled"].values()) == {"cached"}, second
+    assert second["checked_by"] == "record"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert second["speak_after_load_s"] <= 1.0
