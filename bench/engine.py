@@ -1,7 +1,8 @@
 """Engine speed: full-size VibeVoice-Realtime (random weights), a real voice, fixed text.
 
     python bench/engine.py [--frames N] [--runs R] [--baseline] [--dtype float32] [--decoders]
-                           [--bf16-weights] [--decode-groups 4,2] [--batch B]
+                           [--bf16-weights] [--decode-groups 4,2] [--batch B[,B...]]
+                           [--require-kernels]
 
 Reports first-audio latency (text given -> first 3200-sample chunk decoded), steady ms
 per frame, x real time and peak memory: medians over R runs after one warm-up run.
@@ -17,7 +18,9 @@ with each decode_group (generate_frames) alternate likewise. With --batch B, run
 streams generated together (engine/batch.py: the same text, each stream its own seed)
 alternate with the one-stream runs, and the JSON line adds ``batch`` and
 ``batch_x_realtime``: seconds of audio per second of wall time, all streams together, from
-the start of the batch to its last chunk.
+the start of the batch to its last chunk (with several sizes, ``batches`` has each one's,
+and ``batch`` is the best). With --require-kernels (on an NVIDIA GPU), the run fails (exit
+status 2, a line saying why) unless the CUDA frame kernels make the one-stream frames.
 """
 
 from __future__ import annotations
@@ -112,6 +115,21 @@ def measure_batch(model, voice, frames: int, kernels: FrameKernels, batch: int) 
     return chunks * FRAME_SECONDS / (time.perf_counter() - t0)
 
 
+def require_kernels(kernels: FrameKernels) -> None:
+    """Exit with status 2 and a line saying why unless the CUDA frame kernels make the
+    frames and none of their barriers gave up."""
+    frames = kernels.frames
+    if frames.name == "cuda" and not frames.failed():
+        return
+    why = (
+        f"the {frames.name} frame backend is in use on {mx.default_device()}"
+        if frames.name != "cuda"
+        else "a grid barrier of the CUDA frame kernels gave up"
+    )
+    print(f"FAIL: the CUDA frame kernels are not in use: {why}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def run_baseline(
     model_dir: Path, voice_file: Path, frames: int, runs: int, dtype: str, python: str | None
 ) -> dict:
@@ -185,9 +203,14 @@ def main() -> None:
     )
     ap.add_argument(
         "--batch",
-        type=int,
-        default=0,
-        help="also run B streams as one batch (alternating with the one-stream runs)",
+        default="0",
+        help="also run B streams as one batch (alternating with the one-stream runs); several"
+        " comma-separated sizes are each run",
+    )
+    ap.add_argument(
+        "--require-kernels",
+        action="store_true",
+        help="fail unless the CUDA frame kernels are in use (NVIDIA GPU)",
     )
     a = ap.parse_args()
     from engine import bf16_weights
@@ -197,6 +220,8 @@ def main() -> None:
     voice = load_voice(reference_voice())
     switches = Switches.from_environ()
     kernels = FrameKernels(model, 5, switches)
+    if a.require_kernels:
+        require_kernels(kernels)
     measure(model, voice, 8, kernels)  # warm-up (and compilation)
     variants = {kernels.decoder.name: kernels}
     if a.decoders and kernels.decoder.name == "native":
@@ -219,17 +244,20 @@ def main() -> None:
             bf16_on[f"decode group {g}"] = True
             groups[f"decode group {g}"] = g
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-    batch_rates: list[float] = []
-    if a.batch > 0:
-        measure_batch(model, voice, 8, kernels, a.batch)  # warm-up (and compilation)
+    batch_sizes = [int(b) for b in a.batch.split(",") if int(b) > 0]
+    batch_rates: dict[int, list[float]] = {b: [] for b in batch_sizes}
+    for b in batch_sizes:
+        measure_batch(model, voice, 8, kernels, b)  # warm-up (and compilation)
     for _ in range(a.runs):
         for name, k in variants.items():
             bf16_weights.set_enabled(bf16_on[name])
             runs[name].append(measure(model, voice, a.frames, k, groups[name]))
-        if a.batch > 0:
+        for b in batch_sizes:
             bf16_weights.set_enabled(True)
-            batch_rates.append(measure_batch(model, voice, a.frames, kernels, a.batch))
+            batch_rates[b].append(measure_batch(model, voice, a.frames, kernels, b))
     bf16_weights.set_enabled(True)
+    if a.require_kernels:
+        require_kernels(kernels)
     firsts, steadies = zip(*runs[next(iter(variants))], strict=True)
     result = {
         "first_audio_ms": round(float(np.median(firsts)), 1),
@@ -275,10 +303,16 @@ def main() -> None:
             result[f"decode_group_{g}_first_audio_ms"] = round(float(np.median(f_g)), 1)
             result[f"decode_group_{g}_ms_per_frame"] = round(float(np.median(s_g)), 2)
             rows.append((name, float(np.median(f_g)), float(np.median(s_g))))
-    if a.batch > 0:
-        result["batch"] = a.batch
-        result["batch_x_realtime"] = round(float(np.median(batch_rates)), 3)
+    if batch_sizes:
+        rates = {b: round(float(np.median(r)), 3) for b, r in batch_rates.items()}
+        best = max(rates, key=rates.get)
+        result["batch"] = best
+        result["batch_x_realtime"] = rates[best]
         result["batch_speedup"] = round(result["batch_x_realtime"] / result["x_realtime"], 2)
+        if len(rates) > 1:
+            result["batches"] = rates
+        result["batch_backend"] = type(kernels.batch).__name__
+    result["frame_backend"] = kernels.frames.name
     if groups[next(iter(variants))] is not None:
         result["decode_group"] = groups[next(iter(variants))]
     if a.baseline:
@@ -296,10 +330,11 @@ def main() -> None:
     print(f"{'':18s} {'first audio ms':>15s} {'ms/frame':>10s} {'x real time':>12s}")
     for name, first, per in rows:
         print(f"{name:18s} {first:15.1f} {per:10.2f} {FRAME_SECONDS * 1000 / per:12.2f}")
-    if a.batch > 0:
+    for b in batch_sizes:
+        rate = float(np.median(batch_rates[b]))
         print(
-            f"{a.batch} streams in one batch: {result['batch_x_realtime']:.2f}x real time"
-            f" together ({result['batch_speedup']}x one stream's)"
+            f"{b} streams in one batch: {rate:.2f}x real time together"
+            f" ({rate / result['x_realtime']:.2f}x one stream's)"
         )
     if a.baseline:
         print(f"speedup over mlx-audio: {result['speedup']}x")
