@@ -14,7 +14,9 @@ written by one ``slice_update`` per call.
 
 Chosen by engine.frame_backend when MLX runs on a CUDA device; ``VVREADER_CUDA_KERNELS=0``
 turns it off (engine/switches.py). A self-check against the MLX functions when it is
-built decides whether it is used.
+built decides whether it is used; the compiled kernels and the results of a self-check
+that passed are kept for the next start (engine/kernel_cache.py). One utterance at a
+time: batches of utterances (engine/batch.py) run on the MLX functions.
 """
 
 from __future__ import annotations
