@@ -49,6 +49,7 @@ from vvreader.narration.narrator import Narrator
 from vvreader.player import AudioDeviceError, NullPlayer, OutputFactory, open_output
 from vvreader.screens.reading import ReadingScreen
 from vvreader.state import Position, PositionStore, locate
+from vvreader.text.document import BookInfo
 from vvreader.text.plan import ProgressivePlan, SpeechPlan
 from vvreader.themes import DEFAULT_THEME, load_themes
 
@@ -141,6 +142,9 @@ class ReaderApp(App[None]):
         self.progress = progress
         """Plans the rest of a big book in the background (None: ``plan`` is whole)."""
         self._swapped_at = 0.0
+        self._book_warnings_shown = 0
+        """How many of the book's warnings the reader has been told (they come as the book
+        is read in parts, each once)."""
         self.options = options
         self.config = options.config
         self.positions = positions
@@ -210,6 +214,7 @@ class ReaderApp(App[None]):
         if self.positions is not None:
             for w in self.positions.warnings:
                 self.notify(w, severity="warning", markup=False, timeout=8)
+        self._show_book_warnings(self.plan.document.book)
         if self.reading.position > 0:
             self.notify(
                 f"Resuming at sentence {self.reading.position + 1} of {len(self.plan)}.", timeout=4
@@ -370,11 +375,29 @@ class ReaderApp(App[None]):
                     timeout=12,
                 )
 
+    def _show_book_warnings(self, book: BookInfo | None) -> None:
+        """Tell the reader what of the book could not be read as it should, once each: the
+        warnings not told yet, in one notification."""
+        if book is None:
+            return
+        said = book.describe_warnings(self._book_warnings_shown)
+        self._book_warnings_shown = book.warning_count
+        if said is not None:
+            self.notify(
+                said,
+                title="Parts of this book could not be read as they should",
+                severity="warning",
+                markup=False,
+                timeout=15,
+            )
+
     def on_reader_app_plan_grew(self, _message: PlanGrew) -> None:
-        """Show more of the book (at most twice a second, and at the end)."""
+        """Show more of the book (at most twice a second, and at the end), and what the
+        planner found wrong in the part it read."""
         progress = self.progress
         if progress is None:
             return
+        self._show_book_warnings(progress.book)
         now = time.monotonic()
         if not progress.done and now - self._swapped_at < 0.5:
             return

@@ -224,7 +224,7 @@ def _progressive_plan(args: argparse.Namespace) -> ProgressivePlan:
         settings=_plan_settings(args),
         dictionary=_dictionary(args.pronunciations),
     )
-    _report_source(progress.plan.document)
+    _report_source(progress.plan.document, book_warnings=False)  # the reader shows them
     return progress
 
 
@@ -236,11 +236,14 @@ def _plan_settings(args: argparse.Namespace) -> PlanSettings:
     )
 
 
-def _report_source(doc: Document) -> None:
+def _report_source(doc: Document, book_warnings: bool = True) -> None:
     """One line on stderr for a legacy encoding and for each warning of a book."""
     if doc.book is not None:
-        for warning in doc.book.warnings:
-            print(f"vvreader: warning: {warning}", file=sys.stderr)
+        if book_warnings:
+            for warning in doc.book.warnings:
+                print(f"vvreader: warning: {escape_terminal(warning)}", file=sys.stderr)
+            if doc.book.unlisted_warnings:
+                print(f"vvreader: warning: and {doc.book.unlisted_warnings} more", file=sys.stderr)
     elif doc.encoding not in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
         print(f"vvreader: {doc.name}: not UTF-8; decoded as {doc.encoding}", file=sys.stderr)
 

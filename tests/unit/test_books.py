@@ -13,6 +13,7 @@ import pytest
 from tests.books import DATA, make_epub, xhtml, zip_folder
 from vvreader.text import epub
 from vvreader.text.chapters import chapter_at, contents
+from vvreader.text.document import BookInfo
 from vvreader.text.plan import ProgressivePlan, build_plan
 from vvreader.text.readers import load_document
 from vvreader.text.settings import PlanSettings
@@ -438,3 +439,14 @@ def test_plain_text_lone_roman_numerals(tmp_path: Path) -> None:
     prose = tmp_path / "prose.txt"
     prose.write_text("I\n\nsaid nothing at all.\n\nThen we left.\n")
     assert all(u.kind != "heading" for u in build_plan(load_document(str(prose))))
+
+
+def test_book_warnings_described_once_each_with_a_count() -> None:
+    book = BookInfo(warnings=("a", "b", "c", "d"), unlisted_warnings=2)
+    assert book.warning_count == 6
+    assert book.describe_warnings() == "- a\n- b\n- c\nand 3 more (vvreader --plan lists them)"
+    assert book.describe_warnings(3) == "- d\nand 2 more (vvreader --plan lists them)"
+    assert book.describe_warnings(5) == "and 1 more (vvreader --plan lists them)"
+    assert book.describe_warnings(6) is None
+    assert BookInfo(warnings=("a",)).describe_warnings() == "- a"
+    assert BookInfo().describe_warnings() is None

@@ -86,9 +86,29 @@ class BookInfo:
     toc: tuple[TocEntry, ...] = ()
     """The table of contents, in reading order (its entries point at headings)."""
     warnings: tuple[str, ...] = ()
-    """What could not be read as it should (shown once when the book opens)."""
+    """What could not be read as it should, as it was found (the first ones: see
+    ``unlisted_warnings``); a book read in parts adds the later chapters' at the end."""
     format: str = "epub"
     """``epub`` or ``html``."""
+    unlisted_warnings: int = 0
+    """How many more warnings there were than are listed in ``warnings``."""
+
+    @property
+    def warning_count(self) -> int:
+        """How many warnings there were in all."""
+        return len(self.warnings) + self.unlisted_warnings
+
+    def describe_warnings(self, shown: int = 0, listed: int = 3) -> str | None:
+        """The warnings after the first ``shown`` in a few lines for the reader: at most
+        ``listed`` of them, then how many more (None when there are none)."""
+        listing = self.warnings[shown : shown + listed]
+        more = self.warning_count - shown - len(listing)
+        if not listing and more <= 0:
+            return None
+        lines = [f"- {w}" for w in listing]
+        if more > 0:
+            lines.append(f"and {more} more (vvreader --plan lists them)")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)

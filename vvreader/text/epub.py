@@ -241,6 +241,7 @@ class _Book:
         self.raw: dict[str, bytes] = {}
         """Unpacked bytes of the spine's content documents."""
         self.warnings: list[str] = []
+        self.unlisted_warnings = 0
         self.items: dict[str, _Item] = {}
         self.trees: dict[str, etree._Element | None] = {}
         self.writers: dict[str, ChapterWriter] = {}
@@ -252,6 +253,8 @@ class _Book:
     def warn(self, message: str) -> None:
         if len(self.warnings) < 50:
             self.warnings.append(message)
+        else:
+            self.unlisted_warnings += 1
 
     def package_path(self) -> str:
         name = "META-INF/container.xml"
@@ -540,6 +543,7 @@ class EpubReading:
             toc=tuple(entries),
             warnings=tuple(self.book.warnings),
             format="epub",
+            unlisted_warnings=self.book.unlisted_warnings,
         )
         return self.assembler.text(), info
 

@@ -761,6 +761,11 @@ class ProgressivePlan:
         """The document so far: the first blocks of the whole document."""
         return self.plan.document
 
+    @property
+    def book(self) -> BookInfo | None:
+        """What the book says about itself so far (its warnings grow as it is read)."""
+        return self._doc.book
+
     def _document(self, n_blocks: int, complete: bool) -> Document:
         blocks = tuple(self._source.blocks[:n_blocks])
         source = self._source
