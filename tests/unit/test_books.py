@@ -450,3 +450,26 @@ def test_book_warnings_described_once_each_with_a_count() -> None:
     assert book.describe_warnings(6) is None
     assert BookInfo(warnings=("a",)).describe_warnings() == "- a"
     assert BookInfo().describe_warnings() is None
+
+
+def test_a_note_with_a_heading_table_and_verse_is_one_note(tmp_path: Path) -> None:
+    """Whatever a note holds (a heading, a table, preformatted text, verse) stays in the note:
+    read only when asked for, as plain sentences."""
+    body = (
+        '<h1>One</h1><p>A claim<a epub:type="noteref" href="#n1">1</a> here.</p>'
+        '<aside epub:type="footnote" id="n1"><h3>Note head</h3><p>The note says.</p>'
+        "<table><tr><th>Year</th><th>Event</th></tr><tr><td>1851</td><td>Sailed</td></tr>"
+        "</table><pre>kept\n  as is</pre><p>A line,<br/>another line.</p></aside>"
+        "<p>Closing.</p>"
+    )
+    plan = build_plan(
+        load_document(str(make_epub(tmp_path / "b.epub", [("a.xhtml", xhtml(body))], toc=[])))
+    )
+    assert [u.speak for u in plan if not u.note] == ["One.", "A claim here.", "Closing."]
+    notes = [u.speak for u in plan if u.note]
+    assert notes == [
+        "Footnote 1: Note head", "The note says.", "Year, Event", "1851, Sailed",
+        "kept as is", "A line, another line.",
+    ]  # fmt: skip
+    for junk in ("|", "---", "\\", "#", "`"):
+        assert not any(junk in u.text for u in plan if u.note), junk

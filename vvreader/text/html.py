@@ -318,15 +318,20 @@ class ChapterWriter:
         note_label: Maps a note reference's ``href`` to a footnote label (None: not a note).
         headings: Element id (``""``: the document start) to (level, title) of a table of
             contents entry; where the entry's target is not a heading, one is written.
+        flat: Write headings, tables and preformatted text as plain paragraphs.
     """
 
     def __init__(
         self,
         note_label: Callable[[str], str | None],
         headings: dict[str, tuple[int, str]] | None = None,
+        flat: bool = False,
     ) -> None:
         self.note_label = note_label
         self.headings = dict(headings or {})
+        self.flat = flat
+        """Write headings, tables and preformatted text as plain paragraphs (a note's
+        body, which is one footnote of paragraphs)."""
         self.chapter = Chapter()
         self.notes: dict[str, etree._Element] = {}
         """Id to element of each note in the document (not written in the flow)."""
@@ -457,7 +462,9 @@ class ChapterWriter:
             inline = _Inline()
             self._inline_children(el, inline)
             text = " ".join(inline.render(breaks=False))
-            if text:
+            if text and self.flat:
+                self._emit([text])
+            elif text:
                 self._emit(["#" * _HEADINGS[tag] + " " + text], heading=True)
         elif tag == "hr":
             pass
@@ -510,6 +517,13 @@ class ChapterWriter:
         content = "".join(el.itertext()).strip("\n")
         if not content.strip():
             return
+        if self.flat:
+            inline = _Inline()
+            for line in content.split("\n"):
+                inline.text(line)
+                inline.hard_break()
+            self._emit(inline.render(breaks=True))
+            return
         longest = max((len(m) for m in re.findall(r"`+", content)), default=0)
         fence = "`" * max(3, longest + 1)
         self._emit([fence, *content.split("\n"), fence])
@@ -534,6 +548,10 @@ class ChapterWriter:
             self._inline_children(caption, inline)
             self._emit(inline.render(breaks=True))
         rows = [r for r in rows if any(c.strip() for c in r)]
+        if self.flat:
+            for row in rows:
+                self._emit([", ".join(c for c in row if c.strip())])
+            return
         if not rows:
             return
         width = max(len(r) for r in rows)
@@ -619,9 +637,13 @@ def _is_noteref(el: etree._Element, types: set[str]) -> bool:
 
 def note_text(el: etree._Element, note_label: Callable[[str], str | None]) -> list[str]:
     """A note's paragraphs as Markdown lines (no references, no back links)."""
-    writer = ChapterWriter(lambda href: None)
+    writer = ChapterWriter(lambda href: None, flat=True)
     writer._whole(el)
-    return [" ".join(b.split("\n")) for b in writer.chapter.blocks]
+    out = []
+    for block in writer.chapter.blocks:
+        lines = block.split("\n")  # one line each: a line's hard break becomes a space
+        out.append(" ".join([line.removesuffix("\\") for line in lines[:-1]] + lines[-1:]))
+    return out
 
 
 def label_of(text: str) -> str:
