@@ -3,10 +3,12 @@ time and memory, and nothing is read from the disk or the network outside the bo
 
 from __future__ import annotations
 
+import os
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -25,17 +27,54 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "TOP-SECRET-LINE"
 
 
+#: What the command line may use on any of these books (they are small: the 10 MB chapter is
+#: planned in-process below).
+PEAK_BYTES = 512 * 1024 * 1024
+SECONDS = 60
+
+
+def plan_cli(path: Path) -> tuple[int, str, str]:
+    """Run the real command line's ``--plan`` on ``path`` within bounded time and memory
+    (its peak resident memory, measured); never a traceback. Returns (code, out, err)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vvreader", str(path), "--plan"],
+            stdout=out, stderr=err, cwd=ROOT,
+        )  # fmt: skip
+        start = time.monotonic()
+        while (waited := os.wait4(proc.pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() - start > SECONDS:
+                proc.kill()
+                proc.wait()
+                raise AssertionError(f"{path.name}: still running after {SECONDS} s")
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(waited[1])
+        peak = waited[2].ru_maxrss * 1024  # kilobytes on Linux
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    assert "Traceback" not in stderr
+    assert peak < PEAK_BYTES, f"{path.name}: {peak >> 20} MiB"
+    return proc.returncode, stdout, stderr
+
+
 def one_line_error(path: Path) -> str:
     """Run the real command line on ``path``; it must fail with exactly one line."""
-    run = subprocess.run(
-        [sys.executable, "-m", "vvreader", str(path), "--plan"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
-    )  # fmt: skip
-    assert run.returncode != 0
-    assert "Traceback" not in run.stderr
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1, run.stderr
+    code, _, stderr = plan_cli(path)
+    assert code != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
     return lines[0]
+
+
+def read_with_warnings(path: Path) -> list[str]:
+    """Run the real command line on ``path``; it must print a plan, and on stderr only
+    warnings (returned)."""
+    code, stdout, stderr = plan_cli(path)
+    assert code == 0 and stdout.strip(), stderr
+    lines = stderr.splitlines()
+    assert all(line.startswith("vvreader: warning: ") for line in lines), stderr
+    return lines
 
 
 def spoken(path: Path) -> str:
@@ -57,6 +96,7 @@ def test_external_entity_in_a_chapter_is_not_read(tmp_path: Path, secret_file: P
     )
     book = make_epub(tmp_path / "b.epub", [("a.xhtml", page)], toc=[])
     assert spoken(book) == "Before after."
+    assert read_with_warnings(book) == []
 
 
 def test_external_entity_in_the_package_is_refused(tmp_path: Path, secret_file: Path) -> None:
@@ -93,6 +133,7 @@ def test_billion_laughs_in_a_chapter(tmp_path: Path) -> None:
     start = time.perf_counter()
     assert spoken(book) == "Hi there."
     assert time.perf_counter() - start < 5
+    assert read_with_warnings(book) == []
 
 
 def test_billion_laughs_in_the_package(tmp_path: Path) -> None:
@@ -169,6 +210,7 @@ def test_path_traversal_names_are_never_paths(tmp_path: Path, secret_file: Path)
     doc = load_document(str(book))
     assert spoken(book) == "Safe text."
     assert doc.book is not None and any("not in the manifest" in w for w in doc.book.warnings)
+    assert len(read_with_warnings(book)) == len(doc.book.warnings)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
@@ -190,6 +232,7 @@ def test_symlink_entry_is_ignored(tmp_path: Path, secret_file: Path) -> None:
     assert spoken(book) == "Real text."
     assert SECRET not in doc.text and str(secret_file) not in doc.text
     assert doc.book is not None and any("link.xhtml is missing" in w for w in doc.book.warnings)
+    assert any("link.xhtml is missing" in w for w in read_with_warnings(book))
 
 
 @pytest.mark.parametrize(
@@ -270,6 +313,7 @@ def test_tag_soup_chapter_reads_with_a_warning(tmp_path: Path) -> None:
     text = spoken(book)
     for word in ("One", "two", "three", "Four", "five", "six"):
         assert word in text
+    assert any("read as tag soup" in w for w in read_with_warnings(book))
 
 
 def test_missing_spine_item_is_skipped_with_a_warning(tmp_path: Path) -> None:
@@ -286,12 +330,9 @@ def test_missing_spine_item_is_skipped_with_a_warning(tmp_path: Path) -> None:
     assert doc.book is not None and doc.book.warnings == (
         "OEBPS/a.xhtml is missing from the book; skipped",
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "vvreader", str(gone), "--plan"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
-    )  # fmt: skip
-    assert run.returncode == 0
-    assert run.stderr == "vvreader: warning: OEBPS/a.xhtml is missing from the book; skipped\n"
+    assert read_with_warnings(gone) == [
+        "vvreader: warning: OEBPS/a.xhtml is missing from the book; skipped"
+    ]
 
 
 def test_remote_dtd_and_resources_are_never_fetched(tmp_path: Path) -> None:
@@ -332,6 +373,7 @@ def test_remote_dtd_and_resources_are_never_fetched(tmp_path: Path) -> None:
         assert spoken(book) == "A. Text here. Link text."
         assert "Link text." in spoken(html_page)
         assert time.perf_counter() - start < 5
+        assert read_with_warnings(book) == read_with_warnings(html_page) == []
         time.sleep(0.3)
     finally:
         stop.set()
