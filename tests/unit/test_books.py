@@ -383,6 +383,23 @@ def test_plan_json_cli_on_an_epub(tmp_path: Path) -> None:
     assert run.stderr == ""
 
 
+@pytest.mark.parametrize("suffix", [".html", ".htm", ".xhtml"])
+def test_plan_json_cli_on_a_page(tmp_path: Path, suffix: str) -> None:
+    page = tmp_path / f"page{suffix}"
+    page.write_text(
+        xhtml("<h1>A Title</h1><p>Some <em>words</em> here.</p><ul><li>An item</li></ul>")
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "vvreader", str(page), "--plan", "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [(r["kind"], r["speak"]) for r in rows] == [
+        ("heading", "A Title."), ("paragraph", "Some words here."), ("list_item", "An item."),
+    ]  # fmt: skip
+
+
 def test_plan_cli_marks_a_books_notes(tmp_path: Path) -> None:
     body = (
         '<p>A claim<a epub:type="noteref" href="#n1">1</a> here.</p>'
