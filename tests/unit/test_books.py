@@ -383,6 +383,30 @@ def test_plan_json_cli_on_an_epub(tmp_path: Path) -> None:
     assert run.stderr == ""
 
 
+def test_a_long_html_page_is_read_in_parts_as_if_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(epub, "PART_CHARS", 4_000)
+    page = tmp_path / "long.xhtml"
+    page.write_text(xhtml(long_chapter(), title="A Long Page"))
+    whole_doc = load_document(str(page))
+    whole = build_plan(whole_doc)
+    assert whole_doc.book is not None and whole_doc.book.title == "A Long Page"
+    # The notes of the page's own asides come after each part; a link to another page's
+    # fragment is not a note of this one.
+    assert whole_doc.book.warnings == ()
+    assert len([u for u in whole if u.note]) == 6 * len(range(0, 200, 7))
+    assert whole_doc.text.index("\n[^") < len(whole_doc.text) // 2
+    progress = ProgressivePlan.open(str(page))
+    first = progress.advance(1)
+    assert not first.complete and len(first.document.text) < len(whole_doc.text) // 2
+    assert [u.as_dict() for u in first] == [u.as_dict() for u in whole][: len(first)]
+    done = progress.result()
+    assert done.document.text == whole_doc.text
+    assert [u.as_dict() for u in done] == [u.as_dict() for u in whole]
+    assert done.document.book == whole_doc.book
+
+
 @pytest.mark.parametrize("suffix", [".html", ".htm", ".xhtml"])
 def test_plan_json_cli_on_a_page(tmp_path: Path, suffix: str) -> None:
     page = tmp_path / f"page{suffix}"

@@ -1,4 +1,5 @@
-"""EPUB 2 and 3 (and single HTML files) to Markdown text plus a ``BookInfo``.
+"""EPUB 2 and 3 (and single HTML files, as books of one chapter) to Markdown text plus a
+``BookInfo``.
 
 An EPUB is a zip of XML from anywhere, so everything here treats it as hostile data:
 
@@ -58,6 +59,7 @@ __all__ = [
     "MAX_ENTRY_BYTES",
     "BookError",
     "EpubReading",
+    "HtmlReading",
     "read_epub",
     "read_html",
 ]
@@ -232,10 +234,10 @@ def _text(el: SafeET.Element | None) -> str:
 
 
 class _Book:
-    """One EPUB being read."""
+    """One EPUB (or HTML page) being read."""
 
-    def __init__(self, archive: _Archive) -> None:
-        self.name = archive.name
+    def __init__(self, name: str, archive: _Archive | None = None) -> None:
+        self.name = name
         self.archive: _Archive | None = archive
         """The open archive (None once every spine item is in ``raw``)."""
         self.raw: dict[str, bytes] = {}
@@ -468,16 +470,22 @@ class EpubReading:
         BookError: the book cannot be read at all (one line saying why).
     """
 
+    FORMAT = "epub"
+
     def __init__(self, path: str) -> None:
         archive = _Archive(path)
         try:
             _check_drm(archive)
-            book = _Book(archive)
-            self.package = _open_package(book)
+            book = _Book(path, archive)
+            package = _open_package(book)
         finally:
             archive.close()
         book.archive = None
+        self._start(book, package)
+
+    def _start(self, book: _Book, package: _Package) -> None:
         self.book = book
+        self.package = package
         self.assembler = _Assembler(self.book)
         self.next = 0
         """Index in the reading order of the next chapter to convert."""
@@ -496,7 +504,7 @@ class EpubReading:
                 root = book.tree(path)
                 if root is None:
                     continue
-                writer = ChapterWriter(book.note_label(path), package.targets.get(path))
+                writer = ChapterWriter(self._note_label(path), package.targets.get(path))
                 book.writers[path] = writer
                 self.writing = (path, writer, writer.parts(root, PART_CHARS))
             path, writer, parts = self.writing
@@ -520,9 +528,15 @@ class EpubReading:
         """The whole text (it starts with what ``first`` gave)."""
         with self.lock:
             self._convert(None)
-            if not self.assembler.parts:
+            if not self.assembler.parts and self.FORMAT == "epub":
                 raise BookError(f"{self.book.name}: no readable chapter in the spine")
             return self._result()
+
+    def _note_label(self, path: str):  # noqa: ANN202 - a callable for ChapterWriter
+        return self.book.note_label(path)
+
+    def _title(self) -> str:
+        return self.package.title
 
     def _result(self) -> tuple[str, BookInfo]:
         package, anchors = self.package, self.assembler.anchors
@@ -535,14 +549,14 @@ class EpubReading:
             if at is not None:
                 entries.append(TocEntry(label, depth, at))
         info = BookInfo(
-            title=package.title,
+            title=self._title(),
             author=", ".join(a for a in package.authors if a),
             language=package.language,
             cover=package.cover,
             cover_type=package.cover_type,
             toc=tuple(entries),
             warnings=tuple(self.book.warnings),
-            format="epub",
+            format=self.FORMAT,
             unlisted_warnings=self.book.unlisted_warnings,
         )
         return self.assembler.text(), info
@@ -638,51 +652,49 @@ def read_epub(path: str) -> tuple[str, BookInfo]:
     return EpubReading(path).whole()
 
 
-def read_html(path: str, encoding: str | None = None) -> tuple[str, BookInfo]:
-    """Read an HTML or XHTML file into Markdown text and its ``BookInfo``.
+class HtmlReading(EpubReading):
+    """An HTML or XHTML page read as a book of one chapter, as an EPUB is (its notes are
+    those it holds; a long page is converted a part at a time).
 
     Raises:
         DocumentError: the file cannot be read.
     """
-    data = read_file_bytes(path)
-    if encoding:
-        try:
-            text = data.decode(encoding, errors="replace")
-        except LookupError:
-            raise DocumentError(f"{path}: unknown encoding {encoding!r}") from None
-    else:
-        text, _ = decode_markup(data)
-    xml = path.lower().endswith(".xhtml") or text.lstrip("\ufeff \r\n\t").startswith("<?xml")
-    root, warning = parse_markup(text, xml=xml)
-    if root is None:
-        raise DocumentError(f"{path}: cannot be read as HTML ({warning})")
-    labels: dict[str, str] = {}
 
-    def note_label(href: str) -> str | None:
-        url, frag = urldefrag(href)
-        if url or not frag:
-            return None
-        return labels.setdefault(frag, str(len(labels) + 1))
+    FORMAT = "html"
 
-    writer = ChapterWriter(note_label)
-    chapter = writer.write(root)
-    parts = list(chapter.blocks)
-    defined: set[str] = set()
-    for label, href in chapter.refs:
-        frag = urldefrag(href)[1]
-        el = writer.notes.get(frag)
-        if el is None:
-            el = next((e for e in root.iter() if e.get("id") == frag), None)
-        lines = note_text(el, lambda h: None) if el is not None else []
-        if label in defined:
-            continue
-        defined.add(label)
-        parts.append(f"[^{label}]: {lines[0] if lines else '(note not found)'}")
-        parts.extend("    " + more for more in lines[1:])
-    language = root.get("lang") or root.get("{http://www.w3.org/XML/1998/namespace}lang") or ""
-    return "\n\n".join(parts), BookInfo(
-        title=chapter.title,
-        language=language,
-        warnings=(f"{path}: {warning}",) if warning else (),
-        format="html",
-    )
+    def __init__(self, path: str, encoding: str | None = None) -> None:
+        data = read_file_bytes(path)
+        if encoding:
+            try:
+                text = data.decode(encoding, errors="replace")
+            except LookupError:
+                raise DocumentError(f"{path}: unknown encoding {encoding!r}") from None
+        else:
+            text, _ = decode_markup(data)
+        xml = path.lower().endswith(".xhtml") or text.lstrip("\ufeff \r\n\t").startswith("<?xml")
+        root, warning = parse_markup(text, xml=xml)
+        if root is None:
+            raise DocumentError(f"{path}: cannot be read as HTML ({warning})")
+        book = _Book(path)
+        book.trees[path] = root
+        if warning:
+            book.warn(f"{path}: {warning}")
+        language = root.get("lang") or root.get("{http://www.w3.org/XML/1998/namespace}lang")
+        self._start(book, _Package("", [], language or "", [path], [], {}, None, ""))
+
+    def _note_label(self, path: str):  # noqa: ANN202 - a callable for ChapterWriter
+        label = self.book.note_label(path)
+        return lambda href: None if urldefrag(href)[0] else label(href)  # this page's only
+
+    def _title(self) -> str:
+        writer = self.book.writers.get(self.package.order[0])
+        return writer.chapter.title if writer is not None else ""
+
+
+def read_html(path: str, encoding: str | None = None) -> tuple[str, BookInfo]:
+    """Read a whole HTML or XHTML file into Markdown text and its ``BookInfo``.
+
+    Raises:
+        DocumentError: the file cannot be read.
+    """
+    return HtmlReading(path, encoding).whole()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vvreader.text.document import Block, BookInfo, Document, gc_paused, line_starts_of
-from vvreader.text.epub import EpubReading, read_html
+from vvreader.text.epub import EpubReading, HtmlReading
 from vvreader.text.files import read_file
 from vvreader.text.markdown import MarkdownParts
 from vvreader.text.plain import TextParts
@@ -141,8 +141,11 @@ def read_source(path: str, encoding: str | None = None, markdown: bool | None = 
         text, book = reading.first()
         return Source(text, path, "epub", True, book, None if reading.complete else reading.whole)
     if suffix in BOOK_SUFFIXES:
-        text, book = read_html(path, encoding)
-        return Source(text, path, encoding or "utf-8", True, book)
+        page = HtmlReading(path, encoding)
+        text, book = page.first()
+        return Source(
+            text, path, encoding or "utf-8", True, book, None if page.complete else page.whole
+        )
     text, name, enc = read_file(path, encoding)
     return Source(text, name, enc, is_markdown(path) if markdown is None else markdown)
 
