@@ -429,3 +429,36 @@ def test_without_ffmpeg_m4b_says_what_to_install_and_the_others_still_work(
             assert rms(decode(out)) == pytest.approx(rms(audio), rel=0.15)
             kbps = out.stat().st_size * 8 / SECONDS / 1000
             assert 24 < kbps < 80, (name, kbps)  # speech rates, as ffmpeg's
+
+
+def test_an_ffmpeg_without_an_encoder_leaves_that_format_to_libsndfile(
+    tmp_path, monkeypatch
+) -> None:
+    """An ffmpeg built without LAME: MP3 falls back and says so; M4B still uses ffmpeg."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    stub = folder / "ffmpeg"
+    stub.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" -encoders "*) printf " A..... aac  AAC\\n A..... flac  FLAC\\n";;\n'
+        f'*) exec {FFMPEG} "$@";; esac\n'
+    )
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    note = check_ready(FORMATS[".mp3"])
+    assert note is not None and "no libmp3lame encoder" in note
+    assert check_ready(FORMATS[".m4b"]) is None
+    for name in ("mp3", "m4b"):
+        out = tmp_path / f"book.{name}"
+        write(out, voice_like(SECONDS), CHAPTERS, BookTags("T"))
+        assert len(probe(out)["chapters"]) == (0 if name == "mp3" else 3)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    stub = broken / "ffmpeg"
+    stub.write_text("#!/bin/sh\nexit 1\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", str(broken))
+    with pytest.raises(ExportError) as err:
+        check_ready(FORMATS[".m4b"])
+    assert f"{stub} does not run" in str(err.value)

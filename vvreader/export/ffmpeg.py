@@ -82,7 +82,7 @@ _MP4_FINAL = ("-movflags", "+faststart")
 
 RECIPES: dict[str, Recipe] = {
     # Speech bitrates: AAC-LC and MP3 at 64 kb/s mono, Opus at 32 kb/s (its speech sweet
-    # spot), Vorbis at quality 3 (about 50 kb/s mono at 24 kHz); FLAC is lossless 16-bit.
+    # spot), Vorbis at quality 3 (about 45 kb/s mono at 24 kHz); FLAC is lossless 16-bit.
     "m4b": Recipe("aac", _AAC, "ipod", (*_MP4_FINAL, "-brand", "M4B "), audiobook_atom=True),
     "m4a": Recipe("aac", _AAC, "ipod", _MP4_FINAL),
     "mp3": Recipe(
@@ -134,12 +134,6 @@ def encoders(executable: str) -> frozenset[str]:
         return frozenset()
     names = re.findall(r"^ A\S* (\S+)", listing, flags=re.MULTILINE)
     return frozenset(names)
-
-
-def can_encode(name: str) -> bool:
-    """Whether the ffmpeg on the PATH can write format ``name``."""
-    executable = find_ffmpeg()
-    return executable is not None and RECIPES[name].encoder in encoders(executable)
 
 
 def last_line(stderr: IO[bytes]) -> str:
@@ -202,11 +196,6 @@ class FfmpegEncoder:
         except OSError as e:
             self.abort()
             raise ExportError(f"{self._path.parent}: cannot write ({e.strerror or e})") from None
-
-    @property
-    def seconds(self) -> float:
-        """Audio written so far."""
-        return self._frames / SAMPLE_RATE
 
     def write(self, audio: np.ndarray) -> None:
         if self._process is None or self._process.stdin is None:

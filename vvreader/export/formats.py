@@ -83,8 +83,13 @@ def format_for(path: Path) -> AudioFormat:
     return fmt
 
 
-def _uses_ffmpeg(fmt: AudioFormat) -> bool:
-    return fmt.name in ffmpeg.RECIPES and ffmpeg.can_encode(fmt.name)
+def _ffmpeg_for(fmt: AudioFormat) -> str | None:
+    """The ffmpeg program that writes ``fmt`` (None: none here, or WAV, which libsndfile
+    writes with its tags)."""
+    executable = ffmpeg.find_ffmpeg()
+    if fmt.name not in ffmpeg.RECIPES or executable is None:
+        return None
+    return executable if ffmpeg.RECIPES[fmt.name].encoder in ffmpeg.encoders(executable) else None
 
 
 def check_ready(fmt: AudioFormat) -> str | None:
@@ -104,14 +109,15 @@ def check_ready(fmt: AudioFormat) -> str | None:
                 f"writing {fmt.suffix} files needs libsndfile: {sndfile.INSTALL_HINT}"
             )
         return None
-    if _uses_ffmpeg(fmt):
+    if _ffmpeg_for(fmt) is not None:
         return None
     executable = ffmpeg.find_ffmpeg()
-    missing = (
-        "ffmpeg was not found"
-        if executable is None
-        else f"this ffmpeg has no {ffmpeg.RECIPES[fmt.name].encoder} encoder"
-    )
+    if executable is None:
+        missing = "ffmpeg was not found"
+    elif not ffmpeg.encoders(executable):
+        missing = f"{executable} does not run"
+    else:
+        missing = f"this ffmpeg has no {ffmpeg.RECIPES[fmt.name].encoder} encoder"
     if not fmt.needs_ffmpeg and sndfile.can_write(fmt.name):
         return (
             f"{missing}, so the {fmt.suffix} file will have no chapters, tags or cover; "
@@ -128,9 +134,8 @@ def open_encoder(fmt: AudioFormat, path: Path) -> Encoder:
     Raises:
         ExportError: the folder cannot be written, or the format not here (see ``check_ready``).
     """
-    if fmt.name != "wav" and _uses_ffmpeg(fmt):
-        executable = ffmpeg.find_ffmpeg()
-        assert executable is not None
+    executable = _ffmpeg_for(fmt)
+    if executable is not None:
         return ffmpeg.FfmpegEncoder(executable, fmt.name, Path(path))
     if not fmt.needs_ffmpeg and sndfile.can_write(fmt.name):
         return sndfile.SoundfileEncoder(fmt.name, Path(path))

@@ -24,11 +24,11 @@ from vvreader.humanize import format_duration
 
 # format name -> libsndfile's major format, subtype, compression level (0 best .. 1 smallest)
 # and bitrate mode. Speech rates, as ffmpeg's: MP3 at a constant 64 kb/s, Opus about 32 kb/s,
-# Vorbis about 50 kb/s, mono at 24 kHz.
+# Vorbis about 45 kb/s, mono at 24 kHz.
 SNDFILE_FORMATS: dict[str, tuple[str, str, float | None, str | None]] = {
     "wav": ("WAV", "PCM_16", None, None),
     "flac": ("FLAC", "PCM_16", None, None),
-    "ogg": ("OGG", "VORBIS", 0.6, None),
+    "ogg": ("OGG", "VORBIS", 0.7, None),
     "opus": ("OGG", "OPUS", 0.9, None),
     "mp3": ("MP3", "MPEG_LAYER_III", 0.6, "CONSTANT"),
 }
@@ -90,11 +90,6 @@ class SoundfileEncoder:
             remove(self._path)
             raise ExportError(_why(self._path, e)) from None
         self._frames = 0
-
-    @property
-    def seconds(self) -> float:
-        """Audio written so far."""
-        return self._frames / SAMPLE_RATE
 
     def write(self, audio: np.ndarray) -> None:
         if self._file is None:
