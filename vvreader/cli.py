@@ -208,31 +208,31 @@ def _dictionary(path: str | None) -> PronunciationDictionary | None:
         raise DocumentError(f"{path}: cannot read the pronunciation file ({err})") from None
 
 
-def _plan(args: argparse.Namespace) -> SpeechPlan:
+def _plan(args: argparse.Namespace, config: Config) -> SpeechPlan:
     """Load the document and build its plan from the options."""
     doc = load_document(args.file, encoding=args.encoding, markdown=False if args.text else None)
     _report_source(doc)
-    return build_plan(doc, _plan_settings(args), _dictionary(args.pronunciations))
+    return build_plan(doc, _plan_settings(args, config), _dictionary(args.pronunciations))
 
 
-def _progressive_plan(args: argparse.Namespace) -> ProgressivePlan:
+def _progressive_plan(args: argparse.Namespace, config: Config) -> ProgressivePlan:
     """The document, to be planned a part at a time (the reader shows it at once)."""
     progress = ProgressivePlan.open(
         args.file,
         encoding=args.encoding,
         markdown=False if args.text else None,
-        settings=_plan_settings(args),
+        settings=_plan_settings(args, config),
         dictionary=_dictionary(args.pronunciations),
     )
     _report_source(progress.plan.document, book_warnings=False)  # the reader shows them
     return progress
 
 
-def _plan_settings(args: argparse.Namespace) -> PlanSettings:
-    """The plan policies the options choose."""
+def _plan_settings(args: argparse.Namespace, config: Config) -> PlanSettings:
+    """The plan policies the options (and the settings file) choose."""
     return PlanSettings(
         max_utterance_chars=max(0, args.max_chars),
-        book_images="alt" if args.image_alt else "skip",
+        book_images="alt" if args.image_alt or config.image_alt else "skip",
     )
 
 
@@ -263,7 +263,10 @@ def print_plan(plan: SpeechPlan, as_json: bool, out: TextIO) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     """``--plan``: print the speech plan."""
-    plan = _plan(args)
+    config, _, warnings = settings(args)
+    for w in warnings:
+        print(f"vvreader: {escape_terminal(w)}", file=sys.stderr)
+    plan = _plan(args, config)
     print_plan(plan, args.json, sys.stdout)
     sys.stdout.flush()
     return 0
@@ -309,7 +312,7 @@ def run_list_devices(args: argparse.Namespace) -> int:
 def run_reader(args: argparse.Namespace) -> int:
     """The reader UI."""
     config, config_file, warnings = settings(args)
-    progress = _progressive_plan(args)
+    progress = _progressive_plan(args, config)
     plan = progress.advance(1)  # the first part of a big book: milliseconds
     if not len(plan):
         print(f"vvreader: {args.file}: nothing to read", file=sys.stderr)
@@ -374,7 +377,7 @@ def run_export(args: argparse.Namespace) -> int:
         return 2
     if lacking:
         print(f"vvreader: warning: {escape_terminal(lacking)}", file=sys.stderr)
-    plan = _plan(args)
+    plan = _plan(args, config)
     if not len(plan):
         print(f"vvreader: {args.file}: nothing to read", file=sys.stderr)
         return 2

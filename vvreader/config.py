@@ -10,6 +10,7 @@
     autoplay = true
     lookahead = 20.0
     speed = 1.0
+    image_alt = false   # in EPUB and HTML books, say each image's alt text
 
     [keymap]            # binding id = keys (see the help screen, ? or F1)
     play-pause = "space,p"
@@ -67,6 +68,8 @@ class Config:
     """Underline the word being spoken (approximate: the engine gives no word timings)."""
     media_keys: bool = True
     """Answer the platform's media keys (MPRIS on Linux, Now Playing on macOS)."""
+    image_alt: bool = False
+    """In EPUB and HTML books, say each image's alt text (else images are silent)."""
     keymap: dict[str, str] = field(default_factory=dict)
     """Binding id -> comma-separated keys."""
 
@@ -83,6 +86,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "speed": (float, int),
     "media_keys": (bool,),
     "word_follow": (bool,),
+    "image_alt": (bool,),
     "keymap": (dict,),
 }
 

@@ -4,6 +4,7 @@ plain-text chapter headings."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -422,6 +423,26 @@ def test_plan_json_cli_on_a_page(tmp_path: Path, suffix: str) -> None:
     assert [(r["kind"], r["speak"]) for r in rows] == [
         ("heading", "A Title."), ("paragraph", "Some words here."), ("list_item", "An item."),
     ]  # fmt: skip
+
+
+def test_image_alt_text_from_the_option_or_the_settings(tmp_path: Path) -> None:
+    body = '<p>Before.</p><p><img src="x.png" alt="A red rose"/></p><p>After.</p>'
+    book = make_epub(tmp_path / "b.epub", [("a.xhtml", xhtml(body))], toc=[])
+    config = tmp_path / "config.toml"
+
+    def said_by_cli(*options: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "vvreader", str(book), "--plan", "--json", *options],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+            env={**os.environ, "VVREADER_CONFIG": str(config)},
+        )  # fmt: skip
+        assert run.returncode == 0 and run.stderr == "", run.stderr
+        return " ".join(json.loads(line)["speak"] for line in run.stdout.splitlines())
+
+    assert said_by_cli() == "Before. After."
+    assert said_by_cli("--image-alt") == "Before. A red rose After."
+    config.write_text("image_alt = true\n")
+    assert said_by_cli() == "Before. A red rose After."
 
 
 def test_plan_cli_marks_a_books_notes(tmp_path: Path) -> None:
