@@ -2,7 +2,7 @@
 
     python bench/engine.py [--frames N] [--runs R] [--baseline] [--dtype float32] [--decoders]
                            [--bf16-weights] [--decode-groups 4,2] [--batch B[,B...]]
-                           [--require-kernels]
+                           [--require-kernels] [--json-out FILE] [--baseline-timeout S]
 
 Reports first-audio latency (text given -> first 3200-sample chunk decoded), steady ms
 per frame, x real time and peak memory: medians over R runs after one warm-up run.
@@ -21,6 +21,11 @@ alternate with the one-stream runs, and the JSON line adds ``batch`` and
 the start of the batch to its last chunk (with several sizes, ``batches`` has each one's,
 and ``batch`` is the best). With --require-kernels (on an NVIDIA GPU), the run fails (exit
 status 2, a line saying why) unless the CUDA frame kernels make the one-stream frames.
+
+The parts run in turn: the one-stream runs, mlx-audio's, then each batch size (its own
+warm-up, then its runs). A line on stderr says when each starts; with --json-out the JSON
+object so far is written to FILE after each part (``"complete": false`` until the end),
+so a run stopped by a time limit still leaves the parts it finished.
 """
 
 from __future__ import annotations
@@ -130,8 +135,32 @@ def require_kernels(kernels: FrameKernels) -> None:
     sys.exit(2)
 
 
+START = time.perf_counter()
+
+
+def peak_mb() -> float:
+    """The most memory this process has held so far, MLX's or the host's."""
+    return round(
+        max(
+            mx.get_peak_memory() / 2**20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ),
+        1,
+    )
+
+
+def progress(what: str) -> None:
+    """One line on stderr: seconds since the start, and the part starting."""
+    print(f"[{time.perf_counter() - START:7.1f} s] {what}", file=sys.stderr, flush=True)
+
+
 def run_baseline(
-    model_dir: Path, voice_file: Path, frames: int, runs: int, dtype: str, python: str | None
+    model_dir: Path,
+    voice_file: Path,
+    frames: int,
+    runs: int,
+    dtype: str,
+    python: str | None,
+    timeout: float | None = None,
 ) -> dict:
     py = Path(python) if python else BASELINE_VENV / "bin" / "python"
     if python is None and not py.exists():
@@ -171,7 +200,9 @@ def run_baseline(
         "--blas",
         *blas,
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    # The child inherits MLX_PTX_CACHE_DIR (engine.backend set it): the MLX kernels both
+    # processes generate are compiled once.
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -212,16 +243,25 @@ def main() -> None:
         action="store_true",
         help="fail unless the CUDA frame kernels are in use (NVIDIA GPU)",
     )
+    ap.add_argument("--json-out", type=Path, help="write the JSON object after each part")
+    ap.add_argument(
+        "--baseline-timeout",
+        type=float,
+        help="seconds mlx-audio's run may take (past them: baseline_error, the rest goes on)",
+    )
     a = ap.parse_args()
     from engine import bf16_weights
 
     model_dir = a.model or full_model_dir()
+    progress(f"loading the model ({a.dtype})")
     model = load_model(model_dir, dtype=getattr(mx, a.dtype))
     voice = load_voice(reference_voice())
     switches = Switches.from_environ()
+    progress("building the frame kernels")
     kernels = FrameKernels(model, 5, switches)
     if a.require_kernels:
         require_kernels(kernels)
+    progress(f"one-stream warm-up ({kernels.frames.name} frames)")
     measure(model, voice, 8, kernels)  # warm-up (and compilation)
     variants = {kernels.decoder.name: kernels}
     if a.decoders and kernels.decoder.name == "native":
@@ -245,16 +285,12 @@ def main() -> None:
             groups[f"decode group {g}"] = g
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     batch_sizes = [int(b) for b in a.batch.split(",") if int(b) > 0]
-    batch_rates: dict[int, list[float]] = {b: [] for b in batch_sizes}
-    for b in batch_sizes:
-        measure_batch(model, voice, 8, kernels, b)  # warm-up (and compilation)
+    batch_rates: dict[int, list[float]] = {}
+    progress(f"one stream: {a.runs} runs of {a.frames} frames")
     for _ in range(a.runs):
         for name, k in variants.items():
             bf16_weights.set_enabled(bf16_on[name])
             runs[name].append(measure(model, voice, a.frames, k, groups[name]))
-        for b in batch_sizes:
-            bf16_weights.set_enabled(True)
-            batch_rates[b].append(measure_batch(model, voice, a.frames, kernels, b))
     bf16_weights.set_enabled(True)
     if a.require_kernels:
         require_kernels(kernels)
@@ -263,13 +299,7 @@ def main() -> None:
         "first_audio_ms": round(float(np.median(firsts)), 1),
         "ms_per_frame": round(float(np.median(steadies)), 2),
         "x_realtime": round(FRAME_SECONDS * 1000 / float(np.median(steadies)), 3),
-        "peak_mb": round(
-            max(
-                mx.get_peak_memory() / 2**20,
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            ),
-            1,
-        ),
+        "peak_mb": peak_mb(),
         "device": str(mx.default_device()),
         "dtype": a.dtype,
         "frames": a.frames,
@@ -303,26 +333,63 @@ def main() -> None:
             result[f"decode_group_{g}_first_audio_ms"] = round(float(np.median(f_g)), 1)
             result[f"decode_group_{g}_ms_per_frame"] = round(float(np.median(s_g)), 2)
             rows.append((name, float(np.median(f_g)), float(np.median(s_g))))
-    if batch_sizes:
-        rates = {b: round(float(np.median(r)), 3) for b, r in batch_rates.items()}
+    result["frame_backend"] = kernels.frames.name
+    if groups[next(iter(variants))] is not None:
+        result["decode_group"] = groups[next(iter(variants))]
+    result["complete"] = False
+
+    def write_partial() -> None:
+        result["peak_mb"] = peak_mb()
+        if a.json_out:
+            a.json_out.write_text(json.dumps(result) + "\n")
+
+    write_partial()
+    progress(
+        f"one stream: {result['ms_per_frame']} ms/frame, first audio {result['first_audio_ms']} ms"
+    )
+    if a.baseline:
+        progress("mlx-audio 0.6.2, in its own process")
+        voice_file = Path(REPO / ".cache" / "bench-voice-en-Davis_man.safetensors")
+        save_voice(voice, voice_file)
+        try:
+            base = run_baseline(
+                model_dir,
+                voice_file,
+                a.frames,
+                a.runs,
+                a.dtype,
+                a.baseline_python,
+                a.baseline_timeout,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            tail = (getattr(e, "stderr", None) or "").strip().splitlines()[-1:]
+            result["baseline_error"] = f"{type(e).__name__}: {e} {' '.join(tail)}"[:500]
+            progress(f"mlx-audio failed: {result['baseline_error']}")
+        else:
+            result["baseline_first_audio_ms"] = round(base["first_audio_ms"], 1)
+            result["baseline_ms_per_frame"] = round(base["ms_per_frame"], 2)
+            result["speedup"] = round(base["ms_per_frame"] / result["ms_per_frame"], 2)
+            rows.append(("mlx-audio 0.6.2", base["first_audio_ms"], base["ms_per_frame"]))
+            progress(f"mlx-audio: {result['baseline_ms_per_frame']} ms/frame")
+        write_partial()
+    for b in batch_sizes:
+        progress(f"{b} streams: warm-up")
+        measure_batch(model, voice, 8, kernels, b)  # warm-up (and compilation)
+        progress(f"{b} streams: {a.runs} runs of {a.frames} frames")
+        batch_rates[b] = [measure_batch(model, voice, a.frames, kernels, b) for _ in range(a.runs)]
+        rates = {n: round(float(np.median(r)), 3) for n, r in batch_rates.items()}
         best = max(rates, key=rates.get)
         result["batch"] = best
         result["batch_x_realtime"] = rates[best]
         result["batch_speedup"] = round(result["batch_x_realtime"] / result["x_realtime"], 2)
-        if len(rates) > 1:
-            result["batches"] = rates
+        result["batches"] = rates
         result["batch_backend"] = type(kernels.batch).__name__
-    result["frame_backend"] = kernels.frames.name
-    if groups[next(iter(variants))] is not None:
-        result["decode_group"] = groups[next(iter(variants))]
-    if a.baseline:
-        voice_file = Path(REPO / ".cache" / "bench-voice-en-Davis_man.safetensors")
-        save_voice(voice, voice_file)
-        base = run_baseline(model_dir, voice_file, a.frames, a.runs, a.dtype, a.baseline_python)
-        result["baseline_first_audio_ms"] = round(base["first_audio_ms"], 1)
-        result["baseline_ms_per_frame"] = round(base["ms_per_frame"], 2)
-        result["speedup"] = round(base["ms_per_frame"] / result["ms_per_frame"], 2)
-        rows.append(("mlx-audio 0.6.2", base["first_audio_ms"], base["ms_per_frame"]))
+        write_partial()
+        progress(f"{b} streams: {rates[b]}x real time together")
+    if a.require_kernels:
+        require_kernels(kernels)
+    result["complete"] = True
+    write_partial()
     print(
         f"device {result['device']}, {a.dtype}, BLAS: {result['blas']}"
         + (f"; unset for this run: {', '.join(_UNSET)}" if _UNSET else "")
@@ -336,7 +403,7 @@ def main() -> None:
             f"{b} streams in one batch: {rate:.2f}x real time together"
             f" ({rate / result['x_realtime']:.2f}x one stream's)"
         )
-    if a.baseline:
+    if "speedup" in result:
         print(f"speedup over mlx-audio: {result['speedup']}x")
     print(json.dumps(result))
 

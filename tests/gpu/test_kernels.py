@@ -24,6 +24,30 @@ def _check(gpu_env: dict[str, str], *args: str, timeout: float = 150) -> dict:
     return r
 
 
+def test_a_second_start_speaks_within_a_second_of_loading(gpu_env, tmp_path) -> None:
+    """bench/gpu.py startup: the first start compiles and checks against MLX, the second
+    finds both in the cache folder. First in this file: it runs on the session's kernel
+    cache while that is empty, so the machine's one cold compile of MLX's own kernels is
+    paid here and the later checks find them (on a fresh folder when the cache is not
+    empty, as when run after the others)."""
+    cache = Path(gpu_env["VVREADER_KERNEL_CACHE"])
+    if any(cache.iterdir()):
+        cache = tmp_path
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "startup", "--cache", str(cache)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=gpu_env,
+    )  # fmt: skip
+    print(proc.stdout, proc.stderr[-3000:])
+    result = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+    first, second = result["first"], result["second"]
+    assert set(first["compiled"].values()) == {"compiled"}, first
+    assert first["checked_by"] == "mlx"
+    assert set(second["compiled"].values()) == {"cached"}, second
+    assert second["checked_by"] == "record"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert second["speak_after_load_s"] <= 1.0
+
+
 @pytest.mark.parametrize(
     ("case", "dtype"),
     [("mid-shapes", "float32"), ("full-davis", "float32"), ("full-davis", "bfloat16"),
@@ -58,21 +82,3 @@ def test_kernels_are_compiled_under_the_name_mlx_looks_for(gpu_env) -> None:
     compiled kernels are in MLX's cache folder under that name."""
     r = _check(gpu_env, "source", "mid-shapes")
     assert r["ok"], r
-
-
-def test_a_second_start_speaks_within_a_second_of_loading(tmp_path) -> None:
-    """bench/gpu.py startup: the first start compiles and checks against MLX, the second
-    finds both in the cache folder."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu.py"), "startup", "--cache", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
-    print(proc.stdout, proc.stderr[-3000:])
-    result = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
-    first, second = result["first"], result["second"]
-    assert set(first["compiled"].values()) == {"compiled"}, first
-    assert first["checked_by"] == "mlx"
-    assert set(second["compiled"].values()) == {"cached"}, second
-    assert second["checked_by"] == "record"
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert second["speak_after_load_s"] <= 1.0
