@@ -157,9 +157,18 @@ def check_case(case: str, dtype: str) -> dict:
     want = _generate(reference, voice, mlx_only)
     out["frames"] = len(got[0])
     out["latent_err"], out["eos_err"] = _errors(got, want)
-    if dtype != "float32":  # for comparison: MLX's own functions in this dtype
+    if dtype != "float32":
+        # For comparison, MLX's own functions in this dtype, whose activations are rounded
+        # to it (the kernels accumulate in float32): their first frame's error is bfloat16's
+        # rounding through the layers; the frames fed back on it drift apart further on a
+        # random model, so the error of all eight frames is far larger (not a bound).
         mlx_dtype, _, _ = _build(model, Switches(cuda_kernels=False))
-        out["mlx_in_dtype_latent_err"] = _errors(_generate(model, voice, mlx_dtype), want)[0]
+        in_dtype = _generate(model, voice, mlx_dtype)
+        out["mlx_in_dtype_latent_err"] = _errors(in_dtype, want)[0]
+        out["mlx_in_dtype_first_frame_err"] = _errors(
+            (in_dtype[0][:1], in_dtype[1]), (want[0][:1], want[1])
+        )[0]
+        out["first_frame_latent_err"] = _errors((got[0][:1], got[1]), (want[0][:1], want[1]))[0]
     out["failed_barrier"] = frames.failed()
     out["ok"] = bool(
         len(got[0]) == FRAMES
