@@ -15,22 +15,27 @@ import pytest
 from engine.api import SynthesisRequest
 from vvreader.export.encoding import QUEUE_LENGTH, EncodingThread
 from vvreader.export.errors import ExportError
+from vvreader.export.pcm import to_pcm16
 from vvreader.export.store import UtteranceStore, utterance_key
 from vvreader.humanize import describe_export, export_bar
 
 
 def test_a_stored_utterance_comes_back_as_it_was(tmp_path) -> None:
-    audio = np.random.default_rng(1).standard_normal(5000).astype(np.float32)
+    audio = 0.3 * np.random.default_rng(1).standard_normal(5000).astype(np.float32)
     with UtteranceStore(tmp_path / "work") as store:
         assert store.get("k") is None and not store.has("k")
-        store.put("k", audio)
+        stored = store.put("k", audio)
         assert store.has("k") and store.count() == 1
-        np.testing.assert_array_equal(store.get("k"), audio)
+        # As 16-bit PCM: what every file is made of, and what the export goes on with.
+        assert np.max(np.abs(stored - np.clip(audio, -1, 1))) <= 0.5 / 32767 + 1e-7
+        assert to_pcm16(stored) == to_pcm16(audio)
+        np.testing.assert_array_equal(store.get("k"), stored)
         store.put("empty", np.zeros(0, np.float32))
         assert store.get("empty").shape == (0,)
+        assert (tmp_path / "work" / "k.audio").stat().st_size == 16 + 2 * 5000
     # Kept after the store closes; gone once removed.
     with UtteranceStore(tmp_path / "work") as store:
-        np.testing.assert_array_equal(store.get("k"), audio)
+        np.testing.assert_array_equal(store.get("k"), stored)
         store.remove()
     assert not (tmp_path / "work").exists()
 
@@ -40,7 +45,7 @@ def test_a_stored_utterance_comes_back_as_it_was(tmp_path) -> None:
     [
         lambda b: b[: len(b) // 2],  # cut short
         lambda b: b[:10],  # inside the header
-        lambda b: b[:-4],  # one sample short
+        lambda b: b[:-2],  # one sample short
         lambda b: b[:20] + bytes([b[20] ^ 1]) + b[21:],  # a flipped bit
         lambda b: b"XXXX" + b[4:],  # not ours
         lambda b: b"",

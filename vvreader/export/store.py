@@ -6,7 +6,10 @@ text, voice, CFG scale, diffusion steps, noise seed and the engine's identity: s
 :func:`utterance_key`), so a changed setting or an edited sentence never reuses stale
 audio, and an unchanged sentence is reused wherever it now is. The audio is kept as the
 engine made it (before any change of speed, which is applied on the way out, so a new
-speed reuses it too).
+speed reuses it too), as 16-bit PCM, the samples every exported file is made of
+(``vvreader.export.pcm``), in half the room of the engine's floats; the export goes on
+with the stored form of what it has just made too, so that a run that resumes makes the
+same samples as one that never stopped.
 
 A file is written beside its final name and renamed when complete (after ``fsync``); it
 holds a header with its sample count and a CRC-32 of the samples, checked when it is read
@@ -32,12 +35,13 @@ import numpy as np
 
 from engine.api import SynthesisRequest
 from vvreader.export.errors import ExportError
+from vvreader.export.pcm import from_pcm16, to_pcm16
 
 __all__ = ["UtteranceStore", "utterance_key", "write_failure"]
 
 _MAGIC = b"VVUA"
-_HEADER = struct.Struct("<4sIII")  # magic, version, samples, crc32 of the samples
-_VERSION = 1
+_HEADER = struct.Struct("<4sIII")  # magic, version, samples, crc32 of the int16 samples
+_VERSION = 2
 _SUFFIX = ".audio"
 _LOCK = "lock"
 
@@ -146,15 +150,15 @@ class UtteranceStore:
             path.unlink(missing_ok=True)
         return audio
 
-    def put(self, key: str, audio: np.ndarray) -> None:
+    def put(self, key: str, audio: np.ndarray) -> np.ndarray:
         """Store ``audio`` for ``key`` (written beside and renamed: a crash leaves either
-        the whole file or none).
+        the whole file or none); returns it as stored, as :meth:`get` will give it.
 
         Raises:
             ExportError: it cannot be written (a full disk: the message says so).
         """
-        samples = np.ascontiguousarray(audio, dtype="<f4").tobytes()
-        header = _HEADER.pack(_MAGIC, _VERSION, len(samples) // 4, zlib.crc32(samples))
+        samples = to_pcm16(audio)
+        header = _HEADER.pack(_MAGIC, _VERSION, len(samples) // 2, zlib.crc32(samples))
         path = self._path(key)
         temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
@@ -167,6 +171,7 @@ class UtteranceStore:
         except OSError as err:
             temp.unlink(missing_ok=True)
             raise ExportError(write_failure(self.folder, err)) from None
+        return from_pcm16(samples)
 
     def count(self) -> int:
         """How many utterances' audio files the folder holds."""
@@ -183,11 +188,11 @@ def _decode(data: bytes) -> np.ndarray | None:
         return None
     magic, version, samples, crc = _HEADER.unpack_from(data)
     body = data[_HEADER.size :]
-    if magic != _MAGIC or version != _VERSION or len(body) != 4 * samples:
+    if magic != _MAGIC or version != _VERSION or len(body) != 2 * samples:
         return None
     if zlib.crc32(body) != crc:
         return None
-    return np.frombuffer(body, dtype="<f4").astype(np.float32)
+    return from_pcm16(body)
 
 
 def _try_lock(fd: int) -> bool:

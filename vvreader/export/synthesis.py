@@ -23,7 +23,7 @@ __all__ = ["Made", "audio_in_order"]
 
 @dataclass(frozen=True)
 class Made:
-    """One utterance's audio, as the engine made it."""
+    """One utterance's audio, as the engine made it and the work folder keeps it."""
 
     position: int
     """Its place among the requests."""
@@ -77,9 +77,7 @@ def audio_in_order(
                     continue
                 # Its file was not whole: made again now.
                 stream = engine.synthesize_many([requests[position]])[0]
-            audio = _collect(stream)
-            store.put(key, audio)
-            yield Made(position, audio, fresh=True)
+            yield Made(position, store.put(key, _collect(stream)), fresh=True)
     finally:
         for stream in in_flight.values():
             stream.cancel()
