@@ -157,3 +157,65 @@ def test_a_changed_setting_does_not_reuse_the_work(tmp_path, tiny_model, referen
     assert again.returncode == 0, again.stderr
     assert "came from the stopped run" not in again.stderr
     assert out.read_bytes() != wav and len(out.read_bytes()) > 44
+
+
+# In a mount namespace of its own (a user namespace too: no root needed), the export writes
+# onto a tmpfs too small for it: a real full disk. Then the disk grows, and the same command
+# finishes the export from the utterances kept.
+ON_A_SMALL_DISK = """
+set -u
+mount -t tmpfs -o size=600k tmpfs "$DISK"
+export_() { "$PY" -m vvreader "$DOC" --export "$DISK/book.wav" --model "$MODEL" \
+    --voice en-Grace_woman -q; }
+export_ 2> "$OUT/first.err"; echo $? > "$OUT/first.rc"
+ls -A "$DISK" > "$OUT/first.ls"
+ls "$DISK/.book.wav.vvreader-export" > "$OUT/kept.ls"
+mount -o remount,size=64m "$DISK"
+export_ 2> "$OUT/second.err"; echo $? > "$OUT/second.rc"
+ls -A "$DISK" > "$OUT/second.ls"
+cp "$DISK/book.wav" "$DISK/book.vtt" "$OUT/"
+"""
+
+
+def test_a_full_disk_is_one_line_and_the_work_made_is_kept(tmp_path, tiny_model, reference) -> None:
+    wav, vtt, _ = reference
+    doc = tmp_path / "book.md"
+    doc.write_text(DOC)
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "out").mkdir()
+    env = {
+        **_env(tmp_path),
+        "PYTHONPATH": str(REPO),
+        "DISK": str(tmp_path / "disk"),
+        "OUT": str(tmp_path / "out"),
+        "PY": sys.executable,
+        "DOC": str(doc),
+        "MODEL": str(tiny_model),
+    }
+    run = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", ON_A_SMALL_DISK],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "out"
+    first = (out / "first.err").read_text()
+    assert (out / "first.rc").read_text().strip() == "2", first
+    kept = [name for name in (out / "kept.ls").read_text().split() if name.endswith(".audio")]
+    assert len(kept) >= 1
+    assert first.splitlines() == [first.strip()], first  # one line
+    assert "Traceback" not in first and "cannot write" in first
+    assert "the disk is full" in first or "No space left on device" in first
+    assert first.strip().endswith(
+        f"the {len(kept)} utterances made are kept in {tmp_path}/disk/.book.wav.vvreader-export: "
+        "run the same command again to continue"
+    )
+    # Nothing at the output path but the work folder.
+    assert (out / "first.ls").read_text().split() == [".book.wav.vvreader-export"]
+
+    assert (out / "second.rc").read_text().strip() == "0", (out / "second.err").read_text()
+    assert (out / "second.ls").read_text().split() == ["book.vtt", "book.wav"]
+    assert (out / "book.wav").read_bytes() == wav and (out / "book.vtt").read_text() == vtt
