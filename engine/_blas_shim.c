@@ -11,8 +11,11 @@
  *     split between two threads (see `mode`);
  *   - products of at most SMALL_GEMV rows go to OpenBLAS's sgemv, row by row;
  *   - everything else to OpenBLAS's sgemm.
+ * On two cores OpenBLAS runs on one thread and these products are cut into chunks that
+ * the caller and the helper thread share (see "work shared with one helper thread").
  * It also exports vvreader_sgemm_bf16w, the same few-row kernel for a bfloat16 weight
- * (engine/_cpu_decoder.c: the acoustic decoder's weight-bound first stage), and a registry
+ * (engine/_cpu_decoder.c: the acoustic decoder's weight-bound first stage), vvreader_sgemm
+ * (OpenBLAS's products, shared out likewise, for the decoder's larger ones), and a registry
  * of float32 weights with bfloat16 copies: few-row products (1 to SMALL_M_BF16 rows)
  * against a registered weight read the copy instead (engine/bf16_weights.py).
  * engine/backend.py loads scipy-openblas32 and then this library with RTLD_GLOBAL before
@@ -168,7 +171,7 @@ INLINE void single_h(const Job *j, int i, int n) {
 }
 
 /* The bfloat16-weight kernels (engine/_bf16_rows.h), one per instruction set, chosen
- * once at load (run_rows_h below). */
+ * at load (vvreader_cpu_level below). */
 #if defined(__x86_64__)
 #define ROWS_SUFFIX v4
 #define ROWS_TARGET __attribute__((target("arch=x86-64-v4")))
@@ -187,26 +190,9 @@ INLINE void single_h(const Job *j, int i, int n) {
 #define ROWS_MR 3
 #include "_bf16_rows.h"
 
-typedef void (*rows_fn)(const Job *, int, int);
-static rows_fn run_rows_h = run_rows_h_plain;
-
-__attribute__((constructor)) static void choose_rows_h(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4"))
-        run_rows_h = run_rows_h_v4;
-    else if (__builtin_cpu_supports("x86-64-v3"))
-        run_rows_h = run_rows_h_v3;
-#endif
-}
-
-/* Rows [n0, n1) of W against every row of A. */
-CLONES static void run_rows(const Job *j, int n0, int n1) {
+/* Rows [n0, n1) of W against every row of A, W float32. */
+INLINE void rows_f32(const Job *j, int n0, int n1) {
     int n = n0;
-    if (j->Wh) {
-        run_rows_h(j, n0, n1);
-        return;
-    }
     for (; n + 4 <= n1; n += 4) {
         int i = 0;
         for (; i + 2 <= j->M; i += 2) micro2(j, i, n);
@@ -216,16 +202,88 @@ CLONES static void run_rows(const Job *j, int n0, int n1) {
         for (int i = 0; i < j->M; i++) single(j, i, n);
 }
 
-/* ---- one helper thread: spins briefly for work, then sleeps on a futex ---- */
+static void run_rows_plain(const Job *j, int n0, int n1) { rows_f32(j, n0, n1); }
+#if defined(__x86_64__)
+__attribute__((target("arch=x86-64-v3"))) static void run_rows_v3(const Job *j, int n0, int n1) {
+    rows_f32(j, n0, n1);
+}
+__attribute__((target("arch=x86-64-v4"))) static void run_rows_v4(const Job *j, int n0, int n1) {
+    rows_f32(j, n0, n1);
+}
+#endif
+
+typedef void (*rows_fn)(const Job *, int, int);
+static rows_fn run_rows_f = run_rows_plain, run_rows_h = run_rows_h_plain;
+static int level_in_use = 1;
+
+/* The highest x86-64 level (4: AVX-512, 3: AVX2 and FMA, 1: baseline) the CPU has, at
+ * most `most`; the few-row kernels run at it from now on (engine/switches.py: the AVX2
+ * path measured and tested on an AVX-512 machine). A `most` below 1 only asks. Returns
+ * the level in use. */
+int vvreader_cpu_level(int most) {
+    if (most < 1) return level_in_use;
+    int level = 1;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (most >= 4 && __builtin_cpu_supports("x86-64-v4"))
+        level = 4;
+    else if (most >= 3 && __builtin_cpu_supports("x86-64-v3"))
+        level = 3;
+    run_rows_f = level == 4 ? run_rows_v4 : level == 3 ? run_rows_v3 : run_rows_plain;
+    run_rows_h = level == 4 ? run_rows_h_v4 : level == 3 ? run_rows_h_v3 : run_rows_h_plain;
+#endif
+    level_in_use = level;
+    return level;
+}
+
+__attribute__((constructor)) static void choose_level(void) { vvreader_cpu_level(4); }
+
+/* Rows [n0, n1) of W against every row of A. */
+static void run_rows(const Job *j, int n0, int n1) {
+    if (j->Wh)
+        run_rows_h(j, n0, n1);
+    else
+        run_rows_f(j, n0, n1);
+}
+
+/* ---- work shared with one helper thread ----
+ *
+ * A product is cut into chunks (rows of W, or of A), which the caller and one helper
+ * thread take in turn from a shared counter until none is left. On a busy 2-core machine
+ * the helper may not get a core for a while: the caller then does every chunk itself and
+ * withdraws the task the helper has not started (it waits only for a chunk the helper is
+ * in the middle of), instead of spinning until the helper comes round, which is what
+ * OpenBLAS's own threads do between the phases of a product. So OpenBLAS runs on one
+ * thread (set at load, below) and this is the only place products are split. */
+
+typedef void (*chunk_fn)(const void *arg, int lo, int hi);
+
+typedef struct {
+    chunk_fn fn;
+    const void *arg;
+    int total, chunk;
+    atomic_int next;
+} Task;
+
+enum { TASK_IDLE, TASK_POSTED, TASK_RUNNING, TASK_DONE };
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int have_helper;
-static const Job *job;
-static int job_n0, job_n1;
-static atomic_int posted, finished, sleeping;
+static Task *task;
+static atomic_int posted, state, sleeping;
 
 static long futex(atomic_int *addr, int op, int val) {
     return syscall(SYS_futex, (int *)addr, op, val, NULL, NULL, 0);
+}
+
+/* Chunks of t until none is left. */
+static void work(Task *t) {
+    for (;;) {
+        const int lo = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
+        if (lo >= t->total) return;
+        const int hi = t->total - lo < t->chunk ? t->total : lo + t->chunk;
+        t->fn(t->arg, lo, hi);
+    }
 }
 
 static void *helper(void *arg) {
@@ -244,8 +302,12 @@ static void *helper(void *arg) {
             spins = 0;
         }
         seen = atomic_load_explicit(&posted, memory_order_acquire);
-        run_rows(job, job_n0, job_n1);
-        atomic_store_explicit(&finished, seen, memory_order_release);
+        /* The caller may have withdrawn the task (it did every chunk): then skip it. */
+        int expected = TASK_POSTED;
+        if (atomic_compare_exchange_strong(&state, &expected, TASK_RUNNING)) {
+            work(task);
+            atomic_store_explicit(&state, TASK_DONE, memory_order_release);
+        }
     }
     return NULL;
 }
@@ -255,17 +317,28 @@ static void *helper(void *arg) {
  * 83 to 100 ms with OpenBLAS's sgemv row by row, on the 2-core development machine). VVREADER_BLAS_SMALL sets it at
  * load; vvreader_blas_small() changes it at run time and returns the previous mode. */
 static int mode = 2;
-/* Whether few-row products may use the helper thread (VVREADER_BLAS_THREADS=1: no). */
+/* Whether products may use the helper thread (VVREADER_BLAS_THREADS=1: no). */
 static int two_threads = 1;
 
+/* Online CPUs, and whether OpenBLAS's products are split here (on two cores: see the
+ * helper thread below); on more cores OpenBLAS keeps its own threads for them. */
+static int ncpu, split_products;
+
+extern void scipy_openblas_set_num_threads(int);
+
 __attribute__((constructor)) static void read_env(void) {
+    ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu == 2) {
+        split_products = 1;
+        scipy_openblas_set_num_threads(1);
+    }
     const char *env = getenv("VVREADER_BLAS_SMALL");
     if (env != NULL) mode = atoi(env);
     env = getenv("VVREADER_BLAS_THREADS");
     if (env != NULL) two_threads = atoi(env) != 1;
 }
 
-/* Few-row products on two threads (1) or on the caller's alone (0); a negative argument
+/* Products on two threads (1) or on the caller's alone (0); a negative argument
  * only asks. Returns the previous setting. */
 int vvreader_blas_threads(int two) {
     int old = two_threads;
@@ -318,6 +391,47 @@ static int pack_even_odd(Job *j) {
     return 1;
 }
 
+/* Run t on the caller's thread and, when allowed and free, the helper's. */
+static void run_task(Task *t) {
+    atomic_init(&t->next, 0);
+    if (!two_threads || t->total <= t->chunk || ncpu < 2 || pthread_mutex_trylock(&lock) != 0) {
+        work(t);
+        return;
+    }
+    pthread_once(&once, start_helper);
+    if (!have_helper) {
+        pthread_mutex_unlock(&lock);
+        work(t);
+        return;
+    }
+    task = t;
+    atomic_store(&state, TASK_POSTED);
+    atomic_fetch_add(&posted, 1); /* seq_cst: ordered before the load of sleeping */
+    if (atomic_load(&sleeping)) futex(&posted, FUTEX_WAKE_PRIVATE, 1);
+    work(t);
+    int expected = TASK_POSTED;
+    if (!atomic_compare_exchange_strong(&state, &expected, TASK_IDLE)) {
+        /* The helper took it: wait for its last chunk. Spin briefly, then yield: if the
+         * helper lost its core, spinning would only keep it from getting one back. */
+        for (int spins = 0; atomic_load_explicit(&state, memory_order_acquire) != TASK_DONE;)
+            if (++spins < 2000)
+                PAUSE();
+            else
+                sched_yield();
+        atomic_store(&state, TASK_IDLE);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* Chunks of about total / 8, a multiple of `align` and at least `least` (so that each
+ * stays a product worth waking a thread for). */
+static int chunk_of(int total, int align, int least) {
+    int c = (total / 8 + align - 1) / align * align;
+    return c < least ? least : c;
+}
+
+static void rows_chunk(const void *arg, int lo, int hi) { run_rows((const Job *)arg, lo, hi); }
+
 static void few_rows(Job *j, int N) {
     if (j->Wh != NULL && !pack_even_odd(j)) {
         /* No memory for the packed copy: one value at a time. */
@@ -325,34 +439,85 @@ static void few_rows(Job *j, int N) {
             for (int i = 0; i < j->M; i++) single_h(j, i, n);
         return;
     }
-    if (!two_threads || (long)N * j->K < PARALLEL_MIN || sysconf(_SC_NPROCESSORS_ONLN) < 2 ||
-        pthread_mutex_trylock(&lock) != 0) {
-        run_rows(j, 0, N);
-        return;
+    /* Chunks of whole groups of 4 rows of W, so that each output is the same sum however
+     * the rows are shared out. */
+    const int least = (PARALLEL_MIN / (j->K > 0 ? j->K : 1) + 7) & ~7;
+    Task t = {rows_chunk, j, N, chunk_of(N, 8, least > 8 ? least : 8)};
+    run_task(&t);
+}
+
+/* ---- OpenBLAS's products, split into chunks of one thread each ---- */
+
+typedef struct {
+    int ta, tb, M, N, K;
+    float alpha;
+    const float *A;
+    int lda;
+    const float *B;
+    int ldb;
+    float beta;
+    float *C;
+    int ldc;
+    int gemv; /* M <= SMALL_GEMV: sgemv per row of A, chunks of W's rows */
+    int along_m; /* otherwise: chunks of rows of op(A) (1) or of columns of op(B) (0) */
+} Gemm;
+
+static void gemm_chunk(const void *arg, int lo, int hi) {
+    const Gemm *g = arg;
+    /* Columns lo .. hi of op(B): where they start in B. */
+    const float *b = g->tb == NoTrans ? g->B + lo : g->B + (size_t)lo * g->ldb;
+    if (g->gemv) {
+        for (int i = 0; i < g->M; i++) {
+            /* Row i of op(A): contiguous if A is not transposed, else a column of A. */
+            const float *x = g->ta == NoTrans ? g->A + (size_t)i * g->lda : g->A + i;
+            const int incx = g->ta == NoTrans ? 1 : g->lda;
+            float *y = g->C + (size_t)i * g->ldc + lo;
+            /* y = op(B)^T x; op(B) is K x N: B stored K x N (NoTrans) -> Trans gemv. */
+            if (g->tb == NoTrans)
+                scipy_cblas_sgemv(RowMajor, Trans, g->K, hi - lo, g->alpha, b, g->ldb, x, incx,
+                                  g->beta, y, 1);
+            else
+                scipy_cblas_sgemv(RowMajor, NoTrans, hi - lo, g->K, g->alpha, b, g->ldb, x,
+                                  incx, g->beta, y, 1);
+        }
+    } else if (g->along_m) {
+        const float *a = g->ta == NoTrans ? g->A + (size_t)lo * g->lda : g->A + lo;
+        scipy_cblas_sgemm(RowMajor, g->ta, g->tb, hi - lo, g->N, g->K, g->alpha, a, g->lda,
+                          g->B, g->ldb, g->beta, g->C + (size_t)lo * g->ldc, g->ldc);
+    } else {
+        scipy_cblas_sgemm(RowMajor, g->ta, g->tb, g->M, hi - lo, g->K, g->alpha, g->A, g->lda,
+                          b, g->ldb, g->beta, g->C + lo, g->ldc);
     }
-    pthread_once(&once, start_helper);
-    if (!have_helper) {
-        pthread_mutex_unlock(&lock);
-        run_rows(j, 0, N);
-        return;
+}
+
+/* Below this many multiply-adds a product stays on one thread. */
+#define SPLIT_MIN (1 << 18)
+
+/* A row-major product through OpenBLAS, in chunks over both threads: sgemv row by row
+ * for at most SMALL_GEMV rows, else sgemm along the longer of op(A)'s rows and op(B)'s
+ * columns. */
+static void split_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    Gemm g = {ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, M <= SMALL_GEMV && K > 0,
+              M > N};
+    const long macs = (long)M * N * (K > 0 ? K : 1);
+    Task t = {gemm_chunk, &g, g.along_m && !g.gemv ? M : N, 0};
+    if (!split_products || macs < SPLIT_MIN) {
+        t.chunk = t.total;
+    } else {
+        /* Chunks of at least SPLIT_MIN / 4 multiply-adds and 16 rows or columns. */
+        const long per_line = macs / t.total;
+        const long least = (SPLIT_MIN / 4 / per_line + 15) & ~15L;
+        t.chunk = chunk_of(t.total, 16, least > 16 ? (int)least : 16);
     }
-    /* The helper takes the second half (a multiple of 8 rows in the first). */
-    int half = (N / 2 + 7) & ~7;
-    job = j;
-    job_n0 = half;
-    job_n1 = N;
-    int ticket = atomic_load(&posted) + 1;
-    atomic_store(&posted, ticket); /* seq_cst: ordered before the load of sleeping */
-    if (atomic_load(&sleeping)) futex(&posted, FUTEX_WAKE_PRIVATE, 1);
-    run_rows(j, 0, half);
-    /* Spin briefly, then yield: if the helper lost its core to another process, spinning
-     * here would only keep it from getting one back. */
-    for (int spins = 0; atomic_load_explicit(&finished, memory_order_acquire) != ticket;)
-        if (++spins < 2000)
-            PAUSE();
-        else
-            sched_yield();
-    pthread_mutex_unlock(&lock);
+    run_task(&t);
+}
+
+/* C = A W^T (alpha 1, beta 0) through OpenBLAS on both threads, for engine/_cpu_decoder.c's
+ * larger products (the few-row kernel of cblas_sgemm is slower from about 16 rows on). */
+void vvreader_sgemm(int M, int N, int K, const float *A, int lda, const float *W, int ldw,
+                    float *C, int ldc) {
+    split_gemm(NoTrans, Trans, M, N, K, 1.0f, A, lda, W, ldw, 0.0f, C, ldc);
 }
 
 /* ---- registry of float32 weights that have a bfloat16 copy ----
@@ -491,22 +656,7 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha, co
         few_rows(&j, N);
         return;
     }
-    if (M <= SMALL_GEMV && K > 0) {
-        for (int i = 0; i < M; i++) {
-            /* Row i of op(A): contiguous if A is not transposed, else a column of A. */
-            const float *x = ta == NoTrans ? A + (size_t)i * lda : A + i;
-            int incx = ta == NoTrans ? 1 : lda;
-            /* c_i = op(B)^T x; op(B) is K x N. B stored K x N (NoTrans) -> Trans gemv. */
-            if (tb == NoTrans)
-                scipy_cblas_sgemv(RowMajor, Trans, K, N, alpha, B, ldb, x, incx, beta,
-                                  C + (size_t)i * ldc, 1);
-            else
-                scipy_cblas_sgemv(RowMajor, NoTrans, N, K, alpha, B, ldb, x, incx, beta,
-                                  C + (size_t)i * ldc, 1);
-        }
-        return;
-    }
-    scipy_cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (M > 0 && N > 0) split_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* C = A W^T for a few rows of A (M, K) float32 against W (N, K) stored as bfloat16, rows

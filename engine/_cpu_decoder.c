@@ -7,7 +7,7 @@
  * functions do each layer in a few fused passes over channels-last (T, C) rows, with
  * vector loops the compiler widens to AVX-512 or AVX2 (target_clones), and hand the
  * matrix products to the BLAS MLX itself uses: the cblas_sgemm of engine/_blas_shim.c,
- * which forwards to scipy-openblas32, or OpenBLAS's own for larger products. The addresses
+ * which forwards to scipy-openblas32, or the shim's vvreader_sgemm for larger products. The addresses
  * are handed over once (vv_set_sgemm), so this library has no undefined BLAS symbol and
  * works whichever BLAS MLX bound to. The first stage, which is bound by reading its
  * weights (8 blocks of 134 MB in float32 for one or two frames), can read a bfloat16 copy
@@ -27,9 +27,11 @@
 enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
                          const float *, int, float, float *, int);
+typedef void (*wgemm_fn)(int, int, int, const float *, int, const float *, int, float *, int);
 typedef void (*bf16w_fn)(int, int, int, const float *, int, const unsigned short *, int,
                          float *, int);
-static sgemm_fn few_rows_sgemm, plain_sgemm;
+static sgemm_fn few_rows_sgemm;
+static wgemm_fn plain_gemm;
 static bf16w_fn bf16w_gemm;
 static int few_rows_max;
 
@@ -43,11 +45,12 @@ static int few_rows_max;
 
 /* Where the products go; set before any other call. Products of at most `max_rows` rows
  * go to `few` (the shim's cblas_sgemm: one pass over the weights, two threads), the others
- * to `plain` (OpenBLAS's sgemm: the shim's kernel is slower from about 16 rows on);
- * `bf16w` (the shim's vvreader_sgemm_bf16w, may be NULL) takes bfloat16 weights. */
-void vv_set_sgemm(sgemm_fn few, sgemm_fn plain, int max_rows, bf16w_fn bf16w) {
+ * to `plain` (the shim's vvreader_sgemm, C = A W^T through OpenBLAS's sgemm: the shim's
+ * kernel is slower from about 16 rows on); `bf16w` (the shim's vvreader_sgemm_bf16w, may
+ * be NULL) takes bfloat16 weights. */
+void vv_set_sgemm(sgemm_fn few, wgemm_fn plain, int max_rows, bf16w_fn bf16w) {
     few_rows_sgemm = few;
-    plain_sgemm = plain;
+    plain_gemm = plain;
     few_rows_max = max_rows;
     bf16w_gemm = bf16w;
 }
@@ -60,18 +63,23 @@ static void product(int M, int N, int K, const float *A, int lda, const float *w
         bf16w_gemm(M, N, K, A, lda, wh, K, C, ldc);
         return;
     }
-    sgemm_fn f = M <= few_rows_max ? few_rows_sgemm : plain_sgemm;
-    f(RowMajor, NoTrans, Trans, M, N, K, 1.0f, A, lda, w, K, 0.0f, C, ldc);
+    if (M <= few_rows_max)
+        few_rows_sgemm(RowMajor, NoTrans, Trans, M, N, K, 1.0f, A, lda, w, K, 0.0f, C, ldc);
+    else
+        plain_gemm(M, N, K, A, lda, w, K, C, ldc);
 }
 
 #if defined(__x86_64__)
-/* One clone per x86-64 level (v4: AVX-512, v3: AVX2 and FMA; "avx2,fma" in one string
- * would make two clones, one without FMA and one without AVX2). */
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
+/* Each layer is compiled once per x86-64 level (v4: AVX-512; v3: AVX2 and FMA; and the
+ * baseline), and vv_cpu_level picks one for every layer at once: the best the CPU has,
+ * unless a lower one is asked for (engine/switches.py: measuring and testing the AVX2
+ * path on an AVX-512 machine). A target string with a comma ("avx2,fma") would be two
+ * levels, one without FMA and one without AVX2, hence the level names. */
+#define V4 __attribute__((target("arch=x86-64-v4")))
+#define V3 __attribute__((target("arch=x86-64-v3")))
 #endif
-/* Helpers are inlined into each clone, so they are compiled for its instruction set. */
+/* Helpers are inlined into each level's function, so they are compiled for its
+ * instruction set. */
 #define INLINE static inline __attribute__((always_inline))
 
 typedef float v16 __attribute__((vector_size(64)));
@@ -140,7 +148,7 @@ INLINE void bias_gelu(int T, int N, float *restrict u, const float *restrict b) 
  * K - 1 normed rows seen. xp holds (K - 1 + T) * C floats, h T * C and u tile * 4C: the
  * FFN runs on tiles of `tile` rows, so that u stays in cache while it is written,
  * activated and read back. */
-CLONES void vv_block(int T, int C, int K, int tile, float eps, float *restrict x,
+INLINE void block_body(int T, int C, int K, int tile, float eps, float *restrict x,
                      float *restrict state, const float *restrict norm_w,
                      const float *restrict dw, const float *restrict conv_b,
                      const float *restrict gamma, const float *restrict ffn_norm_w,
@@ -201,7 +209,7 @@ CLONES void vv_block(int T, int C, int K, int tile, float eps, float *restrict x
  * frame's own block and its spill as contiguous (s, cout) rows of y; w may be NULL when
  * wh, the same in bfloat16, is given (see product()). state is the spill of the last frame
  * seen, (s, cout); taps holds T * 2 * s * cout floats. */
-CLONES void vv_upsample(int T, int cin, int cout, int s, const float *restrict x,
+INLINE void upsample_body(int T, int cin, int cout, int s, const float *restrict x,
                         float *restrict state, const float *restrict w,
                         const unsigned short *restrict wh, const float *restrict bias,
                         float *restrict taps, float *restrict y) {
@@ -231,7 +239,7 @@ CLONES void vv_upsample(int T, int cin, int cout, int s, const float *restrict x
  * otherwise cols receives the windows as rows of a (T, K * cin) matrix for one product
  * (BLAS operands may not overlap). state is (K - 1, cin); xp holds (K - 1 + T) * cin
  * floats and cols T * K * cin (unused with fewer than 16 outputs). */
-CLONES void vv_conv(int T, int cin, int cout, int K, const float *restrict x,
+INLINE void conv_body(int T, int cin, int cout, int K, const float *restrict x,
                     float *restrict state, const float *restrict w, const float *restrict bias,
                     float *restrict xp, float *restrict cols, float *restrict y) {
     const int D = K * cin;
@@ -258,8 +266,72 @@ CLONES void vv_conv(int T, int cin, int cout, int K, const float *restrict x,
             for (int c = 0; c < cout; c++) y[(size_t)t * cout + c] += bias[c];
 }
 
+/* ---- one function per level, and the choice among them ---- */
+
+#define BLOCK_PARAMS                                                                          \
+    (int T, int C, int K, int tile, float eps, float *restrict x, float *restrict state,      \
+     const float *restrict norm_w, const float *restrict dw, const float *restrict conv_b,    \
+     const float *restrict gamma, const float *restrict ffn_norm_w, const float *restrict w1, \
+     const float *restrict b1, const float *restrict w2, const float *restrict b2,            \
+     const float *restrict ffn_gamma, const unsigned short *restrict w1h,                     \
+     const unsigned short *restrict w2h, float *restrict xp, float *restrict h,               \
+     float *restrict u)
+#define BLOCK_ARGS                                                                           \
+    (T, C, K, tile, eps, x, state, norm_w, dw, conv_b, gamma, ffn_norm_w, w1, b1, w2, b2,     \
+     ffn_gamma, w1h, w2h, xp, h, u)
+#define UPSAMPLE_PARAMS                                                                      \
+    (int T, int cin, int cout, int s, const float *restrict x, float *restrict state,        \
+     const float *restrict w, const unsigned short *restrict wh, const float *restrict bias, \
+     float *restrict taps, float *restrict y)
+#define UPSAMPLE_ARGS (T, cin, cout, s, x, state, w, wh, bias, taps, y)
+#define CONV_PARAMS                                                                          \
+    (int T, int cin, int cout, int K, const float *restrict x, float *restrict state,        \
+     const float *restrict w, const float *restrict bias, float *restrict xp,               \
+     float *restrict cols, float *restrict y)
+#define CONV_ARGS (T, cin, cout, K, x, state, w, bias, xp, cols, y)
+
+#define LEVEL(suffix, attr)                                                                  \
+    attr static void block_##suffix BLOCK_PARAMS { block_body BLOCK_ARGS; }                  \
+    attr static void upsample_##suffix UPSAMPLE_PARAMS { upsample_body UPSAMPLE_ARGS; }      \
+    attr static void conv_##suffix CONV_PARAMS { conv_body CONV_ARGS; }
+LEVEL(base, )
+#if defined(__x86_64__)
+LEVEL(v3, V3)
+LEVEL(v4, V4)
+#endif
+
+static void(*block_at) BLOCK_PARAMS = block_base;
+static void(*upsample_at) UPSAMPLE_PARAMS = upsample_base;
+static void(*conv_at) CONV_PARAMS = conv_base;
+static int level_in_use = 1;
+
+/* The highest x86-64 level (4, 3 or 1: baseline) the CPU has, at most `most`; every layer
+ * runs at it from now on. A `most` below 1 only asks. Returns the level in use. */
+int vv_cpu_level(int most) {
+    if (most < 1) return level_in_use;
+    int level = 1;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (most >= 4 && __builtin_cpu_supports("x86-64-v4"))
+        level = 4;
+    else if (most >= 3 && __builtin_cpu_supports("x86-64-v3"))
+        level = 3;
+    block_at = level == 4 ? block_v4 : level == 3 ? block_v3 : block_base;
+    upsample_at = level == 4 ? upsample_v4 : level == 3 ? upsample_v3 : upsample_base;
+    conv_at = level == 4 ? conv_v4 : level == 3 ? conv_v3 : conv_base;
+#endif
+    level_in_use = level;
+    return level;
+}
+
+__attribute__((constructor)) static void choose_level(void) { vv_cpu_level(4); }
+
+void vv_block BLOCK_PARAMS { block_at BLOCK_ARGS; }
+void vv_upsample UPSAMPLE_PARAMS { upsample_at UPSAMPLE_ARGS; }
+void vv_conv CONV_PARAMS { conv_at CONV_ARGS; }
+
 /* bf16_from_f32 (engine/_bf16.h), exported. */
-CLONES int vv_to_bf16(long n, const unsigned int *restrict src,
+int vv_to_bf16(long n, const unsigned int *restrict src,
                  unsigned short *restrict dst) {
     return bf16_from_f32(n, src, dst);
 }

@@ -51,12 +51,16 @@ def configure_cpu_blas() -> str:
     _keep_compiled_kernels()
     if not sys.platform.startswith("linux"):
         _blas = "system"
-    elif Switches.from_environ().blas == "bundled":
+    elif (switches := Switches.from_environ()).blas == "bundled":
         _blas = "bundled"
     elif "mlx.core" in sys.modules:
         _blas = "bundled (mlx.core was imported before engine.backend)"
     else:
-        _blas = _load_shim()
+        if switches.cpu_level == 3:
+            # OpenBLAS's kernels of an AVX2 machine (read when it loads); the shim's and
+            # the C decoder's are chosen after.
+            os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+        _blas = _load_shim(switches.cpu_level)
     return _blas
 
 
@@ -113,9 +117,14 @@ def _open_shim() -> ctypes.CDLL | str:
         return _shim
 
 
-def _load_shim() -> str:
+def _load_shim(cpu_level: int) -> str:
     shim = _open_shim()
-    return "openblas+shim" if isinstance(shim, ctypes.CDLL) else f"bundled ({shim})"
+    if isinstance(shim, str):
+        return f"bundled ({shim})"
+    # The C decoder (engine/native_decoder.py) runs at the shim's level too.
+    shim.vvreader_cpu_level.argtypes = [ctypes.c_int]
+    shim.vvreader_cpu_level(cpu_level)
+    return "openblas+shim"
 
 
 def blas_shim() -> ctypes.CDLL | str:

@@ -71,11 +71,11 @@ def load_library() -> ctypes.CDLL | None:
                 _lib_error = f"could not load engine._cpu_decoder: {e}"
             else:
                 lib.vv_set_sgemm.argtypes = [_P, _P, _I, _P]
-                # The shim's cblas_sgemm up to 8 rows, then OpenBLAS's own (scipy_cblas_sgemm,
-                # which the shim's RTLD_GLOBAL load made visible): at 16 rows (the second
-                # stage of two frames) OpenBLAS was 20% faster here, at 8 rows 15% slower.
+                # The shim's cblas_sgemm up to 8 rows, then its vvreader_sgemm (OpenBLAS's
+                # sgemm, split over two threads): at 16 rows (the second stage of two
+                # frames) OpenBLAS was 20% faster here, at 8 rows 15% slower.
                 few = shim.cblas_sgemm
-                plain = getattr(ctypes.CDLL(None), "scipy_cblas_sgemm", few)
+                plain = shim.vvreader_sgemm
                 bf16w = getattr(shim, "vvreader_sgemm_bf16w", None)
                 lib.bf16 = bf16w is not None
                 lib.vv_set_sgemm(
@@ -84,6 +84,11 @@ def load_library() -> ctypes.CDLL | None:
                     8,
                     None if bf16w is None else ctypes.cast(bf16w, _P),
                 )
+                # The layers run at the level the shim's kernels run at (engine.backend
+                # sets it from engine/switches.py).
+                lib.vv_cpu_level.argtypes = [_I]
+                shim.vvreader_cpu_level.argtypes = [_I]
+                lib.vv_cpu_level(shim.vvreader_cpu_level(0))
                 lib.vv_block.argtypes = [_I, _I, _I, _I, _F] + [_P] * 17
                 lib.vv_upsample.argtypes = [_I, _I, _I, _I] + [_P] * 7
                 lib.vv_conv.argtypes = [_I, _I, _I, _I] + [_P] * 7

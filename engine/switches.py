@@ -20,6 +20,13 @@ def _on_unless_off(value: str | None) -> bool:
     return value is None or value.strip().lower() not in _OFF
 
 
+_CPU_LEVELS = {"auto": 4, "avx512": 4, "avx2": 3, "baseline": 1}
+
+
+def _cpu_level(value: str | None) -> int:
+    return _CPU_LEVELS.get((value or "auto").strip().lower(), 4)
+
+
 def _unroll(value: str | None) -> int:
     try:
         return max(1, min(8, int(value if value is not None else "4")))
@@ -46,6 +53,12 @@ class Switches:
     cuda_unroll: int = 4
     """``VVREADER_CUDA_UNROLL``: 16-byte weight loads a lane of those kernels has in flight
     per row, 1 to 8 (for comparisons)."""
+    cpu_level: int = 4
+    """``VVREADER_CPU_LEVEL``: the highest x86-64 level the C kernels (the BLAS shim's
+    few-row products, the C decoder's layers) may use: "auto" or "avx512" (4: the best the
+    CPU has), "avx2" (3: AVX2 and FMA, as on an AMD Zen 3; OpenBLAS is then told
+    OPENBLAS_CORETYPE=Haswell unless that is set) or "baseline" (1: plain x86-64). For
+    measuring and testing the lower levels' code on an AVX-512 machine."""
     decode_stream: bool = False
     """``VVREADER_DECODE_STREAM``: 1 puts the MLX decoder on a GPU stream of its own next
     to the CUDA frame kernels, so that its launches can overlap them."""
@@ -60,5 +73,6 @@ class Switches:
             bf16_weights=_on_unless_off(env.get("VVREADER_BF16_WEIGHTS")),
             cuda_kernels=_on_unless_off(env.get("VVREADER_CUDA_KERNELS")),
             cuda_unroll=_unroll(env.get("VVREADER_CUDA_UNROLL")),
+            cpu_level=_cpu_level(env.get("VVREADER_CPU_LEVEL")),
             decode_stream=env.get("VVREADER_DECODE_STREAM", "0") == "1",
         )

@@ -28,6 +28,10 @@ def _lib() -> ctypes.CDLL:
     _shim.vvreader_sgemm_bf16w.restype = None
     _shim.vvreader_blas_threads.argtypes = [_I]
     _shim.vvreader_blas_threads.restype = _I
+    _shim.vvreader_sgemm.argtypes = [_I, _I, _I, _P, _I, _P, _I, _P, _I]
+    _shim.vvreader_sgemm.restype = None
+    _shim.vvreader_cpu_level.argtypes = [_I]
+    _shim.vvreader_cpu_level.restype = _I
     return _shim
 
 
@@ -88,3 +92,66 @@ def test_one_thread_or_two_give_the_same_products(m: int) -> None:
         lib.vvreader_blas_threads(previous)
     assert np.isfinite(out[0]).all()
     np.testing.assert_array_equal(out[0], out[1])
+
+
+# (M, N, K): OpenBLAS's products, cut into chunks of rows of A (M > N), of columns of W
+# (M <= N), or sgemv row by row for at most 4 rows; each large enough to be split.
+LARGE = [(300, 70, 130), (700, 48, 33), (20, 1000, 300), (3, 5000, 200), (1, 3001, 97)]
+
+
+@pytest.mark.parametrize("ta", [NoTrans, Trans], ids=["A", "At"])
+@pytest.mark.parametrize("tb", [NoTrans, Trans], ids=["B", "Bt"])
+def test_larger_products_split_over_two_threads(ta: int, tb: int) -> None:
+    lib, rng = _lib(), np.random.default_rng(ta * 7 + tb)
+    for m, n, k in LARGE:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        w = rng.standard_normal((n, k), dtype=np.float32)
+        a_st = np.ascontiguousarray(a.T) if ta == Trans else a  # as stored
+        b_st = w if tb == Trans else np.ascontiguousarray(w.T)
+        c0 = rng.standard_normal((m, n), dtype=np.float32)
+        for alpha, beta in ((1.0, 0.0), (0.5, 2.0)):
+            c = c0.copy()
+            lib.cblas_sgemm(RowMajor, ta, tb, m, n, k, alpha, a_st.ctypes.data, a_st.shape[1],
+                            b_st.ctypes.data, b_st.shape[1], beta, c.ctypes.data, n)  # fmt: skip
+            a64, w64 = a.astype(np.float64), w.astype(np.float64)
+            ref = alpha * (a64 @ w64.T) + beta * c0
+            scale = alpha * (np.abs(a64) @ np.abs(w64).T) + beta * np.abs(c0)
+            assert _err(c, ref, scale) < 1e-6, (m, n, k, ta, tb, alpha, beta)
+    # The C decoder's entry point: C = A W^T.
+    m, n, k = 160, 512, 128
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    c = np.full((m, n), np.nan, np.float32)
+    lib.vvreader_sgemm(m, n, k, a.ctypes.data, k, w.ctypes.data, k, c.ctypes.data, n)
+    a64, w64 = a.astype(np.float64), w.astype(np.float64)
+    assert _err(c, a64 @ w64.T, np.abs(a64) @ np.abs(w64).T) < 1e-6
+
+
+@pytest.mark.parametrize("level", [4, 3, 1], ids=["avx512", "avx2", "baseline"])
+def test_every_cpu_level_gives_the_products(level: int) -> None:
+    """The few-row kernels compiled for each x86-64 level (VVREADER_CPU_LEVEL picks the
+    highest allowed), float32 and bfloat16 weights, against float64 numpy."""
+    lib, rng = _lib(), np.random.default_rng(level)
+    previous = lib.vvreader_cpu_level(0)
+    try:
+        if lib.vvreader_cpu_level(level) != level:
+            # Hardware, like a GPU, is the one thing a test machine cannot install.
+            pytest.skip(f"this CPU lacks x86-64 level {level}")
+        for m in (2, 3, 5, 7, 16):
+            for n, k in ((67, 896), (300, 33), (1000, 130)):
+                a = rng.standard_normal((m, k), dtype=np.float32)
+                w32 = rng.standard_normal((n, k), dtype=np.float32)
+                wh = (w32.view(np.uint32) >> 16).astype(np.uint16)
+                w = (wh.astype(np.uint32) << 16).view(np.float32)
+                a64, w64 = a.astype(np.float64), w.astype(np.float64)
+                ref, scale = a64 @ w64.T, np.abs(a64) @ np.abs(w64).T
+                c = np.full((m, n), np.nan, np.float32)
+                lib.cblas_sgemm(RowMajor, NoTrans, Trans, m, n, k, 1.0, a.ctypes.data, k,
+                                w.ctypes.data, k, 0.0, c.ctypes.data, n)  # fmt: skip
+                assert _err(c, ref, scale) < 1e-6, (level, "float32", m, n, k)
+                c = np.full((m, n), np.nan, np.float32)
+                lib.vvreader_sgemm_bf16w(m, n, k, a.ctypes.data, k, wh.ctypes.data, k,
+                                         c.ctypes.data, n)  # fmt: skip
+                assert _err(c, ref, scale) < 1e-6, (level, "bfloat16", m, n, k)
+    finally:
+        lib.vvreader_cpu_level(previous)

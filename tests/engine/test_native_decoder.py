@@ -221,3 +221,29 @@ def test_decode_groups_ramp_up(
     )
     assert [f.index for f in frames] == list(range(11))
     assert calls == sizes
+
+
+@needs_native
+@pytest.mark.parametrize("level", [4, 3, 1], ids=["avx512", "avx2", "baseline"])
+def test_every_cpu_level_decodes_as_mlx(decoder, level: int) -> None:
+    """The layers compiled for each x86-64 level (VVREADER_CPU_LEVEL picks the highest
+    allowed) give the MLX decoder's audio, frame group by frame group."""
+    lib = load_library()
+    assert lib is not None
+    previous = lib.vv_cpu_level(0)
+    try:
+        if lib.vv_cpu_level(level) != level:
+            # Hardware, like a GPU, is the one thing a test machine cannot install.
+            pytest.skip(f"this CPU lacks x86-64 level {level}")
+        sizes = GROUPS["mixed"]
+        x = _latents(decoder, sum(sizes), seed=level)
+        native = NativeDecoder(decoder, max_frames=4)
+        state, mstate = native.init_state(), decoder.init_state()
+        start = 0
+        for n in sizes:
+            y, state = native(x[start : start + n], state)
+            ym, mstate = decoder(mx.array(x[None, start : start + n]), mstate)
+            assert _rel(y, np.array(ym[0])) <= RTOL, (level, n, start)
+            start += n
+    finally:
+        lib.vv_cpu_level(previous)

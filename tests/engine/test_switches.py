@@ -3,6 +3,8 @@ one mapping, and importing them loads no MLX."""
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 
@@ -57,3 +59,33 @@ def test_reading_them_loads_no_mlx() -> None:
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [(None, 4), ("auto", 4), ("AVX512", 4), ("avx2", 3), (" baseline ", 1), ("sse9", 4)],
+)
+def test_the_cpu_level_names(value: str | None, level: int) -> None:
+    env = {} if value is None else {"VVREADER_CPU_LEVEL": value}
+    assert Switches.from_environ(env).cpu_level == level
+
+
+def test_an_avx2_process_runs_every_c_kernel_at_that_level() -> None:
+    """VVREADER_CPU_LEVEL=avx2 on any x86-64 CPU with AVX2: the shim's kernels, the C
+    decoder's layers and OpenBLAS's (told it is a Haswell) are those of an AVX2 machine."""
+    code = (
+        "import os, engine.backend as b\n"
+        "from engine.native_decoder import load_library\n"
+        "lib = load_library()\n"
+        "print(b.blas_in_use(), b.blas_shim().vvreader_cpu_level(0), lib.vv_cpu_level(0),"
+        " os.environ.get('OPENBLAS_CORETYPE'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    env["VVREADER_CPU_LEVEL"] = "avx2"
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
+        pytest.skip("the C kernels' x86-64 levels exist on x86-64 Linux only")
+    assert run.stdout.split() == ["openblas+shim", "3", "3", "Haswell"]
