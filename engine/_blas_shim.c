@@ -256,7 +256,7 @@ static void run_rows(const Job *j, int n0, int n1) {
  * OpenBLAS's own threads do between the phases of a product. So OpenBLAS runs on one
  * thread (set at load, below) and this is the only place products are split. */
 
-typedef void (*chunk_fn)(const void *arg, int lo, int hi);
+typedef void (*chunk_fn)(const void *arg, int lo, int hi, int worker);
 
 typedef struct {
     chunk_fn fn;
@@ -276,13 +276,13 @@ static long futex(atomic_int *addr, int op, int val) {
     return syscall(SYS_futex, (int *)addr, op, val, NULL, NULL, 0);
 }
 
-/* Chunks of t until none is left. */
-static void work(Task *t) {
+/* Chunks of t until none is left; worker: 0 on the caller's thread, 1 on the helper's. */
+static void work(Task *t, int worker) {
     for (;;) {
         const int lo = atomic_fetch_add_explicit(&t->next, t->chunk, memory_order_relaxed);
         if (lo >= t->total) return;
         const int hi = t->total - lo < t->chunk ? t->total : lo + t->chunk;
-        t->fn(t->arg, lo, hi);
+        t->fn(t->arg, lo, hi, worker);
     }
 }
 
@@ -305,7 +305,7 @@ static void *helper(void *arg) {
         /* The caller may have withdrawn the task (it did every chunk): then skip it. */
         int expected = TASK_POSTED;
         if (atomic_compare_exchange_strong(&state, &expected, TASK_RUNNING)) {
-            work(task);
+            work(task, 1);
             atomic_store_explicit(&state, TASK_DONE, memory_order_release);
         }
     }
@@ -395,20 +395,20 @@ static int pack_even_odd(Job *j) {
 static void run_task(Task *t) {
     atomic_init(&t->next, 0);
     if (!two_threads || t->total <= t->chunk || ncpu < 2 || pthread_mutex_trylock(&lock) != 0) {
-        work(t);
+        work(t, 0);
         return;
     }
     pthread_once(&once, start_helper);
     if (!have_helper) {
         pthread_mutex_unlock(&lock);
-        work(t);
+        work(t, 0);
         return;
     }
     task = t;
     atomic_store(&state, TASK_POSTED);
     atomic_fetch_add(&posted, 1); /* seq_cst: ordered before the load of sleeping */
     if (atomic_load(&sleeping)) futex(&posted, FUTEX_WAKE_PRIVATE, 1);
-    work(t);
+    work(t, 0);
     int expected = TASK_POSTED;
     if (!atomic_compare_exchange_strong(&state, &expected, TASK_IDLE)) {
         /* The helper took it: wait for its last chunk. Spin briefly, then yield: if the
@@ -430,7 +430,10 @@ static int chunk_of(int total, int align, int least) {
     return c < least ? least : c;
 }
 
-static void rows_chunk(const void *arg, int lo, int hi) { run_rows((const Job *)arg, lo, hi); }
+static void rows_chunk(const void *arg, int lo, int hi, int worker) {
+    (void)worker;
+    run_rows((const Job *)arg, lo, hi);
+}
 
 static void few_rows(Job *j, int N) {
     if (j->Wh != NULL && !pack_even_odd(j)) {
@@ -462,7 +465,8 @@ typedef struct {
     int along_m; /* otherwise: chunks of rows of op(A) (1) or of columns of op(B) (0) */
 } Gemm;
 
-static void gemm_chunk(const void *arg, int lo, int hi) {
+static void gemm_chunk(const void *arg, int lo, int hi, int worker) {
+    (void)worker;
     const Gemm *g = arg;
     /* Columns lo .. hi of op(B): where they start in B. */
     const float *b = g->tb == NoTrans ? g->B + lo : g->B + (size_t)lo * g->ldb;
@@ -510,6 +514,16 @@ static void split_gemm(int ta, int tb, int M, int N, int K, float alpha, const f
         const long least = (SPLIT_MIN / 4 / per_line + 15) & ~15L;
         t.chunk = chunk_of(t.total, 16, least > 16 ? (int)least : 16);
     }
+    run_task(&t);
+}
+
+/* fn(arg, lo, hi, worker) over [0, total) in chunks of `chunk`, on the caller's thread
+ * (worker 0) and, when it is free, the helper's (worker 1); returns when every chunk is
+ * done (engine/_cpu_decoder.c: a decoder block's rows). Products inside a chunk, and a
+ * call made while another runs, stay on their own thread. */
+void vvreader_parallel(chunk_fn fn, const void *arg, int total, int chunk) {
+    if (total <= 0) return;
+    Task t = {fn, arg, total, chunk > 0 ? chunk : total};
     run_task(&t);
 }
 

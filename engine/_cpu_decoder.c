@@ -30,8 +30,12 @@ typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int
 typedef void (*wgemm_fn)(int, int, int, const float *, int, const float *, int, float *, int);
 typedef void (*bf16w_fn)(int, int, int, const float *, int, const unsigned short *, int,
                          float *, int);
+/* fn(arg, lo, hi, worker) for [lo, hi) of a range cut into chunks; worker is 0 or 1. */
+typedef void (*chunk_fn)(const void *arg, int lo, int hi, int worker);
+typedef void (*parallel_fn)(chunk_fn fn, const void *arg, int total, int chunk);
 static sgemm_fn few_rows_sgemm;
 static wgemm_fn plain_gemm;
+static parallel_fn parallel;
 static bf16w_fn bf16w_gemm;
 static int few_rows_max;
 
@@ -47,8 +51,10 @@ static int few_rows_max;
  * go to `few` (the shim's cblas_sgemm: one pass over the weights, two threads), the others
  * to `plain` (the shim's vvreader_sgemm, C = A W^T through OpenBLAS's sgemm: the shim's
  * kernel is slower from about 16 rows on); `bf16w` (the shim's vvreader_sgemm_bf16w, may
- * be NULL) takes bfloat16 weights. */
-void vv_set_sgemm(sgemm_fn few, wgemm_fn plain, int max_rows, bf16w_fn bf16w) {
+ * be NULL) takes bfloat16 weights; `par` (the shim's vvreader_parallel, may be NULL: one
+ * thread) runs chunks of a range on both threads. */
+void vv_set_sgemm(sgemm_fn few, wgemm_fn plain, int max_rows, bf16w_fn bf16w, parallel_fn par) {
+    parallel = par;
     few_rows_sgemm = few;
     plain_gemm = plain;
     few_rows_max = max_rows;
@@ -144,59 +150,140 @@ INLINE void bias_gelu(int T, int N, float *restrict u, const float *restrict b) 
  *   x += ffn_gamma * (W2 gelu(W1 (rms_norm(x) * ffn_norm_w) + b1) + b2)
  * dw is the depthwise kernel as (K, C) (tap-major); w1 is (4C, C) and w2 (C, 4C), row-major
  * as nn.Linear stores them, w1h and w2h the same as bfloat16 or NULL (see product());
- * conv_b, b1 and b2 may be NULL. state is (K - 1, C): the last
- * K - 1 normed rows seen. xp holds (K - 1 + T) * C floats, h T * C and u tile * 4C: the
- * FFN runs on tiles of `tile` rows, so that u stays in cache while it is written,
- * activated and read back. */
-INLINE void block_body(int T, int C, int K, int tile, float eps, float *restrict x,
-                     float *restrict state, const float *restrict norm_w,
-                     const float *restrict dw, const float *restrict conv_b,
-                     const float *restrict gamma, const float *restrict ffn_norm_w,
-                     const float *restrict w1, const float *restrict b1,
-                     const float *restrict w2, const float *restrict b2,
-                     const float *restrict ffn_gamma, const unsigned short *restrict w1h,
-                     const unsigned short *restrict w2h, float *restrict xp, float *restrict h,
-                     float *restrict u) {
-    const int H = 4 * C;
-    const size_t hist = (size_t)(K - 1) * C;
-    /* The mixer. xp = [state; normed x], so output row t reads xp rows t .. t + K - 1:
-     * out[t, c] = conv_b[c] + sum_j xp[t + j, c] * dw[j, c]. */
-    memcpy(xp, state, sizeof(float) * hist);
-    rms_norm(T, C, eps, x, norm_w, xp + hist);
-    for (int t = 0; t < T; t++) {
-        float *restrict acc = h + (size_t)t * C;
-        const float *restrict x0 = xp + (size_t)t * C;
+ * conv_b, b1 and b2 may be NULL. x holds the rows of nseg streams' segments, seg_rows[g]
+ * each, T in all; states[g] is segment g's (K - 1, C) history: the last K - 1 normed rows
+ * seen. xp holds ((K - 1) * nseg + T) * C floats, h T * C and u 2 * tile * 4C: the
+ * FFN runs on tiles of at most `tile` rows, so that a tile's hidden activation stays in
+ * cache while it is written, activated and read back.
+ *
+ * Rows are independent but for the conv's window, so with enough rows each phase (the
+ * norm, the conv, the FFN) is shared out over both threads by rows (vv_set_sgemm's
+ * `parallel`), every product and element-wise pass of a row range on one thread; with few
+ * rows (the weight-bound first stages) the products are split instead, over W's rows. */
+typedef struct {
+    int T, C, K, tile;
+    float eps;
+    int nseg;
+    const int *seg_rows;
+    float *x;
+    const float *norm_w, *dw, *conv_b, *gamma, *ffn_norm_w, *w1, *b1, *w2, *b2, *ffn_gamma;
+    const unsigned short *w1h, *w2h;
+    float *xp, *h, *u;
+} Block;
+
+/* Rows at and above which a block's phases are shared out by rows. */
+#define ROWS_PARALLEL 64
+
+/* Rows of several streams' segments are decoded as one x: segment g has seg_rows[g] rows
+ * and its own conv history, and xp holds [history; normed rows] of each segment, one
+ * after the other. Row t of x, in segment g, is row t + g * (K - 1) of xp's normed rows
+ * (so it is read back as that segment's window). seg_of gives g and the segment's first
+ * row for row t, searching from segment g0 on (rows are visited in order). */
+INLINE int seg_of(const int *seg_rows, int nseg, int t, int *g, int *first) {
+    while (*g < nseg - 1 && t >= *first + seg_rows[*g]) *first += seg_rows[(*g)++];
+    return *first + seg_rows[*g]; /* the segment's end */
+}
+
+/* The mixer's norm, rows [t0, t1): each segment's xp = [state; normed x]. */
+INLINE void block_norm(const Block *b, int t0, int t1) {
+    const size_t hist = (size_t)(b->K - 1) * b->C;
+    int g = 0, first = 0;
+    while (t0 < t1) {
+        const int end = seg_of(b->seg_rows, b->nseg, t0, &g, &first);
+        const int t = end < t1 ? end : t1;
+        rms_norm(t - t0, b->C, b->eps, b->x + (size_t)t0 * b->C, b->norm_w,
+                 b->xp + hist * (g + 1) + (size_t)t0 * b->C);
+        t0 = t;
+    }
+}
+
+/* The mixer's conv, rows [t0, t1): output row t reads its segment's xp rows t .. t + K - 1,
+ * out[t, c] = conv_b[c] + sum_j xp[t + j, c] * dw[j, c], and x += gamma * out. */
+INLINE void block_mix(const Block *b, int t0, int t1) {
+    const int C = b->C;
+    const size_t hist = (size_t)(b->K - 1) * C;
+    const float *restrict dw = b->dw, *restrict conv_b = b->conv_b, *restrict gamma = b->gamma;
+    int g = 0, first = 0;
+    for (int t = t0; t < t1; t++) {
+        seg_of(b->seg_rows, b->nseg, t, &g, &first);
+        float *restrict acc = b->h + (size_t)t * C;
+        const float *restrict x0 = b->xp + hist * g + (size_t)t * C;
         if (conv_b)
             for (int c = 0; c < C; c++) acc[c] = conv_b[c] + x0[c] * dw[c];
         else
             for (int c = 0; c < C; c++) acc[c] = x0[c] * dw[c];
-        for (int j = 1; j < K; j++) {
+        for (int j = 1; j < b->K; j++) {
             const float *restrict xj = x0 + (size_t)j * C;
             const float *restrict wj = dw + (size_t)j * C;
             for (int c = 0; c < C; c++) acc[c] += xj[c] * wj[c];
         }
-        float *restrict xr = x + (size_t)t * C;
+        float *restrict xr = b->x + (size_t)t * C;
         for (int c = 0; c < C; c++) xr[c] += gamma[c] * acc[c];
     }
-    memcpy(state, xp + (size_t)T * C, sizeof(float) * hist);
-    /* The FFN, tile by tile (rows are independent). */
-    if (tile <= 0 || tile > T) tile = T;
-    for (int t0 = 0; t0 < T; t0 += tile) {
-        const int n = T - t0 < tile ? T - t0 : tile;
-        float *restrict xt = x + (size_t)t0 * C;
-        float *restrict ht = h + (size_t)t0 * C;
-        rms_norm(n, C, eps, xt, ffn_norm_w, ht);
-        product(n, H, C, ht, C, w1, w1h, u, H);
-        bias_gelu(n, H, u, b1);
-        product(n, C, H, u, H, w2, w2h, ht, C);
+}
+
+/* The FFN on rows [t0, t1), a tile at a time, in worker's half of u. */
+INLINE void block_ffn(const Block *b, int t0, int t1, int worker) {
+    const int C = b->C, H = 4 * C;
+    float *restrict u = b->u + (size_t)worker * b->tile * H;
+    for (; t0 < t1; t0 += b->tile) {
+        const int n = t1 - t0 < b->tile ? t1 - t0 : b->tile;
+        float *restrict xt = b->x + (size_t)t0 * C;
+        float *restrict ht = b->h + (size_t)t0 * C;
+        rms_norm(n, C, b->eps, xt, b->ffn_norm_w, ht);
+        product(n, H, C, ht, C, b->w1, b->w1h, u, H);
+        bias_gelu(n, H, u, b->b1);
+        product(n, C, H, u, H, b->w2, b->w2h, ht, C);
+        const float *restrict fg = b->ffn_gamma, *restrict b2 = b->b2;
         for (int t = 0; t < n; t++) {
             float *restrict xr = xt + (size_t)t * C;
             const float *restrict hr = ht + (size_t)t * C;
             if (b2)
-                for (int c = 0; c < C; c++) xr[c] += ffn_gamma[c] * (hr[c] + b2[c]);
+                for (int c = 0; c < C; c++) xr[c] += fg[c] * (hr[c] + b2[c]);
             else
-                for (int c = 0; c < C; c++) xr[c] += ffn_gamma[c] * hr[c];
+                for (int c = 0; c < C; c++) xr[c] += fg[c] * hr[c];
         }
+    }
+}
+
+INLINE void block_body(chunk_fn norm_chunk, chunk_fn mix_chunk, chunk_fn ffn_chunk, int nseg,
+                       const int *restrict seg_rows, float *const *restrict states, int C,
+                       int K, int tile, float eps, float *restrict x,
+                       const float *restrict norm_w, const float *restrict dw,
+                       const float *restrict conv_b, const float *restrict gamma,
+                       const float *restrict ffn_norm_w, const float *restrict w1,
+                       const float *restrict b1, const float *restrict w2,
+                       const float *restrict b2, const float *restrict ffn_gamma,
+                       const unsigned short *restrict w1h, const unsigned short *restrict w2h,
+                       float *restrict xp, float *restrict h, float *restrict u) {
+    const size_t hist = (size_t)(K - 1) * C;
+    int T = 0;
+    for (int g = 0; g < nseg; g++) T += seg_rows[g];
+    if (tile <= 0 || tile > T) tile = T;
+    const int by_rows = parallel != NULL && T >= ROWS_PARALLEL;
+    if (by_rows && tile > (T + 3) / 4) tile = (T + 3) / 4; /* at least 4 tiles to share */
+    const Block b = {T, C, K, tile, eps, nseg, seg_rows, x, norm_w, dw, conv_b, gamma,
+                     ffn_norm_w, w1, b1, w2, b2, ffn_gamma, w1h, w2h, xp, h, u};
+    for (int g = 0, first = 0; g < nseg; first += seg_rows[g++])
+        memcpy(xp + hist * g + (size_t)first * C, states[g], sizeof(float) * hist);
+    /* Chunks of at least 16 rows and about 16 K values. */
+    int rows = (16384 / C + 15) & ~15;
+    rows = rows < 16 ? 16 : rows;
+    if (by_rows)
+        parallel(norm_chunk, &b, T, rows);
+    else
+        block_norm(&b, 0, T);
+    /* Each segment's new history: its last K - 1 rows of xp (old history included when it
+     * has fewer rows than that). */
+    for (int g = 0, first = 0; g < nseg; first += seg_rows[g++])
+        memcpy(states[g], xp + hist * g + (size_t)(first + seg_rows[g]) * C,
+               sizeof(float) * hist);
+    if (by_rows) {
+        parallel(mix_chunk, &b, T, rows);
+        parallel(ffn_chunk, &b, T, tile);
+    } else {
+        block_mix(&b, 0, T);
+        block_ffn(&b, 0, T, 0);
     }
 }
 
@@ -207,29 +294,36 @@ INLINE void block_body(int T, int C, int K, int tile, float eps, float *restrict
  * w is the kernel reordered to (2, s, cout, cin) (tap-major: the MLX weight (cout, 2s, cin)
  * transposed to (2s, cout, cin)), so that taps = x @ w^T, (T, 2, s, cout), holds each
  * frame's own block and its spill as contiguous (s, cout) rows of y; w may be NULL when
- * wh, the same in bfloat16, is given (see product()). state is the spill of the last frame
- * seen, (s, cout); taps holds T * 2 * s * cout floats. */
-INLINE void upsample_body(int T, int cin, int cout, int s, const float *restrict x,
-                        float *restrict state, const float *restrict w,
-                        const unsigned short *restrict wh, const float *restrict bias,
-                        float *restrict taps, float *restrict y) {
+ * wh, the same in bfloat16, is given (see product()). x holds nseg streams' segments of
+ * seg_rows[g] rows each, T in all, decoded in one product; states[g] is segment g's spill
+ * of the last frame seen, (s, cout); taps holds T * 2 * s * cout floats. */
+INLINE void upsample_body(int nseg, const int *restrict seg_rows, float *const *restrict states,
+                          int cin, int cout, int s, const float *restrict x,
+                          const float *restrict w, const unsigned short *restrict wh,
+                          const float *restrict bias, float *restrict taps, float *restrict y) {
     const int B = s * cout; /* one frame's block of output */
     const int N = 2 * B;
+    int T = 0;
+    for (int g = 0; g < nseg; g++) T += seg_rows[g];
     product(T, N, cin, x, cin, w, wh, taps, N);
-    for (int t = 0; t < T; t++) {
-        const float *restrict own = taps + (size_t)t * N;
-        const float *restrict carried = t > 0 ? taps + (size_t)(t - 1) * N + B : state;
-        float *restrict yb = y + (size_t)t * B;
-        if (bias) {
-            for (int i = 0; i < s; i++) {
-                const size_t o = (size_t)i * cout;
-                for (int c = 0; c < cout; c++) yb[o + c] = own[o + c] + carried[o + c] + bias[c];
+    for (int g = 0, first = 0; g < nseg; first += seg_rows[g++]) {
+        if (seg_rows[g] <= 0) continue;
+        for (int t = first; t < first + seg_rows[g]; t++) {
+            const float *restrict own = taps + (size_t)t * N;
+            const float *restrict carried = t > first ? taps + (size_t)(t - 1) * N + B : states[g];
+            float *restrict yb = y + (size_t)t * B;
+            if (bias) {
+                for (int i = 0; i < s; i++) {
+                    const size_t o = (size_t)i * cout;
+                    for (int c = 0; c < cout; c++)
+                        yb[o + c] = own[o + c] + carried[o + c] + bias[c];
+                }
+            } else {
+                for (int k = 0; k < B; k++) yb[k] = own[k] + carried[k];
             }
-        } else {
-            for (int k = 0; k < B; k++) yb[k] = own[k] + carried[k];
         }
+        memcpy(states[g], taps + (size_t)(first + seg_rows[g] - 1) * N + B, sizeof(float) * B);
     }
-    memcpy(state, taps + (size_t)(T - 1) * N + B, sizeof(float) * B);
 }
 
 /* A dense causal conv (stride 1) from x (T, cin) to y (T, cout): with xp = [state; x]
@@ -239,7 +333,7 @@ INLINE void upsample_body(int T, int cin, int cout, int s, const float *restrict
  * otherwise cols receives the windows as rows of a (T, K * cin) matrix for one product
  * (BLAS operands may not overlap). state is (K - 1, cin); xp holds (K - 1 + T) * cin
  * floats and cols T * K * cin (unused with fewer than 16 outputs). */
-INLINE void conv_body(int T, int cin, int cout, int K, const float *restrict x,
+INLINE void conv_one(int T, int cin, int cout, int K, const float *restrict x,
                     float *restrict state, const float *restrict w, const float *restrict bias,
                     float *restrict xp, float *restrict cols, float *restrict y) {
     const int D = K * cin;
@@ -266,10 +360,23 @@ INLINE void conv_body(int T, int cin, int cout, int K, const float *restrict x,
             for (int c = 0; c < cout; c++) y[(size_t)t * cout + c] += bias[c];
 }
 
+/* conv_one on each of nseg streams' segments of x (seg_rows[g] rows each), with its
+ * state states[g]; xp and cols are used in turn, sized for the longest segment. */
+INLINE void conv_body(int nseg, const int *restrict seg_rows, float *const *restrict states,
+                      int cin, int cout, int K, const float *restrict x,
+                      const float *restrict w, const float *restrict bias, float *restrict xp,
+                      float *restrict cols, float *restrict y) {
+    for (int g = 0, first = 0; g < nseg; first += seg_rows[g++])
+        if (seg_rows[g] > 0)
+            conv_one(seg_rows[g], cin, cout, K, x + (size_t)first * cin, states[g], w, bias, xp,
+                     cols, y + (size_t)first * cout);
+}
+
 /* ---- one function per level, and the choice among them ---- */
 
+#define SEGMENTS int nseg, const int *restrict seg_rows, float *const *restrict states
 #define BLOCK_PARAMS                                                                          \
-    (int T, int C, int K, int tile, float eps, float *restrict x, float *restrict state,      \
+    (SEGMENTS, int C, int K, int tile, float eps, float *restrict x,                         \
      const float *restrict norm_w, const float *restrict dw, const float *restrict conv_b,    \
      const float *restrict gamma, const float *restrict ffn_norm_w, const float *restrict w1, \
      const float *restrict b1, const float *restrict w2, const float *restrict b2,            \
@@ -277,21 +384,35 @@ INLINE void conv_body(int T, int cin, int cout, int K, const float *restrict x,
      const unsigned short *restrict w2h, float *restrict xp, float *restrict h,               \
      float *restrict u)
 #define BLOCK_ARGS                                                                           \
-    (T, C, K, tile, eps, x, state, norm_w, dw, conv_b, gamma, ffn_norm_w, w1, b1, w2, b2,     \
-     ffn_gamma, w1h, w2h, xp, h, u)
+    (nseg, seg_rows, states, C, K, tile, eps, x, norm_w, dw, conv_b, gamma, ffn_norm_w, w1,  \
+     b1, w2, b2, ffn_gamma, w1h, w2h, xp, h, u)
 #define UPSAMPLE_PARAMS                                                                      \
-    (int T, int cin, int cout, int s, const float *restrict x, float *restrict state,        \
-     const float *restrict w, const unsigned short *restrict wh, const float *restrict bias, \
-     float *restrict taps, float *restrict y)
-#define UPSAMPLE_ARGS (T, cin, cout, s, x, state, w, wh, bias, taps, y)
+    (SEGMENTS, int cin, int cout, int s, const float *restrict x, const float *restrict w,   \
+     const unsigned short *restrict wh, const float *restrict bias, float *restrict taps,   \
+     float *restrict y)
+#define UPSAMPLE_ARGS (nseg, seg_rows, states, cin, cout, s, x, w, wh, bias, taps, y)
 #define CONV_PARAMS                                                                          \
-    (int T, int cin, int cout, int K, const float *restrict x, float *restrict state,        \
-     const float *restrict w, const float *restrict bias, float *restrict xp,               \
-     float *restrict cols, float *restrict y)
-#define CONV_ARGS (T, cin, cout, K, x, state, w, bias, xp, cols, y)
+    (SEGMENTS, int cin, int cout, int K, const float *restrict x, const float *restrict w,   \
+     const float *restrict bias, float *restrict xp, float *restrict cols, float *restrict y)
+#define CONV_ARGS (nseg, seg_rows, states, cin, cout, K, x, w, bias, xp, cols, y)
 
 #define LEVEL(suffix, attr)                                                                  \
-    attr static void block_##suffix BLOCK_PARAMS { block_body BLOCK_ARGS; }                  \
+    attr static void norm_##suffix(const void *b, int lo, int hi, int worker) {              \
+        (void)worker;                                                                        \
+        block_norm(b, lo, hi);                                                               \
+    }                                                                                        \
+    attr static void mix_##suffix(const void *b, int lo, int hi, int worker) {               \
+        (void)worker;                                                                        \
+        block_mix(b, lo, hi);                                                                \
+    }                                                                                        \
+    attr static void ffn_##suffix(const void *b, int lo, int hi, int worker) {               \
+        block_ffn(b, lo, hi, worker);                                                        \
+    }                                                                                        \
+    attr static void block_##suffix BLOCK_PARAMS {                                           \
+        block_body(norm_##suffix, mix_##suffix, ffn_##suffix, nseg, seg_rows, states, C, K,  \
+                   tile, eps, x, norm_w, dw, conv_b, gamma, ffn_norm_w, w1, b1, w2, b2,      \
+                   ffn_gamma, w1h, w2h, xp, h, u);                                           \
+    }                                                                                        \
     attr static void upsample_##suffix UPSAMPLE_PARAMS { upsample_body UPSAMPLE_ARGS; }      \
     attr static void conv_##suffix CONV_PARAMS { conv_body CONV_ARGS; }
 LEVEL(base, )

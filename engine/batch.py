@@ -13,7 +13,9 @@ batching, with the caches of different lengths masked (engine.cache.BatchPairCac
 Every utterance's frames are those it gets alone from generate_frames with
 ``early_first=False`` (its first frame is handed out once fed back): the same work on
 more rows. Its frames' EOS is read a frame late and its latents are decoded in ramping
-groups, each utterance with its own decoder state (engine.generate.FrameOutput).
+groups, each utterance with its own decoder state (engine.generate.FrameOutput); the
+groups due in the same step are decoded in one call (the C decoder reads its weights once
+for all of them).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import mlx.core as mx
 
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.generate import (
+    DecodeRequest,
     Frame,
     FrameHooks,
     FrameKernels,
@@ -36,6 +39,7 @@ from engine.generate import (
     Launched,
     NoiseSource,
     check_steps,
+    decode_requests,
     default_frame_limit,
     seeded_noise,
 )
@@ -125,6 +129,7 @@ class BatchGenerator:
         self.caches = self.frames.new_batch()
         self.group = max(1, decode_group if decode_group is not None else 4)
         self._utterances: list[_Utterance] = []
+        self._requests: list[DecodeRequest] = []
         self._dtype = model.model.tts_input_types.weight.dtype
 
     def __len__(self) -> int:
@@ -154,7 +159,13 @@ class BatchGenerator:
                 noise=item.noise or seeded_noise(0, cfg.acoustic_vae_dim),
                 limit=limit,
                 hooks=hooks,
-                out=FrameOutput(self.kernels.decoder, self.group, item.stop_at_eos, hooks),
+                out=FrameOutput(
+                    self.kernels.decoder,
+                    self.group,
+                    item.stop_at_eos,
+                    hooks,
+                    requests=self._requests,
+                ),
                 text=text,
                 pos=voice.tts_hidden[:, -1].astype(self._dtype),
                 neg=voice.neg_hidden[:, -1].astype(self._dtype),
@@ -170,7 +181,15 @@ class BatchGenerator:
     def step(self) -> list[tuple[Hashable, Frame]]:
         """One frame of every utterance (after its text window, when one is due): the
         frames settled by it, (key, frame) in batch order; an utterance's last frame has
-        ``is_last`` and it leaves the batch."""
+        ``is_last`` and it leaves the batch. The audio of every utterance's frames settled
+        in the step is decoded together, at its end."""
+        try:
+            return self._step()
+        finally:
+            requests, self._requests[:] = list(self._requests), []
+            decode_requests(self.kernels.decoder, requests)
+
+    def _step(self) -> list[tuple[Hashable, Frame]]:
         max_positions = self.model.config.decoder.max_position_embeddings
         settled: list[tuple[Hashable, Frame]] = []
         ended: list[int] = []

@@ -2,7 +2,8 @@
 
 The loop hands a decoder the latents of a few frames at a time (normalised, as the LM
 makes them) with the streaming state of the call before, and gets one row of samples per
-frame back. :class:`MLXLatentDecoder` runs the MLX decoder (engine/acoustic.py) as one
+frame back; several streams' latents may be decoded in one call (engine.batch).
+:class:`MLXLatentDecoder` runs the MLX decoder (engine/acoustic.py) as one
 compiled graph per group size; :class:`NativeLatentDecoder` runs the same model in C
 (engine/native_decoder.py) on Linux CPUs. :func:`choose_latent_decoder` picks one.
 """
@@ -32,6 +33,13 @@ class LatentDecoder(Protocol):
     def decode(self, latents: mx.array, state: Any) -> tuple[np.ndarray, Any]:
         """(T, latent dim) latents continuing from ``state``: (T, hop) float32 audio, one
         row per frame, and the state to pass next."""
+        ...
+
+    def decode_many(
+        self, latents: list[mx.array], states: list[Any]
+    ) -> tuple[list[np.ndarray], list[Any]]:
+        """:meth:`decode` for several streams (distinct states) at once: their audio and
+        next states, in order."""
         ...
 
 
@@ -65,6 +73,13 @@ class MLXLatentDecoder:
         mx.eval(audio, state)
         return np.array(audio[0, :, 0].astype(mx.float32)).reshape(T, -1), state
 
+    def decode_many(
+        self, latents: list[mx.array], states: list[list[mx.array]]
+    ) -> tuple[list[np.ndarray], list[list[mx.array]]]:
+        # One stream at a time: on a GPU each is a compiled graph of its own shapes.
+        done = [self.decode(x, st) for x, st in zip(latents, states, strict=True)]
+        return [a for a, _ in done], [st for _, st in done]
+
 
 class NativeLatentDecoder:
     """The C decoder; its state is updated in place."""
@@ -91,6 +106,15 @@ class NativeLatentDecoder:
         mx.synchronize()
         audio, state = self.native(x, state)
         return audio[:, 0].reshape(T, -1), state
+
+    def decode_many(
+        self, latents: list[mx.array], states: list[Any]
+    ) -> tuple[list[np.ndarray], list[Any]]:
+        # Every stream's frames through the layers together: one pass over the weights.
+        xs = [np.asarray(x.astype(mx.float32)) / self._scale - self._bias for x in latents]
+        mx.synchronize()  # as in decode
+        audio = self.native.decode_many(xs, states)
+        return [a[:, 0].reshape(x.shape[0], -1) for a, x in zip(audio, xs, strict=True)], states
 
 
 def choose_latent_decoder(

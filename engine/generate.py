@@ -182,12 +182,46 @@ def _eos_probability(logit: float) -> float:
     return float(1.0 / (1.0 + np.exp(-logit)))
 
 
+_NO_AUDIO = np.zeros(0, np.float32)
+
+
+@dataclass
+class DecodeRequest:
+    """A group of settled frames whose audio is still to be decoded (engine.batch decodes
+    the requests of all its utterances together: :func:`decode_requests`)."""
+
+    output: FrameOutput
+    fed: mx.array
+    """(T, latent dim): the frames' fed latents."""
+    frames: list[Frame]
+    """Their frames, whose ``audio`` the decoding fills in."""
+
+
+def decode_requests(decoder: LatentDecoder, requests: list[DecodeRequest]) -> None:
+    """Decode ``requests`` (in the order they were made), as few calls as can be: one per
+    round in which no utterance has two requests (its second continues the state the
+    first leaves). Fills in every frame's audio and moves each output's state on."""
+    while requests:
+        now: list[DecodeRequest] = []
+        later: list[DecodeRequest] = []
+        for r in requests:
+            (later if any(r.output is q.output for q in now) else now).append(r)
+        audio, states = decoder.decode_many([r.fed for r in now], [r.output.state for r in now])
+        for r, chunks, state in zip(now, audio, states, strict=True):
+            r.output.state = state
+            for frame, chunk in zip(r.frames, chunks, strict=True):
+                frame.audio = chunk
+        requests = later
+
+
 class FrameOutput:
     """Launched frames on their way out: each one's EOS is read one frame late (so that
     building and running the next frame overlap the wait), and the fed latents are
     decoded in groups that ramp up: the first frame alone (first audio as soon as
     possible), then two, then ``decode_group`` at a time (a group shares one pass over
-    the decoder's weights, or its launches on a GPU)."""
+    the decoder's weights, or its launches on a GPU). With ``requests``, a group's frames
+    are yielded with their audio still to decode, and the group is added there instead
+    (:class:`DecodeRequest`)."""
 
     def __init__(
         self,
@@ -196,12 +230,14 @@ class FrameOutput:
         stop_at_eos: bool,
         hooks: FrameHooks,
         kernels: FrameKernels | None = None,
+        requests: list[DecodeRequest] | None = None,
     ) -> None:
         """``kernels``: whose frame backend made the frames (it falls back to MLX's when
         it failed)."""
         self.kernels = kernels
         self.decoder, self.state = decoder, decoder.init_state()
         self.decode_group, self.stop_at_eos, self.hooks = decode_group, stop_at_eos, hooks
+        self.requests = requests
         self.decodes = 0  # decoder calls so far: group k (from 0) holds min(2**k, group)
         self.pending: list[Launched] = []  # settled, waiting for their group
         self.previous: Launched | None = None  # launched, EOS not read yet
@@ -261,18 +297,27 @@ class FrameOutput:
         self.pending.append(s)
         group = min(self.decode_group, 1 << min(self.decodes, 30))
         if s.stop is not None or final or s.index == 0 or len(self.pending) >= group:
-            chunks = self.decode(mx.concatenate([p.fed for p in self.pending]))
-            for p, chunk in zip(self.pending, chunks, strict=True):
-                yield Frame(
+            fed = mx.concatenate([p.fed for p in self.pending])
+            frames = [
+                Frame(
                     index=p.index,
                     latent=np.array(p.latent[0].astype(mx.float32)),
-                    audio=chunk,
+                    audio=_NO_AUDIO,
                     eos_prob=p.eos_prob,
                     tokens_consumed=p.consumed,
                     is_last=p.stop is not None,
                     stop_reason=p.stop,
                 )
+                for p in self.pending
+            ]
             self.pending.clear()
+            if self.requests is not None:
+                self.decodes += 1
+                self.requests.append(DecodeRequest(self, fed, frames))
+            else:
+                for frame, chunk in zip(frames, self.decode(fed), strict=True):
+                    frame.audio = chunk
+            yield from frames
         return s.stop
 
 

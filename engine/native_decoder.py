@@ -10,8 +10,10 @@ do it in vectorised passes and hand the matrix products to the same BLAS MLX use
 The weights are taken from the loaded MLX decoder once: float32 arrays that are already
 contiguous are shared with MLX (numpy views of its buffers), the others are copied into
 the layouts the C expects. Every buffer is preallocated for ``max_frames`` frames per
-call; longer inputs are decoded in pieces (exact, the decoder being causal), and a call
-allocates only the audio it returns.
+pass; longer inputs are decoded in pieces (exact, the decoder being causal), and a call
+allocates only the audio it returns. Several streams (each with its own state) can be
+decoded in one pass (:meth:`NativeDecoder.decode_many`): their rows go through every
+product together, so the weights are read once for all of them.
 
 Used by engine.decode on Linux when MLX's default device is the CPU and the library and
 the BLAS shim are built (setup.py); ``VVREADER_NATIVE_DECODER=0`` turns it off
@@ -70,7 +72,7 @@ def load_library() -> ctypes.CDLL | None:
             except OSError as e:
                 _lib_error = f"could not load engine._cpu_decoder: {e}"
             else:
-                lib.vv_set_sgemm.argtypes = [_P, _P, _I, _P]
+                lib.vv_set_sgemm.argtypes = [_P, _P, _I, _P, _P]
                 # The shim's cblas_sgemm up to 8 rows, then its vvreader_sgemm (OpenBLAS's
                 # sgemm, split over two threads): at 16 rows (the second stage of two
                 # frames) OpenBLAS was 20% faster here, at 8 rows 15% slower.
@@ -83,15 +85,18 @@ def load_library() -> ctypes.CDLL | None:
                     ctypes.cast(plain, _P),
                     8,
                     None if bf16w is None else ctypes.cast(bf16w, _P),
+                    # A block's rows shared out over the shim's two threads.
+                    ctypes.cast(shim.vvreader_parallel, _P),
                 )
                 # The layers run at the level the shim's kernels run at (engine.backend
                 # sets it from engine/switches.py).
                 lib.vv_cpu_level.argtypes = [_I]
                 shim.vvreader_cpu_level.argtypes = [_I]
                 lib.vv_cpu_level(shim.vvreader_cpu_level(0))
-                lib.vv_block.argtypes = [_I, _I, _I, _I, _F] + [_P] * 17
-                lib.vv_upsample.argtypes = [_I, _I, _I, _I] + [_P] * 7
-                lib.vv_conv.argtypes = [_I, _I, _I, _I] + [_P] * 7
+                # (segments, their rows, their states) first: see _cpu_decoder.c.
+                lib.vv_block.argtypes = [_I, _P, _P, _I, _I, _I, _F] + [_P] * 16
+                lib.vv_upsample.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 6
+                lib.vv_conv.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 6
                 lib.vv_to_bf16.argtypes = [ctypes.c_long, _P, _P]
                 lib.vv_to_bf16.restype = _I
                 for fn in (lib.vv_set_sgemm, lib.vv_block, lib.vv_upsample, lib.vv_conv):
@@ -244,13 +249,15 @@ class NativeDecoder:
             rows.append(rows[-1] * r)
         chans = [cfg.stage_channels(i) for i in range(nstages)]
         act = max(r * c for r, c in zip(rows, chans, strict=True))
+        # A block's xp holds each segment's history and rows (at most T segments).
         xp = max(
             [(K - 1 + T) * cfg.vae_dim, (K - 1 + rows[-1]) * cfg.decoder_n_filters]
-            + [(K - 1 + r) * c for r, c in zip(rows, chans, strict=True)]
+            + [((K - 1) * T + r) * c for r, c in zip(rows, chans, strict=True)]
         )
         taps = max([rows[i - 1] * 2 * ratios[i - 1] * chans[i] for i in range(1, nstages)] or [1])
         self._tiles = [self._tile(tile_floats, r, c) for r, c in zip(rows, chans, strict=True)]
-        u = max(t * 4 * c for t, c in zip(self._tiles, chans, strict=True))
+        # Two tiles' hidden activations: one per thread (vv_block).
+        u = 2 * max(t * 4 * c for t, c in zip(self._tiles, chans, strict=True))
         self._rows_per_frame = [r // T for r in rows]
         self._chans = chans
         self._tile_floats = tile_floats
@@ -262,7 +269,7 @@ class NativeDecoder:
         self._taps = np.zeros(taps, np.float32)
         self._cols = np.zeros(T * K * cfg.vae_dim, np.float32)
         self._y = np.zeros((T * self.hop, self.channels), np.float32)
-        self._plans: dict[tuple[int, int], tuple] = {}
+        self._plans: dict[tuple, tuple] = {}
         self._state_shapes = [a.shape for a in self.init_state().arrays]
 
     @staticmethod
@@ -325,27 +332,48 @@ class NativeDecoder:
             for a, spill in zip(state.arrays, self._spills, strict=True)
         ]
 
-    def _plan(self, T: int, state: NativeDecoderState) -> list[tuple]:
-        """The C calls of one pass of T frames with ``state``'s arrays, built once per
-        (T, state) and reused: the pointers never change."""
-        key = (T, id(state))
+    def _plan(self, frames: tuple[int, ...], states: list[NativeDecoderState]) -> list[tuple]:
+        """The C calls of one pass over segments of ``frames[g]`` frames continuing
+        ``states[g]``, built once per (frames, states) and reused: the pointers never
+        change."""
+        key = (frames, tuple(id(st) for st in states))
         plan = self._plans.get(key)
         if (
             plan is not None
-            and plan[0] is state
-            and all(a is b for a, b in zip(plan[2], state.arrays, strict=True))
+            and all(a is b for a, b in zip(plan[0], states, strict=True))
+            and all(
+                a is b
+                for held, st in zip(plan[2], states, strict=True)
+                for a, b in zip(held, st.arrays, strict=True)
+            )
         ):
             return plan[1]
         lib, cfg, K = self._lib, self.cfg, KERNEL_SIZE
-        st = iter(state.arrays)
+        T, n = sum(frames), len(frames)
+        keep: list = []  # the ctypes arrays the calls point into
+
+        def segments(per_frame: int) -> tuple[int, int]:
+            rows = (_I * n)(*(f * per_frame for f in frames))
+            keep.append(rows)
+            return n, ctypes.addressof(rows)
+
+        layers = list(zip(*(st.arrays for st in states), strict=True))  # per layer, per segment
+
+        def layer_states(i: int) -> int:
+            ptrs = (_P * n)(*(_ptr(a) for a in layers[i]))
+            keep.append(ptrs)
+            return ctypes.addressof(ptrs)
+
+        st = iter(range(len(layers)))
         a, b = self._act
         calls: list[tuple] = []
         w, bias = self._stem
         calls.append(
             (
                 lib.vv_conv,
-                (T, cfg.vae_dim, self._chans[0], K, _ptr(self._x_in), _ptr(next(st)),
-                 _ptr(w), _ptr(bias), _ptr(self._xp), _ptr(self._cols), _ptr(a)),
+                (*segments(1), layer_states(next(st)), cfg.vae_dim, self._chans[0], K,
+                 _ptr(self._x_in), _ptr(w), _ptr(bias), _ptr(self._xp), _ptr(self._cols),
+                 _ptr(a)),
             )
         )  # fmt: skip
         for i, blocks in enumerate(self._blocks):
@@ -356,8 +384,9 @@ class NativeDecoder:
                 calls.append(
                     (
                         lib.vv_upsample,
-                        (rows // s, cin, c, s, _ptr(a), _ptr(next(st)), _ptr(w), _ptr(wh),
-                         _ptr(bias), _ptr(self._taps), _ptr(b)),
+                        (*segments(self._rows_per_frame[i - 1]), layer_states(next(st)), cin,
+                         c, s, _ptr(a), _ptr(w), _ptr(wh), _ptr(bias), _ptr(self._taps),
+                         _ptr(b)),
                     )
                 )  # fmt: skip
                 a, b = b, a
@@ -366,22 +395,23 @@ class NativeDecoder:
                 calls.append(
                     (
                         lib.vv_block,
-                        (rows, c, K, tile, eps, _ptr(a), _ptr(next(st)),
-                         *(_ptr(x) for x in wts), _ptr(self._xp), _ptr(self._h), _ptr(self._u)),
+                        (*segments(self._rows_per_frame[i]), layer_states(next(st)), c, K, tile,
+                         eps, _ptr(a), *(_ptr(x) for x in wts), _ptr(self._xp), _ptr(self._h),
+                         _ptr(self._u)),
                     )
                 )  # fmt: skip
         w, bias = self._head
-        rows = T * self.hop
         calls.append(
             (
                 lib.vv_conv,
-                (rows, cfg.decoder_n_filters, self.channels, K, _ptr(a), _ptr(next(st)),
-                 _ptr(w), _ptr(bias), _ptr(self._xp), _ptr(self._cols), _ptr(self._y)),
+                (*segments(self.hop), layer_states(next(st)), cfg.decoder_n_filters,
+                 self.channels, K, _ptr(a), _ptr(w), _ptr(bias), _ptr(self._xp),
+                 _ptr(self._cols), _ptr(self._y)),
             )
         )  # fmt: skip
-        if len(self._plans) > 16:
+        if len(self._plans) > 64:
             self._plans.clear()
-        self._plans[key] = (state, calls, list(state.arrays))
+        self._plans[key] = (list(states), calls, [list(st.arrays) for st in states], keep)
         return calls
 
     def check_state(self, state: NativeDecoderState) -> None:
@@ -410,20 +440,58 @@ class NativeDecoder:
             if x.shape[0] != 1:
                 raise ValueError("the native decoder decodes one stream (batch 1)")
             x = x[0]
-        if x.ndim != 2 or x.shape[1] != self.cfg.vae_dim:
-            raise ValueError(f"expected (T, {self.cfg.vae_dim}) latents, got {x.shape}")
-        self.check_state(state)
-        n = x.shape[0]
-        out = np.empty((n * self.hop, self.channels), np.float32)
+        return self.decode_many([x], [state])[0], state
+
+    def decode_many(
+        self, xs: list[np.ndarray], states: list[NativeDecoderState]
+    ) -> list[np.ndarray]:
+        """Decode several streams at once: ``xs[i]`` ((T_i, vae_dim) decoder inputs)
+        continuing from ``states[i]`` (distinct states, each updated in place). Their
+        frames go through the layers together, in passes of at most ``max_frames`` frames
+        (each stream's in order), so each pass reads the weights once for all of them.
+
+        Returns:
+            The audio of each stream, a new (T_i * hop, channels) float32 array each.
+        """
+        if len(xs) != len(states):
+            raise ValueError(f"{len(xs)} inputs for {len(states)} decoder states")
+        if len({id(st) for st in states}) != len(states):
+            raise ValueError("one decoder state given for two streams")
+        inputs = [np.asarray(x, dtype=np.float32) for x in xs]
+        for x in inputs:
+            if x.ndim != 2 or x.shape[1] != self.cfg.vae_dim:
+                raise ValueError(f"expected (T, {self.cfg.vae_dim}) latents, got {x.shape}")
+        for st in states:
+            self.check_state(st)
+        outs = [np.empty((x.shape[0] * self.hop, self.channels), np.float32) for x in inputs]
+        # Passes: each stream's next piece of at most max_frames frames joins the pass
+        # while it fits and holds no piece of that stream yet.
+        done = [0] * len(inputs)
         with self._lock:
-            # Passes of at most max_frames frames: the buffers' size, by construction.
-            for start in range(0, n, self.max_frames):
-                T = min(self.max_frames, n - start)
-                self._x_in[:T] = x[start : start + T]
-                for fn, args in self._plan(T, state):
+            while True:
+                batch: list[tuple[int, int, int]] = []  # (stream, first frame, frames)
+                room = self.max_frames
+                for i, x in enumerate(inputs):
+                    n = min(x.shape[0] - done[i], room)
+                    if n > 0:
+                        batch.append((i, done[i], n))
+                        room -= n
+                if not batch:
+                    return outs
+                row = 0
+                for i, start, n in batch:
+                    self._x_in[row : row + n] = inputs[i][start : start + n]
+                    row += n
+                plan = self._plan(tuple(n for _, _, n in batch), [states[i] for i, _, _ in batch])
+                for fn, args in plan:
                     fn(*args)
-                out[start * self.hop : (start + T) * self.hop] = self._y[: T * self.hop]
-        return out, state
+                row = 0
+                for i, start, n in batch:
+                    outs[i][start * self.hop : (start + n) * self.hop] = self._y[
+                        row * self.hop : (row + n) * self.hop
+                    ]
+                    row += n
+                    done[i] += n
 
 
 @dataclass
@@ -438,11 +506,12 @@ _shared: dict[int, _Shared] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_native_decoder(decoder: AcousticDecoder, max_frames: int = 4) -> NativeDecoder:
+def shared_native_decoder(decoder: AcousticDecoder, max_frames: int = 16) -> NativeDecoder:
     """One :class:`NativeDecoder` per MLX decoder (its weights are held once), made on
-    first use; reused while ``decoder`` lives and holds the same parameter arrays (a
-    decoder whose weights were replaced gets a new one). Raises as :class:`NativeDecoder`
-    does."""
+    first use, with passes of up to ``max_frames`` frames (16: four utterances' groups of
+    four in one pass, engine.batch); reused while ``decoder`` lives and holds the same
+    parameter arrays (a decoder whose weights were replaced gets a new one). Raises as
+    :class:`NativeDecoder` does."""
     weights = [w for _, w in tree_flatten(decoder.parameters())]
     with _shared_lock:
         for key in [k for k, e in _shared.items() if e.decoder() is None]:

@@ -247,3 +247,25 @@ def test_every_cpu_level_decodes_as_mlx(decoder, level: int) -> None:
             start += n
     finally:
         lib.vv_cpu_level(previous)
+
+
+@needs_native
+def test_streams_decoded_together_are_each_what_they_are_alone(decoder) -> None:
+    """decode_many: streams of different lengths and states in shared passes (one longer
+    than a pass), each equal to its own decoding; a state given twice is refused."""
+    native = NativeDecoder(decoder, max_frames=4)
+    lengths = [2, 1, 5, 3]
+    xs = [_latents(decoder, n, seed=10 + i) for i, n in enumerate(lengths)]
+    alone_states = [native.init_state() for _ in xs]
+    together_states = [native.init_state() for _ in xs]
+    for step in range(2):  # the second call continues every stream's state
+        alone = [native(x, st)[0] for x, st in zip(xs, alone_states, strict=True)]
+        together = native.decode_many(xs, together_states)
+        for i, (a, t) in enumerate(zip(alone, together, strict=True)):
+            assert t.shape == (lengths[i] * decoder.cfg.hop_length, 1)
+            assert _rel(t, a) <= RTOL, (step, i)
+    for a, t in zip(alone_states, together_states, strict=True):
+        for x, y in zip(a.arrays, t.arrays, strict=True):
+            assert _rel(y, x) <= RTOL
+    with pytest.raises(ValueError, match="two streams"):
+        native.decode_many(xs[:2], [together_states[0]] * 2)
