@@ -1,11 +1,11 @@
-"""Pace estimates and the streaming decision, with numbers."""
+"""Pace estimates, the streaming decision and the batching decision, with numbers."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.books import make_epub, xhtml
-from vvreader.narration.lookahead import LENGTH_MARGIN, SPEED_MARGIN, Pace
+from vvreader.narration.lookahead import LENGTH_MARGIN, SPEED_MARGIN, Pace, Pending, in_time
 from vvreader.text.plan import build_plan
 from vvreader.text.readers import load_document, parse
 
@@ -85,3 +85,59 @@ def test_near_real_time_streams_once_the_pre_roll_covers_the_rest() -> None:
     assert pace.may_stream(8, made, speed, 50, ready=need - made + 0.01)
     assert not pace.may_stream(8, made, speed, 50, ready=need - made - 0.01)
     assert not Pace().may_stream(8, made, speed, 50, ready=60.0)  # no pace measured yet
+
+
+# ------------------------------------------------------------ synthesising together
+
+
+def test_one_stream_before_anything_is_measured() -> None:
+    assert Pace().streams(4, 0.0, [30, 30, 30, 30], 1.0) == 1
+    unpaced = Pace()
+    unpaced.speed = 0.5  # the speed without the voice's pace
+    assert unpaced.streams(4, 0.0, [30, 30, 30, 30], 1.0) == 1
+
+
+def test_one_stream_when_it_keeps_up_with_the_listener() -> None:
+    assert paced(speed=1.0).streams(4, 0.0, [30, 30, 30, 30], 1.0) == 1
+    # ...but not with a listener twice as fast.
+    assert paced(speed=1.0).streams(4, 0.0, [30, 30, 30, 30], 2.0) == 4
+
+
+def test_below_the_listener_the_next_ones_together_up_to_the_most() -> None:
+    pace = paced(speed=0.7)
+    assert pace.streams(4, 0.0, [30, 30, 30, 30, 30, 30], 1.0) == 4
+    assert pace.streams(3, 0.0, [30, 30, 30, 30], 1.0) == 3
+    assert pace.streams(4, 0.0, [30, 30], 1.0) == 2  # all that is left
+    assert pace.streams(4, 0.0, [30], 1.0) == 1
+    assert pace.streams(1, 0.0, [30, 30, 30, 30], 1.0) == 1  # batching off
+
+
+def test_one_stream_while_the_audio_ready_outlasts_making_the_next_ones_alone() -> None:
+    pace = paced(speed=0.5)  # 0.1 s a character
+    upcoming = [20, 20, 20, 20]  # 2.5 s each with the length margin, 5 s to make each alone
+    making = 4 * 20 * 0.1 * LENGTH_MARGIN / 0.5
+    assert pace.streams(4, SPEED_MARGIN * making + 0.01, upcoming, 1.0) == 1
+    assert pace.streams(4, SPEED_MARGIN * making - 0.01, upcoming, 1.0) == 4
+    # The same audio lasts half as long for a listener at twice the speed.
+    assert pace.streams(4, SPEED_MARGIN * making + 0.01, upcoming, 2.0) == 4
+
+
+def test_in_time_when_each_is_made_before_what_comes_before_it_is_heard() -> None:
+    s = 0.5 * SPEED_MARGIN  # 0.5x with the margin
+    # 2 s to make at 0.5x: 4 s from now; 4 s of audio ahead of it.
+    assert in_time(4.0, [Pending(made=1.0, rest=2.0, pause=0.3)], s, 1.0)
+    assert not in_time(3.99, [Pending(made=1.0, rest=2.0, pause=0.3)], s, 1.0)
+    # At twice the listening speed those 4 s last 2 s.
+    assert not in_time(4.0, [Pending(made=1.0, rest=2.0, pause=0.3)], s, 2.0)
+    # The next one waits for the first (all of it, made or not) and its pause: 4 + 3 + 0.3 s.
+    first = Pending(made=1.0, rest=2.0, pause=0.3)
+    assert in_time(4.0, [first, Pending(made=0.5, rest=3.65, pause=0.0)], s, 1.0)
+    assert not in_time(4.0, [first, Pending(made=0.5, rest=3.66, pause=0.0)], s, 1.0)
+    # Those made already are in time whatever comes before them.
+    assert in_time(0.0, [Pending(made=3.0, rest=0.0, pause=0.3)], s, 1.0)
+    assert in_time(0.0, [], s, 1.0)
+
+
+def test_the_expected_length_is_the_voice_pace_with_the_margin() -> None:
+    assert Pace().expected_seconds(10) is None
+    assert paced().expected_seconds(10) == pytest.approx(10 * 0.1 * LENGTH_MARGIN)

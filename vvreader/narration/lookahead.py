@@ -1,6 +1,10 @@
-"""Pace estimates and the streaming decision: plain numbers, no threads, no audio."""
+"""Pace estimates, the streaming decision and the batching decision: plain numbers, no
+threads, no audio."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,3 +83,62 @@ class Pace:
         expected = chars * self.seconds / self.chars * LENGTH_MARGIN
         rest = max(0.0, expected - made)
         return rest * (1.0 / max(s, 1e-3) - 1.0) <= ready + made
+
+    def expected_seconds(self, chars: int) -> float | None:
+        """How long an utterance of ``chars`` characters may last, at the voice's measured
+        pace with :data:`LENGTH_MARGIN` (None before anything was said)."""
+        if not self.chars:
+            return None
+        return chars * self.seconds / self.chars * LENGTH_MARGIN
+
+    def streams(self, most: int, ahead: float, upcoming: Sequence[int], listening: float) -> int:
+        """How many of the ``upcoming`` utterances (their characters, in reading order) to
+        synthesise together next, with ``ahead`` seconds of audio ready to be heard at
+        ``listening`` x: one while one stream is comfortably ahead of the listener, else up
+        to ``most`` (a batch makes more audio a second, each utterance of it later).
+
+        One stream is comfortably ahead when it makes audio at least as fast as it is
+        heard (below the margin :meth:`may_stream`'s pre-roll keeps it whole), or when the
+        audio ready lasts longer (with :data:`SPEED_MARGIN`) than making the next ``most``
+        utterances one at a time would take, so that a batch still has time to catch up
+        once it no longer does. Before the speed and the voice's pace are measured: one
+        (the first audio comes soonest)."""
+        upcoming = list(upcoming)[: max(1, most)]
+        if most <= 1 or len(upcoming) <= 1 or self.speed is None or not self.chars:
+            return 1
+        if self.speed >= listening:
+            return 1
+        making = sum(self.expected_seconds(c) or 0.0 for c in upcoming) / self.speed
+        if ahead / listening >= SPEED_MARGIN * making:
+            return 1
+        return len(upcoming)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An utterance of a batch, as far as it is made."""
+
+    made: float
+    """Seconds of its audio made."""
+    rest: float
+    """Seconds still to make (an estimate until it is made: 0 then)."""
+    pause: float
+    """Seconds of silence after it."""
+
+
+def in_time(ahead: float, pending: Sequence[Pending], speed: float, listening: float) -> bool:
+    """Whether audio may start playing now without a wait before any of the ``pending``
+    utterances (in reading order, being made together at ``speed`` x real time each, each
+    committed once made): ``ahead`` seconds of audio are ready before the first.
+
+    An utterance whose last ``rest`` seconds are made at ``speed`` (less
+    :data:`SPEED_MARGIN`) is made ``rest / speed`` from now, and heard once everything
+    before it is: ``before / listening`` from now. It is in time iff the first is no
+    later than the second."""
+    s = max(speed / SPEED_MARGIN, 1e-6)
+    before = ahead
+    for p in pending:
+        if p.rest > 0 and p.rest / s > before / listening:
+            return False
+        before += p.made + p.rest + p.pause
+    return True

@@ -105,6 +105,9 @@ class Narrator:
         speed: listening speed (:mod:`vvreader.stretch`).
         now: the sleep timer's clock.
         keep_awake: held while reading (none by default).
+        batch: the most utterances synthesised together when one stream is not
+            comfortably ahead of the listener (1: always one at a time; an engine that
+            cannot batch, or batches fewer, lowers it).
         model_id: part of the audio cache key.
         on_event: called with each :class:`~vvreader.narration.events.Event`, on the
             narrator's thread or the caller's; it must not block.
@@ -123,6 +126,7 @@ class Narrator:
         speed: float = 1.0,
         now: Callable[[], float] = time.monotonic,
         keep_awake: KeepAwake | None = None,
+        batch: int = 4,
     ) -> None:
         self.plan = plan
         self.settings = settings or VoiceSettings()
@@ -130,6 +134,7 @@ class Narrator:
         self.position = max(0, min(start, len(plan) - 1)) if len(plan) else 0
         """The utterance being read, or where reading will start."""
         self.lookahead, self.model_id = lookahead, model_id
+        self.batch = batch
         self.cache = cache or AudioCache()
         self.listening_speed = clamp_speed(speed)
         """How fast the voice is played (1.0: as made); the pitch is kept."""
@@ -166,6 +171,7 @@ class Narrator:
             self.lookahead,
             self.model_id,
             self._on_event,
+            self.batch,
         )
         self.synthesis.start()
         if self._want_play and len(self.plan):
