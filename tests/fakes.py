@@ -1,16 +1,25 @@
-"""Test doubles: a scripted speech engine, a loader that opens it, and an output that
-records what it played."""
+"""Test doubles: a scripted speech engine, an engine held to a modelled speed (one stream
+and batches), a loader that opens an engine, and an output that records what it played."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from engine.api import SAMPLE_RATE, AudioChunk, SpeechEngine, SynthesisRequest
+from engine.api import (
+    SAMPLE_RATE,
+    AudioChunk,
+    BatchSpeechEngine,
+    SpeechEngine,
+    SynthesisRequest,
+    SynthesisStream,
+)
 from vvreader.player import NullPlayer
 
 HOP = 3200
@@ -56,6 +65,7 @@ class FakeEngine:
     def __init__(self, seconds_per_frame: float = 0.0) -> None:
         self.seconds_per_frame = seconds_per_frame
         self.requests: list[SynthesisRequest] = []
+        self.batches: list[list[SynthesisRequest]] = []
 
     max_batch = 4
     identity = "fake"
@@ -65,6 +75,9 @@ class FakeEngine:
         return FakeStream(self, request)
 
     def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[FakeStream]:
+        """Each request's stream as ``synthesize`` gives it (made as it is read); the
+        requests are kept in :attr:`batches` too."""
+        self.batches.append(list(requests))
         return [self.synthesize(r) for r in requests]
 
     def voices(self) -> list[str]:
@@ -124,3 +137,141 @@ class RecordingPlayer(NullPlayer):
 
     def recording(self) -> np.ndarray:
         return np.concatenate(self.played) if self.played else np.zeros(0, np.float32)
+
+
+class _PacedStream:
+    """One request's chunks as :class:`PacedEngine` releases them."""
+
+    def __init__(self, inner: SynthesisStream) -> None:
+        self.inner = inner
+        self.chunks: queue.Queue[AudioChunk | BaseException | None] = queue.Queue()
+        self.delivered = 0
+        """Chunks made so far."""
+        self.ended = False
+        """All of it was made."""
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self.inner.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        while not self._cancel.is_set():
+            try:
+                item = self.chunks.get(timeout=0.02)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+@dataclass
+class _PacedJob:
+    streams: list[_PacedStream]
+    batch: bool
+    """From ``synthesize_many`` (joins a running batch, as the engine's batches do)."""
+
+
+class PacedEngine:
+    """Another engine's audio at a modelled speed: ``speed`` x real time for one stream,
+    and a frame of a batch of B utterances costing ``1 + row_cost * (B - 1)`` frames of
+    one stream (the weights are read once per frame, each row more costs little: at
+    ``row_cost`` 1/3 a batch of 4 makes twice the audio of one stream a second, each of its
+    utterances at 0.5x the one-stream speed; at 1 a batch gains nothing).
+
+    Requests are served as the MLX engine serves them: ``synthesize`` alone, in arrival
+    order; ``synthesize_many`` as one batch, which later ``synthesize_many`` requests join
+    between two frames, up to ``max_batch``. The inner engine makes the audio (faster than
+    the model: its chunks are taken one frame of the model at a time); every utterance's
+    audio is the inner engine's."""
+
+    def __init__(
+        self, inner: BatchSpeechEngine, speed: float, row_cost: float, max_batch: int = 8
+    ) -> None:
+        self.inner, self.speed, self.row_cost, self.max_batch = inner, speed, row_cost, max_batch
+        self.sample_rate = inner.sample_rate
+        self.identity = inner.identity
+        self.batch_sizes: list[int] = []
+        """Utterances of each frame stepped (for the tests' reports)."""
+        self.batches: list[list[_PacedStream]] = []
+        """The streams of each ``synthesize_many`` call."""
+        self._jobs: queue.Queue[_PacedJob | None] = queue.Queue()
+        self._thread = threading.Thread(
+            target=self._run, name="vvreader-test-paced-engine", daemon=True
+        )
+        self._thread.start()
+
+    def frame_cost(self, streams: int) -> float:
+        """Seconds a frame of ``streams`` utterances takes."""
+        return HOP / SAMPLE_RATE / self.speed * (1 + self.row_cost * (streams - 1))
+
+    def synthesize(self, request: SynthesisRequest) -> _PacedStream:
+        stream = _PacedStream(self.inner.synthesize(request))
+        self._jobs.put(_PacedJob([stream], batch=False))
+        return stream
+
+    def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[_PacedStream]:
+        streams = [_PacedStream(s) for s in self.inner.synthesize_many(requests)]
+        self.batches.append(streams)
+        if streams:
+            self._jobs.put(_PacedJob(streams, batch=True))
+        return streams
+
+    def voices(self) -> list[str]:
+        return self.inner.voices()
+
+    def close(self) -> None:
+        """Stop pacing (the inner engine stays open: its owner closes it)."""
+        self._jobs.put(None)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            waiting = list(job.streams)
+            live: list[tuple[_PacedStream, Iterator[AudioChunk]]] = []
+            last = time.monotonic()
+            while waiting or live:
+                while waiting and len(live) < self.max_batch:
+                    s = waiting.pop(0)
+                    live.append((s, iter(s.inner)))
+                live = [(s, it) for s, it in live if not s.cancelled]
+                if not live:
+                    continue
+                deadline = last + self.frame_cost(len(live))
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                last = max(deadline, time.monotonic() - 0.005)  # late: the model is late too
+                self.batch_sizes.append(len(live))
+                for s, it in list(live):
+                    if s.cancelled:  # leaves the batch, unfinished
+                        live.remove((s, it))
+                        continue
+                    try:
+                        s.chunks.put(next(it))
+                        s.delivered += 1
+                    except StopIteration:
+                        s.ended = not s.cancelled
+                        s.chunks.put(None)
+                        live.remove((s, it))
+                    except Exception as e:  # the inner engine's error reaches the reader
+                        s.chunks.put(e)
+                        s.chunks.put(None)
+                        live.remove((s, it))
+                if job.batch:
+                    waiting += self._joining()
+
+    def _joining(self) -> list[_PacedStream]:
+        """The streams of the ``synthesize_many`` job at the head of the queue (taken off
+        it), if any: they join the running batch."""
+        with self._jobs.mutex:
+            head = self._jobs.queue[0] if self._jobs.queue else None
+            if head is None or not head.batch:
+                return []
+            self._jobs.queue.popleft()
+        return list(head.streams)
