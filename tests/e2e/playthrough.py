@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.api import SAMPLE_RATE, AudioChunk, SpeechEngine, SynthesisRequest
+from engine.api import SAMPLE_RATE, AudioChunk, BatchSpeechEngine, SpeechEngine, SynthesisRequest
 from tests.audio_server import MonitorRecorder, PulseServer, Recording
 from vvreader.narration.commands import VoiceSettings
 from vvreader.narration.events import Event
@@ -61,15 +61,24 @@ class _CapturingStream:
 
 class CapturingEngine:
     """A SpeechEngine that passes requests on and keeps the audio of each one that ran to
-    its end, in order."""
+    its end, in the order they were read to their ends (the narrator reads them in reading
+    order, those of a batch too)."""
 
     def __init__(self, engine: SpeechEngine) -> None:
         self.engine = engine
         self.sample_rate = engine.sample_rate
+        # An engine that cannot batch is passed on as one that batches one at a time.
+        self.max_batch: int = getattr(engine, "max_batch", 1)
+        self.identity: str = getattr(engine, "identity", "")
         self.said: list[tuple[SynthesisRequest, np.ndarray]] = []
 
     def synthesize(self, request: SynthesisRequest) -> _CapturingStream:
         return _CapturingStream(self, request, self.engine.synthesize(request))
+
+    def synthesize_many(self, requests: Sequence[SynthesisRequest]) -> list[_CapturingStream]:
+        assert isinstance(self.engine, BatchSpeechEngine)
+        streams = self.engine.synthesize_many(requests)
+        return [_CapturingStream(self, r, s) for r, s in zip(requests, streams, strict=True)]
 
     def voices(self) -> list[str]:
         return self.engine.voices()
@@ -169,10 +178,12 @@ def play_and_record(
     device: str | None = None,
     speed: float = 1.0,
     during: Callable[[Narrator], None] | None = None,
+    batch: int = 4,
 ) -> Playthrough:
     """Read ``plan`` with a Narrator on ``open_output(device)`` (the default: the test
     server's null sink) at listening ``speed`` while its monitor is recorded; returns once
-    all is played. ``during`` is called with the narrator every 20 ms while it reads."""
+    all is played. ``during`` is called with the narrator every 20 ms while it reads;
+    ``batch`` is the narrator's (the most utterances synthesised together)."""
     capture = CapturingEngine(engine)
     outputs: list[AudioOutput] = []
 
@@ -187,7 +198,12 @@ def play_and_record(
     try:
         time.sleep(0.2)  # some silence before: the first onset is clearly inside
         narrator = Narrator(
-            plan, settings=settings, lookahead=lookahead, on_event=events.append, speed=speed
+            plan,
+            settings=settings,
+            lookahead=lookahead,
+            on_event=events.append,
+            speed=speed,
+            batch=batch,
         )
         narrator.start(capture, make_output)
         poller = Poller(narrator).start()
