@@ -4,6 +4,7 @@ file as an export never stopped; the work folder is gone once the file is comple
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -219,3 +221,50 @@ def test_a_full_disk_is_one_line_and_the_work_made_is_kept(tmp_path, tiny_model,
     assert (out / "second.rc").read_text().strip() == "0", (out / "second.err").read_text()
     assert (out / "second.ls").read_text().split() == ["book.vtt", "book.wav"]
     assert (out / "book.wav").read_bytes() == wav and (out / "book.vtt").read_text() == vtt
+
+
+def _probe(path: Path) -> dict:
+    run = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_chapters", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(run.stdout)
+
+
+def _decoded(path: Path) -> np.ndarray:
+    run = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "pipe:1"],
+        capture_output=True,
+        check=True,
+    )
+    return np.frombuffer(run.stdout, dtype="<f4")
+
+
+def test_a_killed_m4b_export_resumes_to_the_same_book(tmp_path, tiny_model) -> None:
+    doc = tmp_path / "book.md"
+    doc.write_text(DOC)
+    whole = _run(doc, tmp_path / "whole.m4b", tiny_model, "-q")
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "book.m4b"
+    proc = _stop_midway(doc, out, tiny_model, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and len(_stored(out)) >= 3
+    again = _run(doc, out, tiny_model, "-q")
+    assert again.returncode == 0, again.stderr
+    assert not _work(out).exists()
+    # An independent reader finds the same book: duration, chapters, and the decoded audio.
+    want, got = _probe(tmp_path / "whole.m4b"), _probe(out)
+    assert float(got["format"]["duration"]) == pytest.approx(
+        float(want["format"]["duration"]), rel=0.01
+    )
+    assert [(c["tags"]["title"], c["start_time"]) for c in got["chapters"]] == [
+        (c["tags"]["title"], c["start_time"]) for c in want["chapters"]
+    ]
+    assert [c["tags"]["title"] for c in got["chapters"]] == ["Chapter 1", "Chapter 2", "Chapter 3"]
+    a, b = _decoded(tmp_path / "whole.m4b"), _decoded(out)
+    assert abs(len(a) - len(b)) <= 2048
+    n = min(len(a), len(b))
+    error = float(np.sqrt(np.mean((a[:n] - b[:n]) ** 2)))
+    assert error <= 0.01 * float(np.sqrt(np.mean(a[:n] ** 2)))
