@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from vvreader.export.formats import BookTags
@@ -53,9 +54,13 @@ class Outline:
     (none when there is no utterance)."""
     tags: BookTags
 
+    @cached_property
+    def _starts(self) -> list[int]:
+        return [p.first for p in self.parts]
+
     def part_of(self, position: int) -> int:
         """Which part holds utterance ``position`` (0-based)."""
-        return max(0, bisect_right([p.first for p in self.parts], position) - 1)
+        return max(0, bisect_right(self._starts, position) - 1)
 
     def span(self, part: int) -> range:
         """The positions of part ``part``'s utterances."""
