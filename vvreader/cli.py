@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -473,9 +475,6 @@ class ExportProgressLine:
 
     def update(self, p: Progress) -> None:
         """Show ``p`` (called after each utterance)."""
-        import shutil
-        import time
-
         from vvreader.humanize import describe_export, export_bar
 
         if self.quiet:

@@ -394,3 +394,33 @@ def test_the_progress_line_on_a_terminal_and_elsewhere() -> None:
     line.update(progress(4, 2))
     line.end()
     assert quiet.getvalue() == ""
+
+
+def test_a_stopped_export_keeps_its_work_for_any_speed(tmp_path) -> None:
+    from vvreader.export import ExportStopped
+
+    plan = _plan(tmp_path, BOOK)
+    out = tmp_path / "book.wav"
+
+    def stop_after_three(p) -> None:
+        if p.done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(ExportStopped) as stopped:
+        export(plan, FakeEngine(), out, speed=1.5, on_progress=stop_after_three)
+    assert (
+        stopped.value.kept == 3 and stopped.value.folder == tmp_path / ".book.wav.vvreader-export"
+    )
+    assert not out.exists() and not out.with_suffix(".vtt").exists()
+    # Another speed: the three made are stretched anew, not made again.
+    engine = FakeEngine()
+    result = export(plan, engine, out, speed=1.0)
+    assert result.resumed == 3
+    assert [r.text for r in engine.requests] == [u.speak for u in plan][3:]
+    # The same audio as an export never stopped.
+    export(plan, FakeEngine(), tmp_path / "whole.wav")
+    assert out.read_bytes() == (tmp_path / "whole.wav").read_bytes()
+    # A changed setting makes everything again.
+    engine = FakeEngine()
+    export(plan, engine, out, cfg_scale=2.0)
+    assert len(engine.requests) == len(plan)
