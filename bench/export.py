@@ -1,13 +1,15 @@
 """Export speed: a book rendered by ``vvreader --export``'s pipeline, batched and not.
 
-    python bench/export.py [--batch B] [--sentences N] [--words W] [--format m4b] [--runs R]
+    python bench/export.py [--batch B] [--sentences N] [--single M] [--words W]
+                           [--format m4b] [--runs R]
 
 Renders the same generated book (``--sentences`` sentences of about ``--words`` words, in
 two chapters) through ``vvreader.export.export`` with the full-size random model (the
 full-davis parity case's weights: EOS disabled, so every sentence runs to the engine's
 frame limit, 4 frames a token and 24 more) and the official en-Davis_man voice, once with
 the engine generating up to ``--batch`` sentences together and once one at a time
-(``max_batch`` 1), alternating, ``--runs`` times each, after a short warm-up export. The
+(``max_batch`` 1; of the first ``--single`` sentences only, where one at a time would take
+too long), alternating, ``--runs`` times each, after a short warm-up export. The
 whole pipeline is timed: synthesis, time-stretch (none at 1x), the encoding thread and the
 format's encoder (ffmpeg for m4b), the work folder, the final rename. Reports seconds of
 audio per second of wall time (x real time) for each and their ratio, with the machine's
@@ -109,11 +111,14 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def run_export(engine: MLXEngine, doc: Path, out: Path, voice: str) -> tuple[float, float]:
-    """(seconds of audio, seconds of wall time) of one export of ``doc`` to ``out``."""
+def run_export(
+    engine: MLXEngine, doc: Path, out: Path, voice: str, last: int | None = None
+) -> tuple[float, float]:
+    """(seconds of audio, seconds of wall time) of one export of ``doc`` (up to utterance
+    ``last``) to ``out``."""
     plan = build_plan(load_document(str(doc)))
     t0 = time.perf_counter()
-    result = export(plan, engine, out, voice=voice)
+    result = export(plan, engine, out, voice=voice, last=last)
     return result.seconds, time.perf_counter() - t0
 
 
@@ -121,6 +126,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=4, help="sentences generated together")
     ap.add_argument("--sentences", type=int, default=8, help="sentences in the book")
+    ap.add_argument(
+        "--single", type=int, help="sentences exported one at a time (default: all of them)"
+    )
     ap.add_argument("--words", type=int, default=8, help="words a sentence, about")
     ap.add_argument("--format", default="m4b", help="the export's extension (default m4b)")
     ap.add_argument("--runs", type=int, default=1, help="exports of each kind")
@@ -143,13 +151,19 @@ def main() -> None:
         try:
             run_export(engine, warm, work / f"warm.{a.format}", voice)
             rates: dict[int, list[float]] = {a.batch: [], 1: []}
-            audio = 0.0
+            last = None  # one at a time: up to the --single'th sentence
+            if a.single is not None:
+                plan = build_plan(load_document(str(doc)))
+                spoken = [u.index for u in plan if u.kind != "heading"]
+                last = spoken[max(1, min(a.single, len(spoken))) - 1]
+            audios: dict[int, float] = {}
             for r in range(a.runs):
                 for batch in rates:
                     engine.max_batch = batch
                     out = work / f"b{batch}-r{r}.{a.format}"
-                    audio, wall = run_export(engine, doc, out, voice)
+                    audio, wall = run_export(engine, doc, out, voice, None if batch > 1 else last)
                     rates[batch].append(audio / wall)
+                    audios[batch] = audio
                     load.append(os.getloadavg()[0])
                     print(
                         f"max_batch {batch:3d}: {audio:7.1f} s of audio in {wall:7.1f} s "
@@ -164,8 +178,9 @@ def main() -> None:
             "batch_x_realtime": round(best[a.batch], 3),
             "one_at_a_time_x_realtime": round(best[1], 3),
             "ratio": round(best[a.batch] / best[1], 2),
-            "audio_seconds": round(audio, 1),
+            "audio_seconds": {str(b): round(x, 1) for b, x in audios.items()},
             "sentences": a.sentences,
+            "single_sentences": a.single or a.sentences,
             "format": a.format,
             "runs": a.runs,
             "device": str(mx.default_device()),
