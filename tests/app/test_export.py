@@ -77,7 +77,12 @@ def test_wav_is_the_utterances_and_their_pauses(tmp_path, engine) -> None:
             expected += b"\x00\x00" * (SAMPLE_RATE * u.pause_after // 1000)
     with wave.open(str(out)) as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, SAMPLE_RATE)
-        assert w.readframes(w.getnframes()) == expected
+        got = w.readframes(w.getnframes())
+    # The engine's batches make each utterance's audio within float32 rounding of what it
+    # makes alone: a sample moved across a 16-bit step is one step off.
+    assert len(got) == len(expected)
+    diff = np.abs(np.frombuffer(got, "<i2").astype(np.int32) - np.frombuffer(expected, "<i2"))
+    assert diff.max() <= 2 and np.count_nonzero(diff) <= 0.01 * len(diff)
     # The subtitles: one cue per utterance, at the right places, with what was said.
     times = _vtt_times(out.with_suffix(".vtt"))
     assert len(times) == len(cues)

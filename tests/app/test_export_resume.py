@@ -1,11 +1,19 @@
 """An export stopped (Ctrl-C) or killed (SIGKILL) leaves no file at the output path, keeps
 the utterances made in its work folder, and the same command run again ends with the same
-file as an export never stopped; the work folder is gone once the file is complete."""
+file as an export never stopped; the work folder is gone once the file is complete.
+
+"The same": the same length, subtitles and tags, and samples within the engine's batching
+tolerance. The engine makes an utterance's audio alone or in a batch the same within float32
+rounding, and which utterances share a batch differs between a run that resumes and one
+that never stopped; a sample that rounding moves across a 16-bit step differs by one. The
+pipeline itself adds nothing to that: with a deterministic engine a resumed file is the
+same byte for byte (tests/app/test_export.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +57,15 @@ def _run(doc: Path, out: Path, model: Path, *extra: str) -> subprocess.Completed
         timeout=600,
         env=_env(doc.parent),
     )
+
+
+def _assert_same_wav(got: bytes, want: bytes) -> None:
+    """The same WAV but for samples one or two 16-bit steps apart (see above)."""
+    assert len(got) == len(want)
+    a, b = (np.frombuffer(x[44 : len(x) - (len(x) - 44) % 2], "<i2") for x in (got, want))
+    diff = np.abs(a.astype(np.int32) - b)
+    assert diff.max() <= 2, diff.max()
+    assert np.count_nonzero(diff) <= 0.01 * len(a)
 
 
 def _work(out: Path) -> Path:
@@ -124,7 +141,8 @@ def test_ctrl_c_keeps_the_work_and_the_same_command_finishes_it(
     again = _run(doc, out, tiny_model)
     assert again.returncode == 0, again.stderr
     assert f"{len(kept)} utterances came from the stopped run" in again.stderr
-    assert out.read_bytes() == wav and out.with_suffix(".vtt").read_text() == vtt
+    _assert_same_wav(out.read_bytes(), wav)
+    assert out.with_suffix(".vtt").read_text() == vtt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["book.md", "book.vtt", "book.wav"]
 
 
@@ -145,7 +163,8 @@ def test_a_killed_export_leaves_no_partial_file_and_resumes_to_the_same_audio(
     again = _run(doc, out, tiny_model, "-q")
     assert again.returncode == 0, again.stderr
     assert again.stderr == ""  # -q: nothing but errors
-    assert out.read_bytes() == wav and out.with_suffix(".vtt").read_text() == vtt
+    _assert_same_wav(out.read_bytes(), wav)
+    assert out.with_suffix(".vtt").read_text() == vtt
     assert not _work(out).exists()
 
 
@@ -210,7 +229,8 @@ def test_a_full_disk_is_one_line_and_the_work_made_is_kept(tmp_path, tiny_model,
     assert len(kept) >= 1
     assert first.splitlines() == [first.strip()], first  # one line
     assert "Traceback" not in first and "cannot write" in first
-    assert "the disk is full" in first or "No space left on device" in first
+    # Whichever filled the disk, the work folder or the file being encoded, says so.
+    assert re.search(r"the disk is full|no space left on (the )?device", first, re.IGNORECASE)
     assert first.strip().endswith(
         f"the {len(kept)} utterances made are kept in {tmp_path}/disk/.book.wav.vvreader-export: "
         "run the same command again to continue"
@@ -220,7 +240,8 @@ def test_a_full_disk_is_one_line_and_the_work_made_is_kept(tmp_path, tiny_model,
 
     assert (out / "second.rc").read_text().strip() == "0", (out / "second.err").read_text()
     assert (out / "second.ls").read_text().split() == ["book.vtt", "book.wav"]
-    assert (out / "book.wav").read_bytes() == wav and (out / "book.vtt").read_text() == vtt
+    _assert_same_wav((out / "book.wav").read_bytes(), wav)
+    assert (out / "book.vtt").read_text() == vtt
 
 
 def _probe(path: Path) -> dict:
