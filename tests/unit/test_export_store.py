@@ -1,5 +1,4 @@
-"""The export's work folder (one checked file per utterance), its encoding thread and the
-words of its progress."""
+"""The export's work folder (one checked file per utterance) and its encoding thread."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import errno
 import os
 import threading
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +15,6 @@ from vvreader.export.encoding import QUEUE_LENGTH, EncodingThread
 from vvreader.export.errors import ExportError
 from vvreader.export.pcm import to_pcm16
 from vvreader.export.store import UtteranceStore, utterance_key
-from vvreader.humanize import describe_export, export_bar
 
 
 def test_a_stored_utterance_comes_back_as_it_was(tmp_path) -> None:
@@ -156,46 +153,3 @@ def test_the_encoding_thread_stops_at_the_first_error_but_runs_the_clean_up() ->
     with pytest.raises(ExportError, match="broken pipe"):
         thread.close()
     assert ran == ["clean-up"]
-
-
-def _progress(**kw: object) -> SimpleNamespace:
-    values = dict(
-        fraction=0.42,
-        speed=2.31,
-        seconds_left=725.0,
-        audio_seconds=3725.0,
-        chapter="The Storm",
-        chapter_number=3,
-        chapters=12,
-    )
-    values.update(kw)
-    return SimpleNamespace(**values)
-
-
-def test_export_progress_in_words() -> None:
-    assert describe_export(_progress()) == (
-        "42% · 3/12 The Storm · 1h02m of audio · 2.3x real time · 12m05s left"
-    )
-    # Before the engine has made anything in this run: no pace, no time left.
-    assert describe_export(_progress(speed=0.0, seconds_left=None, fraction=0.0)) == (
-        "0% · 3/12 The Storm · 1h02m of audio"
-    )
-    # Done: no time left; a title's control characters are spaces.
-    assert describe_export(_progress(fraction=1.0, seconds_left=0.0, chapter="a\x1b[2Jb")) == (
-        "100% · 3/12 a [2Jb · 1h02m of audio · 2.3x real time"
-    )
-
-
-def test_the_export_bar_fits_its_width() -> None:
-    p = _progress(chapter="The Storm, and a much longer title than the line has room for")
-    wide = export_bar(p, 200)
-    assert wide.startswith("[" + "#" * 12 + "-" * 18 + "] 42% · 3/12 The Storm, and a much")
-    assert wide.endswith("12m05s left")
-    for width in (100, 79, 60, 40, 12):
-        line = export_bar(p, width)
-        assert len(line) <= width, (width, line)
-        assert line.startswith(("[#", "42%")), line
-    assert "…" in export_bar(p, 100) and export_bar(p, 100).endswith("12m05s left")
-    # Wide characters take two columns.
-    cjk = export_bar(_progress(chapter="章" * 80), 100)
-    assert sum(2 if c == "章" else 1 for c in cjk) <= 100
