@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
 
 import mlx.core as mx
+import numpy as np
 
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
 from engine.generate import (
@@ -36,6 +37,7 @@ from engine.generate import (
     FrameHooks,
     FrameKernels,
     FrameOutput,
+    HostRows,
     Launched,
     NoiseSource,
     check_steps,
@@ -131,6 +133,10 @@ class BatchGenerator:
         self._utterances: list[_Utterance] = []
         self._requests: list[DecodeRequest] = []
         self._dtype = model.model.tts_input_types.weight.dtype
+        self._conditions: tuple[mx.array, mx.array] | None = None
+        """The last frame's next conditions (B, hidden) each, while they are every
+        utterance's, in order."""
+        self._teacherless: tuple[mx.array, mx.array] | None = None
 
     def __len__(self) -> int:
         """Utterances in the batch now."""
@@ -152,6 +158,7 @@ class BatchGenerator:
         if index != len(self._utterances):
             raise RuntimeError(f"batch caches out of step: {index} != {len(self._utterances)}")
         voice = item.voice
+        self._conditions = None
         self._utterances.append(
             _Utterance(
                 item=item,
@@ -172,9 +179,19 @@ class BatchGenerator:
             )
         )
 
+    def _no_teacher(self, batch: int, latent_dim: int) -> tuple[mx.array, mx.array]:
+        """No teacher for any of ``batch`` utterances (made once per batch size)."""
+        if self._teacherless is None or self._teacherless[0].shape[0] != batch:
+            self._teacherless = (
+                mx.zeros((batch, latent_dim)),
+                mx.zeros((batch, 1), dtype=mx.bool_),
+            )
+        return self._teacherless
+
     def _remove(self, ended: Iterable[int]) -> None:
         gone = sorted(set(ended))
         if gone:
+            self._conditions = None
             self.caches.remove(gone)
             self._utterances = [u for i, u in enumerate(self._utterances) if i not in gone]
 
@@ -213,6 +230,7 @@ class BatchGenerator:
             due.setdefault(len(tokens), []).append((i, u, tokens))
         # The windows due now, one batch per length (the last window of a text is shorter).
         for group in due.values():
+            self._conditions = None
             h_text, h_tts = self.frames.batch_windows(
                 mx.array([tokens for _, _, tokens in group]),
                 [u.text for _, u, _ in group],
@@ -227,26 +245,40 @@ class BatchGenerator:
         if not self._utterances:
             return settled
 
-        latent_dim = self.model.config.acoustic_vae_dim
-        teachers: list[mx.array] = []
-        use_teacher: list[list[bool]] = []
-        for u in self._utterances:
-            u.hooks.conditions(u.index, u.pos, u.neg)
-            teacher = u.hooks.teacher(u.index)
-            use_teacher.append([teacher is not None])
-            teachers.append(mx.zeros((1, latent_dim)) if teacher is None else teacher)
         utterances = self._utterances
+        latent_dim = self.model.config.acoustic_vae_dim
+        teachers: list[mx.array | None] = []
+        for u in utterances:
+            u.hooks.conditions(u.index, u.pos, u.neg)
+            teachers.append(u.hooks.teacher(u.index))
+        if any(t is not None for t in teachers):
+            teacher = mx.concatenate(
+                [mx.zeros((1, latent_dim)) if t is None else t.astype(mx.float32) for t in teachers]
+            )
+            use_teacher = mx.array([[t is not None] for t in teachers])
+        else:
+            teacher, use_teacher = self._no_teacher(len(utterances), latent_dim)
+        # The noise built on the host and sent as one array; the conditions as the last
+        # frame left them unless a window or a join or leave changed them since.
+        noise = np.concatenate([np.asarray(u.noise(u.index), np.float32) for u in utterances])
+        if self._conditions is not None:
+            pos_in, neg_in = self._conditions
+        else:
+            pos_in = mx.concatenate([u.pos for u in utterances])
+            neg_in = mx.concatenate([u.neg for u in utterances])
         latent, fed, pos, neg, eos = self.frames.batch_frame(
-            mx.concatenate([u.noise(u.index).astype(mx.float32) for u in utterances]),
-            mx.concatenate([u.pos for u in utterances]),
-            mx.concatenate([u.neg for u in utterances]),
+            mx.array(noise),
+            pos_in,
+            neg_in,
             mx.array([[u.item.cfg_scale] for u in utterances], dtype=mx.float32),
             self.caches,
-            mx.concatenate([t.astype(mx.float32) for t in teachers]),
-            mx.array(use_teacher),
+            teacher,
+            use_teacher,
         )
         # Launched now; each utterance's previous EOS is read while this frame runs.
-        mx.async_eval(latent, eos, pos, neg)
+        host = HostRows(latent, fed, eos)
+        mx.async_eval(*host.arrays, pos, neg)
+        self._conditions = (pos, neg)
         ended = []
         for i, u in enumerate(utterances):
             u.pos, u.neg = pos[i : i + 1], neg[i : i + 1]
@@ -256,7 +288,14 @@ class BatchGenerator:
             elif self.caches.offset(i) + 1 > max_positions:
                 forced = "context"
             launched = Launched(
-                u.index, latent[i : i + 1], fed[i : i + 1], eos[i], u.consumed, forced
+                u.index,
+                latent[i : i + 1],
+                fed[i : i + 1],
+                eos[i],
+                u.consumed,
+                forced,
+                host=host,
+                row=i,
             )
             frames, stop = _drain(u.out.launched(launched))
             settled += [(u.item.key, f) for f in frames]

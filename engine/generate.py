@@ -164,9 +164,31 @@ class Frame:
     yielded unmarked."""
 
 
+class HostRows:
+    """The latents, fed latents and EOS logits of a batch's frame (B rows each), read to
+    the host together the first time any row is read: one wait for the device per
+    batched frame, not three per utterance. ``arrays`` are to be launched with the frame
+    (so that reading them later waits for that frame only)."""
+
+    def __init__(self, latent: mx.array, fed: mx.array, eos_logit: mx.array) -> None:
+        self.arrays = [
+            a if a.dtype == mx.float32 else a.astype(mx.float32) for a in (latent, fed, eos_logit)
+        ]
+        self._host: tuple[np.ndarray, ...] = ()
+
+    def read(self) -> tuple[np.ndarray, ...]:
+        """(latents (B, latent dim), fed latents (B, latent dim), EOS logits (B,)),
+        float32."""
+        if not self._host:
+            self._host = tuple(np.array(a) for a in self.arrays)
+            self.arrays = []
+        return self._host
+
+
 @dataclass
 class Launched:
-    """A frame whose work is launched but whose EOS has not been read yet."""
+    """A frame whose work is launched but whose EOS has not been read yet. With ``host``
+    (a batch's frame), ``latent``, ``fed`` and ``eos_logit`` are row ``row`` of it."""
 
     index: int
     latent: mx.array
@@ -176,6 +198,25 @@ class Launched:
     forced_stop: str | None
     eos_prob: float = 0.0
     stop: str | None = None
+    host: HostRows | None = None
+    row: int = 0
+
+    def latent_on_host(self) -> np.ndarray:
+        """(latent dim,) float32."""
+        if self.host is not None:
+            return self.host.read()[0][self.row].copy()
+        return np.array(self.latent[0].astype(mx.float32))
+
+    def fed_rows(self) -> mx.array | np.ndarray:
+        """(1, latent dim): the fed latent, where it is."""
+        if self.host is not None:
+            return self.host.read()[1][self.row : self.row + 1]
+        return self.fed
+
+    def logit(self) -> float:
+        if self.host is not None:
+            return float(self.host.read()[2][self.row])
+        return float(self.eos_logit)
 
 
 def _eos_probability(logit: float) -> float:
@@ -191,7 +232,7 @@ class DecodeRequest:
     the requests of all its utterances together: :func:`decode_requests`)."""
 
     output: FrameOutput
-    fed: mx.array
+    fed: mx.array | np.ndarray
     """(T, latent dim): the frames' fed latents."""
     frames: list[Frame]
     """Their frames, whose ``audio`` the decoding fills in."""
@@ -242,7 +283,7 @@ class FrameOutput:
         self.pending: list[Launched] = []  # settled, waiting for their group
         self.previous: Launched | None = None  # launched, EOS not read yet
 
-    def decode(self, fed: mx.array) -> np.ndarray:
+    def decode(self, fed: mx.array | np.ndarray) -> np.ndarray:
         """Audio rows of ``fed`` (T, latent dim), continuing the stream."""
         self.decodes += 1
         audio, self.state = self.decoder.decode(fed, self.state)
@@ -254,9 +295,8 @@ class FrameOutput:
         return Frame(0, np.array(latent[0].astype(mx.float32)), self.decode(fed)[0],
                      float("nan"), consumed)  # fmt: skip
 
-    def _logit(self, eos_logit: mx.array) -> float:
-        """The EOS logit as a number; BackendError when the frame backend failed."""
-        logit = float(eos_logit)
+    def _logit(self, logit: float) -> float:
+        """The EOS logit, checked: BackendError when the frame backend failed."""
         if not math.isfinite(logit) and self.kernels is not None and self.kernels.frames.failed():
             reason = f"the {self.kernels.frames.name} frame kernels failed (a grid barrier gave up)"
             self.kernels.fall_back(reason)
@@ -264,7 +304,7 @@ class FrameOutput:
         return logit
 
     def eos_fires(self, frame: int, eos_logit: mx.array) -> bool:
-        logit = self._logit(eos_logit)
+        logit = self._logit(float(eos_logit))
         self.hooks.eos(frame, logit)
         return self.stop_at_eos and _eos_probability(logit) > 0.5
 
@@ -290,18 +330,24 @@ class FrameOutput:
     def _settle(self, s: Launched, final: bool = False) -> Generator[Frame, None, str | None]:
         """Read frame ``s``'s EOS (waiting for that frame only), then decode and yield the
         pending frames when it is the first, the last, or completes a decode group."""
-        logit = self._logit(s.eos_logit)
+        logit = self._logit(s.logit())
         self.hooks.eos(s.index, logit)
         s.eos_prob = _eos_probability(logit)
         s.stop = "eos" if self.stop_at_eos and s.eos_prob > 0.5 else s.forced_stop
         self.pending.append(s)
         group = min(self.decode_group, 1 << min(self.decodes, 30))
         if s.stop is not None or final or s.index == 0 or len(self.pending) >= group:
-            fed = mx.concatenate([p.fed for p in self.pending])
+            rows = [p.fed_rows() for p in self.pending]
+            if all(isinstance(r, np.ndarray) for r in rows):
+                fed: mx.array | np.ndarray = np.concatenate(rows)
+            else:
+                fed = mx.concatenate(
+                    [mx.array(r) if isinstance(r, np.ndarray) else r for r in rows]
+                )
             frames = [
                 Frame(
                     index=p.index,
-                    latent=np.array(p.latent[0].astype(mx.float32)),
+                    latent=p.latent_on_host(),
                     audio=_NO_AUDIO,
                     eos_prob=p.eos_prob,
                     tokens_consumed=p.consumed,
