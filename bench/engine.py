@@ -383,9 +383,17 @@ def main() -> None:
         result["batch_x_realtime"] = rates[best]
         result["batch_speedup"] = round(result["batch_x_realtime"] / result["x_realtime"], 2)
         result["batches"] = rates
+        # The wall time of one frame of all the streams (the batch's own decoding in it).
+        result["batch_ms_per_step"] = {
+            n: round(n * FRAME_SECONDS * 1000 / r, 2) for n, r in rates.items()
+        }
         result["batch_backend"] = type(kernels.batch).__name__
+        result["batch_decoder"] = kernels.decoder.name
         write_partial()
-        progress(f"{b} streams: {rates[b]}x real time together")
+        progress(
+            f"{b} streams: {rates[b]}x real time together,"
+            f" {result['batch_ms_per_step'][b]} ms per frame of all of them"
+        )
     if a.require_kernels:
         require_kernels(kernels)
     result["complete"] = True

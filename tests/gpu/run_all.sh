@@ -4,6 +4,9 @@
 #     bash tests/gpu/run_all.sh bench   # the benchmark: one stream, batches, mlx-audio 0.6.2
 #     bash tests/gpu/run_all.sh tests   # tests/gpu, the start-up measurement among them
 #     bash tests/gpu/run_all.sh         # both, one after the other
+#     bash tests/gpu/run_all.sh batch   # the batches only, on MLX (no CUDA frame kernels
+#                                       # to build, no mlx-audio): one stream, then
+#                                       # $BATCHES (16,64,128,256) streams together
 # Each step has its own time limit; its output goes to $OUT/STEP.txt as it comes, and each
 # finished part of the benchmark rewrites $OUT/bench.json, so a step stopped by its limit
 # still leaves what it finished. $OUT defaults to gpu-out/. MLX's CUDA build and mlx-audio
@@ -19,8 +22,8 @@
 set -o pipefail
 cd "$(dirname "$0")/../.." || exit 1
 PART=${1:-all}
-case $PART in bench | tests | all) ;; *)
-    echo "usage: bash tests/gpu/run_all.sh [bench|tests|all]" >&2
+case $PART in bench | tests | all | batch) ;; *)
+    echo "usage: bash tests/gpu/run_all.sh [bench|tests|all|batch]" >&2
     exit 2
     ;;
 esac
@@ -55,7 +58,13 @@ say "part $PART"
 # The full-size random weights, for the tests and the benchmark (about 25 s).
 step weights 90 python3 -c "import sys; sys.path.append('bench'); from engine_paths import full_model_dir; print(full_model_dir())"
 
-if [ "$PART" != tests ]; then
+if [ "$PART" = batch ]; then
+    # The batched path runs MLX's functions whatever the switch; with it off, the one
+    # stream does too (its kernels need no build) and gives the MLX one-stream figure.
+    export VVREADER_CUDA_KERNELS=0
+    step batch "${BATCH_LIMIT:-360}" python3 bench/engine.py --frames "${FRAMES:-24}" \
+        --runs "${RUNS:-2}" --batch "${BATCHES:-16,64,128,256}" --json-out "$OUT/batch.json"
+elif [ "$PART" != tests ]; then
     BASELINE=(--baseline --baseline-python python3 --baseline-timeout 120)
     if ! python3 -m pip install -q --no-index --no-deps --target "$SITE" .gpu/mlx_audio-0.6.2-*.whl; then
         say "no mlx-audio 0.6.2 wheel in .gpu/: the benchmark runs without its baseline"
@@ -67,7 +76,7 @@ if [ "$PART" != tests ]; then
         --require-kernels --json-out "$OUT/bench.json" "${BASELINE[@]}"
 fi
 
-if [ "$PART" != bench ]; then
+if [ "$PART" = tests ] || [ "$PART" = all ]; then
     step gpu-tests 420 python3 -m pytest -q -s -p no:cacheprovider -rs tests/gpu \
         --junitxml="$OUT/gpu-tests.xml"
     # The start-up measurement's JSON line (the first test's).
