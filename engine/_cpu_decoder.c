@@ -39,12 +39,11 @@ static parallel_fn parallel;
 static bf16w_fn bf16w_gemm;
 static int few_rows_max;
 
-/* Products of 2 to 4 rows use a layer's bfloat16 copy of its weights when it has one
- * (half the bytes of a weight-bound product: the decoder took 123 against 142 ms for two
- * frames here, the same for four). One row stays with float32 and OpenBLAS's sgemv (75
- * against 86 ms; with the shim's prefetching one-row bfloat16 kernel, 73-78 against 74-80
- * ms for one frame: no gain), larger products are compute-bound. */
-#define BF16_MIN_ROWS 2
+/* Products of 1 to 4 rows use a layer's bfloat16 copy of its weights when it has one:
+ * they are bound by reading the weights, and the copy is half the bytes (the first
+ * frame's decode, one row, is on the way to first audio). Larger products are
+ * compute-bound and read the float32 weights through OpenBLAS. */
+#define BF16_MIN_ROWS 1
 #define BF16_MAX_ROWS 4
 
 /* Where the products go; set before any other call. Products of at most `max_rows` rows
