@@ -21,17 +21,17 @@ from engine.dpm_solver import make_schedule
 from engine.model import VibeVoiceRealtime
 from engine.sampler import CompiledSampler, sample_latent
 from engine.steps import (
+    TextBatch,
     batch_pair_inputs,
     batch_pair_step,
+    batch_text_window_step,
     batch_window_step,
     commit_batch_pair_step,
     commit_pair_step,
     pair_inputs,
     pair_step,
     run_batch_window_step,
-    run_text_window_step,
     run_window_step,
-    text_window_step,
     window_step,
 )
 
@@ -114,8 +114,8 @@ class MLXFrames:
             return latent, fed, pos, neg, eos, keys, values, valid
 
         self._batch_frame = mx.compile(batch_frame)
-        self._text_window = mx.compile(
-            text_window_step(m.language_model, m.language_model.embed_tokens)
+        self._text_windows = TextBatch(
+            mx.compile(batch_text_window_step(m.language_model, m.language_model.embed_tokens))
         )
         self._batch_window = mx.compile(batch_window_step(m.tts_language_model))
         self._type_text = type_text
@@ -193,15 +193,9 @@ class MLXFrames:
         items: list[int],
     ) -> tuple[mx.array, mx.array]:
         """:meth:`window` for utterances ``items`` of ``batch`` at once, one window (n, L)
-        of tokens each (``texts``: their text-LM caches): the text LM one utterance at a
-        time, the TTS LM for all of them as one batch. Returns (text LM out, TTS LM out),
-        (n, L, hidden) each."""
-        h_text = mx.concatenate(
-            [
-                run_text_window_step(self._text_window, tokens[i : i + 1], text)
-                for i, text in enumerate(texts)
-            ]
-        )
+        of tokens each (``texts``: their text-LM caches): both LMs for all of them as one
+        batch. Returns (text LM out, TTS LM out), (n, L, hidden) each."""
+        h_text = self._text_windows(tokens, texts)
         h_tts = run_batch_window_step(self._batch_window, h_text + self._type_text, batch, items)
         return h_text, h_tts
 

@@ -289,49 +289,6 @@ def run_window_step(
     return h_text, h_tts
 
 
-def text_window_step(
-    lm: Callable[[mx.array, list], mx.array], embed: Callable[[mx.array], mx.array]
-) -> Callable[..., tuple]:
-    """The text-LM half of :func:`window_step`: (tokens (1, L), lm keys, lm values, lm
-    offset) -> (text LM out (1, L, hidden), the new cache arrays)."""
-
-    def step(
-        tokens: mx.array, lm_keys: list[mx.array], lm_values: list[mx.array], lm_offset: mx.array
-    ) -> tuple:
-        L = tokens.shape[1]
-        lm_valid = mx.arange(lm_keys[0].shape[2]) < lm_offset + L
-        lm_mask = _window_mask(lm_valid, lm_offset, L)
-        slots = [
-            _WindowSlot(k, v, lm_offset, lm_offset, lm_mask)
-            for k, v in zip(lm_keys, lm_values, strict=True)
-        ]
-        h_text = lm(embed(tokens), slots)
-        return h_text, [s.keys for s in slots], [s.values for s in slots]
-
-    return step
-
-
-def run_text_window_step(
-    step: Callable[..., tuple], tokens: mx.array, lm_caches: list[KVCache]
-) -> mx.array:
-    """Apply a compiled :func:`text_window_step` to one utterance's text-LM caches."""
-    L = tokens.shape[1]
-    lm0 = lm_caches[0]
-    if lm0.offset + L > lm0.keys.shape[2]:
-        for c in lm_caches:
-            c.grow(lm0.offset + L)
-    h_text, keys, values = step(
-        tokens,
-        [c.keys for c in lm_caches],
-        [c.values for c in lm_caches],
-        mx.array([lm0.offset], dtype=mx.int32),
-    )
-    for c, k, v in zip(lm_caches, keys, values, strict=True):
-        c.keys, c.values = k, v
-        c.offset += L
-    return h_text
-
-
 class _BatchWindowSlot:
     """One layer of a :class:`BatchPairCaches` inside a compiled batched text window: the
     positive rows ``rows`` (n,) of some utterances, row i writing L columns from
@@ -423,3 +380,104 @@ def run_batch_window_step(
         caches.columns[i] += L
         caches.positions[2 * i] += L
     return h_tts
+
+
+class _BatchTextSlot:
+    """One layer of several utterances' text-LM caches stacked (n, kv heads, capacity,
+    head dim) inside a compiled text window: row i writes L columns from ``offsets[i]``
+    (its positions are its columns) and attends over them and its columns before."""
+
+    def __init__(self, keys: mx.array, values: mx.array, offsets: mx.array, mask: mx.array):
+        self.keys, self.values, self.offsets, self.mask = keys, values, offsets, mask
+
+    def rope_offset(self) -> mx.array:
+        return self.offsets
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        L = keys.shape[2]
+        at = (self.offsets[:, None] + mx.arange(L)[None])[:, None, :, None]  # (n, 1, L, 1)
+        self.keys = mx.put_along_axis(self.keys, at, keys, axis=2)
+        self.values = mx.put_along_axis(self.values, at, values, axis=2)
+        return self.keys, self.values
+
+    def attention_mask(self, L: int) -> mx.array:
+        return self.mask
+
+
+def batch_text_window_step(
+    lm: Callable[[mx.array, list], mx.array], embed: Callable[[mx.array], mx.array]
+) -> Callable[..., tuple]:
+    """The text-LM half of :func:`window_step` for n utterances at once (windows of the
+    same length L): (tokens (n, L), keys, values (n, kv heads, capacity, head dim) per
+    layer, offsets (n,)) -> (text LM out (n, L, hidden), the new cache arrays). One
+    ``mx.compile`` trace per (n, L) and capacity."""
+
+    def step(
+        tokens: mx.array, keys: list[mx.array], values: list[mx.array], offsets: mx.array
+    ) -> tuple:
+        L = tokens.shape[1]
+        cols = mx.arange(keys[0].shape[2])
+        # Query j of row i sees the columns up to its own, offsets[i] + j.
+        written = offsets[:, None] + mx.arange(L)[None]  # (n, L)
+        mask = (cols[None, None, :] <= written[:, :, None])[:, None]
+        slots = [_BatchTextSlot(k, v, offsets, mask) for k, v in zip(keys, values, strict=True)]
+        h_text = lm(embed(tokens), slots)
+        return h_text, [s.keys for s in slots], [s.values for s in slots]
+
+    return step
+
+
+class TextBatch:
+    """Applies a compiled :func:`batch_text_window_step` to the text-LM caches of several
+    utterances: their arrays stacked (padded to the largest capacity) for the call, and
+    each utterance's caches made its rows of the result. When the same utterances come
+    back in the same order with the rows of the last call, those are taken as they are
+    (the steady state of a batch whose utterances window together)."""
+
+    def __init__(self, step: Callable[..., tuple]) -> None:
+        self.step = step
+        self._last: tuple[list[int], list[mx.array], list[mx.array], list[list[mx.array]]] | None
+        self._last = None
+
+    def _stacked(self, texts: list[list[KVCache]]) -> tuple[list[mx.array], list[mx.array]]:
+        last = self._last
+        if last is not None and last[0] == [id(t) for t in texts]:
+            _, keys, values, rows = last
+            same = zip(texts, rows, strict=True)
+            if all(c.keys is r for t, rs in same for c, r in zip(t, rs, strict=True)):
+                return keys, values
+        capacity = max(t[0].keys.shape[2] for t in texts)
+
+        def padded(a: mx.array) -> mx.array:
+            B, H, cap, D = a.shape
+            if cap == capacity:
+                return a
+            return mx.concatenate([a, mx.zeros((B, H, capacity - cap, D), dtype=a.dtype)], axis=2)
+
+        layers = range(len(texts[0]))
+        keys = [mx.concatenate([padded(t[layer].keys) for t in texts]) for layer in layers]
+        values = [mx.concatenate([padded(t[layer].values) for t in texts]) for layer in layers]
+        return keys, values
+
+    def __call__(self, tokens: mx.array, texts: list[list[KVCache]]) -> mx.array:
+        """Text windows ``tokens`` (n, L) of utterances with text-LM caches ``texts``: the
+        text LM out (n, L, hidden); every cache moves L on."""
+        L = tokens.shape[1]
+        for text in texts:
+            first = text[0]
+            if first.offset + L > first.keys.shape[2]:
+                for c in text:
+                    c.grow(first.offset + L)
+        keys, values = self._stacked(texts)
+        offsets = mx.array([t[0].offset for t in texts], dtype=mx.int32)
+        h_text, keys, values = self.step(tokens, keys, values, offsets)
+        rows: list[list[mx.array]] = []
+        for i, text in enumerate(texts):
+            own = []
+            for c, k, v in zip(text, keys, values, strict=True):
+                c.keys, c.values = k[i : i + 1], v[i : i + 1]
+                c.offset += L
+                own.append(c.keys)
+            rows.append(own)
+        self._last = ([id(t) for t in texts], keys, values, rows)
+        return h_text
