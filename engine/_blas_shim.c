@@ -520,10 +520,13 @@ static void split_gemm(int ta, int tb, int M, int N, int K, float alpha, const f
 /* fn(arg, lo, hi, worker) over [0, total) in chunks of `chunk`, on the caller's thread
  * (worker 0) and, when it is free, the helper's (worker 1); returns when every chunk is
  * done (engine/_cpu_decoder.c: a decoder block's rows). Products inside a chunk, and a
- * call made while another runs, stay on their own thread. */
+ * call made while another runs, stay on their own thread. On two cores only: see
+ * split_products. */
 void vvreader_parallel(chunk_fn fn, const void *arg, int total, int chunk) {
     if (total <= 0) return;
-    Task t = {fn, arg, total, chunk > 0 ? chunk : total};
+    /* On more cores than two, OpenBLAS's own threads split the products inside a chunk:
+     * the chunks then run one after the other, never two OpenBLAS calls at once. */
+    Task t = {fn, arg, total, chunk > 0 && split_products ? chunk : total};
     run_task(&t);
 }
 
