@@ -155,3 +155,24 @@ def test_every_cpu_level_gives_the_products(level: int) -> None:
                 assert _err(c, ref, scale) < 1e-6, (level, "bfloat16", m, n, k)
     finally:
         lib.vvreader_cpu_level(previous)
+
+
+def test_parallel_chunks_cover_the_range_once() -> None:
+    """vvreader_parallel (the C decoder's row ranges): every chunk runs once, on worker 0
+    (the caller) or 1 (the helper thread), and the call returns only when all are done."""
+    lib = _lib()
+    chunk_fn = ctypes.CFUNCTYPE(None, _P, _I, _I, _I)
+    lib.vvreader_parallel.argtypes = [chunk_fn, _P, _I, _I]
+    lib.vvreader_parallel.restype = None
+    seen: list[tuple[int, int, int]] = []
+
+    @chunk_fn
+    def record(arg: int, lo: int, hi: int, worker: int) -> None:
+        seen.append((lo, hi, worker))
+
+    for total, chunk in ((1000, 7), (64, 64), (5, 100), (0, 3)):
+        seen.clear()
+        lib.vvreader_parallel(record, None, total, chunk)
+        covered = sorted(i for lo, hi, _ in seen for i in range(lo, hi))
+        assert covered == list(range(total)), (total, chunk)
+        assert {w for _, _, w in seen} <= {0, 1}
