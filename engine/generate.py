@@ -245,8 +245,13 @@ def decode_requests(decoder: LatentDecoder, requests: list[DecodeRequest]) -> No
     while requests:
         now: list[DecodeRequest] = []
         later: list[DecodeRequest] = []
+        in_now: set[int] = set()
         for r in requests:
-            (later if any(r.output is q.output for q in now) else now).append(r)
+            if id(r.output) in in_now:
+                later.append(r)
+            else:
+                in_now.add(id(r.output))
+                now.append(r)
         audio, states = decoder.decode_many([r.fed for r in now], [r.output.state for r in now])
         for r, chunks, state in zip(now, audio, states, strict=True):
             r.output.state = state
