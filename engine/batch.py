@@ -134,8 +134,8 @@ class BatchGenerator:
         self._requests: list[DecodeRequest] = []
         self._dtype = model.model.tts_input_types.weight.dtype
         self._conditions: tuple[mx.array, mx.array] | None = None
-        """The last frame's next conditions (B, hidden) each, while they are every
-        utterance's, in order."""
+        """Every utterance's next conditions (B, hidden) each, in order, while no join or
+        leave has changed the rows since the last frame made them."""
         self._teacherless: tuple[mx.array, mx.array] | None = None
 
     def __len__(self) -> int:
@@ -230,13 +230,18 @@ class BatchGenerator:
             due.setdefault(len(tokens), []).append((i, u, tokens))
         # The windows due now, one batch per length (the last window of a text is shorter).
         for group in due.values():
-            self._conditions = None
+            items = [i for i, _, _ in group]
             h_text, h_tts = self.frames.batch_windows(
                 mx.array([tokens for _, _, tokens in group]),
                 [u.text for _, u, _ in group],
                 self.caches,
-                [i for i, _, _ in group],
+                items,
             )
+            if self._conditions is not None:
+                # The windowed utterances' positive conditions replaced in place.
+                pos_all, neg_all = self._conditions
+                at = mx.array(items, dtype=mx.int32)[:, None]
+                self._conditions = (mx.put_along_axis(pos_all, at, h_tts[:, -1], axis=0), neg_all)
             for row, (_, u, tokens) in enumerate(group):
                 u.hooks.window(u.window, h_text[row : row + 1], h_tts[row : row + 1])
                 u.pos = h_tts[row : row + 1, -1]
