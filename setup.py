@@ -13,7 +13,7 @@ if sys.platform.startswith("linux"):
         Extension(
             "engine._blas_shim",
             ["engine/_blas_shim.c"],
-            depends=["engine/_bf16.h", "engine/_bf16_rows.h"],
+            depends=["engine/_bf16.h", "engine/_bf16_rows.h", "engine/_cpu_level.h"],
             optional=True,
         )
     )
@@ -24,7 +24,7 @@ if sys.platform.startswith("linux"):
         Extension(
             "engine._cpu_decoder",
             ["engine/_cpu_decoder.c"],
-            depends=["engine/_bf16.h"],
+            depends=["engine/_bf16.h", "engine/_cpu_level.h"],
             extra_compile_args=["-O3", "-std=gnu11"],
             extra_link_args=["-Wl,-z,now"],
             libraries=["m"],

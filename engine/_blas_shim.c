@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "_bf16.h"
+#include "_cpu_level.h"
 
 enum Order { RowMajor = 101, ColMajor = 102 };
 enum Trans { NoTrans = 111, Trans = 112, ConjTrans = 113 };
@@ -222,13 +223,8 @@ static int level_in_use = 1;
  * the level in use. */
 int vvreader_cpu_level(int most) {
     if (most < 1) return level_in_use;
-    int level = 1;
+    const int level = cpu_level_at_most(most);
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (most >= 4 && __builtin_cpu_supports("x86-64-v4"))
-        level = 4;
-    else if (most >= 3 && __builtin_cpu_supports("x86-64-v3"))
-        level = 3;
     run_rows_f = level == 4 ? run_rows_v4 : level == 3 ? run_rows_v3 : run_rows_plain;
     run_rows_h = level == 4 ? run_rows_h_v4 : level == 3 ? run_rows_h_v3 : run_rows_h_plain;
 #endif

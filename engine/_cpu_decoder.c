@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "_bf16.h"
+#include "_cpu_level.h"
 
 enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
@@ -429,13 +430,8 @@ static int level_in_use = 1;
  * runs at it from now on. A `most` below 1 only asks. Returns the level in use. */
 int vv_cpu_level(int most) {
     if (most < 1) return level_in_use;
-    int level = 1;
+    const int level = cpu_level_at_most(most);
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (most >= 4 && __builtin_cpu_supports("x86-64-v4"))
-        level = 4;
-    else if (most >= 3 && __builtin_cpu_supports("x86-64-v3"))
-        level = 3;
     block_at = level == 4 ? block_v4 : level == 3 ? block_v3 : block_base;
     upsample_at = level == 4 ? upsample_v4 : level == 3 ? upsample_v3 : upsample_base;
     conv_at = level == 4 ? conv_v4 : level == 3 ? conv_v3 : conv_base;
