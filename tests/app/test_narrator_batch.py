@@ -1,7 +1,8 @@
 """The narrator synthesising several utterances together when one stream falls behind the
 listener (an engine held to a modelled speed: tests/fakes.PacedEngine): read in order,
-never running dry after the first sound, and every move, setting and note handled as when
-it makes them one at a time."""
+the first utterance after a start or a move made alone and played at once, never running
+dry after the first utterance, and every move, setting and note handled as when it makes
+them one at a time."""
 
 from __future__ import annotations
 
@@ -69,26 +70,82 @@ def engines():
         p.close()
 
 
+def batches_asked(n: Narrator, paced: PacedEngine) -> list[tuple[list[str], list[int]]]:
+    """From now on, each ``synthesize_many`` call's texts with the utterances whose audio
+    was in the ring (marked on its clock) when it was made."""
+    asked: list[tuple[list[str], list[int]]] = []
+    synthesize_many = paced.synthesize_many
+
+    def recorded(requests):
+        marked = [i for i in range(len(n.plan)) if n.clock.start_of(i) is not None]
+        asked.append(([r.text for r in requests], marked))
+        return synthesize_many(requests)
+
+    paced.synthesize_many = recorded  # type: ignore[method-assign]
+    return asked
+
+
+def alone(fake: FakeEngine) -> list[str]:
+    """The texts asked for one at a time (``synthesize``, not in a batch)."""
+    together = {id(r) for b in fake.batches for r in b}
+    return [r.text for r in fake.requests if id(r) not in together]
+
+
 def in_batch(n: Narrator, paced: PacedEngine) -> bool:
     """A batch is being taken, with utterances of it not made yet."""
     return bool(paced.batches) and any(not s.ended for s in paced.batches[-1])
 
 
 @pytest.mark.slow
-def test_below_real_time_for_one_stream_it_never_runs_dry_after_the_first_sound(
+def test_below_real_time_for_one_stream_it_speaks_at_once_and_runs_dry_only_after_the_first(
     plan, engines
 ) -> None:
     fake, paced = engines
     # 0.7x real time for one stream, a batch of 4 at 1.4x in all (0.35x each).
     engine = paced(0.7, 1 / 3)
     n, player = reading(plan, engine, rate=1.0)
+    asked = batches_asked(n, engine)
     try:
         n.play()
         wait_for(lambda: n.finished, timeout=60)
         np.testing.assert_array_equal(player.recording(), expected(plan, 0))
         assert max(engine.batch_sizes) > 1
-        # The player ran short only once everything was played.
-        assert set(player.underruns_at) <= {n.ring.written}, player.underruns_at
+        # The first utterance was made alone and put in the ring before the batch of the
+        # next ones was asked for: it plays as soon as one stream makes it.
+        assert alone(fake)[0] == plan[0].speak
+        texts, marked = asked[0]
+        assert texts[0] == plan[1].speak and marked == [0]
+        # The player ran short only at the end of the first utterance (the batch gives its
+        # first later than one stream would) and once everything was played.
+        first_end = len(expected(plan, 0)) - len(expected(plan, 1))
+        assert set(player.underruns_at) <= {first_end, n.ring.written}, player.underruns_at
+    finally:
+        n.close()
+
+
+def test_after_a_jump_the_first_utterance_is_made_alone_and_plays_before_the_batch(
+    engines,
+) -> None:
+    plan = build_plan(parse(SENTENCES + "\n" + SHORT))
+    fake, paced = engines
+    engine = paced(0.9, 0.1)
+    n, player = reading(plan, engine, rate=4.0)
+    asked = batches_asked(n, engine)
+    try:
+        n.play()
+        wait_for(lambda: in_batch(n, engine), timeout=30)
+        before = len(asked)
+        target = 7
+        n.jump(target)
+        wait_for(lambda: n.finished, timeout=60)
+        # The speed is known and below the listener's, yet the utterance jumped to is asked
+        # for alone and is in the ring when the batch after it is asked for.
+        assert alone(fake)[-1] == plan[target].speak
+        texts, marked = asked[before]
+        assert texts[0] == plan[target + 1].speak
+        assert target in marked
+        tail = expected(plan, target)
+        np.testing.assert_array_equal(player.recording()[-len(tail) :], tail)
     finally:
         n.close()
 

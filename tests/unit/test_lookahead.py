@@ -112,6 +112,16 @@ def test_below_the_listener_the_next_ones_together_up_to_the_most() -> None:
     assert pace.streams(1, 0.0, [30, 30, 30, 30], 1.0) == 1  # batching off
 
 
+def test_the_opening_utterance_is_made_alone_even_below_the_listener() -> None:
+    pace = paced(speed=0.7)
+    upcoming = [30, 30, 30, 30, 30]
+    assert pace.streams(4, 0.0, upcoming, 1.0) == 4
+    # The first after a start or a move: one stream makes it soonest.
+    assert pace.streams(4, 0.0, upcoming, 1.0, opening=True) == 1
+    # The ones after it are batched as before.
+    assert pace.streams(4, 1.0, upcoming[1:], 1.0, opening=False) == 4
+
+
 def test_one_stream_while_the_audio_ready_outlasts_making_the_next_ones_alone() -> None:
     pace = paced(speed=0.5)  # 0.1 s a character
     upcoming = [20, 20, 20, 20]  # 2.5 s each with the length margin, 5 s to make each alone

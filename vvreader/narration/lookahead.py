@@ -91,11 +91,22 @@ class Pace:
             return None
         return chars * self.seconds / self.chars * LENGTH_MARGIN
 
-    def streams(self, most: int, ahead: float, upcoming: Sequence[int], listening: float) -> int:
+    def streams(
+        self,
+        most: int,
+        ahead: float,
+        upcoming: Sequence[int],
+        listening: float,
+        opening: bool = False,
+    ) -> int:
         """How many of the ``upcoming`` utterances (their characters, in reading order) to
         synthesise together next, with ``ahead`` seconds of audio ready to be heard at
         ``listening`` x: one while one stream is comfortably ahead of the listener, else up
         to ``most`` (a batch makes more audio a second, each utterance of it later).
+
+        The ``opening`` utterance (the first after a start or a move, nothing playing) is
+        made alone: one stream makes it soonest, so the reading starts speaking at once;
+        the batch for the ones after it is asked for next, while it plays.
 
         One stream is comfortably ahead when it makes audio at least as fast as it is
         heard (below the margin :meth:`may_stream`'s pre-roll keeps it whole), or when the
@@ -104,7 +115,7 @@ class Pace:
         once it no longer does. Before the speed and the voice's pace are measured: one
         (the first audio comes soonest)."""
         upcoming = list(upcoming)[: max(1, most)]
-        if most <= 1 or len(upcoming) <= 1 or self.speed is None or not self.chars:
+        if opening or most <= 1 or len(upcoming) <= 1 or self.speed is None or not self.chars:
             return 1
         if self.speed >= listening:
             return 1

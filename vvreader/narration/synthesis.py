@@ -4,9 +4,12 @@ the playhead into the audio ring, through the :class:`~vvreader.player.Player`.
 While one stream is comfortably ahead of the listener (:meth:`Pace.streams`) it makes one
 utterance at a time; otherwise the next few together, as one batch of the engine (a
 :class:`~engine.api.BatchSpeechEngine`'s ``synthesize_many``), taken in reading order.
-When nothing plays (the start, after a move, after running dry) a made utterance is held
-back until the ones after it will be made in time (:func:`in_time`): the listener waits
-once, before the reading, instead of between its sentences."""
+The first utterance after a start or a move is made alone and played as soon as one
+stream would play it: the reading starts speaking at once. After it, while nothing plays
+(running dry, as at the end of that first utterance when the batch is slower to give its
+first), a made utterance is held back until the ones after it will be made in time
+(:func:`in_time`): the listener waits at most once, there, instead of between every
+sentence after it."""
 
 from __future__ import annotations
 
@@ -122,6 +125,7 @@ class Synthesis:
         self.next: int | None = None
         """The next utterance to synthesise (None before the first play)."""
         self._in_turn = False  # ``next`` follows an utterance read in turn (not a note)
+        self._opening = True  # nothing was committed since the start, a move or a lost device
         self.speaking: int | None = None
         """The utterance being synthesised."""
         self._seeds: dict[int, int] = {}  # utterances said again get a new noise seed
@@ -257,6 +261,7 @@ class Synthesis:
         elif self.next is None:
             self.next = 0
         self.playing = False
+        self._opening = True
         log.warning("audio device lost (%s); kept utterance %d", lost.reason, self.next)
 
     # ------------------------------------------------------------ what comes next
@@ -267,6 +272,7 @@ class Synthesis:
         self._held.clear()
         self.next = index
         self._in_turn = False
+        self._opening = True
 
     def _reset_after_current(self) -> None:
         """Drop ready audio of the utterances after the audible one (new settings)."""
@@ -302,7 +308,7 @@ class Synthesis:
     def _streams(self, indices: list[int], ahead: float) -> int:
         """How many of ``indices`` to synthesise together, with ``ahead`` seconds ready."""
         chars = [len(self.plan[i].speak) for i in indices]
-        return self.pace.streams(self.batch, ahead, chars, self.player.speed)
+        return self.pace.streams(self.batch, ahead, chars, self.player.speed, self._opening)
 
     def _read_ahead(self) -> None:
         indices = self._upcoming()
@@ -495,8 +501,9 @@ class Synthesis:
         while nothing plays and the utterances after it would come too late: a wait before
         the reading starts again, rather than one between its sentences. ``later``: the
         utterances after it in its batch (None: made alone, and what follows is not
-        asked for yet: held when a batch will make it)."""
-        if self.ring.ready == 0:
+        asked for yet: held when a batch will make it). The opening utterance (the first
+        after a start or a move) is never held: it plays as soon as it is made."""
+        if self.ring.ready == 0 and not self._opening:
             ahead = self._held_seconds() + len(audio) / SAMPLE_RATE + self._pause(index)
             if later is None:
                 following = self._upcoming()
@@ -532,6 +539,7 @@ class Synthesis:
 
     def _begin(self, index: int) -> None:
         self.clock.mark(self.ring.written, index)
+        self._opening = False
 
     def _end(self, index: int) -> None:
         if index < len(self.plan) - 1:
