@@ -75,8 +75,13 @@ def test_book_notes_are_in_the_plan_but_not_read_in_turn(tmp_path: Path) -> None
     # The last sentence before the notes pauses as at a section's end (what follows in turn).
     closing = plan[speak.index("Closing words.")]
     assert closing.pause_after == PlanSettings().pause_section_ms
-    # A note reads on from itself; each citing sentence finds its note.
-    assert plan.following(notes_at[0]) == notes_at[1]
+    # Read on from a note (however it was come to): to its end, then the text after the
+    # sentence citing it, never the notes after it.
+    assert plan.following(notes_at[0]) == speak.index("Far off.")
+    assert plan.following(notes_at[1]) == speak.index("Closing words.")
+    assert plan.citing(notes_at[0]) == speak.index("A claim here.")
+    assert plan.citing(speak.index("A claim here.")) is None  # not a note
+    # Each citing sentence finds its note.
     aside = cited_note(plan, speak.index("A claim here."))
     endnote = cited_note(plan, speak.index("Far off."))
     assert aside is not None and [speak[i] for i in aside] == [speak[notes_at[0]]]
@@ -165,12 +170,17 @@ def test_moves_in_a_note_stay_in_it_and_lead_back_after_the_citing_sentence(
     assert endnote is not None
     closing = speak.index("Closing words.")
     assert plan.next_sentence(endnote.start, far) == closing
-    # A note come to by hand (clicked): moves keep to it, and out of it into the text.
+    # A note come to by hand (clicked): moves keep to it, out of its end to the text after
+    # the sentence citing it (as reading on), out of its start into the text before it.
     assert plan.next_sentence(start + 1) == second
-    assert plan.next_sentence(second) == speak.index("Two.")
+    assert plan.next_sentence(second) == far
     assert plan.previous_sentence(start) == closing
-    assert plan.next_sentence(endnote.start) == speak.index("Two.")
+    assert plan.next_sentence(endnote.start) == closing
     assert plan.previous_paragraph(endnote.start) == closing
+    # Reading on does the same, whether the note was read from its citing sentence or not.
+    assert plan.following(second) == far == plan.following(second, claim)
+    assert plan.following(start) == start + 1
+    assert plan.following(endnote.start) == closing == plan.following(endnote.start, far)
 
 
 def test_the_note_cited_is_found_while_the_plan_grows() -> None:

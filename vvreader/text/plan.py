@@ -162,7 +162,8 @@ class SpeechPlan:
     # Every move keeps to what is being read: in the text a book's notes are passed over (they
     # are read only when asked for); in a note, the move stays in that note, and out of its
     # end leads back to the text after the sentence citing it (``cited_at``, when the note is
-    # read from there), as reading on does.
+    # read from there; else the first sentence of the text citing it, for a note come to by
+    # hand), as reading on does (:meth:`following`).
 
     def _scan(self, index: int, step: int, key: str, cited_at: int | None) -> int | None:
         """First index from ``index`` in direction ``step`` that starts a new ``key`` group
@@ -188,15 +189,12 @@ class SpeechPlan:
                 return i
         if note is None:
             return None
-        if cited_at is not None and 0 <= cited_at < len(us):
-            if step < 0:
-                return cited_at
-            after = self.following(cited_at)
-            return after if after < len(us) else None
-        # A note come to by hand: out of it into the text around it.
         if step > 0:
-            after = self.skip_notes(note.stop)
+            after = self._after_note(note, cited_at)
             return after if after < len(us) else None
+        if cited_at is not None and 0 <= cited_at < len(us):
+            return cited_at
+        # A note come to by hand: out of its start into the text before it.
         i = note.start - 1
         while i >= 0 and us[i].note:
             i -= 1
@@ -231,12 +229,56 @@ class SpeechPlan:
             index += 1
         return index
 
-    def following(self, index: int) -> int:
+    def citing(self, index: int) -> int | None:
+        """The utterance of the text whose sentence cites the book's note that utterance
+        ``index`` is in: the first in the text holding its reference (None when ``index``
+        is not in a note or nothing planned cites it)."""
+        us = self.utterances
+        if not 0 <= index < len(us) or not us[index].note:
+            return None
+        label = self.footnote(index)
+        if label is None:
+            return None
+        text = self.document.text
+        ref = f"[^{label}]"
+        at = text.find(ref)
+        while at >= 0:
+            # The last utterance starting at or before the reference holds it (or ends just
+            # before it, for a reference after the sentence's full stop); one in a note
+            # (a note citing another) is not the text.
+            found = None
+            for u in us:
+                if u.start > at:
+                    break
+                found = u
+            if found is not None and not found.note:
+                return found.index
+            at = text.find(ref, at + len(ref))
+        return None
+
+    def _after_note(self, note: range, cited_at: int | None) -> int:
+        """The utterance read after the end of the book's note ``note``: the text after the
+        sentence citing it (``cited_at`` when it was read from there, else
+        :meth:`citing`), or after the note itself when nothing cites it."""
+        back = cited_at if cited_at is not None and 0 <= cited_at < len(self) else None
+        if back is None:
+            back = self.citing(note.start)
+        if back is None:
+            return self.skip_notes(note.stop)
+        return self.following(back)
+
+    def following(self, index: int, cited_at: int | None = None) -> int:
         """The utterance read after ``index`` in turn (``len(self)`` past the end): the next
-        one, passing over a book's notes, unless ``index`` is itself in a note, which then
-        reads on."""
-        if 0 <= index < len(self.utterances) and self.utterances[index].note:
-            return index + 1
+        one, passing over a book's notes. In a note (read from the sentence ``cited_at``, or
+        come to by hand), the note reads on to its end, then the text after the sentence
+        citing it (see *moving* above), never the notes after it."""
+        us = self.utterances
+        if 0 <= index < len(us) and us[index].note:
+            note = self.note_at(index)
+            if note is not None and index + 1 < note.stop:
+                return index + 1
+            if note is not None:
+                return self._after_note(note, cited_at)
         return self.skip_notes(index + 1)
 
     def next_heading(self, index: int, cited_at: int | None = None) -> int | None:
