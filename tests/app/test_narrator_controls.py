@@ -73,6 +73,60 @@ def test_a_note_is_read_then_reading_comes_back_after_the_citing_sentence(tmp_pa
         n.close()
 
 
+def positions_until(n: Narrator, done, timeout: float = 20.0) -> list[int]:
+    """The positions :meth:`Narrator.progress` says until ``done(progress)``."""
+    seen: list[int] = []
+    end = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < end, f"timed out; positions seen: {sorted(set(seen))}"
+        progress = n.progress()
+        assert progress is not None
+        seen.append(progress.position)
+        if done(progress):
+            return seen
+        time.sleep(0.005)
+
+
+def test_a_note_read_with_the_key_has_nothing_after_it_synthesised(tmp_path: Path) -> None:
+    plan = noted_plan(tmp_path)
+    speak = [u.speak for u in plan]
+    claim = speak.index("One claim.")
+    first, second = (u.index for u in plan if u.note)
+    n = started(plan)
+    try:
+        n.go(claim)
+        assert n.read_note() is None and n.position == first
+        seen = positions_until(n, lambda p: p.back_from_note)
+        assert first in seen and n.position == claim + 1
+        wait_for(lambda: n.finished, timeout=20)
+        assert n.synthesis is not None
+        made = set(n.synthesis.lengths)
+        # The look-ahead went from the note's end to the text after the citing sentence, as
+        # reading did: the note after it was never made.
+        assert first in made and claim + 1 in made and second not in made
+    finally:
+        n.close()
+
+
+def test_reading_on_from_a_note_come_to_by_hand_goes_back_after_its_citing_sentence(
+    tmp_path: Path,
+) -> None:
+    plan = noted_plan(tmp_path)
+    speak = [u.speak for u in plan]
+    claim = speak.index("One claim.")
+    first, second = (u.index for u in plan if u.note)
+    n = started(plan)
+    try:
+        n.go(first, play=True)  # a click on the note: no note trip
+        assert not n.reading_note
+        seen = positions_until(n, lambda p: p.position == claim + 1)
+        assert first in seen and second not in seen
+        wait_for(lambda: n.finished, timeout=20)
+        assert n.synthesis is not None and second not in n.synthesis.lengths
+    finally:
+        n.close()
+
+
 def test_leaving_a_note_at_once_goes_back_to_the_citing_sentence(tmp_path: Path) -> None:
     plan = noted_plan(tmp_path)
     speak = [u.speak for u in plan]

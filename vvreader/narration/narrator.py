@@ -290,7 +290,10 @@ class Narrator:
         self._note = None
         after = self.plan.following(trip.back)
         if after < len(self.plan):
-            self.go(after, play=True if over else None)
+            # Reading on out of the note leads there already (the plan's one rule); a note
+            # cited again elsewhere leads to its first citing sentence: moved back then.
+            if over or self.position != after:
+                self.go(after, play=True if over else None)
         else:  # nothing is read in turn after the citing sentence: wait there
             self.go(trip.back, play=False)
             self.pause()

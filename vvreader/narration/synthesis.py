@@ -424,7 +424,7 @@ class Synthesis:
         self.lengths[index] = len(audio)
         self.pace.said(len(u.speak), len(audio) / SAMPLE_RATE)
         self.next = self.plan.following(index)
-        self._in_turn = not u.note
+        self._in_turn = self.plan.note_at(self.next) is None  # False only inside a note
 
     def _take(
         self,
