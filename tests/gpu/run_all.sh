@@ -7,6 +7,9 @@
 #     bash tests/gpu/run_all.sh batch   # the batches only, on MLX (no CUDA frame kernels
 #                                       # to build, no mlx-audio): one stream, then
 #                                       # $BATCHES (16,64,128,256) streams together
+#     bash tests/gpu/run_all.sh export  # bench/export.py: a 256-sentence book exported 64
+#                                       # sentences at a time and one at a time (WAV; the
+#                                       # app's pure-Python wheels in .gpu/wheels/)
 # Each step has its own time limit; its output goes to $OUT/STEP.txt as it comes, and each
 # finished part of the benchmark rewrites $OUT/bench.json, so a step stopped by its limit
 # still leaves what it finished. $OUT defaults to gpu-out/. MLX's CUDA build and mlx-audio
@@ -22,8 +25,8 @@
 set -o pipefail
 cd "$(dirname "$0")/../.." || exit 1
 PART=${1:-all}
-case $PART in bench | tests | all | batch) ;; *)
-    echo "usage: bash tests/gpu/run_all.sh [bench|tests|all|batch]" >&2
+case $PART in bench | tests | all | batch | export) ;; *)
+    echo "usage: bash tests/gpu/run_all.sh [bench|tests|all|batch|export]" >&2
     exit 2
     ;;
 esac
@@ -64,6 +67,13 @@ if [ "$PART" = batch ]; then
     export VVREADER_CUDA_KERNELS=0
     step batch "${BATCH_LIMIT:-360}" python3 bench/engine.py --frames "${FRAMES:-24}" \
         --runs "${RUNS:-2}" --batch "${BATCHES:-16,64,128,256}" --json-out "$OUT/batch.json"
+elif [ "$PART" = export ]; then
+    # What the export imports beyond the engine (markdown-it-py, lxml, defusedxml,
+    # soundfile, ...) travels as wheels: the machine has no registry.
+    python3 -m pip install -q --no-index --no-deps --target "$SITE" .gpu/wheels/*.whl || exit 1
+    export VVREADER_CUDA_KERNELS=0
+    step export 200 python3 bench/export.py --batch 64 --sentences 256 --single 16 --words 12 \
+        --format wav
 elif [ "$PART" != tests ]; then
     BASELINE=(--baseline --baseline-python python3 --baseline-timeout 120)
     if ! python3 -m pip install -q --no-index --no-deps --target "$SITE" .gpu/mlx_audio-0.6.2-*.whl; then
