@@ -19,7 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from vvreader.export import ffmpeg, sndfile
+import vvreader.export.ffmpeg as ffmpeg
+import vvreader.export.sndfile as sndfile
 from vvreader.export.errors import ExportError
 from vvreader.export.metadata import BookTags, Chapter
 
