@@ -13,7 +13,12 @@ if sys.platform.startswith("linux"):
         Extension(
             "engine._blas_shim",
             ["engine/_blas_shim.c"],
-            depends=["engine/_bf16.h", "engine/_bf16_rows.h", "engine/_cpu_level.h"],
+            depends=[
+                "engine/_amx.h",
+                "engine/_bf16.h",
+                "engine/_bf16_rows.h",
+                "engine/_cpu_level.h",
+            ],
             optional=True,
         )
     )

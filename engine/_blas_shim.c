@@ -33,6 +33,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "_amx.h"
 #include "_bf16.h"
 #include "_cpu_level.h"
 
@@ -78,6 +79,10 @@ typedef struct {
      * Ae[i * packed_half + p], its column 2p + 1 Ao[i * packed_half + p]. */
     const float *Ae, *Ao;
     int packed_half;
+    /* ...or, on AMX (engine/_amx.h), A packed in bfloat16 parts by amx_pack, part_size
+     * values apart. */
+    const unsigned short *Aparts;
+    size_t part_size;
 } Job;
 
 #if defined(__x86_64__)
@@ -217,25 +222,40 @@ typedef void (*rows_fn)(const Job *, int, int);
 static rows_fn run_rows_f = run_rows_plain, run_rows_h = run_rows_h_plain;
 static int level_in_use = 1;
 
-/* The highest x86-64 level (4: AVX-512, 3: AVX2 and FMA, 1: baseline) the CPU has, at
- * most `most`; the few-row kernels run at it from now on (engine/switches.py: the AVX2
- * path measured and tested on an AVX-512 machine). A `most` below 1 only asks. Returns
- * the level in use. */
+/* The highest level the CPU has, at most `most`: 5: AVX-512 and AMX tiles with bfloat16
+ * (products against bfloat16 weights on AMX, engine/_amx.h), 4: AVX-512, 3: AVX2 and FMA,
+ * 1: baseline x86-64. The kernels run at it from now on (engine/switches.py: the lower
+ * levels measured and tested on a machine that has the higher ones). A `most` below 1
+ * only asks. Returns the level in use. */
 int vvreader_cpu_level(int most) {
     if (most < 1) return level_in_use;
-    const int level = cpu_level_at_most(most);
+    int level = cpu_level_at_most(most < 4 ? most : 4);
+#if VV_HAVE_AMX
+    static int amx = -1;
+    if (most >= 5 && level == 4) {
+        if (amx < 0) amx = amx_usable();
+        if (amx) level = 5;
+    }
+#endif
 #if defined(__x86_64__)
-    run_rows_f = level == 4 ? run_rows_v4 : level == 3 ? run_rows_v3 : run_rows_plain;
-    run_rows_h = level == 4 ? run_rows_h_v4 : level == 3 ? run_rows_h_v3 : run_rows_h_plain;
+    run_rows_f = level >= 4 ? run_rows_v4 : level == 3 ? run_rows_v3 : run_rows_plain;
+    run_rows_h = level >= 4 ? run_rows_h_v4 : level == 3 ? run_rows_h_v3 : run_rows_h_plain;
 #endif
     level_in_use = level;
     return level;
 }
 
-__attribute__((constructor)) static void choose_level(void) { vvreader_cpu_level(4); }
+__attribute__((constructor)) static void choose_level(void) { vvreader_cpu_level(5); }
 
 /* Rows [n0, n1) of W against every row of A. */
 static void run_rows(const Job *j, int n0, int n1) {
+#if VV_HAVE_AMX
+    if (j->Aparts) {
+        amx_rows(j->M, n1, j->K, j->Aparts, j->part_size, j->Wh, j->ldw, j->alpha, j->beta, j->C,
+                 j->ldc, n0, n1);
+        return;
+    }
+#endif
     if (j->Wh)
         run_rows_h(j, n0, n1);
     else
@@ -431,7 +451,55 @@ static void rows_chunk(const void *arg, int lo, int hi, int worker) {
     run_rows((const Job *)arg, lo, hi);
 }
 
+/* A packed for the AMX kernel (engine/_amx.h), in a buffer of the calling thread like
+ * pack_buf; 0 when the product is not one for it or no memory could be had. */
+static __thread unsigned short *amx_buf;
+static __thread size_t amx_cap;
+
+/* Whether a product of M rows against a bfloat16 W of rows of K values goes to AMX. With
+ * few rows the AVX-512 kernel is not bound by its arithmetic and reads W as fast, or
+ * faster for long rows (16 rows of W read side by side, as the tiles do, stream more
+ * slowly than 4): AMX from 8 rows, or from 5 for rows of at most 2048 values (measured
+ * on a Xeon with AMX, with weights of the shapes of the language models and the
+ * decoder's first stage). */
+INLINE int amx_rows_pay(int M, int K) { return M >= 8 || (M >= 5 && K <= 2048); }
+
+static int pack_amx(Job *j) {
+#if VV_HAVE_AMX
+    if (level_in_use < 5 || j->Wh == NULL || j->K % 32 != 0 || !amx_rows_pay(j->M, j->K))
+        return 0;
+    const size_t part = amx_packed_bytes(j->M, j->K) / 2;
+    if (AMX_PARTS * part > amx_cap) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, AMX_PARTS * part * sizeof(unsigned short)) != 0) return 0;
+        free(amx_buf);
+        amx_buf = p;
+        amx_cap = AMX_PARTS * part;
+    }
+    amx_pack(j->M, j->K, j->A, j->lda, amx_buf, part);
+    j->Aparts = amx_buf;
+    j->part_size = part;
+    return 1;
+#else
+    (void)j;
+    return 0;
+#endif
+}
+
+/* Products that ran on AMX tiles so far (for tests). */
+static atomic_long amx_calls;
+
+long vvreader_amx_calls(void) { return atomic_load_explicit(&amx_calls, memory_order_relaxed); }
+
 static void few_rows(Job *j, int N) {
+    if (pack_amx(j)) {
+        atomic_fetch_add_explicit(&amx_calls, 1, memory_order_relaxed);
+        /* Chunks of whole tiles of 16 rows of W. */
+        const int least = (PARALLEL_MIN / j->K + 15) & ~15;
+        Task t = {rows_chunk, j, N, chunk_of(N, 16, least > 16 ? least : 16)};
+        run_task(&t);
+        return;
+    }
     if (j->Wh != NULL && !pack_even_odd(j)) {
         /* No memory for the packed copy: one value at a time. */
         for (int n = 0; n < N; n++)
@@ -679,6 +747,83 @@ void vvreader_sgemm_bf16w(int M, int N, int K, const float *A, int lda,
                           const unsigned short *W, int ldw, float *C, int ldc) {
     Job j = {M, K, 1.0f, 0.0f, A, lda, NULL, ldw, C, ldc, W};
     few_rows(&j, N);
+}
+
+/* ---- products on AMX with W laid out for the tiles (engine/_amx.h) ---- */
+
+/* 1 when this CPU and Linux allow AMX tiles (asked once), else 0. */
+int vvreader_amx(void) {
+#if VV_HAVE_AMX
+    static int usable = -1;
+    if (usable < 0) usable = amx_usable();
+    return usable;
+#else
+    return 0;
+#endif
+}
+
+/* W (N, K) bfloat16 (rows ldw apart) laid out for vvreader_sgemm_tiles into out
+ * (N * K values); 0 (nothing written) without AMX or unless N and K are multiples of 32. */
+int vvreader_amx_layout(int N, int K, const unsigned short *W, int ldw, unsigned short *out) {
+#if VV_HAVE_AMX
+    if (!vvreader_amx() || N <= 0 || K <= 0 || N % 32 != 0 || K % 32 != 0) return 0;
+    amx_layout(N, K, W, ldw, out);
+    return 1;
+#else
+    (void)N, (void)K, (void)W, (void)ldw, (void)out;
+    return 0;
+#endif
+}
+
+typedef struct {
+    int M, N, K;
+    const float *A;
+    int lda;
+    const unsigned short *Wt;
+    float *C;
+    int ldc;
+} TilesJob;
+
+/* Rows of A split into bfloat16 parts at a time in a chunk: 4 pairs of tiles' rows. */
+#define TILES_ROWS 128
+
+static __thread unsigned short *split_buf;
+static __thread size_t split_cap;
+
+static void tiles_chunk(const void *arg, int lo, int hi, int worker) {
+    (void)worker;
+#if VV_HAVE_AMX
+    const TilesJob *j = arg;
+    const size_t need = (size_t)AMX_PARTS * TILES_ROWS * j->K;
+    if (need > split_cap) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, need * sizeof(unsigned short)) != 0) abort();
+        free(split_buf);
+        split_buf = p;
+        split_cap = need;
+    }
+    for (int m = lo; m < hi; m += TILES_ROWS) {
+        const int M = hi - m < TILES_ROWS ? hi - m : TILES_ROWS;
+        const int rows = (M + 31) & ~31;
+        amx_split(M, rows, j->K, j->A + (size_t)m * j->lda, j->lda, split_buf);
+        amx_gemm_split(M, rows, j->N, j->K, split_buf, j->Wt, j->C + (size_t)m * j->ldc, j->ldc);
+    }
+#else
+    (void)arg, (void)lo, (void)hi;
+#endif
+}
+
+/* C = A W^T (alpha 1, beta 0) on AMX, W laid out by vvreader_amx_layout (N and K multiples
+ * of 32), in chunks of rows of A over both threads; only where vvreader_amx() is 1
+ * (engine/_cpu_decoder.c's products with many rows). */
+void vvreader_sgemm_tiles(int M, int N, int K, const float *A, int lda,
+                          const unsigned short *Wt, float *C, int ldc) {
+    if (M <= 0) return;
+    atomic_fetch_add_explicit(&amx_calls, 1, memory_order_relaxed);
+    TilesJob j = {M, N, K, A, lda, Wt, C, ldc};
+    const int half = ((M + 1) / 2 + 31) & ~31;
+    Task t = {tiles_chunk, &j, M, half < 32 ? 32 : half};
+    run_task(&t);
 }
 
 void cblas_dgemm(int order, int ta, int tb, int M, int N, int K, double alpha, const double *A,

@@ -31,6 +31,8 @@ typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int
 typedef void (*wgemm_fn)(int, int, int, const float *, int, const float *, int, float *, int);
 typedef void (*bf16w_fn)(int, int, int, const float *, int, const unsigned short *, int,
                          float *, int);
+typedef void (*tiles_fn)(int, int, int, const float *, int, const unsigned short *, float *,
+                         int);
 /* fn(arg, lo, hi, worker) for [lo, hi) of a range cut into chunks; worker is 0 or 1. */
 typedef void (*chunk_fn)(const void *arg, int lo, int hi, int worker);
 typedef void (*parallel_fn)(chunk_fn fn, const void *arg, int total, int chunk);
@@ -38,7 +40,9 @@ static sgemm_fn few_rows_sgemm;
 static wgemm_fn plain_gemm;
 static parallel_fn parallel;
 static bf16w_fn bf16w_gemm;
+static tiles_fn tiles_gemm;
 static int few_rows_max;
+static int level_in_use = 1;
 
 /* Products of 1 to 4 rows use a layer's bfloat16 copy of its weights when it has one:
  * they are bound by reading the weights, and the copy is half the bytes (the first
@@ -61,11 +65,22 @@ void vv_set_sgemm(sgemm_fn few, wgemm_fn plain, int max_rows, bf16w_fn bf16w, pa
     bf16w_gemm = bf16w;
 }
 
+/* The shim's vvreader_sgemm_tiles, where the CPU has AMX (engine/_amx.h): products
+ * against a layer's bfloat16 weights laid out for the tiles, at level 5 (vv_cpu_level). */
+void vv_set_tiles(tiles_fn fn) { tiles_gemm = fn; }
+
 /* C (M, N) = A (M, K) W^T, W (N, K) row-major in float32 (w) and/or bfloat16 (wh, may be
- * NULL; w may be NULL when wh is given). */
+ * NULL; w may be NULL when wh is given), and/or laid out for AMX tiles (wt, may be NULL:
+ * used at level 5 for products of at least TILES_MIN_ROWS rows). */
+#define TILES_MIN_ROWS 4
 static void product(int M, int N, int K, const float *A, int lda, const float *w,
-                    const unsigned short *wh, float *C, int ldc) {
-    if (wh && bf16w_gemm && ((M >= BF16_MIN_ROWS && M <= BF16_MAX_ROWS) || !w)) {
+                    const unsigned short *wh, const unsigned short *wt, float *C, int ldc) {
+    if (wt && tiles_gemm && level_in_use == 5 && M >= TILES_MIN_ROWS) {
+        tiles_gemm(M, N, K, A, lda, wt, C, ldc);
+        return;
+    }
+    /* At level 5 the shim's product against a bfloat16 W runs on AMX from 4 rows on. */
+    if (wh && bf16w_gemm && ((M >= BF16_MIN_ROWS && M <= BF16_MAX_ROWS) || !w || level_in_use == 5)) {
         bf16w_gemm(M, N, K, A, lda, wh, K, C, ldc);
         return;
     }
@@ -167,7 +182,7 @@ typedef struct {
     const int *seg_rows;
     float *x;
     const float *norm_w, *dw, *conv_b, *gamma, *ffn_norm_w, *w1, *b1, *w2, *b2, *ffn_gamma;
-    const unsigned short *w1h, *w2h;
+    const unsigned short *w1h, *w2h, *w1t, *w2t;
     float *xp, *h, *u;
 } Block;
 
@@ -231,9 +246,9 @@ INLINE void block_ffn(const Block *b, int t0, int t1, int worker) {
         float *restrict xt = b->x + (size_t)t0 * C;
         float *restrict ht = b->h + (size_t)t0 * C;
         rms_norm(n, C, b->eps, xt, b->ffn_norm_w, ht);
-        product(n, H, C, ht, C, b->w1, b->w1h, u, H);
+        product(n, H, C, ht, C, b->w1, b->w1h, b->w1t, u, H);
         bias_gelu(n, H, u, b->b1);
-        product(n, C, H, u, H, b->w2, b->w2h, ht, C);
+        product(n, C, H, u, H, b->w2, b->w2h, b->w2t, ht, C);
         const float *restrict fg = b->ffn_gamma, *restrict b2 = b->b2;
         for (int t = 0; t < n; t++) {
             float *restrict xr = xt + (size_t)t * C;
@@ -255,6 +270,7 @@ INLINE void block_body(chunk_fn norm_chunk, chunk_fn mix_chunk, chunk_fn ffn_chu
                        const float *restrict b1, const float *restrict w2,
                        const float *restrict b2, const float *restrict ffn_gamma,
                        const unsigned short *restrict w1h, const unsigned short *restrict w2h,
+                       const unsigned short *restrict w1t, const unsigned short *restrict w2t,
                        float *restrict xp, float *restrict h, float *restrict u) {
     const size_t hist = (size_t)(K - 1) * C;
     int T = 0;
@@ -263,7 +279,7 @@ INLINE void block_body(chunk_fn norm_chunk, chunk_fn mix_chunk, chunk_fn ffn_chu
     const int by_rows = parallel != NULL && T >= ROWS_PARALLEL;
     if (by_rows && tile > (T + 3) / 4) tile = (T + 3) / 4; /* at least 4 tiles to share */
     const Block b = {T, C, K, tile, eps, nseg, seg_rows, x, norm_w, dw, conv_b, gamma,
-                     ffn_norm_w, w1, b1, w2, b2, ffn_gamma, w1h, w2h, xp, h, u};
+                     ffn_norm_w, w1, b1, w2, b2, ffn_gamma, w1h, w2h, w1t, w2t, xp, h, u};
     for (int g = 0, first = 0; g < nseg; first += seg_rows[g++])
         memcpy(xp + hist * g + (size_t)first * C, states[g], sizeof(float) * hist);
     /* Chunks of at least 16 rows and about 16 K values. */
@@ -300,12 +316,13 @@ INLINE void block_body(chunk_fn norm_chunk, chunk_fn mix_chunk, chunk_fn ffn_chu
 INLINE void upsample_body(int nseg, const int *restrict seg_rows, float *const *restrict states,
                           int cin, int cout, int s, const float *restrict x,
                           const float *restrict w, const unsigned short *restrict wh,
-                          const float *restrict bias, float *restrict taps, float *restrict y) {
+                          const unsigned short *restrict wt, const float *restrict bias,
+                          float *restrict taps, float *restrict y) {
     const int B = s * cout; /* one frame's block of output */
     const int N = 2 * B;
     int T = 0;
     for (int g = 0; g < nseg; g++) T += seg_rows[g];
-    product(T, N, cin, x, cin, w, wh, taps, N);
+    product(T, N, cin, x, cin, w, wh, wt, taps, N);
     for (int g = 0, first = 0; g < nseg; first += seg_rows[g++]) {
         if (seg_rows[g] <= 0) continue;
         for (int t = first; t < first + seg_rows[g]; t++) {
@@ -354,7 +371,7 @@ INLINE void conv_one(int T, int cin, int cout, int K, const float *restrict x,
     }
     for (int t = 0; t < T; t++)
         memcpy(cols + (size_t)t * D, xp + (size_t)t * cin, sizeof(float) * D);
-    product(T, cout, D, cols, D, w, NULL, y, cout);
+    product(T, cout, D, cols, D, w, NULL, NULL, y, cout);
     if (bias)
         for (int t = 0; t < T; t++)
             for (int c = 0; c < cout; c++) y[(size_t)t * cout + c] += bias[c];
@@ -381,16 +398,17 @@ INLINE void conv_body(int nseg, const int *restrict seg_rows, float *const *rest
      const float *restrict gamma, const float *restrict ffn_norm_w, const float *restrict w1, \
      const float *restrict b1, const float *restrict w2, const float *restrict b2,            \
      const float *restrict ffn_gamma, const unsigned short *restrict w1h,                     \
-     const unsigned short *restrict w2h, float *restrict xp, float *restrict h,               \
+     const unsigned short *restrict w2h, const unsigned short *restrict w1t,                  \
+     const unsigned short *restrict w2t, float *restrict xp, float *restrict h,               \
      float *restrict u)
 #define BLOCK_ARGS                                                                           \
     (nseg, seg_rows, states, C, K, tile, eps, x, norm_w, dw, conv_b, gamma, ffn_norm_w, w1,  \
-     b1, w2, b2, ffn_gamma, w1h, w2h, xp, h, u)
+     b1, w2, b2, ffn_gamma, w1h, w2h, w1t, w2t, xp, h, u)
 #define UPSAMPLE_PARAMS                                                                      \
     (SEGMENTS, int cin, int cout, int s, const float *restrict x, const float *restrict w,   \
-     const unsigned short *restrict wh, const float *restrict bias, float *restrict taps,   \
-     float *restrict y)
-#define UPSAMPLE_ARGS (nseg, seg_rows, states, cin, cout, s, x, w, wh, bias, taps, y)
+     const unsigned short *restrict wh, const unsigned short *restrict wt,                   \
+     const float *restrict bias, float *restrict taps, float *restrict y)
+#define UPSAMPLE_ARGS (nseg, seg_rows, states, cin, cout, s, x, w, wh, wt, bias, taps, y)
 #define CONV_PARAMS                                                                          \
     (SEGMENTS, int cin, int cout, int K, const float *restrict x, const float *restrict w,   \
      const float *restrict bias, float *restrict xp, float *restrict cols, float *restrict y)
@@ -411,7 +429,7 @@ INLINE void conv_body(int nseg, const int *restrict seg_rows, float *const *rest
     attr static void block_##suffix BLOCK_PARAMS {                                           \
         block_body(norm_##suffix, mix_##suffix, ffn_##suffix, nseg, seg_rows, states, C, K,  \
                    tile, eps, x, norm_w, dw, conv_b, gamma, ffn_norm_w, w1, b1, w2, b2,      \
-                   ffn_gamma, w1h, w2h, xp, h, u);                                           \
+                   ffn_gamma, w1h, w2h, w1t, w2t, xp, h, u);                                 \
     }                                                                                        \
     attr static void upsample_##suffix UPSAMPLE_PARAMS { upsample_body UPSAMPLE_ARGS; }      \
     attr static void conv_##suffix CONV_PARAMS { conv_body CONV_ARGS; }
@@ -424,17 +442,20 @@ LEVEL(v4, V4)
 static void(*block_at) BLOCK_PARAMS = block_base;
 static void(*upsample_at) UPSAMPLE_PARAMS = upsample_base;
 static void(*conv_at) CONV_PARAMS = conv_base;
-static int level_in_use = 1;
 
-/* The highest x86-64 level (4, 3 or 1: baseline) the CPU has, at most `most`; every layer
- * runs at it from now on. A `most` below 1 only asks. Returns the level in use. */
+/* The highest level the CPU has, at most `most` (5: AVX-512 and AMX tiles, when
+ * vv_set_tiles was given the shim's AMX product; 4: AVX-512; 3: AVX2 and FMA; 1:
+ * baseline); every layer runs at it from now on (level 5: the layers of level 4, with the
+ * products against weights laid out for the tiles on AMX). A `most` below 1 only asks.
+ * Returns the level in use. */
 int vv_cpu_level(int most) {
     if (most < 1) return level_in_use;
-    const int level = cpu_level_at_most(most);
+    int level = cpu_level_at_most(most < 4 ? most : 4);
+    if (most >= 5 && level == 4 && tiles_gemm != NULL) level = 5;
 #if defined(__x86_64__)
-    block_at = level == 4 ? block_v4 : level == 3 ? block_v3 : block_base;
-    upsample_at = level == 4 ? upsample_v4 : level == 3 ? upsample_v3 : upsample_base;
-    conv_at = level == 4 ? conv_v4 : level == 3 ? conv_v3 : conv_base;
+    block_at = level >= 4 ? block_v4 : level == 3 ? block_v3 : block_base;
+    upsample_at = level >= 4 ? upsample_v4 : level == 3 ? upsample_v3 : upsample_base;
+    conv_at = level >= 4 ? conv_v4 : level == 3 ? conv_v3 : conv_base;
 #endif
     level_in_use = level;
     return level;

@@ -20,11 +20,11 @@ def _on_unless_off(value: str | None) -> bool:
     return value is None or value.strip().lower() not in _OFF
 
 
-_CPU_LEVELS = {"auto": 4, "avx512": 4, "avx2": 3, "baseline": 1}
+_CPU_LEVELS = {"auto": 5, "amx": 5, "avx512": 4, "avx2": 3, "baseline": 1}
 
 
 def _cpu_level(value: str | None) -> int:
-    return _CPU_LEVELS.get((value or "auto").strip().lower(), 4)
+    return _CPU_LEVELS.get((value or "auto").strip().lower(), 5)
 
 
 def _unroll(value: str | None) -> int:
@@ -53,12 +53,14 @@ class Switches:
     cuda_unroll: int = 4
     """``VVREADER_CUDA_UNROLL``: 16-byte weight loads a lane of those kernels has in flight
     per row, 1 to 8 (for comparisons)."""
-    cpu_level: int = 4
+    cpu_level: int = 5
     """``VVREADER_CPU_LEVEL``: the highest x86-64 level the C kernels (the BLAS shim's
-    few-row products, the C decoder's layers) may use: "auto" or "avx512" (4: the best the
-    CPU has), "avx2" (3: AVX2 and FMA, as on an AMD Zen 3; OpenBLAS is then told
-    OPENBLAS_CORETYPE=Haswell unless that is set) or "baseline" (1: plain x86-64). For
-    measuring and testing the lower levels' code on an AVX-512 machine."""
+    few-row products, the C decoder's layers) may use: "auto" or "amx" (5: the best the CPU
+    has; AMX tiles for the products against bfloat16 weights where the CPU and Linux allow
+    them), "avx512" (4: AVX-512, no AMX), "avx2" (3: AVX2 and FMA, as on an AMD Zen 3;
+    OpenBLAS is then told OPENBLAS_CORETYPE=Haswell unless that is set) or "baseline" (1:
+    plain x86-64). For measuring and testing the lower levels' code on a machine that has
+    the higher ones."""
     decode_stream: bool = False
     """``VVREADER_DECODE_STREAM``: 1 puts the MLX decoder on a GPU stream of its own next
     to the CUDA frame kernels, so that its launches can overlap them."""

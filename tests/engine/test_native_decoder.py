@@ -4,8 +4,11 @@ generation loop."""
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from pathlib import Path
+
+from engine.backend import blas_shim
 
 import mlx.core as mx
 import numpy as np
@@ -224,10 +227,11 @@ def test_decode_groups_ramp_up(
 
 
 @needs_native
-@pytest.mark.parametrize("level", [4, 3, 1], ids=["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("level", [5, 4, 3, 1], ids=["amx", "avx512", "avx2", "baseline"])
 def test_every_cpu_level_decodes_as_mlx(decoder, level: int) -> None:
     """The layers compiled for each x86-64 level (VVREADER_CPU_LEVEL picks the highest
-    allowed) give the MLX decoder's audio, frame group by frame group."""
+    allowed) give the MLX decoder's audio, frame group by frame group; at level 5 the
+    later stages' products run on AMX tiles (engine/_amx.h), where the shapes allow."""
     lib = load_library()
     assert lib is not None
     previous = lib.vv_cpu_level(0)
@@ -238,6 +242,10 @@ def test_every_cpu_level_decodes_as_mlx(decoder, level: int) -> None:
         sizes = GROUPS["mixed"]
         x = _latents(decoder, sum(sizes), seed=level)
         native = NativeDecoder(decoder, max_frames=4)
+        shim = blas_shim()
+        assert not isinstance(shim, str)
+        shim.vvreader_amx_calls.restype = ctypes.c_long
+        before = shim.vvreader_amx_calls()
         state, mstate = native.init_state(), decoder.init_state()
         start = 0
         for n in sizes:
@@ -245,6 +253,11 @@ def test_every_cpu_level_decodes_as_mlx(decoder, level: int) -> None:
             ym, mstate = decoder(mx.array(x[None, start : start + n]), mstate)
             assert _rel(y, np.array(ym[0])) <= RTOL, (level, n, start)
             start += n
+        on_tiles = shim.vvreader_amx_calls() - before
+        if level < 5:
+            assert on_tiles == 0, (level, on_tiles)
+        elif native.tile_layers > 0:
+            assert on_tiles > 0, "no product ran on the tiles"
     finally:
         lib.vv_cpu_level(previous)
 

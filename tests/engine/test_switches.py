@@ -63,7 +63,15 @@ def test_reading_them_loads_no_mlx() -> None:
 
 @pytest.mark.parametrize(
     ("value", "level"),
-    [(None, 4), ("auto", 4), ("AVX512", 4), ("avx2", 3), (" baseline ", 1), ("sse9", 4)],
+    [
+        (None, 5),
+        ("auto", 5),
+        ("AMX", 5),
+        ("AVX512", 4),
+        ("avx2", 3),
+        (" baseline ", 1),
+        ("sse9", 5),
+    ],
 )
 def test_the_cpu_level_names(value: str | None, level: int) -> None:
     env = {} if value is None else {"VVREADER_CPU_LEVEL": value}

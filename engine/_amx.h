@@ -1,0 +1,317 @@
+/* Products against a bfloat16 W on Intel AMX (Advanced Matrix Extensions: Sapphire Rapids
+ * and later Xeons), for engine/_blas_shim.c:
+ *
+ *   C[i, n] = alpha * A[i, :] . W[n, :] + beta * C[i, n]      (A float32, W bfloat16)
+ *
+ * An AMX tile multiply-add (TDPBF16PS) takes a 16 x 32 tile of bfloat16 values, a 16 x 16
+ * tile of bfloat16 pairs and adds their product to a 16 x 16 float32 tile: 8,192
+ * multiply-adds in one instruction, 16 times what AVX-512 does with float32 in the same
+ * time. Its first operand is 16 rows of 32 values, which is exactly 16 rows of W (stored
+ * (N, K), row-major) as they lie in memory: W is read in place, as the other kernels read
+ * it. The second is A transposed and laid out in pairs ("VNNI" layout), packed once per
+ * call; so each tile of results is C transposed, 16 rows of W by 16 rows of A.
+ *
+ * bfloat16 keeps 8 bits of a float32's 24-bit significand, and the parity cases allow
+ * float32 rounding, not bfloat16's. W is exact (the checkpoint is bfloat16); A is split
+ * into AMX_PARTS = 3 bfloat16 parts, a0 = A rounded, a1 = (A - a0) rounded, a2 = (A - a0
+ * - a1) rounded, and each is multiplied (the products are exact, the sums float32): A is
+ * then carried to about 2^-26 of itself, closer than float32's own rounding (2^-24), where
+ * one bfloat16 would be 2^-9 off and two 2^-17. Three times the multiply-adds, still more
+ * than 5 times AVX-512's rate.
+ *
+ * Tiles are a per-thread state the kernel must ask Linux for (arch_prctl), once per
+ * process: amx_usable() does, and says whether the CPU and the kernel allow them. Each
+ * call loads its tile configuration on its own thread and releases the tiles at the end.
+ */
+#ifndef VVREADER_AMX_H
+#define VVREADER_AMX_H
+
+#if defined(__x86_64__) && defined(__linux__)
+#define VV_HAVE_AMX 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AMX_TARGET __attribute__((target("arch=x86-64-v4,avx512bf16,amx-tile,amx-bf16")))
+
+/* Whether this CPU has AMX tiles with bfloat16 and Linux lets this process use them. */
+static int amx_usable(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const int tile = (d >> 24) & 1, bf16 = (d >> 22) & 1;
+    if (!tile || !bf16) return 0;
+    /* ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA: the tile data is a large state that a
+     * process must ask for before its first tile instruction (else SIGILL). */
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+
+/* Tile configuration, palette 1: 16 tiles' bytes per row and rows. */
+typedef struct {
+    unsigned char palette, start_row, reserved[14];
+    unsigned short colsb[16];
+    unsigned char rows[16];
+} AmxConfig;
+
+/* Tiles 0-3: results (n rows of W by 16 rows of A, float32); 4: 16 rows of W by 32 of
+ * its values; 5: 32 columns of one part of A (16 pairs by 16 rows of A). */
+enum { AMX_RESULTS = 4, AMX_PARTS = 3 };
+
+#ifndef AMX_AHEAD
+#define AMX_AHEAD 8
+#endif
+
+AMX_TARGET static void amx_configure(int wrows) {
+    AmxConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 6; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    for (int t = 0; t < AMX_RESULTS; t++) cfg.rows[t] = (unsigned char)wrows;
+    cfg.rows[4] = (unsigned char)wrows;
+    _tile_loadconfig(&cfg);
+}
+
+/* bfloat16 nearest to f (ties to even); NaN stays NaN. */
+static inline unsigned short amx_bf16(float f) {
+    unsigned u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (unsigned short)((u >> 16) | 0x40);
+    u += 0x7FFFu + ((u >> 16) & 1);
+    return (unsigned short)(u >> 16);
+}
+
+static inline float amx_f32(unsigned short h) {
+    unsigned u = (unsigned)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Bytes of one packed part of M rows of A with K columns (K a multiple of 32): blocks of
+ * 16 rows of A, each K / 32 tiles of 1 KB. */
+static inline size_t amx_packed_bytes(int M, int K) {
+    return (size_t)((M + 15) / 16) * (size_t)(K / 32) * 1024;
+}
+
+/* The AMX_PARTS bfloat16 parts of x. */
+static inline void amx_parts(float x, unsigned short part[AMX_PARTS]) {
+    for (int p = 0; p < AMX_PARTS; p++) {
+        part[p] = amx_bf16(x);
+        x -= amx_f32(part[p]);
+    }
+}
+
+/* A (M, K), rows lda apart, into its AMX_PARTS parts, `size` values apart in out (each
+ * amx_packed_bytes): tile (block b, step s) of a part holds, at row p and column 2m + e,
+ * that part of A[16b + m, 32s + 2p + e] (0 for rows past M). */
+AMX_TARGET static void amx_pack(int M, int K, const float *A, int lda, unsigned short *out,
+                                size_t size) {
+    const int steps = K / 32;
+    for (int b = 0; b < (M + 15) / 16; b++) {
+        for (int m = 0; m < 16; m++) {
+            const int i = 16 * b + m;
+            const float *a = i < M ? A + (size_t)i * lda : NULL;
+            for (int s = 0; s < steps; s++) {
+                const size_t tile = ((size_t)b * steps + s) * 512;
+                for (int q = 0; q < 32; q++) {
+                    const size_t at = tile + (size_t)(q / 2) * 32 + 2 * m + (q & 1);
+                    unsigned short part[AMX_PARTS] = {0};
+                    if (a != NULL) amx_parts(a[32 * s + q], part);
+                    for (int p = 0; p < AMX_PARTS; p++) out[p * size + at] = part[p];
+                }
+            }
+        }
+    }
+}
+
+/* One result tile t (W rows n0.., A rows i0..) into C, transposed, scaled. */
+AMX_TARGET static inline void amx_store(float *buf, int nr, int mr, int i0, int n0,
+                                        float alpha, float beta, float *C, int ldc) {
+    for (int m = 0; m < mr; m++) {
+        float *c = C + (size_t)(i0 + m) * ldc + n0;
+        if (beta == 0.0f)
+            for (int r = 0; r < nr; r++) c[r] = alpha * buf[r * 16 + m];
+        else
+            for (int r = 0; r < nr; r++) c[r] = alpha * buf[r * 16 + m] + beta * c[r];
+    }
+}
+
+/* Rows [n0, n1) of W (n0 a multiple of 16) against every row of A, packed by amx_pack
+ * (its parts `size` values apart). W: N rows of K bfloat16 values, ldw apart (K a multiple
+ * of 32). */
+AMX_TARGET static void amx_rows(int M, int N, int K, const unsigned short *packed, size_t size,
+                                const unsigned short *W, int ldw, float alpha, float beta,
+                                float *C, int ldc, int n0, int n1) {
+    const int steps = K / 32, blocks = (M + 15) / 16;
+    const size_t block_stride = (size_t)steps * 512;
+    const long wstride = (long)ldw * 2;
+    float buf[AMX_RESULTS][256];
+    int configured = -1;
+    for (int n = n0; n < n1 && n < N; n += 16) {
+        const int nr = N - n < 16 ? N - n : 16;
+        if (nr != configured) {
+            amx_configure(nr);
+            configured = nr;
+        }
+        const unsigned short *w = W + (size_t)n * ldw;
+        for (int b0 = 0; b0 < blocks; b0 += AMX_RESULTS) {
+            const int g = blocks - b0 < AMX_RESULTS ? blocks - b0 : AMX_RESULTS;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            const unsigned short *a = packed + (size_t)b0 * block_stride;
+            for (int s = 0; s < steps; s++) {
+                /* The lines of W this loop reads AMX_AHEAD steps later (in these 16 rows,
+                 * else in the next 16), fetched while these are used: 16 rows read side by
+                 * side are more streams than the hardware prefetcher follows well. Past
+                 * the end of W a prefetch does nothing. */
+                if (b0 == 0) {
+                    const int ahead = s + AMX_AHEAD;
+                    const unsigned short *p =
+                        ahead < steps ? w + 32 * ahead : w + (size_t)16 * ldw + 32 * (ahead - steps);
+                    for (int r = 0; r < 16; r++) __builtin_prefetch(p + (size_t)r * ldw);
+                }
+                _tile_loadd(4, w + 32 * s, wstride);
+                const size_t t = (size_t)s * 512;
+#define AMX_BLOCK(R)                                                                      \
+    if (g > R)                                                                            \
+        for (int p = 0; p < AMX_PARTS; p++) {                                             \
+            _tile_loadd(5, a + p * size + (size_t)(R) * block_stride + t, 64);            \
+            _tile_dpbf16ps(R, 4, 5);                                                      \
+        }
+                AMX_BLOCK(0)
+                AMX_BLOCK(1)
+                AMX_BLOCK(2)
+                AMX_BLOCK(3)
+#undef AMX_BLOCK
+            }
+            _tile_stored(0, buf[0], 64);
+            if (g > 1) _tile_stored(1, buf[1], 64);
+            if (g > 2) _tile_stored(2, buf[2], 64);
+            if (g > 3) _tile_stored(3, buf[3], 64);
+            for (int r = 0; r < g; r++) {
+                const int i0 = 16 * (b0 + r);
+                const int mr = M - i0 < 16 ? M - i0 : 16;
+                amx_store(buf[r], nr, mr, i0, n, alpha, beta, C, ldc);
+            }
+        }
+    }
+    _tile_release();
+}
+
+
+/* ---- products with many rows of A: W laid out for the tiles once ----
+ *
+ * With many rows of A (the decoder's later stages: up to 3,200 rows a frame) the product
+ * is bound by arithmetic, not by reading W, and packing A transposed would cost as much
+ * as the product. There the roles are the natural ones: 16 rows of A (as two bfloat16
+ * parts, in rows) are the first operand, and W, laid out once in pairs (amx_layout), the
+ * second; each result tile is 16 rows by 16 columns of C, stored in place. */
+
+/* Bytes of W (N, K) laid out by amx_layout (N and K multiples of 32). */
+static inline size_t amx_layout_bytes(int N, int K) { return (size_t)N * (size_t)K * 2; }
+
+/* W (N, K) bfloat16, rows ldw apart, into the second operand's layout: tile (block b of 16
+ * rows of W, step s of 32 columns) holds, at row p and column 2n + e, W[16b + n, 32s + 2p
+ * + e]. */
+static void amx_layout(int N, int K, const unsigned short *W, int ldw, unsigned short *out) {
+    const int steps = K / 32;
+    for (int b = 0; b < N / 16; b++)
+        for (int s = 0; s < steps; s++) {
+            unsigned short *tile = out + ((size_t)b * steps + s) * 512;
+            for (int n = 0; n < 16; n++) {
+                const unsigned short *w = W + (size_t)(16 * b + n) * ldw + 32 * s;
+                for (int q = 0; q < 32; q++) tile[(q / 2) * 32 + 2 * n + (q & 1)] = w[q];
+            }
+        }
+}
+
+/* Rows [0, M) of A (M, K) as its AMX_PARTS bfloat16 parts, each (rows, K), rows * K
+ * values apart in out; rows M .. rows - 1 zero. */
+AMX_TARGET static void amx_split(int M, int rows, int K, const float *A, int lda,
+                                 unsigned short *out) {
+    const size_t size = (size_t)rows * K;
+    for (int i = 0; i < rows; i++) {
+        unsigned short *o = out + (size_t)i * K;
+        if (i >= M) {
+            for (int p = 0; p < AMX_PARTS; p++) memset(o + p * size, 0, sizeof(*o) * K);
+            continue;
+        }
+        const float *a = A + (size_t)i * lda;
+        for (int k = 0; k < K; k += 16) {
+            __m512 x = _mm512_loadu_ps(a + k);
+            for (int p = 0; p < AMX_PARTS; p++) {
+                const __m256bh part = _mm512_cvtneps_pbh(x);
+                _mm256_storeu_si256((__m256i *)(o + p * size + k), (__m256i)part);
+                const __m512 back = _mm512_castsi512_ps(
+                    _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)part), 16));
+                x = _mm512_sub_ps(x, back);
+            }
+        }
+    }
+}
+
+/* C (M, N) = A (M, K) W^T for the M rows of A split by amx_split into `parts` (rows a
+ * multiple of 32), W laid out by amx_layout (Wt). N and K are multiples of 32. */
+AMX_TARGET static void amx_gemm_split(int M, int rows, int N, int K, const unsigned short *parts,
+                                      const unsigned short *Wt, float *C, int ldc) {
+    AmxConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    const int steps = K / 32;
+    const long astride = (long)K * 2, cstride = (long)ldc * 4;
+    float buf[256];
+    for (int nb = 0; nb < N / 16; nb += 2) {
+        const unsigned short *w0 = Wt + (size_t)nb * steps * 512, *w1 = w0 + (size_t)steps * 512;
+        for (int m = 0; m < rows; m += 32) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int s = 0; s < steps; s++) {
+                _tile_loadd(6, w0 + (size_t)s * 512, 64);
+                _tile_loadd(7, w1 + (size_t)s * 512, 64);
+                for (int p = 0; p < AMX_PARTS; p++) {
+                    const unsigned short *a = parts + p * (size_t)rows * K + (size_t)m * K;
+                    _tile_loadd(4, a + 32 * s, astride);
+                    _tile_loadd(5, a + (size_t)16 * K + 32 * s, astride);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+            }
+            /* Tiles of 16 whole rows of C straight in; a last partial one through buf. */
+            float *c = C + (size_t)m * ldc + 16 * nb;
+#define AMX_OUT(T, R, COL)                                                                \
+    if (M - (m + (R)) >= 16) {                                                            \
+        _tile_stored(T, c + (size_t)(R) * ldc + (COL), cstride);                          \
+    } else if (M > m + (R)) {                                                             \
+        _tile_stored(T, buf, 64);                                                         \
+        for (int r = 0; r < M - (m + (R)); r++)                                           \
+            memcpy(c + (size_t)((R) + r) * ldc + (COL), buf + 16 * r, 64);                \
+    }
+            AMX_OUT(0, 0, 0)
+            AMX_OUT(1, 0, 16)
+            AMX_OUT(2, 16, 0)
+            AMX_OUT(3, 16, 16)
+#undef AMX_OUT
+        }
+    }
+    _tile_release();
+}
+
+#else
+#define VV_HAVE_AMX 0
+#endif
+
+#endif
