@@ -74,54 +74,43 @@ AMX_TARGET static void amx_configure(int wrows) {
     _tile_loadconfig(&cfg);
 }
 
-/* bfloat16 nearest to f (ties to even); NaN stays NaN. */
-static inline unsigned short amx_bf16(float f) {
-    unsigned u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (unsigned short)((u >> 16) | 0x40);
-    u += 0x7FFFu + ((u >> 16) & 1);
-    return (unsigned short)(u >> 16);
-}
-
-static inline float amx_f32(unsigned short h) {
-    unsigned u = (unsigned)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* Bytes of one packed part of M rows of A with K columns (K a multiple of 32): blocks of
  * 16 rows of A, each K / 32 tiles of 1 KB. */
 static inline size_t amx_packed_bytes(int M, int K) {
     return (size_t)((M + 15) / 16) * (size_t)(K / 32) * 1024;
 }
 
-/* The AMX_PARTS bfloat16 parts of x. */
-static inline void amx_parts(float x, unsigned short part[AMX_PARTS]) {
-    for (int p = 0; p < AMX_PARTS; p++) {
-        part[p] = amx_bf16(x);
-        x -= amx_f32(part[p]);
-    }
-}
-
 /* A (M, K), rows lda apart, into its AMX_PARTS parts, `size` values apart in out (each
  * amx_packed_bytes): tile (block b, step s) of a part holds, at row p and column 2m + e,
- * that part of A[16b + m, 32s + 2p + e] (0 for rows past M). */
+ * that part of A[16b + m, 32s + 2p + e] (0 for rows past M). A row's 32 values of a step
+ * are 16 pairs, one 32-bit word each, which go 16 words apart: one scatter per part. */
 AMX_TARGET static void amx_pack(int M, int K, const float *A, int lda, unsigned short *out,
                                 size_t size) {
-    const int steps = K / 32;
-    for (int b = 0; b < (M + 15) / 16; b++) {
-        for (int m = 0; m < 16; m++) {
-            const int i = 16 * b + m;
-            const float *a = i < M ? A + (size_t)i * lda : NULL;
-            for (int s = 0; s < steps; s++) {
-                const size_t tile = ((size_t)b * steps + s) * 512;
-                for (int q = 0; q < 32; q++) {
-                    const size_t at = tile + (size_t)(q / 2) * 32 + 2 * m + (q & 1);
-                    unsigned short part[AMX_PARTS] = {0};
-                    if (a != NULL) amx_parts(a[32 * s + q], part);
-                    for (int p = 0; p < AMX_PARTS; p++) out[p * size + at] = part[p];
-                }
+    const int steps = K / 32, blocks = (M + 15) / 16;
+    const size_t block_values = (size_t)steps * 512;
+    if (M % 16 != 0)
+        for (int p = 0; p < AMX_PARTS; p++)
+            memset(out + p * size + (size_t)(blocks - 1) * block_values, 0,
+                   sizeof(*out) * block_values);
+    const __m512i pairs = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(16));
+    for (int i = 0; i < M; i++) {
+        const float *a = A + (size_t)i * lda;
+        const __m512i at = _mm512_add_epi32(pairs, _mm512_set1_epi32(i % 16));
+        unsigned short *block = out + (size_t)(i / 16) * block_values;
+        for (int s = 0; s < steps; s++) {
+            __m512 x0 = _mm512_loadu_ps(a + 32 * s), x1 = _mm512_loadu_ps(a + 32 * s + 16);
+            for (int p = 0; p < AMX_PARTS; p++) {
+                /* Values 0-15 from x0 in the low half, 16-31 from x1 in the high half. */
+                const __m512i part = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+                _mm512_i32scatter_epi32(block + p * size + (size_t)s * 512, at, part, 4);
+                const __m512 back0 = _mm512_castsi512_ps(_mm512_slli_epi32(
+                    _mm512_cvtepu16_epi32(_mm512_castsi512_si256(part)), 16));
+                const __m512 back1 = _mm512_castsi512_ps(_mm512_slli_epi32(
+                    _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(part, 1)), 16));
+                x0 = _mm512_sub_ps(x0, back0);
+                x1 = _mm512_sub_ps(x1, back1);
             }
         }
     }
