@@ -83,9 +83,10 @@ def model_folder(text: str, cache: Path) -> Path:
     folder = cache / "model"
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
+        # Linked afresh each time: a link left by another checkout may point nowhere.
         link = folder / name
-        if not link.exists():
-            link.symlink_to(weights / name)
+        link.unlink(missing_ok=True)
+        link.symlink_to(weights / name)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
