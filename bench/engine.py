@@ -59,7 +59,7 @@ import engine.backend  # noqa: E402,F401  (chooses MLX's BLAS before mlx.core is
 import mlx.core as mx  # noqa: E402
 # isort: on
 
-from engine.backend import blas_in_use  # noqa: E402
+from engine.backend import blas_in_use, cpu_level_in_use  # noqa: E402
 
 from engine_paths import full_model_dir, reference_voice  # noqa: E402
 
@@ -305,6 +305,7 @@ def main() -> None:
         "frames": a.frames,
         "runs": a.runs,
         "blas": blas_in_use(),
+        "cpu_level": cpu_level_in_use(),
         "decoder": next(iter(variants)),
         "bf16_weights": kernels.bf16_weights,
         "unset_env": _UNSET,

@@ -45,6 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)
 sys.path.append(str(REPO / "bench"))
 
+from engine.backend import cpu_level_in_use  # noqa: E402
+
 from engine_paths import full_model_dir, reference_voice  # noqa: E402
 
 from engine.stream import MLXEngine  # noqa: E402
@@ -187,6 +189,7 @@ def main() -> None:
             "device": str(mx.default_device()),
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
+            "cpu_level": cpu_level_in_use(),
             "load_average": [round(x, 2) for x in load],
             "unset_env": _UNSET,
         }

@@ -140,6 +140,22 @@ def blas_in_use() -> str:
     return _blas
 
 
+_LEVEL_NAMES = {5: "amx", 4: "avx512", 3: "avx2", 1: "baseline"}
+
+
+def cpu_level_in_use() -> str | None:
+    """The level the C kernels run at ("amx", "avx512", "avx2" or "baseline"; see
+    engine/switches.py), or None where MLX does not use the shim."""
+    if _blas != "openblas+shim":
+        return None
+    shim = blas_shim()
+    if isinstance(shim, str):
+        return None
+    shim.vvreader_cpu_level.argtypes = [ctypes.c_int]
+    shim.vvreader_cpu_level.restype = ctypes.c_int
+    return _LEVEL_NAMES.get(shim.vvreader_cpu_level(0), "baseline")
+
+
 configure_cpu_blas()
 
 _idle: queue.SimpleQueue[_MLXThread] = queue.SimpleQueue()
