@@ -86,7 +86,7 @@ def test_an_avx2_process_runs_every_c_kernel_at_that_level() -> None:
         "from engine.native_decoder import load_library\n"
         "lib = load_library()\n"
         "print(b.blas_in_use(), b.blas_shim().vvreader_cpu_level(0), lib.vv_cpu_level(0),"
-        " os.environ.get('OPENBLAS_CORETYPE'))\n"
+        " os.environ.get('OPENBLAS_CORETYPE'), b.cpu_level_in_use())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     env["VVREADER_CPU_LEVEL"] = "avx2"
@@ -96,4 +96,4 @@ def test_an_avx2_process_runs_every_c_kernel_at_that_level() -> None:
     assert run.returncode == 0, run.stderr
     if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
         pytest.skip("the C kernels' x86-64 levels exist on x86-64 Linux only")
-    assert run.stdout.split() == ["openblas+shim", "3", "3", "Haswell"]
+    assert run.stdout.split() == ["openblas+shim", "3", "3", "Haswell", "avx2"]
