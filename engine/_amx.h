@@ -61,16 +61,16 @@ enum { AMX_RESULTS = 4, AMX_PARTS = 3 };
 #define AMX_AHEAD 8
 #endif
 
-AMX_TARGET static void amx_configure(int wrows) {
+/* Tiles 0 .. tiles - 1 in use, each of 16 rows of 64 bytes but the first `first`, of
+ * `rows` rows. */
+AMX_TARGET static void amx_configure(int tiles, int first, int rows) {
     AmxConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (int t = 0; t < 6; t++) {
+    for (int t = 0; t < tiles; t++) {
         cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
+        cfg.rows[t] = (unsigned char)(t < first ? rows : 16);
     }
-    for (int t = 0; t < AMX_RESULTS; t++) cfg.rows[t] = (unsigned char)wrows;
-    cfg.rows[4] = (unsigned char)wrows;
     _tile_loadconfig(&cfg);
 }
 
@@ -142,7 +142,7 @@ AMX_TARGET static void amx_rows(int M, int N, int K, const unsigned short *packe
     for (int n = n0; n < n1 && n < N; n += 16) {
         const int nr = N - n < 16 ? N - n : 16;
         if (nr != configured) {
-            amx_configure(nr);
+            amx_configure(6, 5, nr); /* results and W: nr rows */
             configured = nr;
         }
         const unsigned short *w = W + (size_t)n * ldw;
@@ -254,14 +254,7 @@ AMX_TARGET static void amx_split(int M, int rows, int K, const float *A, int lda
  * each part (2 x 2 results) stalled, and took half as long again. */
 AMX_TARGET static void amx_gemm_split(int M, int rows, int N, int K, const unsigned short *parts,
                                       const unsigned short *Wt, float *C, int ldc) {
-    AmxConfig cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 7; t++) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
-    _tile_loadconfig(&cfg);
+    amx_configure(7, 0, 16);
     const int steps = K / 32;
     const long astride = (long)K * 2, cstride = (long)ldc * 4;
     const size_t part = (size_t)rows * K;
