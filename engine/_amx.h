@@ -26,7 +26,15 @@
 #ifndef VVREADER_AMX_H
 #define VVREADER_AMX_H
 
-#if defined(__x86_64__) && defined(__linux__)
+/* The AMX intrinsics came with GCC 11 (amxtileintrin.h) and Clang 11 (amxintrin.h); an
+ * older compiler builds the other kernels only. */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_include)
+#if __has_include(<amxtileintrin.h>) || __has_include(<amxintrin.h>)
+#define VV_AMX_COMPILER 1
+#endif
+#endif
+
+#if defined(VV_AMX_COMPILER)
 #define VV_HAVE_AMX 1
 #include <cpuid.h>
 #include <immintrin.h>
