@@ -287,5 +287,11 @@ def test_a_killed_m4b_export_resumes_to_the_same_book(tmp_path, tiny_model) -> N
     a, b = _decoded(tmp_path / "whole.m4b"), _decoded(out)
     assert abs(len(a) - len(b)) <= 2048
     n = min(len(a), len(b))
-    error = float(np.sqrt(np.mean((a[:n] - b[:n]) ** 2)))
-    assert error <= 0.01 * float(np.sqrt(np.mean(a[:n] ** 2)))
+    a, b = a[:n].astype(np.float64), b[:n].astype(np.float64)
+    # The same audio, through a lossy encoder: sentences made in other batches may differ
+    # by a 16-bit step in a few samples (the WAV test above holds the samples to that), and
+    # AAC's choices then differ: 50 samples of 20 s one step apart decode 6% (RMS) apart at
+    # 64 kb/s. So the decoded books are compared as signals: the same sentences in the same
+    # places correlate above 0.99 (one sentence out of place or missing falls far below).
+    assert float(a @ b) / float(np.sqrt((a @ a) * (b @ b))) >= 0.99
+    assert float(np.sqrt(np.mean(b**2))) == pytest.approx(float(np.sqrt(np.mean(a**2))), rel=0.02)
