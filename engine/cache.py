@@ -221,10 +221,17 @@ class BatchPairCaches:
     windows at its own pace. Columns beyond an utterance's own are masked out, so a row
     attends to exactly what it would attend to alone. Capacity is the batch's: it grows
     for the utterance furthest on and shrinks back when utterances leave.
+
+    Utterances that join between two uses of the arrays (a batch's start, or several
+    joining at once) are appended to them together, at the next use, in one copy of the
+    batch rather than one each.
     """
 
     def __init__(self, keys: list[mx.array], values: list[mx.array], valid: mx.array) -> None:
-        self.keys, self.values, self.valid = keys, values, valid
+        self._keys, self._values, self._valid = keys, values, valid
+        self._joining: list[tuple[list[mx.array], list[mx.array], mx.array]] = []
+        """The arrays (keys and values per layer, valid) of the utterances added since the
+        batch's arrays were last used."""
         self.columns: list[int] = []
         """Per utterance, the next column of its rows."""
         self.positions: list[int] = []
@@ -242,44 +249,47 @@ class BatchPairCaches:
         return len(self.columns)
 
     @property
+    def keys(self) -> list[mx.array]:
+        """Per layer, (2B, kv heads, capacity, head dim)."""
+        self._join()
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: list[mx.array]) -> None:
+        self._join()
+        self._keys = keys
+
+    @property
+    def values(self) -> list[mx.array]:
+        self._join()
+        return self._values
+
+    @values.setter
+    def values(self, values: list[mx.array]) -> None:
+        self._join()
+        self._values = values
+
+    @property
+    def valid(self) -> mx.array:
+        """(2B, capacity): which columns of each row hold a token."""
+        self._join()
+        return self._valid
+
+    @valid.setter
+    def valid(self, valid: mx.array) -> None:
+        self._join()
+        self._valid = valid
+
+    @property
     def capacity(self) -> int:
         return int(self.keys[0].shape[2])
 
-    def offset(self, item: int) -> int:
-        """Position of utterance ``item``'s positive row's next token."""
-        return self.positions[2 * item]
-
-    def _resize(self, capacity: int) -> None:
-        """Pad (zeros, masked) or cut every array to ``capacity`` columns."""
-        now = self.capacity
-        if capacity == now:
+    def _join(self) -> None:
+        """Append the rows of the utterances added since the last use, in one copy."""
+        if not self._joining:
             return
-        if capacity < now:
-            self.keys = [k[:, :, :capacity] for k in self.keys]
-            self.values = [v[:, :, :capacity] for v in self.values]
-            self.valid = self.valid[:, :capacity]
-            return
-        rows, H, _, D = self.keys[0].shape
-        pad = mx.zeros((rows, H, capacity - now, D), dtype=self.keys[0].dtype)
-        self.keys = [mx.concatenate([k, pad], axis=2) for k in self.keys]
-        self.values = [mx.concatenate([v, pad], axis=2) for v in self.values]
-        self.valid = mx.concatenate(
-            [self.valid, mx.zeros((rows, capacity - now), dtype=mx.bool_)], axis=1
-        )
-
-    def reserve(self, columns: int, item: int | None = None) -> None:
-        """Room for ``columns`` more columns of utterance ``item`` (all when None)."""
-        ends = self.columns if item is None else [self.columns[item]]
-        needed = max(ends, default=0) + columns
-        if needed > self.capacity:
-            self._resize(_round_up(needed))
-
-    def add(self, pair: list[CFGKVCache]) -> int:
-        """Append the rows of one utterance's caches (copies); returns its index."""
-        if len(pair) != len(self.keys):
-            raise ValueError(f"{len(pair)} layers of caches for a batch of {len(self.keys)}")
-        first = pair[0]
-        capacity = max(self.capacity, first.keys.shape[2])
+        joining, self._joining = self._joining, []
+        capacity = max(int(self._keys[0].shape[2]), *(k[0].shape[2] for k, _, _ in joining))
         self._resize(capacity)
 
         def padded(a: mx.array) -> mx.array:
@@ -291,13 +301,52 @@ class BatchPairCaches:
             pad = mx.zeros((a.shape[0], a.shape[1], extra, a.shape[3]), dtype=a.dtype)
             return mx.concatenate([a, pad], axis=2)
 
-        self.keys = [
-            mx.concatenate([k, padded(c.keys)]) for k, c in zip(self.keys, pair, strict=True)
+        layers = range(len(self._keys))
+        self._keys = [
+            mx.concatenate([self._keys[i], *(padded(k[i]) for k, _, _ in joining)]) for i in layers
         ]
-        self.values = [
-            mx.concatenate([v, padded(c.values)]) for v, c in zip(self.values, pair, strict=True)
+        self._values = [
+            mx.concatenate([self._values[i], *(padded(v[i]) for _, v, _ in joining)])
+            for i in layers
         ]
-        self.valid = mx.concatenate([self.valid, padded(first.valid)])
+        self._valid = mx.concatenate([self._valid, *(padded(ok) for _, _, ok in joining)])
+
+    def offset(self, item: int) -> int:
+        """Position of utterance ``item``'s positive row's next token."""
+        return self.positions[2 * item]
+
+    def _resize(self, capacity: int) -> None:
+        """Pad (zeros, masked) or cut every array of the utterances joined so far to
+        ``capacity`` columns."""
+        now = int(self._keys[0].shape[2])
+        if capacity == now:
+            return
+        if capacity < now:
+            self._keys = [k[:, :, :capacity] for k in self._keys]
+            self._values = [v[:, :, :capacity] for v in self._values]
+            self._valid = self._valid[:, :capacity]
+            return
+        rows, H, _, D = self._keys[0].shape
+        pad = mx.zeros((rows, H, capacity - now, D), dtype=self._keys[0].dtype)
+        self._keys = [mx.concatenate([k, pad], axis=2) for k in self._keys]
+        self._values = [mx.concatenate([v, pad], axis=2) for v in self._values]
+        self._valid = mx.concatenate(
+            [self._valid, mx.zeros((rows, capacity - now), dtype=mx.bool_)], axis=1
+        )
+
+    def reserve(self, columns: int, item: int | None = None) -> None:
+        """Room for ``columns`` more columns of utterance ``item`` (all when None)."""
+        ends = self.columns if item is None else [self.columns[item]]
+        needed = max(ends, default=0) + columns
+        if needed > self.capacity:
+            self._resize(_round_up(needed))
+
+    def add(self, pair: list[CFGKVCache]) -> int:
+        """Append the rows of one utterance's caches (copies); returns its index."""
+        if len(pair) != len(self._keys):
+            raise ValueError(f"{len(pair)} layers of caches for a batch of {len(self._keys)}")
+        first = pair[0]
+        self._joining.append(([c.keys for c in pair], [c.values for c in pair], first.valid))
         self.columns.append(first.column)
         self.positions.extend(first.positions)
         return len(self.columns) - 1

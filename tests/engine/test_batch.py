@@ -193,3 +193,48 @@ def test_batch_caches_refuse_caches_of_another_depth(setup) -> None:
     )
     with pytest.raises(ValueError):
         caches.add(pair)
+
+
+def test_utterances_joining_together_are_appended_as_they_are(setup) -> None:
+    """Utterances added between two uses of the batch's arrays (the start of a batch, or
+    several joining at once) are appended together: each one's rows are its own caches,
+    padded to the batch's capacity with masked columns, and a later join still lands
+    after them."""
+    _, voices, _, _ = setup
+    names = sorted(voices)
+    first = voices[names[0]]
+    layers = len(first.tts_keys)
+    kv_heads, head_dim = first.tts_keys[0].shape[1], first.tts_keys[0].shape[3]
+    caches = BatchPairCaches.empty(layers, kv_heads, head_dim, mx.float32)
+    pairs = []
+    for i, reserve in enumerate((8, 300, 40)):
+        v = voices[names[i % len(names)]]
+        pair = make_cfg_caches(
+            v.tts_keys, v.tts_values, v.neg_keys, v.neg_values, mx.float32, reserve
+        )
+        pairs.append(pair)
+        assert caches.add(pair) == i
+    assert len(caches) == 3
+    # The batch's capacity is the largest of theirs; nothing is copied until it is asked.
+    capacity = max(p[0].keys.shape[2] for p in pairs)
+    assert caches.capacity >= capacity
+
+    def check(i: int, pair) -> None:
+        for layer, c in enumerate(pair):
+            cap = c.keys.shape[2]
+            got = np.array(caches.keys[layer][2 * i : 2 * i + 2])
+            np.testing.assert_array_equal(got[:, :, :cap], np.array(c.keys))
+            assert not got[:, :, cap:].any()
+            gotv = np.array(caches.values[layer][2 * i : 2 * i + 2])
+            np.testing.assert_array_equal(gotv[:, :, :cap], np.array(c.values))
+        valid = np.array(caches.valid[2 * i : 2 * i + 2])
+        np.testing.assert_array_equal(valid[:, : c.keys.shape[2]], np.array(pair[0].valid))
+        assert not valid[:, pair[0].keys.shape[2] :].any()
+
+    for i, pair in enumerate(pairs):
+        check(i, pair)
+    v = voices[names[-1]]
+    late = make_cfg_caches(v.tts_keys, v.tts_values, v.neg_keys, v.neg_values, mx.float32, 16)
+    assert caches.add(late) == 3
+    check(3, late)
+    assert caches.keys[0].shape[0] == 8
