@@ -16,7 +16,13 @@ import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is impo
 
 import mlx.core as mx
 
-from engine.cache import BatchPairCaches, KVCache, UtteranceCaches, make_caches
+from engine.cache import (
+    BatchPairCaches,
+    KVCache,
+    UtteranceCaches,
+    make_caches,
+    make_cfg_caches,
+)
 from engine.dpm_solver import make_schedule
 from engine.model import VibeVoiceRealtime
 from engine.sampler import CompiledSampler, sample_latent
@@ -182,8 +188,11 @@ class MLXFrames:
         with room for ``lm_reserve`` tokens) and its index in ``batch`` (its CFG-pair rows,
         copies of the prompt's, with room for ``tts_reserve`` more positions)."""
         text = make_caches(voice.lm_keys, voice.lm_values, self.dtype, lm_reserve)
-        own = UtteranceCaches.from_voice(voice, self.dtype, 1, tts_reserve)
-        return text, batch.add(own.pair)
+        pair = make_cfg_caches(
+            voice.tts_keys, voice.tts_values, voice.neg_keys, voice.neg_values, self.dtype,
+            tts_reserve,
+        )  # fmt: skip
+        return text, batch.add(pair)
 
     def batch_windows(
         self,
