@@ -43,12 +43,17 @@
 
 #define AMX_TARGET __attribute__((target("arch=x86-64-v4,avx512bf16,amx-tile,amx-bf16")))
 
-/* Whether this CPU has AMX tiles with bfloat16 and Linux lets this process use them. */
+/* Whether this CPU has AMX tiles with bfloat16, and the AVX-512 (x86-64-v4) and
+ * AVX512_BF16 instructions the kernels around them use, and Linux lets this process use
+ * the tiles. */
 static int amx_usable(void) {
     unsigned a, b, c, d;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("x86-64-v4")) return 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     const int tile = (d >> 24) & 1, bf16 = (d >> 22) & 1;
     if (!tile || !bf16) return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1)) return 0; /* AVX512_BF16 */
     /* ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA: the tile data is a large state that a
      * process must ask for before its first tile instruction (else SIGILL). */
     return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
