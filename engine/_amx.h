@@ -142,9 +142,9 @@ AMX_TARGET static inline void amx_store(float *buf, int nr, int mr, int i0, int 
 }
 
 /* Rows [n0, n1) of W (n0 a multiple of 16) against every row of A, packed by amx_pack
- * (its parts `size` values apart). W: N rows of K bfloat16 values, ldw apart (K a multiple
+ * (its parts `size` values apart). W: rows of K bfloat16 values, ldw apart (K a multiple
  * of 32). */
-AMX_TARGET static void amx_rows(int M, int N, int K, const unsigned short *packed, size_t size,
+AMX_TARGET static void amx_rows(int M, int K, const unsigned short *packed, size_t size,
                                 const unsigned short *W, int ldw, float alpha, float beta,
                                 float *C, int ldc, int n0, int n1) {
     const int steps = K / 32, blocks = (M + 15) / 16;
@@ -152,8 +152,8 @@ AMX_TARGET static void amx_rows(int M, int N, int K, const unsigned short *packe
     const long wstride = (long)ldw * 2;
     float buf[AMX_RESULTS][256];
     int configured = -1;
-    for (int n = n0; n < n1 && n < N; n += 16) {
-        const int nr = N - n < 16 ? N - n : 16;
+    for (int n = n0; n < n1; n += 16) {
+        const int nr = n1 - n < 16 ? n1 - n : 16;
         if (nr != configured) {
             amx_configure(6, 5, nr); /* results and W: nr rows */
             configured = nr;

@@ -218,6 +218,8 @@ __attribute__((target("arch=x86-64-v4"))) static void run_rows_v4(const Job *j, 
 }
 #endif
 
+int vvreader_amx(void);
+
 typedef void (*rows_fn)(const Job *, int, int);
 static rows_fn run_rows_f = run_rows_plain, run_rows_h = run_rows_h_plain;
 static int level_in_use = 1;
@@ -230,13 +232,7 @@ static int level_in_use = 1;
 int vvreader_cpu_level(int most) {
     if (most < 1) return level_in_use;
     int level = cpu_level_at_most(most < 4 ? most : 4);
-#if VV_HAVE_AMX
-    static int amx = -1;
-    if (most >= 5 && level == 4) {
-        if (amx < 0) amx = amx_usable();
-        if (amx) level = 5;
-    }
-#endif
+    if (most >= 5 && level == 4 && vvreader_amx()) level = 5;
 #if defined(__x86_64__)
     run_rows_f = level >= 4 ? run_rows_v4 : level == 3 ? run_rows_v3 : run_rows_plain;
     run_rows_h = level >= 4 ? run_rows_h_v4 : level == 3 ? run_rows_h_v3 : run_rows_h_plain;
@@ -251,7 +247,7 @@ __attribute__((constructor)) static void choose_level(void) { vvreader_cpu_level
 static void run_rows(const Job *j, int n0, int n1) {
 #if VV_HAVE_AMX
     if (j->Aparts) {
-        amx_rows(j->M, n1, j->K, j->Aparts, j->part_size, j->Wh, j->ldw, j->alpha, j->beta, j->C,
+        amx_rows(j->M, j->K, j->Aparts, j->part_size, j->Wh, j->ldw, j->alpha, j->beta, j->C,
                  j->ldc, n0, n1);
         return;
     }
@@ -381,19 +377,25 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* A's even and odd columns for the bfloat16 kernels, in a buffer of the calling thread
  * (grown as needed and kept for its next call); 0 when no memory could be had. */
-static __thread float *pack_buf;
+/* Make *buf (a buffer of the calling thread, kept for its next call) hold at least
+ * `bytes`, 64-byte aligned; 0 when no memory could be had (*buf is then unchanged). */
+static int grow(void **buf, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return 1;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes) != 0) return 0;
+    free(*buf);
+    *buf = p;
+    *cap = bytes;
+    return 1;
+}
+
+static __thread void *pack_buf;
 static __thread size_t pack_cap;
 
 static int pack_even_odd(Job *j) {
     const int half = j->K / 2;
-    const size_t need = (size_t)2 * j->M * half + 1;
-    if (need > pack_cap) {
-        float *p = realloc(pack_buf, need * sizeof(float));
-        if (p == NULL) return 0;
-        pack_buf = p;
-        pack_cap = need;
-    }
-    float *e = pack_buf, *o = pack_buf + (size_t)j->M * half;
+    if (!grow(&pack_buf, &pack_cap, ((size_t)2 * j->M * half + 1) * sizeof(float))) return 0;
+    float *e = pack_buf, *o = e + (size_t)j->M * half;
     for (int i = 0; i < j->M; i++) {
         const float *a = j->A + (size_t)i * j->lda;
         for (int q = 0; q < half; q++) {
@@ -453,7 +455,7 @@ static void rows_chunk(const void *arg, int lo, int hi, int worker) {
 
 /* A packed for the AMX kernel (engine/_amx.h), in a buffer of the calling thread like
  * pack_buf; 0 when the product is not one for it or no memory could be had. */
-static __thread unsigned short *amx_buf;
+static __thread void *amx_buf;
 static __thread size_t amx_cap;
 
 /* Whether a product of M rows against a bfloat16 W of rows of K values goes to AMX. With
@@ -469,13 +471,7 @@ static int pack_amx(Job *j) {
     if (level_in_use < 5 || j->Wh == NULL || j->K % 32 != 0 || !amx_rows_pay(j->M, j->K))
         return 0;
     const size_t part = amx_packed_bytes(j->M, j->K) / 2;
-    if (AMX_PARTS * part > amx_cap) {
-        void *p = NULL;
-        if (posix_memalign(&p, 64, AMX_PARTS * part * sizeof(unsigned short)) != 0) return 0;
-        free(amx_buf);
-        amx_buf = p;
-        amx_cap = AMX_PARTS * part;
-    }
+    if (!grow(&amx_buf, &amx_cap, AMX_PARTS * part * sizeof(unsigned short))) return 0;
     amx_pack(j->M, j->K, j->A, j->lda, amx_buf, part);
     j->Aparts = amx_buf;
     j->part_size = part;
@@ -782,48 +778,47 @@ typedef struct {
     const unsigned short *Wt;
     float *C;
     int ldc;
+    unsigned short *split[2]; /* each worker's room for A's parts (tiles_chunk) */
 } TilesJob;
 
 /* Rows of A split into bfloat16 parts at a time in a chunk: 4 pairs of tiles' rows. */
 #define TILES_ROWS 128
 
-static __thread unsigned short *split_buf;
-static __thread size_t split_cap;
+/* Room for A's parts, of the calling thread, one per worker of a product. */
+static __thread void *split_buf[2];
+static __thread size_t split_cap[2];
 
 static void tiles_chunk(const void *arg, int lo, int hi, int worker) {
-    (void)worker;
 #if VV_HAVE_AMX
     const TilesJob *j = arg;
-    const size_t need = (size_t)AMX_PARTS * TILES_ROWS * j->K;
-    if (need > split_cap) {
-        void *p = NULL;
-        if (posix_memalign(&p, 64, need * sizeof(unsigned short)) != 0) abort();
-        free(split_buf);
-        split_buf = p;
-        split_cap = need;
-    }
+    unsigned short *split = j->split[worker];
     for (int m = lo; m < hi; m += TILES_ROWS) {
         const int M = hi - m < TILES_ROWS ? hi - m : TILES_ROWS;
         const int rows = (M + 31) & ~31;
-        amx_split(M, rows, j->K, j->A + (size_t)m * j->lda, j->lda, split_buf);
-        amx_gemm_split(M, rows, j->N, j->K, split_buf, j->Wt, j->C + (size_t)m * j->ldc, j->ldc);
+        amx_split(M, rows, j->K, j->A + (size_t)m * j->lda, j->lda, split);
+        amx_gemm_split(M, rows, j->N, j->K, split, j->Wt, j->C + (size_t)m * j->ldc, j->ldc);
     }
 #else
-    (void)arg, (void)lo, (void)hi;
+    (void)arg, (void)lo, (void)hi, (void)worker;
 #endif
 }
 
 /* C = A W^T (alpha 1, beta 0) on AMX, W laid out by vvreader_amx_layout (N and K multiples
  * of 32), in chunks of rows of A over both threads; only where vvreader_amx() is 1
- * (engine/_cpu_decoder.c's products with many rows). */
-void vvreader_sgemm_tiles(int M, int N, int K, const float *A, int lda,
-                          const unsigned short *Wt, float *C, int ldc) {
-    if (M <= 0) return;
+ * (engine/_cpu_decoder.c's products with many rows). Returns 0, with nothing done, when no
+ * memory could be had for the split rows of A (the caller then takes another product). */
+int vvreader_sgemm_tiles(int M, int N, int K, const float *A, int lda, const unsigned short *Wt,
+                         float *C, int ldc) {
+    if (M <= 0) return 1;
+    const size_t bytes = (size_t)AMX_PARTS * TILES_ROWS * K * sizeof(unsigned short);
+    for (int w = 0; w < 2; w++)
+        if (!grow(&split_buf[w], &split_cap[w], bytes)) return 0;
     atomic_fetch_add_explicit(&amx_calls, 1, memory_order_relaxed);
-    TilesJob j = {M, N, K, A, lda, Wt, C, ldc};
+    TilesJob j = {M, N, K, A, lda, Wt, C, ldc, {split_buf[0], split_buf[1]}};
     const int half = ((M + 1) / 2 + 31) & ~31;
     Task t = {tiles_chunk, &j, M, half < 32 ? 32 : half};
     run_task(&t);
+    return 1;
 }
 
 void cblas_dgemm(int order, int ta, int tb, int M, int N, int K, double alpha, const double *A,

@@ -31,8 +31,8 @@ typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int
 typedef void (*wgemm_fn)(int, int, int, const float *, int, const float *, int, float *, int);
 typedef void (*bf16w_fn)(int, int, int, const float *, int, const unsigned short *, int,
                          float *, int);
-typedef void (*tiles_fn)(int, int, int, const float *, int, const unsigned short *, float *,
-                         int);
+typedef int (*tiles_fn)(int, int, int, const float *, int, const unsigned short *, float *,
+                        int);
 /* fn(arg, lo, hi, worker) for [lo, hi) of a range cut into chunks; worker is 0 or 1. */
 typedef void (*chunk_fn)(const void *arg, int lo, int hi, int worker);
 typedef void (*parallel_fn)(chunk_fn fn, const void *arg, int total, int chunk);
@@ -75,10 +75,10 @@ void vv_set_tiles(tiles_fn fn) { tiles_gemm = fn; }
 #define TILES_MIN_ROWS 4
 static void product(int M, int N, int K, const float *A, int lda, const float *w,
                     const unsigned short *wh, const unsigned short *wt, float *C, int ldc) {
-    if (wt && tiles_gemm && level_in_use == 5 && M >= TILES_MIN_ROWS) {
-        tiles_gemm(M, N, K, A, lda, wt, C, ldc);
+    /* (A product the shim has no memory for goes the other ways.) */
+    if (wt && tiles_gemm && level_in_use == 5 && M >= TILES_MIN_ROWS &&
+        tiles_gemm(M, N, K, A, lda, wt, C, ldc))
         return;
-    }
     /* At level 5 the shim's product against a bfloat16 W runs on AMX from 4 rows on. */
     if (wh && bf16w_gemm && ((M >= BF16_MIN_ROWS && M <= BF16_MAX_ROWS) || !w || level_in_use == 5)) {
         bf16w_gemm(M, N, K, A, lda, wh, K, C, ldc);

@@ -224,7 +224,8 @@ class BatchPairCaches:
 
     Utterances that join between two uses of the arrays (a batch's start, or several
     joining at once) are appended to them together, at the next use, in one copy of the
-    batch rather than one each.
+    batch rather than one each. (Arrays set meanwhile are the joined utterances' rows; the
+    joining ones still come after them.)
     """
 
     def __init__(self, keys: list[mx.array], values: list[mx.array], valid: mx.array) -> None:
@@ -256,7 +257,6 @@ class BatchPairCaches:
 
     @keys.setter
     def keys(self, keys: list[mx.array]) -> None:
-        self._join()
         self._keys = keys
 
     @property
@@ -266,7 +266,6 @@ class BatchPairCaches:
 
     @values.setter
     def values(self, values: list[mx.array]) -> None:
-        self._join()
         self._values = values
 
     @property
@@ -277,7 +276,6 @@ class BatchPairCaches:
 
     @valid.setter
     def valid(self, valid: mx.array) -> None:
-        self._join()
         self._valid = valid
 
     @property
