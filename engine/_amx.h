@@ -214,9 +214,6 @@ AMX_TARGET static void amx_rows(int M, int K, const unsigned short *packed, size
  * parts, in rows) are the first operand, and W, laid out once in pairs (amx_layout), the
  * second; each result tile is 16 rows by 16 columns of C, stored in place. */
 
-/* Bytes of W (N, K) laid out by amx_layout (N and K multiples of 32). */
-static inline size_t amx_layout_bytes(int N, int K) { return (size_t)N * (size_t)K * 2; }
-
 /* W (N, K) bfloat16, rows ldw apart, into the second operand's layout: tile (block b of 16
  * rows of W, step s of 32 columns) holds, at row p and column 2n + e, W[16b + n, 32s + 2p
  * + e]. */
