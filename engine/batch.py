@@ -154,7 +154,8 @@ class BatchGenerator:
         item.voice.check_positions(cfg.decoder.max_position_embeddings)
         limit = item.max_frames if item.max_frames is not None else default_frame_limit(len(ids))
         hooks = item.hooks or FrameHooks()
-        text, index = self.frames.join(item.voice, self.caches, len(ids) + 8, len(ids) + limit + 8)
+        # Room for the text now; the frames' columns are made as they come (engine/cache.py).
+        text, index = self.frames.join(item.voice, self.caches, len(ids) + 8, len(ids) + 8)
         if index != len(self._utterances):
             raise RuntimeError(f"batch caches out of step: {index} != {len(self._utterances)}")
         voice = item.voice

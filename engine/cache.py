@@ -12,9 +12,12 @@ import mlx.core as mx
 if TYPE_CHECKING:
     from engine.voices import VoicePrompt
 
-# Capacity grows in steps of this many positions (as mlx-lm's KVCache does). Capacities
-# are multiples of it, so compiled steps see few distinct shapes across utterances.
-_STEP = 256
+# Capacity grows in steps of this many positions (as mlx-lm's KVCache does). A compiled
+# step attends over the whole capacity (unwritten columns masked), so room made before it
+# is needed costs work in every frame: on a 2-core CPU each 64 columns cost a batch of
+# four about 7 ms a frame. Capacities are multiples of the step, so compiled steps see few
+# distinct shapes (each new one is traced once, about 40 ms on the CPU).
+_STEP = 64
 
 
 def _round_up(n: int) -> int:

@@ -431,7 +431,8 @@ def generate_frames(
     out = FrameOutput(kernels.decoder, group, stop_at_eos, hooks, kernels)
 
     # Both TTS-LM rows (positive, negative) advance together; the text LM only with text.
-    caches = frames.new_caches(voice, len(ids) + 8, len(ids) + limit + 8)
+    # Room for the text now; the frames' columns are made as they come (engine/cache.py).
+    caches = frames.new_caches(voice, len(ids) + 8, len(ids) + 8)
     dtype = model.model.tts_input_types.weight.dtype
     pos = voice.tts_hidden[:, -1].astype(dtype)
     neg = voice.neg_hidden[:, -1].astype(dtype)
