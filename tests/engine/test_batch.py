@@ -238,3 +238,45 @@ def test_utterances_joining_together_are_appended_as_they_are(setup) -> None:
     assert caches.add(late) == 3
     check(3, late)
     assert caches.keys[0].shape[0] == 8
+
+
+def test_tts_caches_grow_with_the_frames_not_with_the_frame_limit(setup) -> None:
+    """Every frame attends over the whole capacity of its TTS-LM cache, so neither path
+    makes room for a sentence's frame limit at its start: the capacity stays within one
+    growth step (64 columns) of the columns in use, and the frames run past it."""
+    model, voices, tokenizer, kernels = setup
+    voice = next(iter(voices.values()))
+    ids = tokenizer.encode("Hello there.")
+    limit, frames, step = 400, 80, 64
+    # Batched: the batch's capacity after each frame.
+    batch = BatchGenerator(model, STEPS, kernels)
+    batch.add(BatchItem("a", voice, ids, max_frames=limit, stop_at_eos=False))
+    spare = []
+    for _ in range(frames):
+        batch.step()
+        spare.append(batch.caches.capacity - max(batch.caches.columns))
+    assert max(spare) <= step and batch.caches.capacity < voice.tts_length + limit
+    assert batch.caches.capacity >= voice.tts_length + frames
+    # One stream: the caches its frame backend was asked for, after the last frame.
+    made = []
+    new_caches = kernels.frames.new_caches
+
+    def spy(*args):
+        caches = new_caches(*args)
+        made.append((caches, caches.pair[0].keys.shape[2]))
+        return caches
+
+    kernels.frames.new_caches = spy
+    try:
+        out = list(
+            generate_frames(model, voice, ids, steps=STEPS, max_frames=limit, stop_at_eos=False,
+                            kernels=kernels, noise=seeded_noise(3, model.config.acoustic_vae_dim))
+        )  # fmt: skip
+    finally:
+        del kernels.frames.new_caches
+    assert len(out) == limit
+    caches, first_capacity = made[0]
+    assert first_capacity <= voice.tts_length + len(ids) + 8 + step
+    pair = caches.pair[0]
+    assert pair.column >= voice.tts_length + limit
+    assert pair.keys.shape[2] - pair.column <= step
