@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 # step attends over the whole capacity (unwritten columns masked), so room made before it
 # is needed costs work in every frame: on a 2-core CPU each 64 columns cost a batch of
 # four about 7 ms a frame. Capacities are multiples of the step, so compiled steps see few
-# distinct shapes (each new one is traced once, about 40 ms on the CPU).
+# distinct shapes (each new one is traced once: 20-45 ms on a 2-core CPU).
 _STEP = 64
 
 
