@@ -19,8 +19,11 @@ streams generated together (engine/batch.py: the same text, each stream its own 
 alternate with the one-stream runs, and the JSON line adds ``batch`` and
 ``batch_x_realtime``: seconds of audio per second of wall time, all streams together, from
 the start of the batch to its last chunk (with several sizes, ``batches`` has each one's,
-and ``batch`` is the best). With --require-kernels (on an NVIDIA GPU), the run fails (exit
-status 2, a line saying why) unless the CUDA frame kernels make the one-stream frames.
+and ``batch`` is the best), and ``batch_steady_x_realtime`` (``batches_steady``): the same
+without the batch's start, measured as the one-stream rate is (from when every stream's
+frames 1 and 2 are out to the last chunk). With --require-kernels (on an NVIDIA GPU), the
+run fails (exit status 2, a line saying why) unless the CUDA frame kernels make the
+one-stream frames.
 
 The parts run in turn: the one-stream runs, mlx-audio's, then each batch size (its own
 warm-up, then its runs). A line on stderr says when each starts; with --json-out the JSON
@@ -101,9 +104,13 @@ def measure(
     return (stamps[0] - t0) * 1000, steady * 1000
 
 
-def measure_batch(model, voice, frames: int, kernels: FrameKernels, batch: int) -> float:
+def measure_batch(
+    model, voice, frames: int, kernels: FrameKernels, batch: int
+) -> tuple[float, float]:
     """Seconds of audio per second of wall time of ``batch`` streams of ``frames`` frames
-    generated together."""
+    generated together: from the start of the batch, and steady (as :func:`measure`: the
+    streams run in step, so chunk 3 * batch is when every stream's frames 1 and 2 are out,
+    and the frames made from then to the last chunk are the rest)."""
     items = [
         BatchItem(
             key=i,
@@ -116,8 +123,10 @@ def measure_batch(model, voice, frames: int, kernels: FrameKernels, batch: int) 
         for i in range(batch)
     ]
     t0 = time.perf_counter()
-    chunks = sum(1 for _ in generate_batch(model, items, steps=5, kernels=kernels))
-    return chunks * FRAME_SECONDS / (time.perf_counter() - t0)
+    stamps = [time.perf_counter() for _ in generate_batch(model, items, steps=5, kernels=kernels)]
+    start = 3 * batch - 1
+    steady = (len(stamps) - 1 - start) * FRAME_SECONDS / (stamps[-1] - stamps[start])
+    return len(stamps) * FRAME_SECONDS / (stamps[-1] - t0), steady
 
 
 def require_kernels(kernels: FrameKernels) -> None:
@@ -286,6 +295,7 @@ def main() -> None:
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     batch_sizes = [int(b) for b in a.batch.split(",") if int(b) > 0]
     batch_rates: dict[int, list[float]] = {}
+    steady_rates: dict[int, list[float]] = {}
     progress(f"one stream: {a.runs} runs of {a.frames} frames")
     for _ in range(a.runs):
         for name, k in variants.items():
@@ -377,13 +387,19 @@ def main() -> None:
         progress(f"{b} streams: warm-up")
         measure_batch(model, voice, 8, kernels, b)  # warm-up (and compilation)
         progress(f"{b} streams: {a.runs} runs of {a.frames} frames")
-        batch_rates[b] = [measure_batch(model, voice, a.frames, kernels, b) for _ in range(a.runs)]
+        runs_b = [measure_batch(model, voice, a.frames, kernels, b) for _ in range(a.runs)]
+        batch_rates[b] = [r for r, _ in runs_b]
+        steady_rates[b] = [s for _, s in runs_b]
         rates = {n: round(float(np.median(r)), 3) for n, r in batch_rates.items()}
+        steady = {n: round(float(np.median(r)), 3) for n, r in steady_rates.items()}
         best = max(rates, key=rates.get)
         result["batch"] = best
         result["batch_x_realtime"] = rates[best]
         result["batch_speedup"] = round(result["batch_x_realtime"] / result["x_realtime"], 2)
         result["batches"] = rates
+        result["batch_steady_x_realtime"] = steady[best]
+        result["batch_steady_speedup"] = round(steady[best] / result["x_realtime"], 2)
+        result["batches_steady"] = steady
         # The wall time of one frame of all the streams (the batch's own decoding in it).
         result["batch_ms_per_step"] = {
             n: round(n * FRAME_SECONDS * 1000 / r, 2) for n, r in rates.items()
@@ -407,10 +423,11 @@ def main() -> None:
     for name, first, per in rows:
         print(f"{name:18s} {first:15.1f} {per:10.2f} {FRAME_SECONDS * 1000 / per:12.2f}")
     for b in batch_sizes:
-        rate = float(np.median(batch_rates[b]))
+        rate, steady_rate = float(np.median(batch_rates[b])), float(np.median(steady_rates[b]))
         print(
             f"{b} streams in one batch: {rate:.2f}x real time together"
-            f" ({rate / result['x_realtime']:.2f}x one stream's)"
+            f" ({rate / result['x_realtime']:.2f}x one stream's); after the batch's start"
+            f" {steady_rate:.2f}x ({steady_rate / result['x_realtime']:.2f}x)"
         )
     if "speedup" in result:
         print(f"speedup over mlx-audio: {result['speedup']}x")
