@@ -24,6 +24,18 @@ def _round_up(n: int) -> int:
     return -(-n // _STEP) * _STEP
 
 
+def _pad_columns(a: mx.array, capacity: int) -> mx.array:
+    """``a`` with masked zero columns up to ``capacity``: keys or values (rows, kv heads,
+    columns, head dim), or valid flags (rows, columns)."""
+    axis = 2 if a.ndim == 4 else 1
+    extra = capacity - a.shape[axis]
+    if extra == 0:
+        return a
+    shape = list(a.shape)
+    shape[axis] = extra
+    return mx.concatenate([a, mx.zeros(shape, dtype=a.dtype)], axis=axis)
+
+
 class KVCache:
     """Keys and values of one attention layer, (B, kv_heads, capacity, head_dim).
 
@@ -294,13 +306,7 @@ class BatchPairCaches:
         self._resize(capacity)
 
         def padded(a: mx.array) -> mx.array:
-            extra = capacity - a.shape[-2 if a.ndim == 4 else -1]
-            if extra == 0:
-                return a
-            if a.ndim == 2:
-                return mx.concatenate([a, mx.zeros((a.shape[0], extra), dtype=a.dtype)], axis=1)
-            pad = mx.zeros((a.shape[0], a.shape[1], extra, a.shape[3]), dtype=a.dtype)
-            return mx.concatenate([a, pad], axis=2)
+            return _pad_columns(a, capacity)
 
         layers = range(len(self._keys))
         self._keys = [
@@ -327,13 +333,9 @@ class BatchPairCaches:
             self._values = [v[:, :, :capacity] for v in self._values]
             self._valid = self._valid[:, :capacity]
             return
-        rows, H, _, D = self._keys[0].shape
-        pad = mx.zeros((rows, H, capacity - now, D), dtype=self._keys[0].dtype)
-        self._keys = [mx.concatenate([k, pad], axis=2) for k in self._keys]
-        self._values = [mx.concatenate([v, pad], axis=2) for v in self._values]
-        self._valid = mx.concatenate(
-            [self._valid, mx.zeros((rows, capacity - now), dtype=mx.bool_)], axis=1
-        )
+        self._keys = [_pad_columns(k, capacity) for k in self._keys]
+        self._values = [_pad_columns(v, capacity) for v in self._values]
+        self._valid = _pad_columns(self._valid, capacity)
 
     def reserve(self, columns: int, item: int | None = None) -> None:
         """Room for ``columns`` more columns of utterance ``item`` (all when None)."""
