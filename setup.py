@@ -37,4 +37,17 @@ if sys.platform.startswith("linux"):
         )
     )
 
+    # The TTS LM's one-position step (engine/native_lm.py); products likewise to the shim.
+    ext_modules.append(
+        Extension(
+            "engine._cpu_lm",
+            ["engine/_cpu_lm.c"],
+            depends=["engine/_cpu_level.h"],
+            extra_compile_args=["-O3", "-std=gnu11"],
+            extra_link_args=["-Wl,-z,now"],
+            libraries=["m"],
+            optional=True,
+        )
+    )
+
 setup(ext_modules=ext_modules)

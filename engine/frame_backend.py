@@ -2,9 +2,10 @@
 
 A frame backend runs the model's per-token work of one utterance: a text window through
 both LMs, and a speech frame (the CFG sampler, the connector, both TTS-LM rows and the
-EOS head). Two implement it: :class:`engine.mlx_frames.MLXFrames` (compiled MLX
-functions, every device) and :class:`engine.cuda_frame.CudaFrames` (one CUDA kernel per
-frame and per window, on NVIDIA GPUs). The loop (engine.generate) sees only this
+EOS head). Three implement it: :class:`engine.mlx_frames.MLXFrames` (compiled MLX
+functions, every device), :class:`engine.native_frames.NativeFrames` (those, with the
+TTS LM's frame step in C, on Linux CPUs) and :class:`engine.cuda_frame.CudaFrames` (one
+CUDA kernel per frame and per window, on NVIDIA GPUs). The loop (engine.generate) sees only this
 protocol; :func:`choose_frame_backend` picks one once, when the kernels are built.
 """
 
@@ -19,6 +20,8 @@ import mlx.core as mx
 from engine.cache import BatchPairCaches, KVCache
 from engine.mlx_frames import MLXFrames
 from engine.model import VibeVoiceRealtime
+from engine.native_frames import NativeFrames
+from engine.native_lm import native_lm_wanted
 from engine.switches import Switches
 
 if TYPE_CHECKING:
@@ -39,7 +42,7 @@ class FrameBackend(Protocol):
     MLX arrays; each call moves ``caches`` on as the model does."""
 
     name: str
-    """"mlx" or "cuda"."""
+    """"mlx", "native" or "cuda"."""
     decode_group: int
     """Frames the decoder takes at a time after the first ones (engine.generate)."""
 
@@ -126,13 +129,19 @@ class BatchFrameBackend(Protocol):
 
 def choose_frame_backend(model: VibeVoiceRealtime, steps: int, switches: Switches) -> FrameBackend:
     """The CUDA kernels where MLX runs on a CUDA GPU, the switch allows them, they can
-    take the model and they agree with the MLX functions; the MLX functions otherwise."""
-    mlx_frames = MLXFrames(model, steps)
+    take the model and they agree with the MLX functions; on a Linux CPU, the MLX
+    functions with the TTS-LM step in C where the switch allows it and the library loads;
+    the MLX functions otherwise."""
     if switches.cuda_kernels:
         from engine import cuda_frame
 
         if cuda_frame.on_cuda_gpu():
+            mlx_frames = MLXFrames(model, steps)
             cuda = cuda_frame.build(model, mlx_frames, switches.cuda_unroll)
-            if cuda is not None:
-                return cuda
-    return mlx_frames
+            return cuda if cuda is not None else mlx_frames
+    if native_lm_wanted(switches, model.model.tts_input_types.weight.dtype):
+        try:
+            return NativeFrames(model, steps)
+        except ValueError:
+            pass  # a model the C step does not take (MLX's step computes it)
+    return MLXFrames(model, steps)

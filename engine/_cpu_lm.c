@@ -1,0 +1,421 @@
+/* One position of the TTS LM for R rows, in C, for Linux CPUs (engine/native_lm.py drives it).
+ *
+ * A speech frame runs the TTS LM (20 Qwen2 blocks) one position on for every row of the
+ * batch: the CFG pair of each utterance. Its matrix products are bound by reading the
+ * weights, and a few rows more cost little there; what grows with the rows is the
+ * element-wise work (the SiLU of the 4864-wide MLP, the attention's softmax over the cache,
+ * RoPE, the norms), which MLX's CPU backend runs one value at a time on one thread, its
+ * exp a scalar polynomial through libm's fmaf. Four utterances (8 rows) spent about 65 ms
+ * of a 95 ms step there, one utterance about 20 of 47. Here that work runs in vector loops
+ * (target("arch=x86-64-v4"/"v3") clones, picked by vl_cpu_level) and is shared out over the
+ * BLAS shim's two threads; the products go to the same cblas_sgemm MLX calls (the shim's,
+ * which reads the weights' registered bfloat16 copies), with the same float32 weight
+ * pointers, so they are the very products MLX would compute.
+ *
+ * Same math as engine/qwen2.py's DecoderLayer over a cache slot (engine/steps.py): only the
+ * order of float32 sums in the attention, the norms and exp's last bits differ. The caches
+ * are read, never written: the new key and value of every row and layer are returned, and
+ * the caller writes them into its caches (column `columns[r]` of row r), which this step
+ * already attends to as written.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_cpu_level.h"
+
+enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
+typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
+                         const float *, int, float, float *, int);
+/* fn(arg, lo, hi, worker) for [lo, hi) of a range cut into chunks; worker is 0 or 1. */
+typedef void (*chunk_fn)(const void *arg, int lo, int hi, int worker);
+typedef void (*parallel_fn)(chunk_fn fn, const void *arg, int total, int chunk);
+static sgemm_fn sgemm;
+static parallel_fn parallel;
+
+/* The shim's cblas_sgemm and vvreader_parallel (may be NULL: one thread); set before any
+ * step. */
+void vl_set_blas(sgemm_fn gemm, parallel_fn par) {
+    sgemm = gemm;
+    parallel = par;
+}
+
+static void run_parallel(chunk_fn fn, const void *arg, int total, int chunk) {
+    if (parallel != NULL)
+        parallel(fn, arg, total, chunk);
+    else
+        fn(arg, 0, total, 0);
+}
+
+/* C (M, N) = A (M, K) W^T + beta * C, W (N, K) row-major, C's rows ldc apart: x @ W.T as
+ * nn.Linear computes it. */
+static void product(int M, int N, int K, const float *A, const float *W, float beta, float *C,
+                    int ldc) {
+    sgemm(RowMajor, NoTrans, Trans, M, N, K, 1.0f, A, K, W, K, beta, C, ldc);
+}
+
+#if defined(__x86_64__)
+#define V4 __attribute__((target("arch=x86-64-v4")))
+#define V3 __attribute__((target("arch=x86-64-v3")))
+#endif
+#define INLINE static inline __attribute__((always_inline))
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int i16 __attribute__((vector_size(64)));
+
+INLINE v16 load16(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+INLINE v16 splat(float x) { return (v16){0} + x; }
+
+INLINE float hsum(v16 v) {
+    float s = 0.0f;
+    for (int k = 0; k < 16; k++) s += v[k];
+    return s;
+}
+
+/* a where mask (all bits set), else b: C has no vector ?: */
+INLINE v16 select16(i16 mask, v16 a, v16 b) {
+    i16 ai, bi;
+    memcpy(&ai, &a, sizeof ai);
+    memcpy(&bi, &b, sizeof bi);
+    ai = (ai & mask) | (bi & ~mask);
+    memcpy(&a, &ai, sizeof a);
+    return a;
+}
+
+/* exp(x): x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its degree-6 Taylor polynomial
+ * (relative error below 2e-7 there), times 2^n built in the exponent bits. x is clamped
+ * to 88.7 above; below -87.3 (where exp is below the least normal float) the result is 0. */
+INLINE v16 exp16(v16 x) {
+    const v16 lo = splat(-87.33654f), hi = splat(88.72283f);
+    const i16 under = x < lo;
+    x = select16(x < hi, x, hi);
+    x = select16(under, lo, x);
+    /* n = round(x / ln 2), halves away from zero (the conversion truncates). */
+    const v16 half = select16(x < 0, splat(-0.5f), splat(0.5f));
+    const i16 n = __builtin_convertvector(x * 1.44269504f + half, i16);
+    const v16 nf = __builtin_convertvector(n, v16);
+    /* ln 2 = 0.693359375 - 2.12194440e-4, the first part exact in few bits, so that
+     * n times it is exact. */
+    const v16 r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
+    v16 p = splat(1.0f / 720.0f);
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const i16 bits = (n + 127) << 23;
+    v16 scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return select16(under, splat(0.0f), p * scale);
+}
+
+INLINE float exp1(float x) { return exp16(splat(x))[0]; }
+
+/* y = x / sqrt(mean(x^2) + eps) * w over n values (n a multiple of 16), as mx.fast.rms_norm. */
+INLINE void rms_norm(int n, float eps, const float *restrict x, const float *restrict w,
+                     float *restrict y) {
+    v16 acc = {0};
+    for (int i = 0; i < n; i += 16) {
+        const v16 v = load16(x + i);
+        acc += v * v;
+    }
+    const float r = 1.0f / sqrtf(hsum(acc) / (float)n + eps);
+    for (int i = 0; i < n; i += 16) store16(y + i, load16(x + i) * r * load16(w + i));
+}
+
+/* A step's sizes, weights and workspace. Weights are per layer, row-major as nn.Linear
+ * keeps them (out, in): q, k and v stacked (qkv, with their biases), o, gate, up, down;
+ * where up is NULL, gate holds the gate's `inter` rows and then the up's (stacked). */
+typedef struct {
+    int layers, hidden, heads, kv, hd, inter;
+    float eps, theta;
+    const float **in_norm, **post_norm, **qkv, **qkv_bias, **o, **gate, **up, **down;
+    const float *final_norm;
+    float *ws;
+    size_t ws_floats;
+} LM;
+
+/* What the chunk functions of one layer read. */
+typedef struct {
+    const LM *lm;
+    int rows, cap;
+    const float *keys, *values; /* this layer's cache (rows, kv, cap, hd) */
+    const unsigned char *valid; /* (rows, cap) */
+    const int *columns;
+    const float *qkv;    /* (rows, (heads + 2 kv) hd), after RoPE */
+    float *attn;         /* (rows, heads hd) */
+    float *scores;       /* (rows, heads, cap) */
+    float *gate_up, *act; /* (rows, 2 inter), (rows, inter) */
+} Layer;
+
+/* Attention of the query heads of KV head g of row r (item = r * kv + g): each query
+ * attends to the valid columns of its row and to column columns[r], whose key and value
+ * are this step's (in qkv). softmax(q k^T / sqrt(hd)) v, as engine/qwen2.py's
+ * _one_query_attention, with masked columns left out rather than set to -inf. */
+INLINE void attention(const Layer *L, int item) {
+    const LM *lm = L->lm;
+    const int hd = lm->hd, kv = lm->kv, group = lm->heads / kv, cap = L->cap;
+    const int r = item / kv, g = item % kv, col = L->columns[r];
+    const int width = (lm->heads + 2 * kv) * hd;
+    const float *q = L->qkv + (size_t)r * width + (size_t)g * group * hd;
+    const float *k_new = L->qkv + (size_t)r * width + (size_t)(lm->heads + g) * hd;
+    const float *v_new = k_new + (size_t)kv * hd;
+    const size_t slot = ((size_t)r * kv + g) * cap * hd;
+    const float *keys = L->keys + slot, *values = L->values + slot;
+    const unsigned char *valid = L->valid + (size_t)r * cap;
+    float *scores = L->scores + ((size_t)r * lm->heads + (size_t)g * group) * cap;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float most[16];
+    for (int h = 0; h < group; h++) most[h] = -INFINITY;
+    for (int j = 0; j < cap; j++) {
+        if (!valid[j] && j != col) continue;
+        const float *k = j == col ? k_new : keys + (size_t)j * hd;
+        for (int h = 0; h < group; h++) {
+            const float *qh = q + (size_t)h * hd;
+            v16 acc = {0};
+            for (int d = 0; d < hd; d += 16) acc += load16(qh + d) * load16(k + d);
+            const float s = hsum(acc) * scale;
+            scores[(size_t)h * cap + j] = s;
+            if (s > most[h]) most[h] = s;
+        }
+    }
+    float total[16];
+    for (int h = 0; h < group; h++) {
+        float *s = scores + (size_t)h * cap;
+        const v16 m = splat(most[h]);
+        v16 acc = {0};
+        int j = 0;
+        for (; j + 16 <= cap; j += 16) {
+            v16 e = exp16(load16(s + j) - m);
+            for (int t = 0; t < 16; t++)
+                if (!valid[j + t] && j + t != col) e[t] = 0.0f;
+            store16(s + j, e);
+            acc += e;
+        }
+        float sum = hsum(acc);
+        for (; j < cap; j++) {
+            s[j] = valid[j] || j == col ? exp1(s[j] - most[h]) : 0.0f;
+            sum += s[j];
+        }
+        total[h] = sum;
+    }
+    float *out = L->attn + (size_t)r * lm->heads * hd + (size_t)g * group * hd;
+    memset(out, 0, sizeof(float) * (size_t)group * hd);
+    for (int j = 0; j < cap; j++) {
+        if (!valid[j] && j != col) continue;
+        const float *v = j == col ? v_new : values + (size_t)j * hd;
+        for (int h = 0; h < group; h++) {
+            const float p = scores[(size_t)h * cap + j];
+            float *o = out + (size_t)h * hd;
+            for (int d = 0; d < hd; d += 16) store16(o + d, load16(o + d) + p * load16(v + d));
+        }
+    }
+    for (int h = 0; h < group; h++) {
+        const float inv = 1.0f / total[h];
+        float *o = out + (size_t)h * hd;
+        for (int d = 0; d < hd; d += 16) store16(o + d, load16(o + d) * inv);
+    }
+}
+
+/* act = silu(gate) * up = gate / (1 + exp(-gate)) * up for values [lo, hi) of rows x inter
+ * (chunks are multiples of 16 and inter is). */
+INLINE void swiglu(const Layer *L, int lo, int hi) {
+    const int inter = L->lm->inter;
+    for (int i = lo; i < hi; i += 16) {
+        const int r = i / inter, c = i % inter;
+        const float *gu = L->gate_up + (size_t)r * 2 * inter;
+        const v16 g = load16(gu + c);
+        store16(L->act + i, g / (1.0f + exp16(-g)) * load16(gu + inter + c));
+    }
+}
+
+#define LEVEL(suffix, attr)                                                                  \
+    attr static void attention_##suffix(const void *arg, int lo, int hi, int worker) {       \
+        (void)worker;                                                                        \
+        for (int item = lo; item < hi; item++) attention(arg, item);                         \
+    }                                                                                        \
+    attr static void swiglu_##suffix(const void *arg, int lo, int hi, int worker) {          \
+        (void)worker;                                                                        \
+        swiglu(arg, lo, hi);                                                                 \
+    }                                                                                        \
+    attr static void norm_##suffix(int rows, int n, float eps, const float *x,               \
+                                   const float *w, float *y) {                               \
+        for (int r = 0; r < rows; r++)                                                       \
+            rms_norm(n, eps, x + (size_t)r * n, w, y + (size_t)r * n);                       \
+    }
+LEVEL(base, )
+#if defined(__x86_64__)
+LEVEL(v3, V3)
+LEVEL(v4, V4)
+#endif
+
+static chunk_fn attention_at = attention_base, swiglu_at = swiglu_base;
+static void (*norm_at)(int, int, float, const float *, const float *, float *) = norm_base;
+static int level_in_use = 1;
+
+/* The highest level the CPU has, at most `most` (4: AVX-512, 3: AVX2 and FMA, 1: baseline);
+ * a `most` below 1 only asks. Returns the level in use. */
+int vl_cpu_level(int most) {
+    if (most < 1) return level_in_use;
+    int level = cpu_level_at_most(most);
+#if defined(__x86_64__)
+    attention_at = level >= 4 ? attention_v4 : level == 3 ? attention_v3 : attention_base;
+    swiglu_at = level >= 4 ? swiglu_v4 : level == 3 ? swiglu_v3 : swiglu_base;
+    norm_at = level >= 4 ? norm_v4 : level == 3 ? norm_v3 : norm_base;
+#endif
+    level_in_use = level;
+    return level;
+}
+
+__attribute__((constructor)) static void choose_level(void) { vl_cpu_level(4); }
+
+static const float **copy_ptrs(const float *const *p, int n) {
+    const float **out = malloc(sizeof *out * (size_t)n);
+    if (out != NULL) memcpy(out, p, sizeof *out * (size_t)n);
+    return out;
+}
+
+void vl_free(LM *lm);
+
+/* A step over the given weights (pointer arrays of `layers` entries, copied; the weights
+ * themselves stay the caller's and must outlive the step); final_norm may be NULL. NULL
+ * when the sizes are not ones the vector loops take (multiples of 16) or memory is short. */
+LM *vl_new(int layers, int hidden, int heads, int kv, int hd, int inter, float eps,
+           float theta, const float *const *in_norm, const float *const *post_norm,
+           const float *const *qkv, const float *const *qkv_bias, const float *const *o,
+           const float *const *gate, const float *const *up, const float *const *down,
+           const float *final_norm) {
+    if (layers < 1 || hidden % 16 || hd % 16 || inter % 16 || kv < 1 || heads % kv ||
+        heads / kv > 16 || hd / 2 > 256)
+        return NULL;
+    LM *lm = calloc(1, sizeof *lm);
+    if (lm == NULL) return NULL;
+    *lm = (LM){layers, hidden, heads, kv, hd, inter, eps, theta};
+    lm->in_norm = copy_ptrs(in_norm, layers);
+    lm->post_norm = copy_ptrs(post_norm, layers);
+    lm->qkv = copy_ptrs(qkv, layers);
+    lm->qkv_bias = copy_ptrs(qkv_bias, layers);
+    lm->o = copy_ptrs(o, layers);
+    lm->gate = copy_ptrs(gate, layers);
+    lm->up = copy_ptrs(up, layers);
+    lm->down = copy_ptrs(down, layers);
+    lm->final_norm = final_norm;
+    if (!lm->in_norm || !lm->post_norm || !lm->qkv || !lm->qkv_bias || !lm->o ||
+        !lm->gate || !lm->up || !lm->down) {
+        vl_free(lm);
+        return NULL;
+    }
+    return lm;
+}
+
+void vl_free(LM *lm) {
+    if (lm == NULL) return;
+    free(lm->in_norm);
+    free(lm->post_norm);
+    free(lm->qkv);
+    free(lm->qkv_bias);
+    free(lm->o);
+    free(lm->gate);
+    free(lm->up);
+    free(lm->down);
+    free(lm->ws);
+    free(lm);
+}
+
+/* Rotate-half RoPE of one head (hd values) at the angles whose cos and sin are given. */
+static void rope_head(int hd, float *x, const float *cos_t, const float *sin_t) {
+    const int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        const float a = x[i], b = x[i + half];
+        x[i] = a * cos_t[i] - b * sin_t[i];
+        x[i + half] = a * sin_t[i] + b * cos_t[i];
+    }
+}
+
+/* One position of every row through every layer and the final norm.
+ *   x (rows, hidden): the rows' inputs; out (rows, hidden): their outputs.
+ *   keys[l], values[l] (rows, kv, cap, hd): layer l's cache; valid (rows, cap): which
+ *   columns hold a key; columns[r]: the column row r's new key goes to (attended as if
+ *   written); positions[r]: its RoPE position.
+ *   new_k, new_v (layers, rows, kv, hd): the new keys (after RoPE) and values.
+ * Returns 0; -1 when a column is outside [0, cap) or a position is negative (nothing is
+ * read then), -2 when the workspace cannot be allocated. */
+int vl_step(LM *lm, int rows, const float *x, float *out, const float *const *keys,
+            const float *const *values, int cap, const unsigned char *valid, const int *columns,
+            const int *positions, float *new_k, float *new_v) {
+    if (rows < 1 || cap < 1) return -1;
+    for (int r = 0; r < rows; r++)
+        if (columns[r] < 0 || columns[r] >= cap || positions[r] < 0) return -1;
+    const int H = lm->hidden, hd = lm->hd, kv = lm->kv, heads = lm->heads, I = lm->inter;
+    const int width = (heads + 2 * kv) * hd, half = hd / 2;
+    const size_t need = (size_t)rows * (3 * H + width + heads * hd + (size_t)heads * cap + 3 * I) +
+                        (size_t)rows * hd;
+    if (need > lm->ws_floats) {
+        float *ws = realloc(lm->ws, need * sizeof(float));
+        if (ws == NULL) return -2;
+        lm->ws = ws;
+        lm->ws_floats = need;
+    }
+    float *h = lm->ws, *xn = h + (size_t)rows * H, *tmp = xn + (size_t)rows * H;
+    float *qkv = tmp + (size_t)rows * H, *attn = qkv + (size_t)rows * width;
+    float *scores = attn + (size_t)rows * heads * hd;
+    float *gate_up = scores + (size_t)rows * heads * cap, *act = gate_up + (size_t)rows * 2 * I;
+    float *rot = act + (size_t)rows * I; /* cos then sin, half each per row */
+
+    /* inv_freq_i = theta^(-i / half), angle = position * inv_freq_i, in float32 as
+     * mx.fast.rope computes them. */
+    const float log_theta = logf(lm->theta);
+    for (int r = 0; r < rows; r++) {
+        float *c = rot + (size_t)r * hd, *s = c + half;
+        for (int i = 0; i < half; i++) {
+            const float angle = (float)positions[r] * expf(-(float)i * log_theta / (float)half);
+            c[i] = cosf(angle);
+            s[i] = sinf(angle);
+        }
+    }
+
+    memcpy(h, x, sizeof(float) * (size_t)rows * H);
+    for (int l = 0; l < lm->layers; l++) {
+        norm_at(rows, H, lm->eps, h, lm->in_norm[l], xn);
+        for (int r = 0; r < rows; r++) memcpy(qkv + (size_t)r * width, lm->qkv_bias[l], sizeof(float) * width);
+        product(rows, width, H, xn, lm->qkv[l], 1.0f, qkv, width);
+        for (int r = 0; r < rows; r++) {
+            float *row = qkv + (size_t)r * width;
+            const float *c = rot + (size_t)r * hd, *s = c + half;
+            for (int n = 0; n < heads + kv; n++) rope_head(hd, row + (size_t)n * hd, c, s);
+            const size_t at = (((size_t)l * rows + r) * kv) * hd;
+            memcpy(new_k + at, row + (size_t)heads * hd, sizeof(float) * kv * hd);
+            memcpy(new_v + at, row + (size_t)(heads + kv) * hd, sizeof(float) * kv * hd);
+        }
+        Layer L = {lm, rows, cap, keys[l], values[l], valid, columns, qkv, attn, scores,
+                   gate_up, act};
+        run_parallel(attention_at, &L, rows * kv, 1);
+        product(rows, H, heads * hd, attn, lm->o[l], 0.0f, tmp, H);
+        for (size_t i = 0; i < (size_t)rows * H; i++) h[i] += tmp[i];
+        norm_at(rows, H, lm->eps, h, lm->post_norm[l], xn);
+        if (lm->up[l] == NULL) {
+            product(rows, 2 * I, H, xn, lm->gate[l], 0.0f, gate_up, 2 * I);
+        } else {
+            product(rows, I, H, xn, lm->gate[l], 0.0f, gate_up, 2 * I);
+            product(rows, I, H, xn, lm->up[l], 0.0f, gate_up + I, 2 * I);
+        }
+        /* Chunks of a quarter of a row (at least 16 values). */
+        run_parallel(swiglu_at, &L, rows * I, (I / 4 + 15) / 16 * 16);
+        product(rows, H, I, act, lm->down[l], 0.0f, tmp, H);
+        for (size_t i = 0; i < (size_t)rows * H; i++) h[i] += tmp[i];
+    }
+    if (lm->final_norm != NULL)
+        norm_at(rows, H, lm->eps, h, lm->final_norm, out);
+    else
+        memcpy(out, h, sizeof(float) * (size_t)rows * H);
+    return 0;
+}

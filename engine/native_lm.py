@@ -1,0 +1,221 @@
+"""The TTS LM's one-position step in C, for Linux CPUs (engine/_cpu_lm.c).
+
+A speech frame moves every TTS-LM row one position on. On the CPU, MLX runs that step's
+element-wise work (the MLP's SiLU, the attention's softmax, RoPE, the norms) one value at
+a time on one thread; it is what grows with the rows of a batch, the products being bound
+by reading the weights. The C step does that work in vector loops on both threads and
+hands the products to the same BLAS MLX uses (the shim's ``cblas_sgemm``, with MLX's own
+weight buffers, so they are the very products MLX computes).
+
+:class:`NativeTTSStep` is that step over MLX caches: it reads a layer's keys and values
+(evaluated MLX arrays, through their buffers) and returns the rows' outputs and their new
+keys and values; the caller writes those into its caches with MLX (engine/native_frames.py),
+so MLX stays the only owner of every cache array. Used by engine.frame_backend on Linux
+when MLX computes on the CPU, its arrays are float32 and the library and the BLAS shim
+load; ``VVREADER_NATIVE_LM=0`` turns it off (engine/switches.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import sys
+import threading
+
+import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
+
+import mlx.core as mx
+import numpy as np
+
+from engine.layers import fused_or_none
+from engine.qwen2 import Qwen2Stack
+from engine.switches import Switches
+
+_I, _F, _P = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+_lib: ctypes.CDLL | None = None
+_lib_error: str | None = None
+_lib_lock = threading.Lock()
+
+
+def load_library() -> ctypes.CDLL | None:
+    """The C library, loaded once; None (see :func:`unavailable_reason`) when it cannot be."""
+    global _lib, _lib_error
+    with _lib_lock:
+        if _lib is not None or _lib_error is not None:
+            return _lib
+        from engine.backend import blas_shim
+
+        spec = importlib.util.find_spec("engine._cpu_lm")
+        if not sys.platform.startswith("linux"):
+            _lib_error = "not Linux"
+        elif spec is None or spec.origin is None:
+            _lib_error = "engine._cpu_lm was not built (reinstall with a C compiler)"
+        elif isinstance(shim := blas_shim(), str):
+            _lib_error = f"no BLAS for it: {shim}"
+        else:
+            try:
+                lib = ctypes.CDLL(spec.origin)
+            except OSError as e:
+                _lib_error = f"could not load engine._cpu_lm: {e}"
+            else:
+                lib.vl_set_blas.argtypes = [_P, _P]
+                lib.vl_set_blas.restype = None
+                lib.vl_set_blas(
+                    ctypes.cast(shim.cblas_sgemm, _P), ctypes.cast(shim.vvreader_parallel, _P)
+                )
+                # The vector loops run at the level the shim's kernels run at (engine.backend
+                # sets it from engine/switches.py).
+                lib.vl_cpu_level.argtypes = [_I]
+                lib.vl_cpu_level.restype = _I
+                shim.vvreader_cpu_level.argtypes = [_I]
+                shim.vvreader_cpu_level.restype = _I
+                lib.vl_cpu_level(min(4, shim.vvreader_cpu_level(0)))
+                lib.vl_new.argtypes = [_I] * 6 + [_F, _F] + [_P] * 9
+                lib.vl_new.restype = _P
+                lib.vl_free.argtypes = [_P]
+                lib.vl_free.restype = None
+                lib.vl_step.argtypes = [_P, _I, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P]
+                lib.vl_step.restype = _I
+                _lib = lib
+        return _lib
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`load_library` gives None (None when it loads)."""
+    load_library()
+    return _lib_error
+
+
+def native_lm_wanted(switches: Switches, dtype: mx.Dtype) -> bool:
+    """The engine's choice: the C step when the switch allows it, MLX computes on the CPU
+    in float32 and the library loads."""
+    if not switches.native_lm or dtype != mx.float32:
+        return False
+    if mx.default_device().type != mx.DeviceType.cpu:
+        return False
+    return load_library() is not None
+
+
+def _view(a: mx.array, dtype: type) -> np.ndarray:
+    """``a`` (evaluated) as a C-contiguous numpy array of ``dtype``: a view of MLX's buffer
+    when it already is one (the view keeps the MLX array alive), else a copy."""
+    return np.ascontiguousarray(np.asarray(a), dtype=dtype)
+
+
+def _ptrs(arrays: list[np.ndarray]) -> ctypes.Array:
+    return (_P * len(arrays))(*[a.ctypes.data for a in arrays])
+
+
+class NativeTTSStep:
+    """One position of every row through a fused TTS LM (engine/qwen2.py's Qwen2Stack,
+    after ``fuse()``), in C.
+
+    Raises:
+        ValueError: the stack is not fused, not float32, or of sizes the C loops do not
+            take (multiples of 16), or the library is not loaded.
+    """
+
+    def __init__(self, stack: Qwen2Stack) -> None:
+        lib = load_library()
+        if lib is None:
+            raise ValueError(f"the C step is unavailable: {unavailable_reason()}")
+        layers = stack.layers
+        attn0 = layers[0].self_attn
+        weights: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("in_norm", "post_norm", "qkv", "qkv_bias", "o", "gate", "up", "down")
+        }
+        stacked_mlp = False
+        for layer in layers:
+            qkv, gate_up = fused_or_none(layer.self_attn.fused), fused_or_none(layer.mlp.fused)
+            if qkv is None or qkv.bias is None:
+                raise ValueError("the TTS LM's q, k and v are not fused (model.fuse())")
+            # Gate and up as MLX multiplies them: stacked (a GPU's choice), or two products.
+            stacked_mlp = gate_up is not None
+            mlp = (
+                {"gate": gate_up.weight}
+                if gate_up is not None
+                else {"gate": layer.mlp.gate_proj.weight, "up": layer.mlp.up_proj.weight}
+            )
+            parts = {
+                "in_norm": layer.input_layernorm.weight,
+                "post_norm": layer.post_attention_layernorm.weight,
+                "qkv": qkv.weight,
+                "qkv_bias": qkv.bias,
+                "o": layer.self_attn.o_proj.weight,
+                **mlp,
+                "down": layer.mlp.down_proj.weight,
+            }
+            for name, a in parts.items():
+                if a.dtype != mx.float32:
+                    raise ValueError("the C step takes float32 weights")
+                mx.eval(a)
+                weights[name].append(_view(a, np.float32))
+        norm = stack.get("norm")
+        self._final = None if norm is None else _view(norm.weight, np.float32)
+        # The arrays stay referenced here: the C step keeps their addresses. The products'
+        # weights are MLX's own buffers, the ones the BLAS shim knows bfloat16 copies of.
+        self._weights = weights
+        self.layers = len(layers)
+        self.hidden = weights["o"][0].shape[0]
+        self.kv_heads, self.head_dim = attn0.n_kv, attn0.head_dim
+        eps = layers[0].input_layernorm.eps
+        inter = weights["down"][0].shape[1]
+        handle = lib.vl_new(
+            self.layers, self.hidden, attn0.n_heads, self.kv_heads, self.head_dim, inter,
+            eps, attn0.rope_theta,
+            *(_ptrs(weights[k]) for k in ("in_norm", "post_norm", "qkv", "qkv_bias", "o")),
+            _ptrs(weights["gate"]),
+            (_P * self.layers)() if stacked_mlp else _ptrs(weights["up"]),
+            _ptrs(weights["down"]),
+            None if self._final is None else self._final.ctypes.data,
+        )  # fmt: skip
+        if not handle:
+            raise ValueError("the C step does not take this model's sizes")
+        self._lib, self._handle = lib, handle
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None):
+            self._lib.vl_free(self._handle)
+            self._handle = None
+
+    def __call__(
+        self,
+        x: mx.array,
+        keys: list[mx.array],
+        values: list[mx.array],
+        valid: mx.array,
+        columns: list[int],
+        positions: list[int],
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        """Rows ``x`` (R, hidden) one position on, over the caches ``keys``/``values``
+        (per layer, (R, KV, capacity, head dim)) and ``valid`` (R, capacity); row r's new
+        key and value go to column ``columns[r]`` (attended to as if written already) at
+        RoPE position ``positions[r]``. Evaluates its inputs. Returns (outputs (R, hidden),
+        new keys, new values (layers, R, KV, 1, head dim)), for the caller to write.
+
+        Raises:
+            IndexError: a column outside the caches' capacity, or a negative position.
+        """
+        rows, cap = x.shape[0], keys[0].shape[2]
+        if len(columns) != rows or len(positions) != rows or valid.shape != (rows, cap):
+            raise ValueError("one column and one position per row, and a valid mask per row")
+        mx.eval(x, keys, values, valid)
+        xs = _view(x, np.float32)
+        ks = [_view(k, np.float32) for k in keys]
+        vs = [_view(v, np.float32) for v in values]
+        ok = _view(valid, np.bool_)
+        cols = np.asarray(columns, np.int32)
+        pos = np.asarray(positions, np.int32)
+        out = np.empty((rows, self.hidden), np.float32)
+        shape = (self.layers, rows, self.kv_heads, 1, self.head_dim)
+        new_k, new_v = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        err = self._lib.vl_step(
+            self._handle, rows, xs.ctypes.data, out.ctypes.data, _ptrs(ks), _ptrs(vs), cap,
+            ok.ctypes.data, cols.ctypes.data, pos.ctypes.data, new_k.ctypes.data,
+            new_v.ctypes.data,
+        )  # fmt: skip
+        if err == -1:
+            raise IndexError(f"a cache column outside 0..{cap - 1} or a negative position")
+        if err:
+            raise MemoryError("no memory for the TTS-LM step's workspace")
+        return mx.array(out), mx.array(new_k), mx.array(new_v)
