@@ -37,12 +37,13 @@ if sys.platform.startswith("linux"):
         )
     )
 
-    # The TTS LM's one-position step (engine/native_lm.py); products likewise to the shim.
+    # A speech frame's TTS-LM step and diffusion sampler (engine/native_lm.py,
+    # engine/native_head.py); products likewise to the shim.
     ext_modules.append(
         Extension(
-            "engine._cpu_lm",
-            ["engine/_cpu_lm.c"],
-            depends=["engine/_cpu_level.h"],
+            "engine._cpu_frame",
+            ["engine/_cpu_lm.c", "engine/_cpu_head.c"],
+            depends=["engine/_cpu_frame.h", "engine/_cpu_level.h"],
             extra_compile_args=["-O3", "-std=gnu11"],
             extra_link_args=["-Wl,-z,now"],
             libraries=["m"],

@@ -18,118 +18,19 @@
  * the caller writes them into its caches (column `columns[r]` of row r), which this step
  * already attends to as written.
  */
-#include <math.h>
-#include <stddef.h>
 #include <stdlib.h>
-#include <string.h>
 
+#include "_cpu_frame.h"
 #include "_cpu_level.h"
 
-enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
-typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
-                         const float *, int, float, float *, int);
-/* fn(arg, lo, hi, worker) for [lo, hi) of a range cut into chunks; worker is 0 or 1. */
-typedef void (*chunk_fn)(const void *arg, int lo, int hi, int worker);
-typedef void (*parallel_fn)(chunk_fn fn, const void *arg, int total, int chunk);
-static sgemm_fn sgemm;
-static parallel_fn parallel;
+sgemm_fn frame_sgemm;
+parallel_fn frame_parallel;
 
 /* The shim's cblas_sgemm and vvreader_parallel (may be NULL: one thread); set before any
- * step. */
+ * step or sampling. */
 void vl_set_blas(sgemm_fn gemm, parallel_fn par) {
-    sgemm = gemm;
-    parallel = par;
-}
-
-static void run_parallel(chunk_fn fn, const void *arg, int total, int chunk) {
-    if (parallel != NULL)
-        parallel(fn, arg, total, chunk);
-    else
-        fn(arg, 0, total, 0);
-}
-
-/* C (M, N) = A (M, K) W^T + beta * C, W (N, K) row-major, C's rows ldc apart: x @ W.T as
- * nn.Linear computes it. */
-static void product(int M, int N, int K, const float *A, const float *W, float beta, float *C,
-                    int ldc) {
-    sgemm(RowMajor, NoTrans, Trans, M, N, K, 1.0f, A, K, W, K, beta, C, ldc);
-}
-
-#if defined(__x86_64__)
-#define V4 __attribute__((target("arch=x86-64-v4")))
-#define V3 __attribute__((target("arch=x86-64-v3")))
-#endif
-#define INLINE static inline __attribute__((always_inline))
-
-typedef float v16 __attribute__((vector_size(64)));
-typedef int i16 __attribute__((vector_size(64)));
-
-INLINE v16 load16(const float *p) {
-    v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
-
-INLINE v16 splat(float x) { return (v16){0} + x; }
-
-INLINE float hsum(v16 v) {
-    float s = 0.0f;
-    for (int k = 0; k < 16; k++) s += v[k];
-    return s;
-}
-
-/* a where mask (all bits set), else b: C has no vector ?: */
-INLINE v16 select16(i16 mask, v16 a, v16 b) {
-    i16 ai, bi;
-    memcpy(&ai, &a, sizeof ai);
-    memcpy(&bi, &b, sizeof bi);
-    ai = (ai & mask) | (bi & ~mask);
-    memcpy(&a, &ai, sizeof a);
-    return a;
-}
-
-/* exp(x): x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its degree-6 Taylor polynomial
- * (relative error below 2e-7 there), times 2^n built in the exponent bits. x is clamped
- * to 88.7 above; below -87.3 (where exp is below the least normal float) the result is 0. */
-INLINE v16 exp16(v16 x) {
-    const v16 lo = splat(-87.33654f), hi = splat(88.72283f);
-    const i16 under = x < lo;
-    x = select16(x < hi, x, hi);
-    x = select16(under, lo, x);
-    /* n = round(x / ln 2), halves away from zero (the conversion truncates). */
-    const v16 half = select16(x < 0, splat(-0.5f), splat(0.5f));
-    const i16 n = __builtin_convertvector(x * 1.44269504f + half, i16);
-    const v16 nf = __builtin_convertvector(n, v16);
-    /* ln 2 = 0.693359375 - 2.12194440e-4, the first part exact in few bits, so that
-     * n times it is exact. */
-    const v16 r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
-    v16 p = splat(1.0f / 720.0f);
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const i16 bits = (n + 127) << 23;
-    v16 scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return select16(under, splat(0.0f), p * scale);
-}
-
-INLINE float exp1(float x) { return exp16(splat(x))[0]; }
-
-/* y = x / sqrt(mean(x^2) + eps) * w over n values (n a multiple of 16), as mx.fast.rms_norm. */
-INLINE void rms_norm(int n, float eps, const float *restrict x, const float *restrict w,
-                     float *restrict y) {
-    v16 acc = {0};
-    for (int i = 0; i < n; i += 16) {
-        const v16 v = load16(x + i);
-        acc += v * v;
-    }
-    const float r = 1.0f / sqrtf(hsum(acc) / (float)n + eps);
-    for (int i = 0; i < n; i += 16) store16(y + i, load16(x + i) * r * load16(w + i));
+    frame_sgemm = gemm;
+    frame_parallel = par;
 }
 
 /* A step's sizes, weights and workspace. Weights are per layer, row-major as nn.Linear
@@ -262,8 +163,9 @@ static chunk_fn attention_at = attention_base, swiglu_at = swiglu_base;
 static void (*norm_at)(int, int, float, const float *, const float *, float *) = norm_base;
 static int level_in_use = 1;
 
-/* The highest level the CPU has, at most `most` (4: AVX-512, 3: AVX2 and FMA, 1: baseline);
- * a `most` below 1 only asks. Returns the level in use. */
+/* The highest level the CPU has, at most `most` (4: AVX-512, 3: AVX2 and FMA, 1: baseline),
+ * for the step's loops and the sampler's; a `most` below 1 only asks. Returns the level in
+ * use. */
 int vl_cpu_level(int most) {
     if (most < 1) return level_in_use;
     int level = cpu_level_at_most(most);
@@ -273,6 +175,7 @@ int vl_cpu_level(int most) {
     norm_at = level >= 4 ? norm_v4 : level == 3 ? norm_v3 : norm_base;
 #endif
     level_in_use = level;
+    head_use_level(level);
     return level;
 }
 

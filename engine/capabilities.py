@@ -2,8 +2,8 @@
 
 The engine has one MLX path that runs everywhere and optional faster ones that need a
 platform, a built C library or a GPU: OpenBLAS with the BLAS shim (engine.backend), the C
-decoder (engine.native_decoder), the TTS LM's frame step in C (engine.native_lm), the
-bfloat16 weight copies (engine.bf16_weights) and the CUDA frame kernels (engine.cuda_frame).
+decoder (engine.native_decoder), a frame's sampler and TTS-LM step in C (engine.native_lm),
+the bfloat16 weight copies (engine.bf16_weights) and the CUDA frame kernels (engine.cuda_frame).
 :func:`capabilities` asks each of them the question the engine asks when it loads a model
 (their ``*_wanted`` and ``on_cuda_gpu`` functions), so the answer is the engine's own
 choice; it imports MLX and loads the C libraries, but reads no weights. The CUDA kernels
@@ -85,18 +85,18 @@ def _c_decoder(switches: Switches, on_cpu: bool) -> ActivePath:
     return ActivePath(name, False, f"MLX decodes; {native_decoder.unavailable_reason()}")
 
 
-def _c_lm_step(switches: Switches, on_cpu: bool) -> ActivePath:
+def _c_frames(switches: Switches, on_cpu: bool) -> ActivePath:
     from engine import native_lm
 
-    name = "C TTS-LM step"
-    if not switches.native_lm:
-        return ActivePath(name, False, "MLX steps the TTS LM; VVREADER_NATIVE_LM is off")
+    name = "C speech frames"
+    if not switches.native_frames:
+        return ActivePath(name, False, "MLX runs the frames; VVREADER_NATIVE_FRAMES is off")
     if not on_cpu:
         return ActivePath(name, False, "MLX computes on a GPU")
     # The engine's models are float32 on the CPU (engine.weights).
-    if native_lm.native_lm_wanted(switches, mx.float32):
-        return ActivePath(name, True, "a speech frame's TTS-LM step runs in C on the CPU")
-    return ActivePath(name, False, f"MLX steps the TTS LM; {native_lm.unavailable_reason()}")
+    if native_lm.native_frames_wanted(switches, mx.float32):
+        return ActivePath(name, True, "a frame's sampler and TTS-LM step run in C on the CPU")
+    return ActivePath(name, False, f"MLX runs the frames; {native_lm.unavailable_reason()}")
 
 
 def _bf16_copies(switches: Switches, on_cpu: bool, blas: ActivePath) -> ActivePath:
@@ -135,7 +135,7 @@ def capabilities(switches: Switches | None = None) -> Capabilities:
     paths = (
         blas,
         _c_decoder(switches, on_cpu),
-        _c_lm_step(switches, on_cpu),
+        _c_frames(switches, on_cpu),
         _bf16_copies(switches, on_cpu, blas),
         _cuda_kernels(switches),
     )

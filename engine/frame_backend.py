@@ -3,9 +3,10 @@
 A frame backend runs the model's per-token work of one utterance: a text window through
 both LMs, and a speech frame (the CFG sampler, the connector, both TTS-LM rows and the
 EOS head). Three implement it: :class:`engine.mlx_frames.MLXFrames` (compiled MLX
-functions, every device), :class:`engine.native_frames.NativeFrames` (those, with the
-TTS LM's frame step in C, on Linux CPUs) and :class:`engine.cuda_frame.CudaFrames` (one
-CUDA kernel per frame and per window, on NVIDIA GPUs). The loop (engine.generate) sees only this
+functions, every device), :class:`engine.native_frames.NativeFrames` (those, with a
+frame's sampler and TTS-LM step in C, on Linux CPUs) and
+:class:`engine.cuda_frame.CudaFrames` (one CUDA kernel per frame and per window, on
+NVIDIA GPUs). The loop (engine.generate) sees only this
 protocol; :func:`choose_frame_backend` picks one once, when the kernels are built.
 """
 
@@ -21,7 +22,7 @@ from engine.cache import BatchPairCaches, KVCache
 from engine.mlx_frames import MLXFrames
 from engine.model import VibeVoiceRealtime
 from engine.native_frames import NativeFrames
-from engine.native_lm import native_lm_wanted
+from engine.native_lm import native_frames_wanted
 from engine.switches import Switches
 
 if TYPE_CHECKING:
@@ -130,8 +131,8 @@ class BatchFrameBackend(Protocol):
 def choose_frame_backend(model: VibeVoiceRealtime, steps: int, switches: Switches) -> FrameBackend:
     """The CUDA kernels where MLX runs on a CUDA GPU, the switch allows them, they can
     take the model and they agree with the MLX functions; on a Linux CPU, the MLX
-    functions with the TTS-LM step in C where the switch allows it and the library loads;
-    the MLX functions otherwise."""
+    functions with a frame's sampler and TTS-LM step in C where the switch allows it and
+    the library loads; the MLX functions otherwise."""
     if switches.cuda_kernels:
         from engine import cuda_frame
 
@@ -139,7 +140,7 @@ def choose_frame_backend(model: VibeVoiceRealtime, steps: int, switches: Switche
             mlx_frames = MLXFrames(model, steps)
             cuda = cuda_frame.build(model, mlx_frames, switches.cuda_unroll)
             return cuda if cuda is not None else mlx_frames
-    if native_lm_wanted(switches, model.model.tts_input_types.weight.dtype):
+    if native_frames_wanted(switches, model.model.tts_input_types.weight.dtype):
         try:
             return NativeFrames(model, steps)
         except ValueError:

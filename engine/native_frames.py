@@ -1,13 +1,14 @@
-"""The frame backend of Linux CPUs: MLX's functions, with the TTS LM's frame step in C.
+"""The frame backend of Linux CPUs: MLX's functions, with a speech frame's sampler and
+TTS-LM step in C.
 
 A speech frame is the CFG sampler, the connector, both TTS-LM rows one position on and
-the EOS logit (engine/mlx_frames.py). On the CPU the TTS-LM step is most of it, and most of
-that step's time in MLX is element-wise work on one thread, which grows with the rows of
-a batch (engine/native_lm.py). Here the sampler and the connector stay one compiled MLX
-function, the TTS-LM step runs in C, and the new keys and values are written into the
-MLX caches by one compiled MLX function; text windows, joins and everything else are the
-MLX backend's. Same caches, same layouts: only the step's implementation differs.
-"""
+the EOS logit (engine/mlx_frames.py). On the CPU the sampler and the TTS-LM step are most
+of it, and most of their time in MLX is element-wise work on one thread, which grows with
+the rows of a batch. Here both run in C (engine/native_head.py, engine/native_lm.py), the
+connector and the EOS head stay compiled MLX functions, and the new keys and values are
+written into the MLX caches by one compiled MLX function; text windows, joins and
+everything else are the MLX backend's. Same caches, same layouts: only the frame's
+implementation differs."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import mlx.core as mx
 from engine.cache import BatchPairCaches, CFGKVCache, UtteranceCaches
 from engine.mlx_frames import MLXFrames
 from engine.model import VibeVoiceRealtime
+from engine.native_head import NativeSampler
 from engine.native_lm import NativeTTSStep
-from engine.sampler import sample_latent
 from engine.steps import (
     batch_pair_inputs,
     commit_batch_pair_step,
@@ -60,13 +61,13 @@ def _write_batch(
 
 
 class NativeFrames(MLXFrames):
-    """:class:`engine.mlx_frames.MLXFrames` with the TTS LM's frame step in C
-    (engine/native_lm.py); a frame and a batch of frames evaluate their sampler before
-    the step (the C reads evaluated arrays), the rest stays lazy.
+    """:class:`engine.mlx_frames.MLXFrames` with a frame's sampler and TTS-LM step in C
+    (engine/native_head.py, engine/native_lm.py), which evaluate their inputs (the C reads
+    evaluated arrays); the connector, the EOS logit and the cache writes stay lazy.
 
     Raises:
-        ValueError: from :class:`engine.native_lm.NativeTTSStep`, when the C step cannot
-            take this model.
+        ValueError: from :class:`engine.native_lm.NativeTTSStep` or
+            :class:`engine.native_head.NativeSampler`, when the C cannot take this model.
     """
 
     name = "native"
@@ -75,26 +76,21 @@ class NativeFrames(MLXFrames):
         super().__init__(model, steps)
         m = model.model
         self._tts_step = NativeTTSStep(m.tts_language_model)
-        dtype, schedule, t_emb = self.dtype, self.schedule, self.t_emb
+        dtype = self.dtype
         type_speech = m.tts_input_types.weight[0]
         hidden = model.config.decoder.hidden_size
 
         def embed(fed: mx.array) -> mx.array:
             return m.acoustic_connector(fed.astype(dtype)) + type_speech
 
-        def sample_embed(
-            noise: mx.array,
-            pos: mx.array,
-            neg: mx.array,
-            cfg: mx.array,
-            teacher: mx.array,
-            use_teacher: mx.array,
-        ) -> tuple[mx.array, mx.array, mx.array]:
-            latent = sample_latent(m.prediction_head, schedule, noise, pos, neg, cfg, t_emb=t_emb)
+        def fed_embed(
+            latent: mx.array, teacher: mx.array, use_teacher: mx.array
+        ) -> tuple[mx.array, mx.array]:
             fed = mx.where(use_teacher, teacher, latent)
-            return latent, fed, embed(fed)
+            return fed, embed(fed)
 
-        self._sample_embed = mx.compile(sample_embed)
+        self._sampler = NativeSampler(m.prediction_head, self.schedule, self.t_emb)
+        self._fed_embed = mx.compile(fed_embed)
         self._embed = mx.compile(embed)
         self._eos = mx.compile(lambda pos: model.tts_eos_classifier(pos)[:, 0])
         self._write_pair = mx.compile(_write_pair)
@@ -125,13 +121,17 @@ class NativeFrames(MLXFrames):
         caches: UtteranceCaches,
         teacher: mx.array | None = None,
     ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
-        """As :meth:`MLXFrames.frame`; the sampler is evaluated here."""
+        """As :meth:`MLXFrames.frame`, with the sampler in C."""
         forced = self._no_teacher if teacher is None else (teacher, mx.array(True))
-        cfg = mx.array(cfg_scale, dtype=mx.float32)
-        latent, fed, emb = self._sample_embed(
-            noise.astype(mx.float32), pos_cond, neg_cond, cfg, *forced
-        )
+        latent = self._sampler(noise, pos_cond, neg_cond, cfg_scale)
+        fed, emb = self._fed_embed(latent, *forced)
         return latent, fed, *self._pair_step(emb, caches.pair)
+
+    def sample(
+        self, noise: mx.array, pos_cond: mx.array, neg_cond: mx.array, cfg_scale: float
+    ) -> mx.array:
+        """As :meth:`MLXFrames.sample`, in C (evaluated)."""
+        return self._sampler(noise, pos_cond, neg_cond, cfg_scale)
 
     def feed(self, fed: mx.array, caches: UtteranceCaches) -> tuple[mx.array, mx.array, mx.array]:
         """As :meth:`MLXFrames.feed`."""
@@ -147,10 +147,9 @@ class NativeFrames(MLXFrames):
         teacher: mx.array,
         use_teacher: mx.array,
     ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array]:
-        """As :meth:`MLXFrames.batch_frame`; the sampler is evaluated here."""
-        latent, fed, emb = self._sample_embed(
-            noise.astype(mx.float32), pos_cond, neg_cond, cfg_scales, teacher, use_teacher
-        )
+        """As :meth:`MLXFrames.batch_frame`, with the sampler in C."""
+        latent = self._sampler(noise, pos_cond, neg_cond, cfg_scales)
+        fed, emb = self._fed_embed(latent, teacher, use_teacher)
         keys, values, valid, columns, _ = batch_pair_inputs(batch)
         # Utterance i's positive and negative rows are 2i and 2i + 1.
         out, new_k, new_v = self._tts_step(

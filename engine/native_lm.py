@@ -1,4 +1,5 @@
-"""The TTS LM's one-position step in C, for Linux CPUs (engine/_cpu_lm.c).
+"""The TTS LM's one-position step in C, for Linux CPUs (engine/_cpu_lm.c), and the loading
+of the library it is part of (engine._cpu_frame, with engine/_cpu_head.c's sampler).
 
 A speech frame moves every TTS-LM row one position on. On the CPU, MLX runs that step's
 element-wise work (the MLP's SiLU, the attention's softmax, RoPE, the norms) one value at
@@ -10,9 +11,10 @@ weight buffers, so they are the very products MLX computes).
 :class:`NativeTTSStep` is that step over MLX caches: it reads a layer's keys and values
 (evaluated MLX arrays, through their buffers) and returns the rows' outputs and their new
 keys and values; the caller writes those into its caches with MLX (engine/native_frames.py),
-so MLX stays the only owner of every cache array. Used by engine.frame_backend on Linux
-when MLX computes on the CPU, its arrays are float32 and the library and the BLAS shim
-load; ``VVREADER_NATIVE_LM=0`` turns it off (engine/switches.py).
+so MLX stays the only owner of every cache array. Used by engine/native_frames.py, which
+engine.frame_backend chooses on Linux when MLX computes on the CPU, its arrays are float32
+and the library and the BLAS shim load; ``VVREADER_NATIVE_FRAMES=0`` turns it off
+(engine/switches.py).
 """
 
 from __future__ import annotations
@@ -45,26 +47,26 @@ def load_library() -> ctypes.CDLL | None:
             return _lib
         from engine.backend import blas_shim
 
-        spec = importlib.util.find_spec("engine._cpu_lm")
+        spec = importlib.util.find_spec("engine._cpu_frame")
         if not sys.platform.startswith("linux"):
             _lib_error = "not Linux"
         elif spec is None or spec.origin is None:
-            _lib_error = "engine._cpu_lm was not built (reinstall with a C compiler)"
+            _lib_error = "engine._cpu_frame was not built (reinstall with a C compiler)"
         elif isinstance(shim := blas_shim(), str):
             _lib_error = f"no BLAS for it: {shim}"
         else:
             try:
                 lib = ctypes.CDLL(spec.origin)
             except OSError as e:
-                _lib_error = f"could not load engine._cpu_lm: {e}"
+                _lib_error = f"could not load engine._cpu_frame: {e}"
             else:
                 lib.vl_set_blas.argtypes = [_P, _P]
                 lib.vl_set_blas.restype = None
                 lib.vl_set_blas(
                     ctypes.cast(shim.cblas_sgemm, _P), ctypes.cast(shim.vvreader_parallel, _P)
                 )
-                # The vector loops run at the level the shim's kernels run at (engine.backend
-                # sets it from engine/switches.py).
+                # The vector loops (the step's and the sampler's) run at the level the
+                # shim's kernels run at (engine.backend sets it from engine/switches.py).
                 lib.vl_cpu_level.argtypes = [_I]
                 lib.vl_cpu_level.restype = _I
                 shim.vvreader_cpu_level.argtypes = [_I]
@@ -76,6 +78,12 @@ def load_library() -> ctypes.CDLL | None:
                 lib.vl_free.restype = None
                 lib.vl_step.argtypes = [_P, _I, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P]
                 lib.vl_step.restype = _I
+                lib.vh_new.argtypes = [_I] * 5 + [_F] + [_P] * 10
+                lib.vh_new.restype = _P
+                lib.vh_free.argtypes = [_P]
+                lib.vh_free.restype = None
+                lib.vh_sample.argtypes = [_P, _I] + [_P] * 5
+                lib.vh_sample.restype = _I
                 _lib = lib
         return _lib
 
@@ -86,10 +94,11 @@ def unavailable_reason() -> str | None:
     return _lib_error
 
 
-def native_lm_wanted(switches: Switches, dtype: mx.Dtype) -> bool:
-    """The engine's choice: the C step when the switch allows it, MLX computes on the CPU
-    in float32 and the library loads."""
-    if not switches.native_lm or dtype != mx.float32:
+def native_frames_wanted(switches: Switches, dtype: mx.Dtype) -> bool:
+    """The engine's choice of engine/native_frames.py (this step and engine/native_head.py's
+    sampler): when the switch allows it, MLX computes on the CPU in float32 and the library
+    loads."""
+    if not switches.native_frames or dtype != mx.float32:
         return False
     if mx.default_device().type != mx.DeviceType.cpu:
         return False
@@ -97,8 +106,13 @@ def native_lm_wanted(switches: Switches, dtype: mx.Dtype) -> bool:
 
 
 def _view(a: mx.array, dtype: type) -> np.ndarray:
-    """``a`` (evaluated) as a C-contiguous numpy array of ``dtype``: a view of MLX's buffer
-    when it already is one (the view keeps the MLX array alive), else a copy."""
+    """``a`` (evaluated) as a C-contiguous numpy array of ``dtype`` (np.float32 or np.bool_):
+    a view of MLX's buffer when it already is one (the view keeps the MLX array alive), else
+    a copy."""
+    want = mx.float32 if dtype is np.float32 else mx.bool_
+    if a.dtype != want:
+        a = a.astype(want)
+        mx.eval(a)
     return np.ascontiguousarray(np.asarray(a), dtype=dtype)
 
 

@@ -44,9 +44,9 @@ class Switches:
     native_decoder: bool = True
     """``VVREADER_NATIVE_DECODER``: the C decoder on Linux CPUs (engine/native_decoder.py);
     0, false, no or off decode on MLX."""
-    native_lm: bool = True
-    """``VVREADER_NATIVE_LM``: the TTS LM's one-position step of a speech frame in C on Linux
-    CPUs (engine/native_lm.py); 0, false, no or off keep MLX's compiled step."""
+    native_frames: bool = True
+    """``VVREADER_NATIVE_FRAMES``: a speech frame's sampler and TTS-LM step in C on Linux CPUs
+    (engine/native_frames.py); 0, false, no or off keep MLX's compiled frame."""
     bf16_weights: bool = True
     """``VVREADER_BF16_WEIGHTS``: bfloat16 copies of the weights for the BLAS shim's few-row
     products on Linux CPUs (engine/bf16_weights.py); 0, false, no or off turn them off."""
@@ -75,7 +75,7 @@ class Switches:
         return cls(
             blas=env.get("VVREADER_BLAS", "auto"),
             native_decoder=_on_unless_off(env.get("VVREADER_NATIVE_DECODER")),
-            native_lm=_on_unless_off(env.get("VVREADER_NATIVE_LM")),
+            native_frames=_on_unless_off(env.get("VVREADER_NATIVE_FRAMES")),
             bf16_weights=_on_unless_off(env.get("VVREADER_BF16_WEIGHTS")),
             cuda_kernels=_on_unless_off(env.get("VVREADER_CUDA_KERNELS")),
             cuda_unroll=_unroll(env.get("VVREADER_CUDA_UNROLL")),

@@ -48,7 +48,7 @@ def test_the_version_is_the_distributions() -> None:
     assert names == [
         "OpenBLAS and the BLAS shim",
         "C decoder",
-        "C TTS-LM step",
+        "C speech frames",
         "bf16 weight copies",
         "CUDA kernels",
     ]
@@ -66,8 +66,8 @@ def test_every_path_the_device_allows_is_on() -> None:
         assert line(lines, "C decoder") == (
             "C decoder: on (the acoustic decoder runs in C on the CPU)"
         )
-        assert line(lines, "C TTS-LM step") == (
-            "C TTS-LM step: on (a speech frame's TTS-LM step runs in C on the CPU)"
+        assert line(lines, "C speech frames") == (
+            "C speech frames: on (a frame's sampler and TTS-LM step run in C on the CPU)"
         )
         assert line(lines, "bf16 weight copies").startswith("bf16 weight copies: on")
         assert line(lines, "CUDA kernels") == (
@@ -77,7 +77,7 @@ def test_every_path_the_device_allows_is_on() -> None:
         assert line(lines, "C decoder") == (
             "C decoder: off (MLX computes on a GPU and decodes there)"
         )
-        assert line(lines, "C TTS-LM step") == "C TTS-LM step: off (MLX computes on a GPU)"
+        assert line(lines, "C speech frames") == "C speech frames: off (MLX computes on a GPU)"
         assert line(lines, "bf16 weight copies") == (
             "bf16 weight copies: off (MLX computes on a GPU)"
         )
@@ -91,7 +91,7 @@ def test_each_switch_turns_its_path_off_and_says_so() -> None:
     lines = version(
         {
             "VVREADER_NATIVE_DECODER": "0",
-            "VVREADER_NATIVE_LM": "false",
+            "VVREADER_NATIVE_FRAMES": "false",
             "VVREADER_BF16_WEIGHTS": "off",
             "VVREADER_CUDA_KERNELS": "no",
         }
@@ -100,8 +100,8 @@ def test_each_switch_turns_its_path_off_and_says_so() -> None:
     assert line(lines, "C decoder") == (
         "C decoder: off (MLX decodes; VVREADER_NATIVE_DECODER is off)"
     )
-    assert line(lines, "C TTS-LM step") == (
-        "C TTS-LM step: off (MLX steps the TTS LM; VVREADER_NATIVE_LM is off)"
+    assert line(lines, "C speech frames") == (
+        "C speech frames: off (MLX runs the frames; VVREADER_NATIVE_FRAMES is off)"
     )
     assert line(lines, "bf16 weight copies") == (
         "bf16 weight copies: off (VVREADER_BF16_WEIGHTS is off)"
@@ -122,7 +122,7 @@ def test_mlxs_own_blas_leaves_the_copies_without_their_shim() -> None:
         # The C decoder and the C step load the shim for their own products, whatever
         # MLX binds to.
         assert line(lines, "C decoder").startswith("C decoder: on")
-        assert line(lines, "C TTS-LM step").startswith("C TTS-LM step: on")
+        assert line(lines, "C speech frames").startswith("C speech frames: on")
 
 
 def test_the_report_reads_no_model_and_no_vvreader() -> None:

@@ -17,13 +17,13 @@ from tests.conftest import REPO
 def test_unset_means_every_part_the_machine_allows() -> None:
     s = Switches.from_environ({})
     assert s == Switches()
-    assert (s.native_decoder, s.native_lm, s.bf16_weights, s.cuda_kernels) == (True,) * 4
+    assert (s.native_decoder, s.native_frames, s.bf16_weights, s.cuda_kernels) == (True,) * 4
     assert (s.decode_stream, s.cuda_unroll, s.blas) == (False, 4, "auto")
 
 
 PARTS = {
     "VVREADER_NATIVE_DECODER": "native_decoder",
-    "VVREADER_NATIVE_LM": "native_lm",
+    "VVREADER_NATIVE_FRAMES": "native_frames",
     "VVREADER_BF16_WEIGHTS": "bf16_weights",
     "VVREADER_CUDA_KERNELS": "cuda_kernels",
 }

@@ -1,6 +1,8 @@
-"""The TTS LM's frame step in C (engine/native_lm.py, engine/native_frames.py) against the
-MLX step it replaces on Linux CPUs: one step over caches of rows at different columns and
-positions, its boundary checks, whole utterances alone and in a batch, and the switch."""
+"""A speech frame in C (engine/native_frames.py: the sampler of engine/native_head.py, the
+TTS-LM step of engine/native_lm.py) against the MLX functions it replaces on Linux CPUs:
+one step over caches of rows at different columns and positions, its boundary checks, the
+sampler over frames of different CFG scales, whole utterances alone and in a batch, and
+the switch."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from engine.frame_backend import choose_frame_backend
 from engine.generate import FrameKernels, generate_frames, seeded_noise
 from engine.mlx_frames import MLXFrames
 from engine.native_frames import NativeFrames
+from engine.native_head import NativeSampler
 from engine.native_lm import NativeTTSStep, load_library, unavailable_reason
+from engine.sampler import sample_latent
 from engine.steps import batch_pair_step
 from engine.switches import Switches
 from engine.tokenizer import TextTokenizer
@@ -86,6 +90,27 @@ def test_one_step_in_c_is_mlx_s_step(case: str, rows: int, tiny) -> None:
     assert np.array(new_valid)[np.arange(rows), columns].all()
 
 
+@pytest.mark.parametrize("case", ["tiny", "mid-shapes"])
+@pytest.mark.parametrize("frames", [1, 3])
+def test_the_sampler_in_c_is_mlx_s(case: str, frames: int, tiny) -> None:
+    model = tiny[0] if case == "tiny" else load_model(parity_model_dir(case))
+    model.fuse()
+    head = model.model.prediction_head
+    mlx_frames = MLXFrames(model, STEPS)
+    rng = np.random.default_rng(frames)
+    hidden, latent = model.config.decoder.hidden_size, model.config.acoustic_vae_dim
+    noise = mx.array(rng.standard_normal((frames, latent), np.float32))
+    pos = mx.array(rng.standard_normal((frames, hidden), np.float32))
+    neg = mx.array(rng.standard_normal((frames, hidden), np.float32))
+    cfg = mx.array([[1.0 + 0.5 * i] for i in range(frames)], dtype=mx.float32)
+    want = sample_latent(head, mlx_frames.schedule, noise, pos, neg, cfg, t_emb=mlx_frames.t_emb)
+    got = NativeSampler(head, mlx_frames.schedule, mlx_frames.t_emb)(noise, pos, neg, cfg)
+    _close(np.array(got), np.array(want), 1e-5)
+    if frames == 1:  # a plain number as the scale
+        alone = NativeSampler(head, mlx_frames.schedule, mlx_frames.t_emb)(noise, pos, neg, 1.0)
+        _close(np.array(alone), np.array(got), 1e-6)
+
+
 def test_columns_outside_the_caches_are_refused(tiny) -> None:
     model = tiny[0]
     step = NativeTTSStep(model.model.tts_language_model)
@@ -104,7 +129,7 @@ def test_columns_outside_the_caches_are_refused(tiny) -> None:
 def test_the_switch_chooses_the_step(tiny) -> None:
     model = tiny[0]
     assert choose_frame_backend(model, STEPS, Switches()).name == "native"
-    assert choose_frame_backend(model, STEPS, Switches(native_lm=False)).name == "mlx"
+    assert choose_frame_backend(model, STEPS, Switches(native_frames=False)).name == "mlx"
 
 
 def _utterances(tiny) -> list[BatchItem]:
