@@ -43,45 +43,58 @@ typedef struct {
     const float *final_norm;
     float *ws;
     size_t ws_floats;
+    int *first; /* each query's row's first query (vl_step) */
+    int first_size;
 } LM;
 
 /* What the chunk functions of one layer read. */
 typedef struct {
     const LM *lm;
-    int rows, cap;
+    int cap;
     const float *keys, *values; /* this layer's cache (rows, kv, cap, hd) */
     const unsigned char *valid; /* (rows, cap) */
+    const int *rows_of;         /* each query's cache row (NULL: query q is row q) */
+    const int *first;           /* each query's row's first query in this step */
     const int *columns;
-    const float *qkv;    /* (rows, (heads + 2 kv) hd), after RoPE */
-    float *attn;         /* (rows, heads hd) */
-    float *scores;       /* (rows, heads, cap) */
-    float *gate_up, *act; /* (rows, 2 inter), (rows, inter) */
+    const float *qkv;    /* (queries, (heads + 2 kv) hd), after RoPE */
+    float *attn;         /* (queries, heads hd) */
+    float *scores;       /* (queries, heads, cap) */
+    float *gate_up, *act; /* (queries, 2 inter), (queries, inter) */
 } Layer;
 
-/* Attention of the query heads of KV head g of row r (item = r * kv + g): each query
- * attends to the valid columns of its row and to column columns[r], whose key and value
- * are this step's (in qkv). softmax(q k^T / sqrt(hd)) v, as engine/qwen2.py's
- * _one_query_attention, with masked columns left out rather than set to -inf. */
+/* Attention of the query heads of KV head g of query q (item = q * kv + g). Query q is at
+ * column c = columns[q] of its cache row, and the queries of one row are consecutive with
+ * consecutive columns from c0, that of the row's first query: q attends to the row's
+ * valid columns before c0 and to columns c0..c, whose keys and values are this step's
+ * (in qkv: a text window's earlier tokens and its own). softmax(q k^T / sqrt(hd)) v, as
+ * engine/qwen2.py's attention over engine/steps.py's slots, with masked columns left out
+ * rather than set to -inf. */
 INLINE void attention(const Layer *L, int item) {
     const LM *lm = L->lm;
     const int hd = lm->hd, kv = lm->kv, group = lm->heads / kv, cap = L->cap;
-    const int r = item / kv, g = item % kv, col = L->columns[r];
-    const int width = (lm->heads + 2 * kv) * hd;
-    const float *q = L->qkv + (size_t)r * width + (size_t)g * group * hd;
-    const float *k_new = L->qkv + (size_t)r * width + (size_t)(lm->heads + g) * hd;
-    const float *v_new = k_new + (size_t)kv * hd;
-    const size_t slot = ((size_t)r * kv + g) * cap * hd;
+    const int q = item / kv, g = item % kv, col = L->columns[q];
+    const int row = L->rows_of ? L->rows_of[q] : q, f = L->first[q], c0 = L->columns[f];
+    const int width = (lm->heads + 2 * kv) * hd, n = col + 1;
+    const float *query = L->qkv + (size_t)q * width + (size_t)g * group * hd;
+    /* Column j >= c0's key is query (f + j - c0)'s; its value kv heads further. */
+    const float *new_k = L->qkv + (size_t)(lm->heads + g) * hd;
+    const size_t slot = ((size_t)row * kv + g) * cap * hd;
     const float *keys = L->keys + slot, *values = L->values + slot;
-    const unsigned char *valid = L->valid + (size_t)r * cap;
-    float *scores = L->scores + ((size_t)r * lm->heads + (size_t)g * group) * cap;
+    const unsigned char *valid = L->valid + (size_t)row * cap;
+    float *scores = L->scores + ((size_t)q * lm->heads + (size_t)g * group) * cap;
     const float scale = 1.0f / sqrtf((float)hd);
+#define SEEN(j) ((j) >= c0 || valid[j])
+#define KEY(j) ((j) >= c0 ? new_k + (size_t)(f + (j) - c0) * width : keys + (size_t)(j) * hd)
     float most[16];
     for (int h = 0; h < group; h++) most[h] = -INFINITY;
-    for (int j = 0; j < cap; j++) {
-        if (!valid[j] && j != col) continue;
-        const float *k = j == col ? k_new : keys + (size_t)j * hd;
+    for (int j = 0; j < n; j++) {
+        if (!SEEN(j)) {
+            for (int h = 0; h < group; h++) scores[(size_t)h * cap + j] = 0.0f;
+            continue;
+        }
+        const float *k = KEY(j);
         for (int h = 0; h < group; h++) {
-            const float *qh = q + (size_t)h * hd;
+            const float *qh = query + (size_t)h * hd;
             v16 acc = {0};
             for (int d = 0; d < hd; d += 16) acc += load16(qh + d) * load16(k + d);
             const float s = hsum(acc) * scale;
@@ -95,31 +108,33 @@ INLINE void attention(const Layer *L, int item) {
         const v16 m = splat(most[h]);
         v16 acc = {0};
         int j = 0;
-        for (; j + 16 <= cap; j += 16) {
+        for (; j + 16 <= n; j += 16) {
             v16 e = exp16(load16(s + j) - m);
             for (int t = 0; t < 16; t++)
-                if (!valid[j + t] && j + t != col) e[t] = 0.0f;
+                if (!SEEN(j + t)) e[t] = 0.0f;
             store16(s + j, e);
             acc += e;
         }
         float sum = hsum(acc);
-        for (; j < cap; j++) {
-            s[j] = valid[j] || j == col ? exp1(s[j] - most[h]) : 0.0f;
+        for (; j < n; j++) {
+            s[j] = SEEN(j) ? exp1(s[j] - most[h]) : 0.0f;
             sum += s[j];
         }
         total[h] = sum;
     }
-    float *out = L->attn + (size_t)r * lm->heads * hd + (size_t)g * group * hd;
+    float *out = L->attn + (size_t)q * lm->heads * hd + (size_t)g * group * hd;
     memset(out, 0, sizeof(float) * (size_t)group * hd);
-    for (int j = 0; j < cap; j++) {
-        if (!valid[j] && j != col) continue;
-        const float *v = j == col ? v_new : values + (size_t)j * hd;
+    for (int j = 0; j < n; j++) {
+        if (!SEEN(j)) continue;
+        const float *v = j >= c0 ? KEY(j) + (size_t)kv * hd : values + (size_t)j * hd;
         for (int h = 0; h < group; h++) {
             const float p = scores[(size_t)h * cap + j];
             float *o = out + (size_t)h * hd;
             for (int d = 0; d < hd; d += 16) store16(o + d, load16(o + d) + p * load16(v + d));
         }
     }
+#undef SEEN
+#undef KEY
     for (int h = 0; h < group; h++) {
         const float inv = 1.0f / total[h];
         float *o = out + (size_t)h * hd;
@@ -231,6 +246,7 @@ void vl_free(LM *lm) {
     free(lm->up);
     free(lm->down);
     free(lm->ws);
+    free(lm->first);
     free(lm);
 }
 
@@ -244,81 +260,102 @@ static void rope_head(int hd, float *x, const float *cos_t, const float *sin_t) 
     }
 }
 
-/* One position of every row through every layer and the final norm.
- *   x (rows, hidden): the rows' inputs; out (rows, hidden): their outputs.
+/* Every query one position on through every layer and the final norm. A query is a
+ * position of a cache row: a speech frame has one per row (rows_of NULL), a text window L
+ * consecutive ones in its row.
+ *   x (queries, hidden): the queries' inputs; out (queries, hidden): their outputs.
  *   keys[l], values[l] (rows, kv, cap, hd): layer l's cache; valid (rows, cap): which
- *   columns hold a key; columns[r]: the column row r's new key goes to (attended as if
- *   written); positions[r]: its RoPE position.
- *   new_k, new_v (layers, rows, kv, hd): the new keys (after RoPE) and values.
- * Returns 0; -1 when a column is outside [0, cap) or a position is negative (nothing is
- * read then), -2 when the workspace cannot be allocated. */
-int vl_step(LM *lm, int rows, const float *x, float *out, const float *const *keys,
-            const float *const *values, int cap, const unsigned char *valid, const int *columns,
-            const int *positions, float *new_k, float *new_v) {
-    if (rows < 1 || cap < 1) return -1;
-    for (int r = 0; r < rows; r++)
-        if (columns[r] < 0 || columns[r] >= cap || positions[r] < 0) return -1;
+ *   columns hold a key.
+ *   rows_of[q]: query q's cache row (NULL: row q); a row's queries are consecutive.
+ *   columns[q]: the column its new key goes to (attended as if written: by it and the
+ *   row's later queries), consecutive within a row; positions[q]: its RoPE position.
+ *   new_k, new_v (layers, queries, kv, hd): the new keys (after RoPE) and values.
+ * Returns 0; -1 when a row, column or position is out of range or a row's queries are
+ * not consecutive in queries and columns (nothing is read then), -2 when the workspace
+ * cannot be allocated. */
+int vl_step(LM *lm, int queries, const float *x, float *out, const float *const *keys,
+            const float *const *values, int rows, int cap, const unsigned char *valid,
+            const int *rows_of, const int *columns, const int *positions, float *new_k,
+            float *new_v) {
+    if (queries < 1 || rows < 1 || cap < 1) return -1;
+    if (queries > lm->first_size) {
+        int *first = realloc(lm->first, sizeof(int) * (size_t)queries);
+        if (first == NULL) return -2;
+        lm->first = first;
+        lm->first_size = queries;
+    }
+    for (int q = 0; q < queries; q++) {
+        const int row = rows_of ? rows_of[q] : q;
+        if (row < 0 || row >= rows || columns[q] < 0 || columns[q] >= cap || positions[q] < 0)
+            return -1;
+        const int same = q > 0 && (rows_of ? rows_of[q - 1] : q - 1) == row;
+        if (same && columns[q] != columns[q - 1] + 1) return -1;
+        for (int p = 0; !same && p < q; p++)
+            if ((rows_of ? rows_of[p] : p) == row) return -1; /* the row came before */
+        lm->first[q] = same ? lm->first[q - 1] : q;
+    }
     const int H = lm->hidden, hd = lm->hd, kv = lm->kv, heads = lm->heads, I = lm->inter;
     const int width = (heads + 2 * kv) * hd, half = hd / 2;
-    const size_t need = (size_t)rows * (3 * H + width + heads * hd + (size_t)heads * cap + 3 * I) +
-                        (size_t)rows * hd;
+    const size_t Q = (size_t)queries;
+    const size_t need = Q * (3 * H + width + heads * hd + (size_t)heads * cap + 3 * I) + Q * hd;
     if (need > lm->ws_floats) {
         float *ws = realloc(lm->ws, need * sizeof(float));
         if (ws == NULL) return -2;
         lm->ws = ws;
         lm->ws_floats = need;
     }
-    float *h = lm->ws, *xn = h + (size_t)rows * H, *tmp = xn + (size_t)rows * H;
-    float *qkv = tmp + (size_t)rows * H, *attn = qkv + (size_t)rows * width;
-    float *scores = attn + (size_t)rows * heads * hd;
-    float *gate_up = scores + (size_t)rows * heads * cap, *act = gate_up + (size_t)rows * 2 * I;
-    float *rot = act + (size_t)rows * I; /* cos then sin, half each per row */
+    float *h = lm->ws, *xn = h + Q * H, *tmp = xn + Q * H;
+    float *qkv = tmp + Q * H, *attn = qkv + Q * width;
+    float *scores = attn + Q * heads * hd;
+    float *gate_up = scores + Q * heads * cap, *act = gate_up + Q * 2 * I;
+    float *rot = act + Q * I; /* cos then sin, half each per query */
 
     /* inv_freq_i = theta^(-i / half), angle = position * inv_freq_i, in float32 as
      * mx.fast.rope computes them. */
     const float log_theta = logf(lm->theta);
-    for (int r = 0; r < rows; r++) {
-        float *c = rot + (size_t)r * hd, *s = c + half;
+    for (int q = 0; q < queries; q++) {
+        float *c = rot + (size_t)q * hd, *s = c + half;
         for (int i = 0; i < half; i++) {
-            const float angle = (float)positions[r] * expf(-(float)i * log_theta / (float)half);
+            const float angle = (float)positions[q] * expf(-(float)i * log_theta / (float)half);
             c[i] = cosf(angle);
             s[i] = sinf(angle);
         }
     }
 
-    memcpy(h, x, sizeof(float) * (size_t)rows * H);
+    memcpy(h, x, sizeof(float) * Q * H);
     for (int l = 0; l < lm->layers; l++) {
-        norm_at(rows, H, lm->eps, h, lm->in_norm[l], xn);
-        for (int r = 0; r < rows; r++) memcpy(qkv + (size_t)r * width, lm->qkv_bias[l], sizeof(float) * width);
-        product(rows, width, H, xn, lm->qkv[l], 1.0f, qkv, width);
-        for (int r = 0; r < rows; r++) {
-            float *row = qkv + (size_t)r * width;
-            const float *c = rot + (size_t)r * hd, *s = c + half;
+        norm_at(queries, H, lm->eps, h, lm->in_norm[l], xn);
+        for (int q = 0; q < queries; q++)
+            memcpy(qkv + (size_t)q * width, lm->qkv_bias[l], sizeof(float) * width);
+        product(queries, width, H, xn, lm->qkv[l], 1.0f, qkv, width);
+        for (int q = 0; q < queries; q++) {
+            float *row = qkv + (size_t)q * width;
+            const float *c = rot + (size_t)q * hd, *s = c + half;
             for (int n = 0; n < heads + kv; n++) rope_head(hd, row + (size_t)n * hd, c, s);
-            const size_t at = (((size_t)l * rows + r) * kv) * hd;
+            const size_t at = (((size_t)l * queries + q) * kv) * hd;
             memcpy(new_k + at, row + (size_t)heads * hd, sizeof(float) * kv * hd);
             memcpy(new_v + at, row + (size_t)(heads + kv) * hd, sizeof(float) * kv * hd);
         }
-        Layer L = {lm, rows, cap, keys[l], values[l], valid, columns, qkv, attn, scores,
-                   gate_up, act};
-        run_parallel(attention_at, &L, rows * kv, 1);
-        product(rows, H, heads * hd, attn, lm->o[l], 0.0f, tmp, H);
-        for (size_t i = 0; i < (size_t)rows * H; i++) h[i] += tmp[i];
-        norm_at(rows, H, lm->eps, h, lm->post_norm[l], xn);
+        Layer L = {lm, cap, keys[l], values[l], valid, rows_of, lm->first, columns, qkv, attn,
+                   scores, gate_up, act};
+        run_parallel(attention_at, &L, queries * kv, 1);
+        product(queries, H, heads * hd, attn, lm->o[l], 0.0f, tmp, H);
+        for (size_t i = 0; i < Q * H; i++) h[i] += tmp[i];
+        norm_at(queries, H, lm->eps, h, lm->post_norm[l], xn);
         if (lm->up[l] == NULL) {
-            product(rows, 2 * I, H, xn, lm->gate[l], 0.0f, gate_up, 2 * I);
+            product(queries, 2 * I, H, xn, lm->gate[l], 0.0f, gate_up, 2 * I);
         } else {
-            product(rows, I, H, xn, lm->gate[l], 0.0f, gate_up, 2 * I);
-            product(rows, I, H, xn, lm->up[l], 0.0f, gate_up + I, 2 * I);
+            product(queries, I, H, xn, lm->gate[l], 0.0f, gate_up, 2 * I);
+            product(queries, I, H, xn, lm->up[l], 0.0f, gate_up + I, 2 * I);
         }
         /* Chunks of a quarter of a row (at least 16 values). */
-        run_parallel(swiglu_at, &L, rows * I, (I / 4 + 15) / 16 * 16);
-        product(rows, H, I, act, lm->down[l], 0.0f, tmp, H);
-        for (size_t i = 0; i < (size_t)rows * H; i++) h[i] += tmp[i];
+        run_parallel(swiglu_at, &L, queries * I, (I / 4 + 15) / 16 * 16);
+        product(queries, H, I, act, lm->down[l], 0.0f, tmp, H);
+        for (size_t i = 0; i < Q * H; i++) h[i] += tmp[i];
     }
     if (lm->final_norm != NULL)
-        norm_at(rows, H, lm->eps, h, lm->final_norm, out);
+        norm_at(queries, H, lm->eps, h, lm->final_norm, out);
     else
-        memcpy(out, h, sizeof(float) * (size_t)rows * H);
+        memcpy(out, h, sizeof(float) * Q * H);
     return 0;
 }

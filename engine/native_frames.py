@@ -1,14 +1,15 @@
 """The frame backend of Linux CPUs: MLX's functions, with a speech frame's sampler and
-TTS-LM step in C.
+the TTS LM's steps in C.
 
 A speech frame is the CFG sampler, the connector, both TTS-LM rows one position on and
-the EOS logit (engine/mlx_frames.py). On the CPU the sampler and the TTS-LM step are most
-of it, and most of their time in MLX is element-wise work on one thread, which grows with
-the rows of a batch. Here both run in C (engine/native_head.py, engine/native_lm.py), the
-connector and the EOS head stay compiled MLX functions, and the new keys and values are
-written into the MLX caches by one compiled MLX function; text windows, joins and
-everything else are the MLX backend's. Same caches, same layouts: only the frame's
-implementation differs."""
+the EOS logit (engine/mlx_frames.py); a text window runs its tokens through the text LM
+and the positive TTS-LM row. On the CPU the sampler and the TTS LM are most of that, and
+most of their time in MLX is element-wise work on one thread, which grows with the rows
+of a batch. Here the sampler and every TTS-LM step (a frame's one position per row, a
+window's L per utterance) run in C (engine/native_head.py, engine/native_lm.py); the
+connector, the EOS head and the text LM stay compiled MLX functions, and the new keys and
+values are written into the MLX caches by compiled MLX functions; joins and everything
+else are the MLX backend's. Same caches, same layouts: only the implementation differs."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is impo
 
 import mlx.core as mx
 
-from engine.cache import BatchPairCaches, CFGKVCache, UtteranceCaches
+from engine.cache import BatchPairCaches, CFGKVCache, KVCache, UtteranceCaches
 from engine.mlx_frames import MLXFrames
 from engine.model import VibeVoiceRealtime
 from engine.native_head import NativeSampler
@@ -37,9 +38,15 @@ def _write_pair(
     new_v: mx.array,
     column: mx.array,
 ) -> tuple[list[mx.array], list[mx.array], mx.array]:
-    """The CFG pair's new keys and values (layers, 2, KV, 1, D) into column ``column``."""
-    keys = [mx.slice_update(k, n, column, axes=(2,)) for k, n in zip(keys, new_k, strict=True)]
-    values = [mx.slice_update(v, n, column, axes=(2,)) for v, n in zip(values, new_v, strict=True)]
+    """The CFG pair's new keys and values (layers, 2, KV, D) into column ``column``."""
+    keys = [
+        mx.slice_update(k, n[:, :, None], column, axes=(2,))
+        for k, n in zip(keys, new_k, strict=True)
+    ]
+    values = [
+        mx.slice_update(v, n[:, :, None], column, axes=(2,))
+        for v, n in zip(values, new_v, strict=True)
+    ]
     valid = mx.slice_update(valid, mx.ones((2, 1), dtype=mx.bool_), column, axes=(1,))
     return keys, values, valid
 
@@ -52,12 +59,44 @@ def _write_batch(
     new_v: mx.array,
     columns: mx.array,
 ) -> tuple[list[mx.array], list[mx.array], mx.array]:
-    """Every row's new key and value (layers, rows, KV, 1, D) into its own column."""
+    """Every row's new key and value (layers, rows, KV, D) into its own column."""
     at = columns[:, None, None, None]
-    keys = [mx.put_along_axis(k, at, n, axis=2) for k, n in zip(keys, new_k, strict=True)]
-    values = [mx.put_along_axis(v, at, n, axis=2) for v, n in zip(values, new_v, strict=True)]
+    keys = [
+        mx.put_along_axis(k, at, n[:, :, None], axis=2) for k, n in zip(keys, new_k, strict=True)
+    ]
+    values = [
+        mx.put_along_axis(v, at, n[:, :, None], axis=2) for v, n in zip(values, new_v, strict=True)
+    ]
     valid = mx.put_along_axis(valid, columns[:, None], mx.array(True), axis=1)
     return keys, values, valid
+
+
+def write_windows(
+    keys: list[mx.array],
+    values: list[mx.array],
+    valid: mx.array,
+    new_k: mx.array,
+    new_v: mx.array,
+    rows: mx.array,
+    columns: mx.array,
+) -> tuple[list[mx.array], list[mx.array], mx.array]:
+    """Text windows of L tokens into rows ``rows`` (n,) from columns ``columns`` (n,): their
+    new keys and values (layers, n L, KV, D), window after window."""
+    n = rows.shape[0]
+    L = new_k.shape[1] // n
+    written = columns[:, None] + mx.arange(L)[None]  # (n, L)
+    at = written[:, None, :, None]
+    put_rows = rows[:, None, None, None]
+
+    def write(cache: mx.array, new: mx.array) -> mx.array:
+        own = new.reshape(n, L, *new.shape[1:]).transpose(0, 2, 1, 3)  # (n, KV, L, D)
+        own = mx.put_along_axis(cache[rows], at, own, axis=2)
+        return mx.put_along_axis(cache, put_rows, own, axis=0)
+
+    keys = [write(k, n_k) for k, n_k in zip(keys, new_k, strict=True)]
+    values = [write(v, n_v) for v, n_v in zip(values, new_v, strict=True)]
+    own_valid = mx.put_along_axis(valid[rows], written, mx.array(True), axis=1)
+    return keys, values, mx.put_along_axis(valid, rows[:, None], own_valid, axis=0)
 
 
 class NativeFrames(MLXFrames):
@@ -95,6 +134,7 @@ class NativeFrames(MLXFrames):
         self._eos = mx.compile(lambda pos: model.tts_eos_classifier(pos)[:, 0])
         self._write_pair = mx.compile(_write_pair)
         self._write_batch = mx.compile(_write_batch)
+        self._write_windows = mx.compile(write_windows)
         self._hidden = hidden
 
     def _pair_step(
@@ -136,6 +176,61 @@ class NativeFrames(MLXFrames):
     def feed(self, fed: mx.array, caches: UtteranceCaches) -> tuple[mx.array, mx.array, mx.array]:
         """As :meth:`MLXFrames.feed`."""
         return self._pair_step(self._embed(fed), caches.pair)
+
+    def window(self, tokens: mx.array, caches: UtteranceCaches) -> tuple[mx.array, mx.array]:
+        """As :meth:`MLXFrames.window`, with the TTS-LM half in C (the text LM's stays
+        MLX's: four layers against twenty)."""
+        L = tokens.shape[1]
+        h_text = self._text_windows(tokens, [caches.text])
+        pair, first = caches.pair, caches.pair[0]
+        if first.column + L > first.keys.shape[2]:
+            for c in pair:
+                c.grow(first.column + L)
+        column, position = first.column, first.positions[0]
+        keys, values = [c.keys for c in pair], [c.values for c in pair]
+        out, new_k, new_v = self._tts_step(
+            (h_text + self._type_text)[0], keys, values, first.valid,
+            [column + t for t in range(L)], [position + t for t in range(L)], rows=[0] * L,
+        )  # fmt: skip
+        keys, values, valid = self._write_windows(
+            keys, values, first.valid, new_k, new_v, mx.array([0]), mx.array([column])
+        )
+        for c, k, v in zip(pair, keys, values, strict=True):
+            c.keys, c.values, c.valid = k, v, valid
+            c.column += L
+            c.positions = [c.positions[0] + L, c.positions[1]]
+        return h_text, out[None]
+
+    def batch_windows(
+        self,
+        tokens: mx.array,
+        texts: list[list[KVCache]],
+        batch: BatchPairCaches,
+        items: list[int],
+    ) -> tuple[mx.array, mx.array]:
+        """As :meth:`MLXFrames.batch_windows`, with the TTS-LM half in C."""
+        n, L = tokens.shape
+        if len(set(items)) != len(items) or not all(0 <= i < len(batch) for i in items):
+            raise IndexError(f"utterances {items} of a batch of {len(batch)}")
+        h_text = self._text_windows(tokens, texts)
+        for i in items:
+            batch.reserve(L, i)
+        rows = [2 * i for i in items]
+        columns = [batch.columns[i] for i in items]
+        positions = [batch.positions[2 * i] for i in items]
+        out, new_k, new_v = self._tts_step(
+            (h_text + self._type_text).reshape(n * L, self._hidden), batch.keys, batch.values,
+            batch.valid, [c + t for c in columns for t in range(L)],
+            [p + t for p in positions for t in range(L)], rows=[r for r in rows for _ in range(L)],
+        )  # fmt: skip
+        batch.keys, batch.values, batch.valid = self._write_windows(
+            batch.keys, batch.values, batch.valid, new_k, new_v, mx.array(rows),
+            mx.array(columns),
+        )  # fmt: skip
+        for i in items:
+            batch.columns[i] += L
+            batch.positions[2 * i] += L
+        return h_text, out.reshape(n, L, self._hidden)
 
     def batch_frame(
         self,

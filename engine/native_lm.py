@@ -76,7 +76,7 @@ def load_library() -> ctypes.CDLL | None:
                 lib.vl_new.restype = _P
                 lib.vl_free.argtypes = [_P]
                 lib.vl_free.restype = None
-                lib.vl_step.argtypes = [_P, _I, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P]
+                lib.vl_step.argtypes = [_P, _I, _P, _P, _P, _P, _I, _I] + [_P] * 6
                 lib.vl_step.restype = _I
                 lib.vh_new.argtypes = [_I] * 5 + [_F] + [_P] * 10
                 lib.vh_new.restype = _P
@@ -200,36 +200,45 @@ class NativeTTSStep:
         valid: mx.array,
         columns: list[int],
         positions: list[int],
+        rows: list[int] | None = None,
     ) -> tuple[mx.array, mx.array, mx.array]:
-        """Rows ``x`` (R, hidden) one position on, over the caches ``keys``/``values``
-        (per layer, (R, KV, capacity, head dim)) and ``valid`` (R, capacity); row r's new
-        key and value go to column ``columns[r]`` (attended to as if written already) at
-        RoPE position ``positions[r]``. Evaluates its inputs. Returns (outputs (R, hidden),
-        new keys, new values (layers, R, KV, 1, head dim)), for the caller to write.
+        """Queries ``x`` (Q, hidden) one position on, over the caches ``keys``/``values``
+        (per layer, (R, KV, capacity, head dim)) and ``valid`` (R, capacity). Query q is a
+        position of cache row ``rows[q]`` (default: row q; a speech frame has one per row,
+        a text window L consecutive ones in a row, at consecutive columns): its new key and
+        value go to column ``columns[q]`` (attended to as if written already, by it and
+        the row's later queries) at RoPE position ``positions[q]``. Evaluates its inputs.
+        Returns (outputs (Q, hidden), new keys, new values (layers, Q, KV, head dim)),
+        for the caller to write.
 
         Raises:
-            IndexError: a column outside the caches' capacity, or a negative position.
+            IndexError: a row, a column or a position out of range, or a row's queries
+                not consecutive.
         """
-        rows, cap = x.shape[0], keys[0].shape[2]
-        if len(columns) != rows or len(positions) != rows or valid.shape != (rows, cap):
-            raise ValueError("one column and one position per row, and a valid mask per row")
+        queries, (n_rows, _, cap, _) = x.shape[0], keys[0].shape
+        if len(columns) != queries or len(positions) != queries or valid.shape != (n_rows, cap):
+            raise ValueError("one column and one position per query, and a valid mask per row")
+        if rows is not None and len(rows) != queries:
+            raise ValueError("one cache row per query")
         mx.eval(x, keys, values, valid)
         xs = _view(x, np.float32)
         ks = [_view(k, np.float32) for k in keys]
         vs = [_view(v, np.float32) for v in values]
         ok = _view(valid, np.bool_)
-        cols = np.asarray(columns, np.int32)
-        pos = np.asarray(positions, np.int32)
-        out = np.empty((rows, self.hidden), np.float32)
-        shape = (self.layers, rows, self.kv_heads, 1, self.head_dim)
+        ints = [None if a is None else np.asarray(a, np.int32) for a in (rows, columns, positions)]
+        out = np.empty((queries, self.hidden), np.float32)
+        shape = (self.layers, queries, self.kv_heads, self.head_dim)
         new_k, new_v = np.empty(shape, np.float32), np.empty(shape, np.float32)
         err = self._lib.vl_step(
-            self._handle, rows, xs.ctypes.data, out.ctypes.data, _ptrs(ks), _ptrs(vs), cap,
-            ok.ctypes.data, cols.ctypes.data, pos.ctypes.data, new_k.ctypes.data,
-            new_v.ctypes.data,
+            self._handle, queries, xs.ctypes.data, out.ctypes.data, _ptrs(ks), _ptrs(vs),
+            n_rows, cap, ok.ctypes.data, *(None if a is None else a.ctypes.data for a in ints),
+            new_k.ctypes.data, new_v.ctypes.data,
         )  # fmt: skip
         if err == -1:
-            raise IndexError(f"a cache column outside 0..{cap - 1} or a negative position")
+            raise IndexError(
+                f"a cache row outside 0..{n_rows - 1}, a column outside 0..{cap - 1}, a "
+                "negative position, or a row's queries not consecutive"
+            )
         if err:
             raise MemoryError("no memory for the TTS-LM step's workspace")
         return mx.array(out), mx.array(new_k), mx.array(new_v)

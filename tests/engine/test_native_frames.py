@@ -14,11 +14,11 @@ from engine.batch import BatchItem, generate_batch
 from engine.frame_backend import choose_frame_backend
 from engine.generate import FrameKernels, generate_frames, seeded_noise
 from engine.mlx_frames import MLXFrames
-from engine.native_frames import NativeFrames
+from engine.native_frames import NativeFrames, write_windows
 from engine.native_head import NativeSampler
 from engine.native_lm import NativeTTSStep, load_library, unavailable_reason
 from engine.sampler import sample_latent
-from engine.steps import batch_pair_step
+from engine.steps import batch_pair_step, batch_window_step
 from engine.switches import Switches
 from engine.tokenizer import TextTokenizer
 from engine.voices import load_voice
@@ -85,9 +85,60 @@ def test_one_step_in_c_is_mlx_s_step(case: str, rows: int, tiny) -> None:
     _close(np.array(got), np.array(out), 1e-5)
     for layer in range(len(keys)):
         for r, c in enumerate(columns):
-            _close(np.array(k[layer, r, :, 0]), np.array(new_keys[layer][r, :, c]), 1e-5)
-            _close(np.array(v[layer, r, :, 0]), np.array(new_values[layer][r, :, c]), 1e-5)
+            _close(np.array(k[layer, r]), np.array(new_keys[layer][r, :, c]), 1e-5)
+            _close(np.array(v[layer, r]), np.array(new_values[layer][r, :, c]), 1e-5)
     assert np.array(new_valid)[np.arange(rows), columns].all()
+
+
+@pytest.mark.parametrize("case", ["tiny", "mid-shapes"])
+def test_text_windows_in_c_are_mlx_s(case: str, tiny) -> None:
+    """Windows of 5 tokens of utterances 0 and 2 of a batch of three (rows 0 and 4): each
+    token attends to its row's cache and to the window's tokens up to its own."""
+    model = tiny[0] if case == "tiny" else load_model(parity_model_dir(case))
+    model.fuse()
+    stack = model.model.tts_language_model
+    _, keys, values, valid, columns, positions = _random_caches(model, 6, 80, seed=7)
+    items, L = [0, 2], 5
+    rows = [2 * i for i in items]
+    x = mx.array(
+        np.random.default_rng(3).standard_normal(
+            (2, L, model.config.decoder.hidden_size), np.float32
+        )
+    )
+    at = [columns[r] for r in rows]
+    want, want_keys, want_values, want_valid = mx.compile(batch_window_step(stack))(
+        x, keys, values, valid, mx.array(rows), mx.array(at), mx.array([positions[r] for r in rows])
+    )
+    got, new_k, new_v = NativeTTSStep(stack)(
+        x.reshape(2 * L, -1), keys, values, valid, [c + t for c in at for t in range(L)],
+        [positions[r] + t for r in rows for t in range(L)],
+        rows=[r for r in rows for _ in range(L)],
+    )  # fmt: skip
+    _close(np.array(got).reshape(2, L, -1), np.array(want), 1e-5)
+    got_keys, got_values, got_valid = write_windows(
+        keys, values, valid, new_k, new_v, mx.array(rows), mx.array(at)
+    )
+    for layer in range(len(keys)):
+        _close(np.array(got_keys[layer]), np.array(want_keys[layer]), 1e-5)
+        _close(np.array(got_values[layer]), np.array(want_values[layer]), 1e-5)
+    assert (np.array(got_valid) == np.array(want_valid)).all()
+
+
+def test_a_windows_queries_must_be_consecutive(tiny) -> None:
+    model = tiny[0]
+    step = NativeTTSStep(model.model.tts_language_model)
+    x, keys, values, valid, columns, _ = _random_caches(model, 2, 32, seed=2)
+    x3 = mx.concatenate([x, x[:1]])
+    c = columns[0]
+    for rows, cols in (
+        ([0, 1, 0], [c, columns[1], c + 1]),  # row 0 comes back after row 1
+        ([0, 0, 1], [c, c + 2, columns[1]]),  # a gap in row 0's columns
+        ([0, 0, 2], [c, c + 1, columns[1]]),  # no row 2
+    ):
+        with pytest.raises(IndexError):
+            step(x3, keys, values, valid, cols, [5, 6, 7], rows=rows)
+    good, _, _ = step(x3, keys, values, valid, [c, c + 1, columns[1]], [5, 6, 7], rows=[0, 0, 1])
+    assert np.isfinite(np.array(good)).all()
 
 
 @pytest.mark.parametrize("case", ["tiny", "mid-shapes"])
