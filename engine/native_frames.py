@@ -23,6 +23,7 @@ from engine.model import VibeVoiceRealtime
 from engine.native_head import NativeSampler
 from engine.native_lm import NativeTTSStep
 from engine.steps import (
+    TextBatch,
     batch_pair_inputs,
     commit_batch_pair_step,
     commit_pair_step,
@@ -115,6 +116,9 @@ class NativeFrames(MLXFrames):
         super().__init__(model, steps)
         m = model.model
         self._tts_step = NativeTTSStep(m.tts_language_model)
+        self._text_step = NativeTTSStep(m.language_model)
+        self._text_windows = TextBatch(self.text_window_step)
+        self._embed_tokens = mx.compile(m.language_model.embed_tokens)
         dtype = self.dtype
         type_speech = m.tts_input_types.weight[0]
         hidden = model.config.decoder.hidden_size
@@ -176,6 +180,25 @@ class NativeFrames(MLXFrames):
     def feed(self, fed: mx.array, caches: UtteranceCaches) -> tuple[mx.array, mx.array, mx.array]:
         """As :meth:`MLXFrames.feed`."""
         return self._pair_step(self._embed(fed), caches.pair)
+
+    def text_window_step(
+        self, tokens: mx.array, keys: list[mx.array], values: list[mx.array], offsets: mx.array
+    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+        """engine.steps.batch_text_window_step's function, in C: text windows ``tokens``
+        (n, L) through the text LM over its caches stacked (n, KV, capacity, D) per layer,
+        row i from column ``offsets[i]`` (its positions are its columns)."""
+        n, L = tokens.shape
+        at = offsets.tolist()
+        valid = mx.arange(keys[0].shape[2])[None] < offsets[:, None]
+        out, new_k, new_v = self._text_step(
+            self._embed_tokens(tokens).reshape(n * L, self._hidden), keys, values, valid,
+            [o + t for o in at for t in range(L)], [o + t for o in at for t in range(L)],
+            rows=[i for i in range(n) for _ in range(L)],
+        )  # fmt: skip
+        keys, values, _ = self._write_windows(
+            keys, values, valid, new_k, new_v, mx.arange(n), offsets
+        )
+        return out.reshape(n, L, self._hidden), keys, values
 
     def window(self, tokens: mx.array, caches: UtteranceCaches) -> tuple[mx.array, mx.array]:
         """As :meth:`MLXFrames.window`, with the TTS-LM half in C (the text LM's stays

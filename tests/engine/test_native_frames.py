@@ -18,7 +18,7 @@ from engine.native_frames import NativeFrames, write_windows
 from engine.native_head import NativeSampler
 from engine.native_lm import NativeTTSStep, load_library, unavailable_reason
 from engine.sampler import sample_latent
-from engine.steps import batch_pair_step, batch_window_step
+from engine.steps import batch_pair_step, batch_text_window_step, batch_window_step
 from engine.switches import Switches
 from engine.tokenizer import TextTokenizer
 from engine.voices import load_voice
@@ -122,6 +122,31 @@ def test_text_windows_in_c_are_mlx_s(case: str, tiny) -> None:
         _close(np.array(got_keys[layer]), np.array(want_keys[layer]), 1e-5)
         _close(np.array(got_values[layer]), np.array(want_values[layer]), 1e-5)
     assert (np.array(got_valid) == np.array(want_valid)).all()
+
+
+@pytest.mark.parametrize("case", ["tiny", "mid-shapes"])
+def test_the_text_lm_in_c_is_mlx_s(case: str, tiny) -> None:
+    """Windows of 5 tokens of two utterances through the text LM (no final norm), their
+    caches stacked, at different offsets: the outputs and the caches as MLX writes them."""
+    model = tiny[0] if case == "tiny" else load_model(parity_model_dir(case))
+    model.fuse()
+    lm = model.model.language_model
+    cfg = model.config.decoder
+    rng = np.random.default_rng(11)
+    shape = (2, cfg.kv_heads, 48, cfg.dim_per_head)
+    keys = [mx.array(rng.standard_normal(shape, np.float32)) for _ in lm.layers]
+    values = [mx.array(rng.standard_normal(shape, np.float32)) for _ in lm.layers]
+    tokens = mx.array(rng.integers(0, cfg.vocab_size, size=(2, 5)), dtype=mx.int32)
+    offsets = mx.array([9, 30], dtype=mx.int32)
+    want, want_keys, want_values = mx.compile(batch_text_window_step(lm, lm.embed_tokens))(
+        tokens, keys, values, offsets
+    )
+    frames = NativeFrames(model, STEPS)
+    got, got_keys, got_values = frames.text_window_step(tokens, keys, values, offsets)
+    _close(np.array(got), np.array(want), 1e-5)
+    for layer in range(len(keys)):
+        _close(np.array(got_keys[layer]), np.array(want_keys[layer]), 1e-5)
+        _close(np.array(got_values[layer]), np.array(want_values[layer]), 1e-5)
 
 
 def test_a_windows_queries_must_be_consecutive(tiny) -> None:
