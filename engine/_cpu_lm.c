@@ -1,23 +1,24 @@
-/* One position of the TTS LM for R rows, in C, for Linux CPUs (engine/native_lm.py drives it).
+/* Positions of a Qwen2 stack's cache rows, in C, for Linux CPUs (engine/native_lm.py drives
+ * it): the steps of the TTS LM and the text LM.
  *
  * A speech frame runs the TTS LM (20 Qwen2 blocks) one position on for every row of the
- * batch: the CFG pair of each utterance. Its matrix products are bound by reading the
- * weights, and a few rows more cost little there; what grows with the rows is the
- * element-wise work (the SiLU of the 4864-wide MLP, the attention's softmax over the cache,
- * RoPE, the norms), which MLX's CPU backend runs one value at a time on one thread, its
- * exp a scalar polynomial through libm's fmaf. Four utterances (8 rows) spent about 65 ms
- * of a 95 ms step there, one utterance about 20 of 47. Here that work runs in vector loops
- * (target("arch=x86-64-v4"/"v3") clones, picked by vl_cpu_level) and is shared out over the
- * BLAS shim's two threads; the products go to the same cblas_sgemm MLX calls (the shim's,
- * which reads the weights' registered bfloat16 copies), with the same float32 weight
- * pointers, so they are the very products MLX would compute.
+ * batch: the CFG pair of each utterance; a text window runs L positions of one row of each
+ * LM. The matrix products are bound by reading the weights, and a few rows more cost
+ * little there; what grows with the rows is the element-wise work (the SiLU of the
+ * 4864-wide MLP, the attention's softmax over the cache, RoPE, the norms), which MLX's CPU
+ * backend runs one value at a time on one thread, its exp a scalar polynomial through
+ * libm's fmaf. Four utterances (8 rows) spent about 65 ms of a 95 ms frame step there, one
+ * utterance about 20 of 47. Here that work runs in vector loops (target("arch=x86-64-v4"/
+ * "v3") clones, picked by vl_cpu_level) and is shared out over the BLAS shim's two
+ * threads; the products go to the same cblas_sgemm MLX calls (the shim's, which reads the
+ * weights' registered bfloat16 copies), with the same float32 weight pointers, so they are
+ * the very products MLX would compute.
  *
- * Same math as engine/qwen2.py's DecoderLayer over a cache slot (engine/steps.py): only the
+ * Same math as engine/qwen2.py's DecoderLayer over engine/steps.py's cache slots: only the
  * order of float32 sums in the attention, the norms and exp's last bits differ. The caches
- * are read, never written: the new key and value of every row and layer are returned, and
- * the caller writes them into its caches (column `columns[r]` of row r), which this step
- * already attends to as written.
- */
+ * are read, never written: the new key and value of every query and layer are returned,
+ * and the caller writes them into its caches (column `columns[q]` of the query's row),
+ * which this step already attends to as written. */
 #include <stdlib.h>
 
 #include "_cpu_frame.h"

@@ -1,15 +1,16 @@
 """The frame backend of Linux CPUs: MLX's functions, with a speech frame's sampler and
-the TTS LM's steps in C.
+every LM step in C.
 
 A speech frame is the CFG sampler, the connector, both TTS-LM rows one position on and
 the EOS logit (engine/mlx_frames.py); a text window runs its tokens through the text LM
-and the positive TTS-LM row. On the CPU the sampler and the TTS LM are most of that, and
+and the positive TTS-LM row. On the CPU the sampler and the LMs are most of that, and
 most of their time in MLX is element-wise work on one thread, which grows with the rows
-of a batch. Here the sampler and every TTS-LM step (a frame's one position per row, a
-window's L per utterance) run in C (engine/native_head.py, engine/native_lm.py); the
-connector, the EOS head and the text LM stay compiled MLX functions, and the new keys and
-values are written into the MLX caches by compiled MLX functions; joins and everything
-else are the MLX backend's. Same caches, same layouts: only the implementation differs."""
+of a batch. Here the sampler (engine/native_head.py) and every step of both LMs (a frame's
+one position per row, a window's L per utterance: engine/native_lm.py) run in C; the
+token embedding, the connector and the EOS head stay compiled MLX functions, and the new
+keys and values are written into the MLX caches by compiled MLX functions; joins and
+everything else are the MLX backend's. Same caches, same layouts: only the implementation
+differs."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from engine.cache import BatchPairCaches, CFGKVCache, KVCache, UtteranceCaches
 from engine.mlx_frames import MLXFrames
 from engine.model import VibeVoiceRealtime
 from engine.native_head import NativeSampler
-from engine.native_lm import NativeTTSStep
+from engine.native_lm import NativeLMStep
 from engine.steps import (
     TextBatch,
     batch_pair_inputs,
@@ -101,12 +102,12 @@ def write_windows(
 
 
 class NativeFrames(MLXFrames):
-    """:class:`engine.mlx_frames.MLXFrames` with a frame's sampler and TTS-LM step in C
+    """:class:`engine.mlx_frames.MLXFrames` with a frame's sampler and both LMs' steps in C
     (engine/native_head.py, engine/native_lm.py), which evaluate their inputs (the C reads
     evaluated arrays); the connector, the EOS logit and the cache writes stay lazy.
 
     Raises:
-        ValueError: from :class:`engine.native_lm.NativeTTSStep` or
+        ValueError: from :class:`engine.native_lm.NativeLMStep` or
             :class:`engine.native_head.NativeSampler`, when the C cannot take this model.
     """
 
@@ -115,8 +116,8 @@ class NativeFrames(MLXFrames):
     def __init__(self, model: VibeVoiceRealtime, steps: int) -> None:
         super().__init__(model, steps)
         m = model.model
-        self._tts_step = NativeTTSStep(m.tts_language_model)
-        self._text_step = NativeTTSStep(m.language_model)
+        self._tts_step = NativeLMStep(m.tts_language_model)
+        self._text_step = NativeLMStep(m.language_model)
         self._text_windows = TextBatch(self.text_window_step)
         self._embed_tokens = mx.compile(m.language_model.embed_tokens)
         dtype = self.dtype
@@ -201,8 +202,7 @@ class NativeFrames(MLXFrames):
         return out.reshape(n, L, self._hidden), keys, values
 
     def window(self, tokens: mx.array, caches: UtteranceCaches) -> tuple[mx.array, mx.array]:
-        """As :meth:`MLXFrames.window`, with the TTS-LM half in C (the text LM's stays
-        MLX's: four layers against twenty)."""
+        """As :meth:`MLXFrames.window`, both LMs in C."""
         L = tokens.shape[1]
         h_text = self._text_windows(tokens, [caches.text])
         pair, first = caches.pair, caches.pair[0]
@@ -231,7 +231,7 @@ class NativeFrames(MLXFrames):
         batch: BatchPairCaches,
         items: list[int],
     ) -> tuple[mx.array, mx.array]:
-        """As :meth:`MLXFrames.batch_windows`, with the TTS-LM half in C."""
+        """As :meth:`MLXFrames.batch_windows`, both LMs in C."""
         n, L = tokens.shape
         if len(set(items)) != len(items) or not all(0 <= i < len(batch) for i in items):
             raise IndexError(f"utterances {items} of a batch of {len(batch)}")

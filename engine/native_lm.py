@@ -1,21 +1,21 @@
-"""The TTS LM's one-position step in C, for Linux CPUs (engine/_cpu_lm.c), and the loading
-of the library it is part of (engine._cpu_frame, with engine/_cpu_head.c's sampler).
+"""The LMs' steps in C, for Linux CPUs (engine/_cpu_lm.c), and the loading of the library
+they are part of (engine._cpu_frame, with engine/_cpu_head.c's sampler).
 
-A speech frame moves every TTS-LM row one position on. On the CPU, MLX runs that step's
-element-wise work (the MLP's SiLU, the attention's softmax, RoPE, the norms) one value at
-a time on one thread; it is what grows with the rows of a batch, the products being bound
-by reading the weights. The C step does that work in vector loops on both threads and
-hands the products to the same BLAS MLX uses (the shim's ``cblas_sgemm``, with MLX's own
-weight buffers, so they are the very products MLX computes).
+A speech frame moves every TTS-LM row one position on; a text window moves one row of each
+LM L positions on. On the CPU, MLX runs a step's element-wise work (the MLP's SiLU, the
+attention's softmax, RoPE, the norms) one value at a time on one thread; it is what grows
+with the rows of a batch, the products being bound by reading the weights. The C step does
+that work in vector loops on both threads and hands the products to the same BLAS MLX uses
+(the shim's ``cblas_sgemm``, with MLX's own weight buffers, so they are the very products
+MLX computes).
 
-:class:`NativeTTSStep` is that step over MLX caches: it reads a layer's keys and values
-(evaluated MLX arrays, through their buffers) and returns the rows' outputs and their new
-keys and values; the caller writes those into its caches with MLX (engine/native_frames.py),
-so MLX stays the only owner of every cache array. Used by engine/native_frames.py, which
-engine.frame_backend chooses on Linux when MLX computes on the CPU, its arrays are float32
-and the library and the BLAS shim load; ``VVREADER_NATIVE_FRAMES=0`` turns it off
-(engine/switches.py).
-"""
+:class:`NativeLMStep` is that step of one Qwen2 stack over MLX caches: it reads a layer's
+keys and values (evaluated MLX arrays, through their buffers) and returns the queries'
+outputs and their new keys and values; the caller writes those into its caches with MLX
+(engine/native_frames.py), so MLX stays the only owner of every cache array. Used by
+engine/native_frames.py, which engine.frame_backend chooses on Linux when MLX computes on
+the CPU, its arrays are float32 and the library and the BLAS shim load;
+``VVREADER_NATIVE_FRAMES=0`` turns it off (engine/switches.py)."""
 
 from __future__ import annotations
 
@@ -120,9 +120,9 @@ def _ptrs(arrays: list[np.ndarray]) -> ctypes.Array:
     return (_P * len(arrays))(*[a.ctypes.data for a in arrays])
 
 
-class NativeTTSStep:
-    """One position of every row through a fused TTS LM (engine/qwen2.py's Qwen2Stack,
-    after ``fuse()``), in C.
+class NativeLMStep:
+    """Positions of cache rows through a fused Qwen2 stack (engine/qwen2.py's Qwen2Stack
+    after ``fuse()``: the TTS LM, or the text LM, which has no final norm), in C.
 
     Raises:
         ValueError: the stack is not fused, not float32, or of sizes the C loops do not

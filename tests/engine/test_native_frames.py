@@ -16,7 +16,7 @@ from engine.generate import FrameKernels, generate_frames, seeded_noise
 from engine.mlx_frames import MLXFrames
 from engine.native_frames import NativeFrames, write_windows
 from engine.native_head import NativeSampler
-from engine.native_lm import NativeTTSStep, load_library, unavailable_reason
+from engine.native_lm import NativeLMStep, load_library, unavailable_reason
 from engine.sampler import sample_latent
 from engine.steps import batch_pair_step, batch_text_window_step, batch_window_step
 from engine.switches import Switches
@@ -81,7 +81,7 @@ def test_one_step_in_c_is_mlx_s_step(case: str, rows: int, tiny) -> None:
         x, keys, values, valid, mx.array(columns, dtype=mx.int32),
         mx.array(positions, dtype=mx.int32),
     )  # fmt: skip
-    got, k, v = NativeTTSStep(stack)(x, keys, values, valid, columns, positions)
+    got, k, v = NativeLMStep(stack)(x, keys, values, valid, columns, positions)
     _close(np.array(got), np.array(out), 1e-5)
     for layer in range(len(keys)):
         for r, c in enumerate(columns):
@@ -109,7 +109,7 @@ def test_text_windows_in_c_are_mlx_s(case: str, tiny) -> None:
     want, want_keys, want_values, want_valid = mx.compile(batch_window_step(stack))(
         x, keys, values, valid, mx.array(rows), mx.array(at), mx.array([positions[r] for r in rows])
     )
-    got, new_k, new_v = NativeTTSStep(stack)(
+    got, new_k, new_v = NativeLMStep(stack)(
         x.reshape(2 * L, -1), keys, values, valid, [c + t for c in at for t in range(L)],
         [positions[r] + t for r in rows for t in range(L)],
         rows=[r for r in rows for _ in range(L)],
@@ -151,7 +151,7 @@ def test_the_text_lm_in_c_is_mlx_s(case: str, tiny) -> None:
 
 def test_a_windows_queries_must_be_consecutive(tiny) -> None:
     model = tiny[0]
-    step = NativeTTSStep(model.model.tts_language_model)
+    step = NativeLMStep(model.model.tts_language_model)
     x, keys, values, valid, columns, _ = _random_caches(model, 2, 32, seed=2)
     x3 = mx.concatenate([x, x[:1]])
     c = columns[0]
@@ -189,7 +189,7 @@ def test_the_sampler_in_c_is_mlx_s(case: str, frames: int, tiny) -> None:
 
 def test_columns_outside_the_caches_are_refused(tiny) -> None:
     model = tiny[0]
-    step = NativeTTSStep(model.model.tts_language_model)
+    step = NativeLMStep(model.model.tts_language_model)
     x, keys, values, valid, columns, positions = _random_caches(model, 2, 32, seed=1)
     for bad_columns, bad_positions in (
         ([0, 32], positions),
