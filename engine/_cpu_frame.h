@@ -54,10 +54,16 @@ INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
 INLINE v16 splat(float x) { return (v16){0} + x; }
 
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
+/* The sum of v's lanes, halves added pairwise (a few vector adds; a plain loop is 16
+ * dependent scalar adds, since C keeps float sums in order). */
 INLINE float hsum(v16 v) {
-    float s = 0.0f;
-    for (int k = 0; k < 16; k++) s += v[k];
-    return s;
+    const v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    const v4f b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
 /* a where mask (all bits set), else b: C has no vector ?: */
