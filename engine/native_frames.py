@@ -122,7 +122,7 @@ class NativeFrames(MLXFrames):
         self._embed_tokens = mx.compile(m.language_model.embed_tokens)
         dtype = self.dtype
         type_speech = m.tts_input_types.weight[0]
-        hidden = model.config.decoder.hidden_size
+        self._hidden = model.config.decoder.hidden_size
 
         def embed(fed: mx.array) -> mx.array:
             return m.acoustic_connector(fed.astype(dtype)) + type_speech
@@ -140,7 +140,6 @@ class NativeFrames(MLXFrames):
         self._write_pair = mx.compile(_write_pair)
         self._write_batch = mx.compile(_write_batch)
         self._write_windows = mx.compile(write_windows)
-        self._hidden = hidden
 
     def _pair_step(
         self, emb: mx.array, caches: list[CFGKVCache]

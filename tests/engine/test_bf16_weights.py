@@ -20,6 +20,7 @@ from engine import bf16_weights as bw
 from engine.cache import make_cfg_caches
 from engine.generate import FrameKernels, generate_frames, seeded_noise
 from engine.model import VibeVoiceRealtime
+from engine.native_lm import NativeLMStep
 from engine.steps import run_pair_step
 from engine.switches import Switches
 from engine.voices import VoicePrompt, load_voice
@@ -85,6 +86,31 @@ def test_pair_step(case) -> None:
 
     on, off, calls = _on_and_off(step)
     # q/k/v (stacked), o, gate, up and down of every TTS-LM layer read their copies.
+    assert calls >= 5 * len(model.model.tts_language_model.layers)
+    assert _rel(on, off) <= RTOL
+
+
+def test_the_c_lm_step(case) -> None:
+    """The C step (engine/native_lm.py) hands MLX's own weight buffers to the shim, so its
+    products read the copies as MLX's do."""
+    model, voice, kernels = case
+    assert kernels.frames.name == "native"
+    hidden = model.config.decoder.hidden_size
+    x = mx.array(np.random.default_rng(1).standard_normal((2, hidden), dtype=np.float32))
+    step = NativeLMStep(model.model.tts_language_model)
+
+    def run() -> np.ndarray:
+        caches = make_cfg_caches(
+            voice.tts_keys, voice.tts_values, voice.neg_keys, voice.neg_values, mx.float32, 16
+        )
+        first = caches[0]
+        out, _, _ = step(
+            x, [c.keys for c in caches], [c.values for c in caches], first.valid,
+            [first.column] * 2, first.positions,
+        )  # fmt: skip
+        return np.array(out)
+
+    on, off, calls = _on_and_off(run)
     assert calls >= 5 * len(model.model.tts_language_model.layers)
     assert _rel(on, off) <= RTOL
 
