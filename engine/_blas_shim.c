@@ -94,7 +94,6 @@ typedef struct {
 #define CLONES
 #define PAUSE() ((void)0)
 #endif
-#define INLINE static inline __attribute__((always_inline))
 /* Software prefetch in the float32 few-row kernel (-DPREFETCH_F32=0 builds without it,
  * for comparisons: with it, 1.12-1.25x for 2 to 8 rows against weights of rows of 896
  * to 1024 values streamed from memory, on the development machine). */

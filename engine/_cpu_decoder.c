@@ -90,18 +90,8 @@ static void product(int M, int N, int K, const float *A, int lda, const float *w
         plain_gemm(M, N, K, A, lda, w, K, C, ldc);
 }
 
-#if defined(__x86_64__)
-/* Each layer is compiled once per x86-64 level (v4: AVX-512; v3: AVX2 and FMA; and the
- * baseline), and vv_cpu_level picks one for every layer at once: the best the CPU has,
- * unless a lower one is asked for (engine/switches.py: measuring and testing the AVX2
- * path on an AVX-512 machine). A target string with a comma ("avx2,fma") would be two
- * levels, one without FMA and one without AVX2, hence the level names. */
-#define V4 __attribute__((target("arch=x86-64-v4")))
-#define V3 __attribute__((target("arch=x86-64-v3")))
-#endif
-/* Helpers are inlined into each level's function, so they are compiled for its
- * instruction set. */
-#define INLINE static inline __attribute__((always_inline))
+/* Each layer is compiled once per x86-64 level (V4, V3 and the baseline: engine/_cpu_level.h),
+ * and vv_cpu_level picks one for every layer at once. */
 
 typedef float v16 __attribute__((vector_size(64)));
 

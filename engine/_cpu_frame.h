@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "_cpu_level.h"
+
 enum { RowMajor = 101, NoTrans = 111, Trans = 112 };
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
                          const float *, int, float, float *, int);
@@ -35,11 +37,6 @@ static inline void product(int M, int N, int K, const float *A, const float *W, 
 /* The sampler's loops at a level (engine/_cpu_head.c), chosen with the step's (vl_cpu_level). */
 void head_use_level(int level);
 
-#if defined(__x86_64__)
-#define V4 __attribute__((target("arch=x86-64-v4")))
-#define V3 __attribute__((target("arch=x86-64-v3")))
-#endif
-#define INLINE static inline __attribute__((always_inline))
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int i16 __attribute__((vector_size(64)));
@@ -106,15 +103,20 @@ INLINE v16 exp16(v16 x) {
 
 INLINE float exp1(float x) { return exp16(splat(x))[0]; }
 
-/* y = x / sqrt(mean(x^2) + eps) * w over n values (n a multiple of 16), as mx.fast.rms_norm. */
-INLINE void rms_norm(int n, float eps, const float *restrict x, const float *restrict w,
-                     float *restrict y) {
+/* 1 / sqrt(mean(x^2) + eps) over n values (n a multiple of 16): an RMS norm's factor. */
+INLINE float rms_factor(int n, float eps, const float *restrict x) {
     v16 acc = {0};
     for (int i = 0; i < n; i += 16) {
         const v16 v = load16(x + i);
         acc += v * v;
     }
-    const float r = 1.0f / sqrtf(hsum(acc) / (float)n + eps);
+    return 1.0f / sqrtf(hsum(acc) / (float)n + eps);
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * w over n values (n a multiple of 16), as mx.fast.rms_norm. */
+INLINE void rms_norm(int n, float eps, const float *restrict x, const float *restrict w,
+                     float *restrict y) {
+    const float r = rms_factor(n, eps, x);
     for (int i = 0; i < n; i += 16) store16(y + i, load16(x + i) * r * load16(w + i));
 }
 

@@ -37,11 +37,6 @@ typedef struct {
     size_t ws_floats;
 } Head;
 
-#if defined(__x86_64__)
-#define V4 __attribute__((target("arch=x86-64-v4")))
-#define V3 __attribute__((target("arch=x86-64-v3")))
-#endif
-
 /* c = silu(c + t) over n values. */
 INLINE void add_silu(int n, float *restrict c, const float *restrict t) {
     for (int i = 0; i < n; i += 16) {
@@ -55,12 +50,7 @@ INLINE void add_silu(int n, float *restrict c, const float *restrict t) {
 INLINE void modulate(int n, float eps, const float *restrict x, const float *restrict w,
                      const float *restrict scale, const float *restrict shift,
                      float *restrict y) {
-    v16 acc = {0};
-    for (int i = 0; i < n; i += 16) {
-        const v16 v = load16(x + i);
-        acc += v * v;
-    }
-    const float r = 1.0f / sqrtf(hsum(acc) / (float)n + eps);
+    const float r = rms_factor(n, eps, x);
     for (int i = 0; i < n; i += 16) {
         v16 v = load16(x + i) * r;
         if (w != NULL) v *= load16(w + i);

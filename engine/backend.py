@@ -136,6 +136,23 @@ def blas_shim() -> ctypes.CDLL | str:
     return _open_shim()
 
 
+def open_c_library(name: str) -> tuple[ctypes.CDLL, ctypes.CDLL] | str:
+    """One of the engine's own C libraries (``engine.<name>``, built by setup.py) opened
+    with ctypes, with the BLAS shim its products go to (the shim's ``cblas_sgemm``:
+    scipy-openblas32, 32-bit ints); or why it cannot be."""
+    if not sys.platform.startswith("linux"):
+        return "not Linux"
+    spec = importlib.util.find_spec(f"engine.{name}")
+    if spec is None or spec.origin is None:
+        return f"engine.{name} was not built (reinstall with a C compiler)"
+    if isinstance(shim := blas_shim(), str):
+        return f"no BLAS for it: {shim}"
+    try:
+        return ctypes.CDLL(spec.origin), shim
+    except OSError as e:
+        return f"could not load engine.{name}: {e}"
+
+
 def blas_in_use() -> str:
     return _blas
 

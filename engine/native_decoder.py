@@ -23,8 +23,6 @@ the BLAS shim are built (setup.py); ``VVREADER_NATIVE_DECODER=0`` turns it off
 from __future__ import annotations
 
 import ctypes
-import importlib.util
-import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -56,62 +54,51 @@ def load_library() -> ctypes.CDLL | None:
     with _lib_lock:
         if _lib is not None or _lib_error is not None:
             return _lib
-        from engine.backend import blas_shim
-
-        spec = importlib.util.find_spec("engine._cpu_decoder")
-        if not sys.platform.startswith("linux"):
-            _lib_error = "not Linux"
-        elif spec is None or spec.origin is None:
-            _lib_error = "engine._cpu_decoder was not built (reinstall with a C compiler)"
-        elif isinstance(shim := blas_shim(), str):
-            # Its products go to the shim's cblas_sgemm (scipy-openblas32, 32-bit ints).
-            _lib_error = f"no BLAS for it: {shim}"
+        opened = engine.backend.open_c_library("_cpu_decoder")
+        if isinstance(opened, str):
+            _lib_error = opened
         else:
-            try:
-                lib = ctypes.CDLL(spec.origin)
-            except OSError as e:
-                _lib_error = f"could not load engine._cpu_decoder: {e}"
-            else:
-                lib.vv_set_sgemm.argtypes = [_P, _P, _I, _P, _P]
-                # The shim's cblas_sgemm up to 8 rows, then its vvreader_sgemm (OpenBLAS's
-                # sgemm, split over two threads): at 16 rows (the second stage of two
-                # frames) OpenBLAS was 20% faster here, at 8 rows 15% slower.
-                few = shim.cblas_sgemm
-                plain = shim.vvreader_sgemm
-                bf16w = getattr(shim, "vvreader_sgemm_bf16w", None)
-                lib.bf16 = bf16w is not None
-                lib.vv_set_sgemm(
-                    ctypes.cast(few, _P),
-                    ctypes.cast(plain, _P),
-                    8,
-                    None if bf16w is None else ctypes.cast(bf16w, _P),
-                    # A block's rows shared out over the shim's two threads.
-                    ctypes.cast(shim.vvreader_parallel, _P),
-                )
-                # Where the CPU has AMX tiles, products against weights laid out for them
-                # go to the shim's vvreader_sgemm_tiles (engine/_amx.h), at level 5.
-                lib.amx = bool(getattr(shim, "vvreader_amx", lambda: 0)())
-                lib.vv_set_tiles.argtypes = [_P]
-                lib.vv_set_tiles.restype = None
-                if lib.amx:
-                    shim.vvreader_amx_layout.argtypes = [_I, _I, _P, _I, _P]
-                    shim.vvreader_amx_layout.restype = _I
-                    lib.amx_layout = shim.vvreader_amx_layout
-                    lib.vv_set_tiles(ctypes.cast(shim.vvreader_sgemm_tiles, _P))
-                # The layers run at the level the shim's kernels run at (engine.backend
-                # sets it from engine/switches.py).
-                lib.vv_cpu_level.argtypes = [_I]
-                shim.vvreader_cpu_level.argtypes = [_I]
-                lib.vv_cpu_level(shim.vvreader_cpu_level(0))
-                # (segments, their rows, their states) first: see _cpu_decoder.c.
-                lib.vv_block.argtypes = [_I, _P, _P, _I, _I, _I, _F] + [_P] * 18
-                lib.vv_upsample.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 7
-                lib.vv_conv.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 6
-                lib.vv_to_bf16.argtypes = [ctypes.c_long, _P, _P]
-                lib.vv_to_bf16.restype = _I
-                for fn in (lib.vv_set_sgemm, lib.vv_block, lib.vv_upsample, lib.vv_conv):
-                    fn.restype = None
-                _lib = lib
+            lib, shim = opened
+            lib.vv_set_sgemm.argtypes = [_P, _P, _I, _P, _P]
+            # The shim's cblas_sgemm up to 8 rows, then its vvreader_sgemm (OpenBLAS's
+            # sgemm, split over two threads): at 16 rows (the second stage of two
+            # frames) OpenBLAS was 20% faster here, at 8 rows 15% slower.
+            few = shim.cblas_sgemm
+            plain = shim.vvreader_sgemm
+            bf16w = getattr(shim, "vvreader_sgemm_bf16w", None)
+            lib.bf16 = bf16w is not None
+            lib.vv_set_sgemm(
+                ctypes.cast(few, _P),
+                ctypes.cast(plain, _P),
+                8,
+                None if bf16w is None else ctypes.cast(bf16w, _P),
+                # A block's rows shared out over the shim's two threads.
+                ctypes.cast(shim.vvreader_parallel, _P),
+            )
+            # Where the CPU has AMX tiles, products against weights laid out for them
+            # go to the shim's vvreader_sgemm_tiles (engine/_amx.h), at level 5.
+            lib.amx = bool(getattr(shim, "vvreader_amx", lambda: 0)())
+            lib.vv_set_tiles.argtypes = [_P]
+            lib.vv_set_tiles.restype = None
+            if lib.amx:
+                shim.vvreader_amx_layout.argtypes = [_I, _I, _P, _I, _P]
+                shim.vvreader_amx_layout.restype = _I
+                lib.amx_layout = shim.vvreader_amx_layout
+                lib.vv_set_tiles(ctypes.cast(shim.vvreader_sgemm_tiles, _P))
+            # The layers run at the level the shim's kernels run at (engine.backend
+            # sets it from engine/switches.py).
+            lib.vv_cpu_level.argtypes = [_I]
+            shim.vvreader_cpu_level.argtypes = [_I]
+            lib.vv_cpu_level(shim.vvreader_cpu_level(0))
+            # (segments, their rows, their states) first: see _cpu_decoder.c.
+            lib.vv_block.argtypes = [_I, _P, _P, _I, _I, _I, _F] + [_P] * 18
+            lib.vv_upsample.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 7
+            lib.vv_conv.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 6
+            lib.vv_to_bf16.argtypes = [ctypes.c_long, _P, _P]
+            lib.vv_to_bf16.restype = _I
+            for fn in (lib.vv_set_sgemm, lib.vv_block, lib.vv_upsample, lib.vv_conv):
+                fn.restype = None
+            _lib = lib
         return _lib
 
 

@@ -20,8 +20,6 @@ the CPU, its arrays are float32 and the library and the BLAS shim load;
 from __future__ import annotations
 
 import ctypes
-import importlib.util
-import sys
 import threading
 
 import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
@@ -45,46 +43,36 @@ def load_library() -> ctypes.CDLL | None:
     with _lib_lock:
         if _lib is not None or _lib_error is not None:
             return _lib
-        from engine.backend import blas_shim
-
-        spec = importlib.util.find_spec("engine._cpu_frame")
-        if not sys.platform.startswith("linux"):
-            _lib_error = "not Linux"
-        elif spec is None or spec.origin is None:
-            _lib_error = "engine._cpu_frame was not built (reinstall with a C compiler)"
-        elif isinstance(shim := blas_shim(), str):
-            _lib_error = f"no BLAS for it: {shim}"
+        opened = engine.backend.open_c_library("_cpu_frame")
+        if isinstance(opened, str):
+            _lib_error = opened
         else:
-            try:
-                lib = ctypes.CDLL(spec.origin)
-            except OSError as e:
-                _lib_error = f"could not load engine._cpu_frame: {e}"
-            else:
-                lib.vl_set_blas.argtypes = [_P, _P]
-                lib.vl_set_blas.restype = None
-                lib.vl_set_blas(
-                    ctypes.cast(shim.cblas_sgemm, _P), ctypes.cast(shim.vvreader_parallel, _P)
-                )
-                # The vector loops (the step's and the sampler's) run at the level the
-                # shim's kernels run at (engine.backend sets it from engine/switches.py).
-                lib.vl_cpu_level.argtypes = [_I]
-                lib.vl_cpu_level.restype = _I
-                shim.vvreader_cpu_level.argtypes = [_I]
-                shim.vvreader_cpu_level.restype = _I
-                lib.vl_cpu_level(min(4, shim.vvreader_cpu_level(0)))
-                lib.vl_new.argtypes = [_I] * 6 + [_F, _F] + [_P] * 9
-                lib.vl_new.restype = _P
-                lib.vl_free.argtypes = [_P]
-                lib.vl_free.restype = None
-                lib.vl_step.argtypes = [_P, _I, _P, _P, _P, _P, _I, _I] + [_P] * 6
-                lib.vl_step.restype = _I
-                lib.vh_new.argtypes = [_I] * 5 + [_F] + [_P] * 10
-                lib.vh_new.restype = _P
-                lib.vh_free.argtypes = [_P]
-                lib.vh_free.restype = None
-                lib.vh_sample.argtypes = [_P, _I] + [_P] * 5
-                lib.vh_sample.restype = _I
-                _lib = lib
+            lib, shim = opened
+            lib.vl_set_blas.argtypes = [_P, _P]
+            lib.vl_set_blas.restype = None
+            lib.vl_set_blas(
+                ctypes.cast(shim.cblas_sgemm, _P), ctypes.cast(shim.vvreader_parallel, _P)
+            )
+            # The vector loops (the step's and the sampler's) run at the level the
+            # shim's kernels run at (engine.backend sets it from engine/switches.py).
+            lib.vl_cpu_level.argtypes = [_I]
+            lib.vl_cpu_level.restype = _I
+            shim.vvreader_cpu_level.argtypes = [_I]
+            shim.vvreader_cpu_level.restype = _I
+            lib.vl_cpu_level(min(4, shim.vvreader_cpu_level(0)))
+            lib.vl_new.argtypes = [_I] * 6 + [_F, _F] + [_P] * 9
+            lib.vl_new.restype = _P
+            lib.vl_free.argtypes = [_P]
+            lib.vl_free.restype = None
+            lib.vl_step.argtypes = [_P, _I, _P, _P, _P, _P, _I, _I] + [_P] * 6
+            lib.vl_step.restype = _I
+            lib.vh_new.argtypes = [_I] * 5 + [_F] + [_P] * 10
+            lib.vh_new.restype = _P
+            lib.vh_free.argtypes = [_P]
+            lib.vh_free.restype = None
+            lib.vh_sample.argtypes = [_P, _I] + [_P] * 5
+            lib.vh_sample.restype = _I
+            _lib = lib
         return _lib
 
 
