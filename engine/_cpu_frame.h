@@ -1,6 +1,6 @@
-/* What engine/_cpu_lm.c (the TTS LM's frame step) and engine/_cpu_head.c (the diffusion
- * sampler) share, one library (engine._cpu_frame): the BLAS shim's product and threads,
- * and the vector helpers their element-wise loops are built from. */
+/* What engine/_cpu_lm.c (the LMs' steps) and engine/_cpu_head.c (the diffusion sampler),
+ * one library (engine._cpu_frame), each have: the BLAS shim's product and threads, and the
+ * vector helpers their element-wise loops are built from. */
 #ifndef VVREADER_CPU_FRAME_H
 #define VVREADER_CPU_FRAME_H
 
@@ -16,9 +16,10 @@ typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int
 /* fn(arg, lo, hi, worker) for [lo, hi) of a range cut into chunks; worker is 0 or 1. */
 typedef void (*chunk_fn)(const void *arg, int lo, int hi, int worker);
 typedef void (*parallel_fn)(chunk_fn fn, const void *arg, int total, int chunk);
-/* The shim's cblas_sgemm and vvreader_parallel (NULL: one thread), set by vl_set_blas. */
-extern sgemm_fn frame_sgemm;
-extern parallel_fn frame_parallel;
+/* The shim's cblas_sgemm and vvreader_parallel (NULL: one thread): each source has its
+ * own, set by its own setter (vl_set_blas, vh_set_blas) before any call. */
+static sgemm_fn frame_sgemm;
+static parallel_fn frame_parallel;
 
 static inline void run_parallel(chunk_fn fn, const void *arg, int total, int chunk) {
     if (frame_parallel != NULL)

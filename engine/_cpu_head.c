@@ -100,15 +100,30 @@ static void (*modulate_at)(int, float, const float *, const float *, const float
 static void (*swiglu_at)(int, int, const float *, float *) = swiglu_base;
 static void (*gated_add_at)(int, float *, const float *, const float *) = gated_add_base;
 
-void head_use_level(int level) {
+static int level_in_use = 1;
+
+/* The highest level the CPU has, at most `most` (4: AVX-512, 3: AVX2 and FMA, 1: baseline),
+ * for the sampler's loops; a `most` below 1 only asks. Returns the level in use. */
+int vh_cpu_level(int most) {
+    if (most < 1) return level_in_use;
+    int level = cpu_level_at_most(most);
 #if defined(__x86_64__)
     add_silu_at = level >= 4 ? add_silu_v4 : level == 3 ? add_silu_v3 : add_silu_base;
     modulate_at = level >= 4 ? modulate_v4 : level == 3 ? modulate_v3 : modulate_base;
     swiglu_at = level >= 4 ? swiglu_v4 : level == 3 ? swiglu_v3 : swiglu_base;
     gated_add_at = level >= 4 ? gated_add_v4 : level == 3 ? gated_add_v3 : gated_add_base;
-#else
-    (void)level;
 #endif
+    level_in_use = level;
+    return level;
+}
+
+__attribute__((constructor)) static void choose_level(void) { vh_cpu_level(4); }
+
+/* The shim's cblas_sgemm and vvreader_parallel (may be NULL: one thread); set before any
+ * sampling. */
+void vh_set_blas(sgemm_fn gemm, parallel_fn par) {
+    frame_sgemm = gemm;
+    frame_parallel = par;
 }
 
 static const float **copy_ptrs(const float *const *p, int n) {

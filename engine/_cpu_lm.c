@@ -24,11 +24,8 @@
 #include "_cpu_frame.h"
 #include "_cpu_level.h"
 
-sgemm_fn frame_sgemm;
-parallel_fn frame_parallel;
-
 /* The shim's cblas_sgemm and vvreader_parallel (may be NULL: one thread); set before any
- * step or sampling. */
+ * step. */
 void vl_set_blas(sgemm_fn gemm, parallel_fn par) {
     frame_sgemm = gemm;
     frame_parallel = par;
@@ -180,8 +177,7 @@ static void (*norm_at)(int, int, float, const float *, const float *, float *) =
 static int level_in_use = 1;
 
 /* The highest level the CPU has, at most `most` (4: AVX-512, 3: AVX2 and FMA, 1: baseline),
- * for the step's loops and the sampler's; a `most` below 1 only asks. Returns the level in
- * use. */
+ * for the step's loops; a `most` below 1 only asks. Returns the level in use. */
 int vl_cpu_level(int most) {
     if (most < 1) return level_in_use;
     int level = cpu_level_at_most(most);
@@ -191,7 +187,6 @@ int vl_cpu_level(int most) {
     norm_at = level >= 4 ? norm_v4 : level == 3 ? norm_v3 : norm_base;
 #endif
     level_in_use = level;
-    head_use_level(level);
     return level;
 }
 

@@ -48,18 +48,22 @@ def load_library() -> ctypes.CDLL | None:
             _lib_error = opened
         else:
             lib, shim = opened
-            lib.vl_set_blas.argtypes = [_P, _P]
-            lib.vl_set_blas.restype = None
-            lib.vl_set_blas(
-                ctypes.cast(shim.cblas_sgemm, _P), ctypes.cast(shim.vvreader_parallel, _P)
-            )
-            # The vector loops (the step's and the sampler's) run at the level the
-            # shim's kernels run at (engine.backend sets it from engine/switches.py).
-            lib.vl_cpu_level.argtypes = [_I]
-            lib.vl_cpu_level.restype = _I
+            # The step's and the sampler's products go to the shim, and their loops run
+            # at the level the shim's kernels run at (engine.backend sets it from
+            # engine/switches.py).
             shim.vvreader_cpu_level.argtypes = [_I]
             shim.vvreader_cpu_level.restype = _I
-            lib.vl_cpu_level(min(4, shim.vvreader_cpu_level(0)))
+            level = min(4, shim.vvreader_cpu_level(0))
+            blas = (ctypes.cast(shim.cblas_sgemm, _P), ctypes.cast(shim.vvreader_parallel, _P))
+            for part in ("vl", "vh"):
+                set_blas, cpu_level = (
+                    getattr(lib, f"{part}_set_blas"),
+                    getattr(lib, f"{part}_cpu_level"),
+                )
+                set_blas.argtypes, set_blas.restype = [_P, _P], None
+                cpu_level.argtypes, cpu_level.restype = [_I], _I
+                set_blas(*blas)
+                cpu_level(level)
             lib.vl_new.argtypes = [_I] * 6 + [_F, _F] + [_P] * 9
             lib.vl_new.restype = _P
             lib.vl_free.argtypes = [_P]

@@ -89,7 +89,8 @@ def test_an_avx2_process_runs_every_c_kernel_at_that_level() -> None:
         "lib = native_decoder.load_library()\n"
         "frames = native_lm.load_library()\n"
         "print(b.blas_in_use(), b.blas_shim().vvreader_cpu_level(0), lib.vv_cpu_level(0),"
-        " frames.vl_cpu_level(0), os.environ.get('OPENBLAS_CORETYPE'), b.cpu_level_in_use())\n"
+        " frames.vl_cpu_level(0), frames.vh_cpu_level(0), os.environ.get('OPENBLAS_CORETYPE'),"
+        " b.cpu_level_in_use())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     env["VVREADER_CPU_LEVEL"] = "avx2"
@@ -99,4 +100,4 @@ def test_an_avx2_process_runs_every_c_kernel_at_that_level() -> None:
     assert run.returncode == 0, run.stderr
     if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
         pytest.skip("the C kernels' x86-64 levels exist on x86-64 Linux only")
-    assert run.stdout.split() == ["openblas+shim", "3", "3", "3", "Haswell", "avx2"]
+    assert run.stdout.split() == ["openblas+shim", "3", "3", "3", "3", "Haswell", "avx2"]
