@@ -32,28 +32,7 @@ from engine.steps import (
 )
 
 
-def _write_pair(
-    keys: list[mx.array],
-    values: list[mx.array],
-    valid: mx.array,
-    new_k: mx.array,
-    new_v: mx.array,
-    column: mx.array,
-) -> tuple[list[mx.array], list[mx.array], mx.array]:
-    """The CFG pair's new keys and values (layers, 2, KV, D) into column ``column``."""
-    keys = [
-        mx.slice_update(k, n[:, :, None], column, axes=(2,))
-        for k, n in zip(keys, new_k, strict=True)
-    ]
-    values = [
-        mx.slice_update(v, n[:, :, None], column, axes=(2,))
-        for v, n in zip(values, new_v, strict=True)
-    ]
-    valid = mx.slice_update(valid, mx.ones((2, 1), dtype=mx.bool_), column, axes=(1,))
-    return keys, values, valid
-
-
-def _write_batch(
+def _write_rows(
     keys: list[mx.array],
     values: list[mx.array],
     valid: mx.array,
@@ -61,7 +40,8 @@ def _write_batch(
     new_v: mx.array,
     columns: mx.array,
 ) -> tuple[list[mx.array], list[mx.array], mx.array]:
-    """Every row's new key and value (layers, rows, KV, D) into its own column."""
+    """Every row's new key and value (layers, rows, KV, D) into its own column (a speech
+    frame: a CFG pair's two rows, or a batch's)."""
     at = columns[:, None, None, None]
     keys = [
         mx.put_along_axis(k, at, n[:, :, None], axis=2) for k, n in zip(keys, new_k, strict=True)
@@ -137,8 +117,7 @@ class NativeFrames(MLXFrames):
         self._fed_embed = mx.compile(fed_embed)
         self._embed = mx.compile(embed)
         self._eos = mx.compile(lambda pos: model.tts_eos_classifier(pos)[:, 0])
-        self._write_pair = mx.compile(_write_pair)
-        self._write_batch = mx.compile(_write_batch)
+        self._write_rows = mx.compile(_write_rows)
         self._write_windows = mx.compile(write_windows)
 
     def _pair_step(
@@ -146,13 +125,15 @@ class NativeFrames(MLXFrames):
     ) -> tuple[mx.array, mx.array, mx.array]:
         """Both rows of the CFG pair one position on, fed ``emb`` (1, hidden): (positive
         and negative conditions, EOS logit); the caches move one on."""
-        keys, values, valid, column, _ = pair_inputs(caches)
+        keys, values, valid, _, _ = pair_inputs(caches)
         first = caches[0]
+        columns = [first.column, first.column]
         out, new_k, new_v = self._tts_step(
-            mx.broadcast_to(emb, (2, self._hidden)), keys, values, valid,
-            [first.column, first.column], first.positions,
+            mx.broadcast_to(emb, (2, self._hidden)), keys, values, valid, columns,
+            first.positions,
         )  # fmt: skip
-        commit_pair_step(caches, *self._write_pair(keys, values, valid, new_k, new_v, column))
+        written = self._write_rows(keys, values, valid, new_k, new_v, mx.array(columns))
+        commit_pair_step(caches, *written)
         pos, neg = out[0:1], out[1:2]
         return pos, neg, self._eos(pos)[0]
 
@@ -273,8 +254,6 @@ class NativeFrames(MLXFrames):
             mx.repeat(emb, 2, axis=0), keys, values, valid,
             [c for c in batch.columns for _ in range(2)], list(batch.positions),
         )  # fmt: skip
-        commit_batch_pair_step(
-            batch, *self._write_batch(keys, values, valid, new_k, new_v, columns)
-        )
+        commit_batch_pair_step(batch, *self._write_rows(keys, values, valid, new_k, new_v, columns))
         pos, neg = out[0::2], out[1::2]
         return latent, fed, pos, neg, self._eos(pos)
