@@ -2,7 +2,7 @@
 
 The engine has one MLX path that runs everywhere and optional faster ones that need a
 platform, a built C library or a GPU: OpenBLAS with the BLAS shim (engine.backend), the C
-decoder (engine.native_decoder), a frame's sampler and TTS-LM step in C (engine.native_lm),
+decoder (engine.native_decoder), a frame's sampler and the LMs' steps in C (engine.native_lm),
 the bfloat16 weight copies (engine.bf16_weights) and the CUDA frame kernels (engine.cuda_frame).
 :func:`capabilities` asks each of them the question the engine asks when it loads a model
 (their ``*_wanted`` and ``on_cuda_gpu`` functions), so the answer is the engine's own
@@ -95,7 +95,7 @@ def _c_frames(switches: Switches, on_cpu: bool) -> ActivePath:
         return ActivePath(name, False, "MLX computes on a GPU")
     # The engine's models are float32 on the CPU (engine.weights).
     if native_lm.native_frames_wanted(switches, mx.float32):
-        return ActivePath(name, True, "a frame's sampler and TTS-LM step run in C on the CPU")
+        return ActivePath(name, True, "the sampler and the LMs' steps run in C on the CPU")
     return ActivePath(name, False, f"MLX runs the frames; {native_lm.unavailable_reason()}")
 
 

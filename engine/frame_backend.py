@@ -4,7 +4,7 @@ A frame backend runs the model's per-token work of one utterance: a text window 
 both LMs, and a speech frame (the CFG sampler, the connector, both TTS-LM rows and the
 EOS head). Three implement it: :class:`engine.mlx_frames.MLXFrames` (compiled MLX
 functions, every device), :class:`engine.native_frames.NativeFrames` (those, with a
-frame's sampler and TTS-LM step in C, on Linux CPUs) and
+frame's sampler and the LMs' steps in C, on Linux CPUs) and
 :class:`engine.cuda_frame.CudaFrames` (one CUDA kernel per frame and per window, on
 NVIDIA GPUs). The loop (engine.generate) sees only this
 protocol; :func:`choose_frame_backend` picks one once, when the kernels are built.
@@ -131,7 +131,7 @@ class BatchFrameBackend(Protocol):
 def choose_frame_backend(model: VibeVoiceRealtime, steps: int, switches: Switches) -> FrameBackend:
     """The CUDA kernels where MLX runs on a CUDA GPU, the switch allows them, they can
     take the model and they agree with the MLX functions; on a Linux CPU, the MLX
-    functions with a frame's sampler and TTS-LM step in C where the switch allows it and
+    functions with a frame's sampler and the LMs' steps in C where the switch allows it and
     the library loads; the MLX functions otherwise."""
     if switches.cuda_kernels:
         from engine import cuda_frame

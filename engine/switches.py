@@ -45,8 +45,9 @@ class Switches:
     """``VVREADER_NATIVE_DECODER``: the C decoder on Linux CPUs (engine/native_decoder.py);
     0, false, no or off decode on MLX."""
     native_frames: bool = True
-    """``VVREADER_NATIVE_FRAMES``: a speech frame's sampler and TTS-LM step in C on Linux CPUs
-    (engine/native_frames.py); 0, false, no or off keep MLX's compiled frame."""
+    """``VVREADER_NATIVE_FRAMES``: a speech frame's sampler and the LMs' steps (a frame's and
+    a text window's) in C on Linux CPUs (engine/native_frames.py); 0, false, no or off keep
+    MLX's compiled functions."""
     bf16_weights: bool = True
     """``VVREADER_BF16_WEIGHTS``: bfloat16 copies of the weights for the BLAS shim's few-row
     products on Linux CPUs (engine/bf16_weights.py); 0, false, no or off turn them off."""

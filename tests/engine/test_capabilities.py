@@ -67,7 +67,7 @@ def test_every_path_the_device_allows_is_on() -> None:
             "C decoder: on (the acoustic decoder runs in C on the CPU)"
         )
         assert line(lines, "C speech frames") == (
-            "C speech frames: on (a frame's sampler and TTS-LM step run in C on the CPU)"
+            "C speech frames: on (the sampler and the LMs' steps run in C on the CPU)"
         )
         assert line(lines, "bf16 weight copies").startswith("bf16 weight copies: on")
         assert line(lines, "CUDA kernels") == (
