@@ -10,8 +10,6 @@ shim with MLX's own weight buffers. Used by engine/native_frames.py.
 
 from __future__ import annotations
 
-import ctypes
-
 import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
 
 import mlx.core as mx
@@ -20,22 +18,7 @@ import numpy as np
 from engine.diffusion import DiffusionHead
 from engine.dpm_solver import DPMSolverSchedule
 from engine.layers import fused_or_none
-from engine.native_lm import load_library, unavailable_reason
-
-_P = ctypes.c_void_p
-
-
-def _view(a: mx.array) -> np.ndarray:
-    """``a`` (evaluated here) as C-contiguous float32: a view of MLX's buffer when it already
-    is one (the view keeps the MLX array alive), else a copy."""
-    if a.dtype != mx.float32:
-        a = a.astype(mx.float32)
-    mx.eval(a)
-    return np.ascontiguousarray(np.asarray(a), dtype=np.float32)
-
-
-def _ptrs(arrays: list[np.ndarray | None]) -> ctypes.Array:
-    return (_P * len(arrays))(*[None if a is None else a.ctypes.data for a in arrays])
+from engine.native_lm import as_numpy, load_library, pointers, unavailable_reason
 
 
 class NativeSampler:
@@ -63,10 +46,10 @@ class NativeSampler:
         for layer in head.layers:
             ffn = layer.ffn
             stacked = fused_or_none(ffn.fused)
-            norms.append(_view(layer.norm.weight))
-            gates.append(_view(stacked.weight if stacked else ffn.gate_proj.weight))
-            ups.append(None if stacked else _view(ffn.up_proj.weight))
-            downs.append(_view(ffn.down_proj.weight))
+            norms.append(as_numpy(layer.norm.weight))
+            gates.append(as_numpy(stacked.weight if stacked else ffn.gate_proj.weight))
+            ups.append(None if stacked else as_numpy(ffn.up_proj.weight))
+            downs.append(as_numpy(ffn.down_proj.weight))
         arrays = {
             "noisy_proj": head.noisy_images_proj.weight,
             "cond_proj": head.cond_proj.weight,
@@ -76,7 +59,7 @@ class NativeSampler:
         }
         if any(a.dtype != mx.float32 for a in [*arrays.values(), head.layers[0].norm.weight]):
             raise ValueError("the C sampler takes float32 weights")
-        views = {k: _view(a) for k, a in arrays.items()}
+        views = {k: as_numpy(a) for k, a in arrays.items()}
         coef = np.array(
             [[s.alpha_s, s.sigma_s, s.ratio, s.c0, s.c1] for s in schedule.steps], np.float32
         )
@@ -85,7 +68,7 @@ class NativeSampler:
             hidden, latent, downs[0].shape[1], len(head.layers), len(schedule.steps),
             head.layers[0].norm.eps,
             *(views[k].ctypes.data for k in ("noisy_proj", "cond_proj", "mod", "final_linear")),
-            views["t_emb"].ctypes.data, _ptrs(norms), _ptrs(gates), _ptrs(ups), _ptrs(downs),
+            views["t_emb"].ctypes.data, *(pointers(a) for a in (norms, gates, ups, downs)),
             coef.ctypes.data,
         )  # fmt: skip
         if not handle:
@@ -112,7 +95,7 @@ class NativeSampler:
         B = noise.shape[0]
         cfg = cfg_scales if isinstance(cfg_scales, mx.array) else mx.array(cfg_scales)
         cfg = mx.broadcast_to(cfg.astype(mx.float32).reshape(-1), (B,))
-        inputs = [_view(a) for a in (noise, pos_cond, neg_cond, cfg)]
+        inputs = [as_numpy(a) for a in (noise, pos_cond, neg_cond, cfg)]
         out = np.empty((B, self.latent), np.float32)
         if self._lib.vh_sample(self._handle, B, *(a.ctypes.data for a in inputs), out.ctypes.data):
             raise MemoryError("no memory for the diffusion sampler's workspace")

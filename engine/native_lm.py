@@ -97,19 +97,20 @@ def native_frames_wanted(switches: Switches, dtype: mx.Dtype) -> bool:
     return load_library() is not None
 
 
-def _view(a: mx.array, dtype: type) -> np.ndarray:
-    """``a`` (evaluated) as a C-contiguous numpy array of ``dtype`` (np.float32 or np.bool_):
-    a view of MLX's buffer when it already is one (the view keeps the MLX array alive), else
-    a copy."""
+def as_numpy(a: mx.array, dtype: type = np.float32) -> np.ndarray:
+    """``a`` (evaluated here) as a C-contiguous numpy array of ``dtype`` (np.float32 or
+    np.bool_) for the C: a view of MLX's buffer when it already is one (the view keeps the
+    MLX array alive), else a copy."""
     want = mx.float32 if dtype is np.float32 else mx.bool_
     if a.dtype != want:
         a = a.astype(want)
-        mx.eval(a)
+    mx.eval(a)
     return np.ascontiguousarray(np.asarray(a), dtype=dtype)
 
 
-def _ptrs(arrays: list[np.ndarray]) -> ctypes.Array:
-    return (_P * len(arrays))(*[a.ctypes.data for a in arrays])
+def pointers(arrays: list[np.ndarray | None]) -> ctypes.Array:
+    """The arrays' data addresses as a C array of pointers (NULL for None)."""
+    return (_P * len(arrays))(*[None if a is None else a.ctypes.data for a in arrays])
 
 
 class NativeLMStep:
@@ -155,9 +156,9 @@ class NativeLMStep:
                 if a.dtype != mx.float32:
                     raise ValueError("the C step takes float32 weights")
                 mx.eval(a)
-                weights[name].append(_view(a, np.float32))
+                weights[name].append(as_numpy(a, np.float32))
         norm = stack.get("norm")
-        self._final = None if norm is None else _view(norm.weight, np.float32)
+        self._final = None if norm is None else as_numpy(norm.weight, np.float32)
         # The arrays stay referenced here: the C step keeps their addresses. The products'
         # weights are MLX's own buffers, the ones the BLAS shim knows bfloat16 copies of.
         self._weights = weights
@@ -169,10 +170,10 @@ class NativeLMStep:
         handle = lib.vl_new(
             self.layers, self.hidden, attn0.n_heads, self.kv_heads, self.head_dim, inter,
             eps, attn0.rope_theta,
-            *(_ptrs(weights[k]) for k in ("in_norm", "post_norm", "qkv", "qkv_bias", "o")),
-            _ptrs(weights["gate"]),
-            (_P * self.layers)() if stacked_mlp else _ptrs(weights["up"]),
-            _ptrs(weights["down"]),
+            *(pointers(weights[k]) for k in ("in_norm", "post_norm", "qkv", "qkv_bias", "o")),
+            pointers(weights["gate"]),
+            (_P * self.layers)() if stacked_mlp else pointers(weights["up"]),
+            pointers(weights["down"]),
             None if self._final is None else self._final.ctypes.data,
         )  # fmt: skip
         if not handle:
@@ -213,16 +214,16 @@ class NativeLMStep:
         if rows is not None and len(rows) != queries:
             raise ValueError("one cache row per query")
         mx.eval(x, keys, values, valid)
-        xs = _view(x, np.float32)
-        ks = [_view(k, np.float32) for k in keys]
-        vs = [_view(v, np.float32) for v in values]
-        ok = _view(valid, np.bool_)
+        xs = as_numpy(x, np.float32)
+        ks = [as_numpy(k, np.float32) for k in keys]
+        vs = [as_numpy(v, np.float32) for v in values]
+        ok = as_numpy(valid, np.bool_)
         ints = [None if a is None else np.asarray(a, np.int32) for a in (rows, columns, positions)]
         out = np.empty((queries, self.hidden), np.float32)
         shape = (self.layers, queries, self.kv_heads, self.head_dim)
         new_k, new_v = np.empty(shape, np.float32), np.empty(shape, np.float32)
         err = self._lib.vl_step(
-            self._handle, queries, xs.ctypes.data, out.ctypes.data, _ptrs(ks), _ptrs(vs),
+            self._handle, queries, xs.ctypes.data, out.ctypes.data, pointers(ks), pointers(vs),
             n_rows, cap, ok.ctypes.data, *(None if a is None else a.ctypes.data for a in ints),
             new_k.ctypes.data, new_v.ctypes.data,
         )  # fmt: skip
