@@ -111,7 +111,7 @@ class DiffusionHead(nn.Module):
         """
         c = nn.silu(self.cond_proj(condition)[None] + t_emb[:, None])
         if (fused := fused_or_none(self.fused_modulation)) is not None:
-            m = c @ fused.weight.T
+            m = fused(c)
         else:
             blocks = [*self.layers, self.final_layer]
             m = mx.concatenate([b.adaLN_modulation[1](c) for b in blocks], axis=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
@@ -25,6 +26,17 @@ class Fused:
     layers: list[nn.Module]
     views: list[tuple[mx.array, mx.array | None]]
     """What each layer held right after fusing."""
+    product: Callable[[mx.array], mx.array] | None = None
+    """What computes ``x @ weight.T + bias`` instead of MLX's matmul (the tensor cores'
+    product on a CUDA GPU: engine/cuda_gemm.py), or None."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """``x @ weight.T + bias``: every stacked projection's outputs, one after the other."""
+        if self.product is not None:
+            return self.product(x)
+        if self.bias is None:
+            return x @ self.weight.T
+        return mx.addmm(self.bias, x, self.weight.T)
 
     def current(self) -> bool:
         """False once any layer's weight or bias was replaced (the stack is stale)."""
@@ -98,7 +110,7 @@ class SwiGLU(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         if (fused := fused_or_none(self.fused)) is not None:
-            gate, up = mx.split(x @ fused.weight.T, fused.splits, axis=-1)
+            gate, up = mx.split(fused(x), fused.splits, axis=-1)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
         return self.down_proj(nn.silu(gate) * up)

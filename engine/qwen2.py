@@ -58,7 +58,7 @@ class Attention(nn.Module):
         offset = cache.rope_offset()
         if (fused := fused_or_none(self.fused)) is not None:
             # RoPE once over the q and k heads (same positions); the three groups are views.
-            qkv = heads(mx.addmm(fused.bias, x, fused.weight.T), H + 2 * KV)
+            qkv = heads(fused(x), H + 2 * KV)
             qk = self._rope(qkv[:, : H + KV], offset)
             q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + KV :]
         else:
