@@ -3,7 +3,8 @@
 The engine has one MLX path that runs everywhere and optional faster ones that need a
 platform, a built C library or a GPU: OpenBLAS with the BLAS shim (engine.backend), the C
 decoder (engine.native_decoder), a frame's sampler and the LMs' steps in C (engine.native_lm),
-the bfloat16 weight copies (engine.bf16_weights) and the CUDA frame kernels (engine.cuda_frame).
+the bfloat16 weight copies (engine.bf16_weights), the CUDA frame kernels (engine.cuda_frame)
+and the tensor-core products (engine.cuda_gemm).
 :func:`capabilities` asks each of them the question the engine asks when it loads a model
 (their ``*_wanted`` and ``on_cuda_gpu`` functions), so the answer is the engine's own
 choice; it imports MLX and loads the C libraries, but reads no weights. The CUDA kernels
@@ -127,6 +128,19 @@ def _cuda_kernels(switches: Switches) -> ActivePath:
     return ActivePath(name, True, "checked against MLX when the model loads")
 
 
+def _tensor_cores(switches: Switches) -> ActivePath:
+    from engine import cuda_frame, cuda_gemm
+
+    name = "tensor-core products"
+    if not switches.tensor_cores:
+        return ActivePath(name, False, "VVREADER_TENSOR_CORES is off")
+    if not cuda_frame.on_cuda_gpu():
+        return ActivePath(name, False, "MLX does not compute on a CUDA GPU")
+    if not cuda_gemm.SOURCE.is_file():
+        return ActivePath(name, False, f"{cuda_gemm.SOURCE.name} is missing from the install")
+    return ActivePath(name, True, "float32-exact, from 1,024 rows; checked when the model loads")
+
+
 def capabilities(switches: Switches | None = None) -> Capabilities:
     """What the engine will use here (``switches`` default: this process's environment)."""
     switches = switches or Switches.from_environ()
@@ -138,5 +152,6 @@ def capabilities(switches: Switches | None = None) -> Capabilities:
         _c_frames(switches, on_cpu),
         _bf16_copies(switches, on_cpu, blas),
         _cuda_kernels(switches),
+        _tensor_cores(switches),
     )
     return Capabilities(mlx_version=mx.__version__, device=_device(), paths=paths)

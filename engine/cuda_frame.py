@@ -284,7 +284,7 @@ class PackedWeights:
 
 
 def _weight(layer: nn.Module) -> mx.array:
-    if type(layer) is not nn.Linear:
+    if not isinstance(layer, nn.Linear):  # a subclass computes its product elsewhere
         raise TypeError(f"{type(layer).__name__} is not a plain Linear")
     return layer.weight
 
@@ -398,7 +398,8 @@ def _check_columns(column: int, count: int, capacity: int, valid: int) -> None:
         )
 
 
-def _cuda_kernel(spec: KernelSpec, src: str):
+def cuda_kernel(spec: KernelSpec, src: str):
+    """``spec``'s kernel as ``mx.fast.cuda_kernel`` makes it, with ``src`` as its header."""
     return mx.fast.cuda_kernel(
         name=spec.name,
         input_names=spec.inputs,
@@ -439,7 +440,7 @@ class CudaFrames:
         self._embed = model.model.language_model.embed_tokens
         src = header(cfg, unroll)
         self.source = src
-        make = kernel_factory or _cuda_kernel
+        make = kernel_factory or cuda_kernel
         self.blocks = _grid_blocks()
         # The kernels are compiled for self.steps rows of both schedule tables.
         if t_emb.shape[0] != self.steps:

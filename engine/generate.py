@@ -32,6 +32,7 @@ import numpy as np
 
 from engine.bf16_weights import register_model
 from engine.config import TTS_SPEECH_WINDOW_SIZE, TTS_TEXT_WINDOW_SIZE
+from engine.cuda_gemm import tensor_cores_for
 from engine.decode import LatentDecoder, choose_latent_decoder
 from engine.errors import BackendError, RequestError
 from engine.frame_backend import BatchFrameBackend, FrameBackend, choose_frame_backend
@@ -97,6 +98,8 @@ class FrameKernels:
         model.fuse()
         self.bf16_weights = register_model(model, switches)
         """How many weight matrices the BLAS shim reads as bfloat16 copies."""
+        self.tensor_cores = tensor_cores_for(model, switches)
+        """How many products run on a CUDA GPU's tensor cores (engine/cuda_gemm.py)."""
         self.steps = steps
         self.frames = frames or choose_frame_backend(model, steps, switches)
         # A decoder stream of its own only lets its launches overlap the CUDA kernels'.

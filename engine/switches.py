@@ -54,6 +54,10 @@ class Switches:
     cuda_kernels: bool = True
     """``VVREADER_CUDA_KERNELS``: a frame and a text window as one CUDA kernel each on an
     NVIDIA GPU (engine/cuda_frame.py); 0, false, no or off keep MLX's graphs."""
+    tensor_cores: bool = True
+    """``VVREADER_TENSOR_CORES``: the products with the model's weights on an NVIDIA GPU's
+    tensor cores, as accurate as float32 (engine/cuda_gemm.py); 0, false, no or off keep
+    MLX's float32 products."""
     cuda_unroll: int = 4
     """``VVREADER_CUDA_UNROLL``: 16-byte weight loads a lane of those kernels has in flight
     per row, 1 to 8 (for comparisons)."""
@@ -79,6 +83,7 @@ class Switches:
             native_frames=_on_unless_off(env.get("VVREADER_NATIVE_FRAMES")),
             bf16_weights=_on_unless_off(env.get("VVREADER_BF16_WEIGHTS")),
             cuda_kernels=_on_unless_off(env.get("VVREADER_CUDA_KERNELS")),
+            tensor_cores=_on_unless_off(env.get("VVREADER_TENSOR_CORES")),
             cuda_unroll=_unroll(env.get("VVREADER_CUDA_UNROLL")),
             cpu_level=_cpu_level(env.get("VVREADER_CPU_LEVEL")),
             decode_stream=env.get("VVREADER_DECODE_STREAM", "0") == "1",

@@ -33,7 +33,7 @@ from engine.cuda_frame import THREADS, KernelSpec
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "cuda-on-cpu"
 # Element types of the kernels' inputs (as mx.fast.cuda_kernel declares them).
 INPUT_TYPES = {"wh": "uint16_t", "offs": "int64_t", "valid": "bool", "info": "int32_t",
-               "state": "uint32_t"}  # fmt: skip
+               "state": "uint32_t", "w": "uint16_t", "dims": "int32_t"}  # fmt: skip
 
 # Both sanitizers stop at their first report; alignment covers the 16-byte vector loads.
 FLAGS = ["-std=c++17", "-O1", "-g", "-fno-strict-aliasing", "-Wno-unknown-pragmas",
@@ -57,8 +57,12 @@ PRELUDE = r"""
 
 struct alignas(16) uint4 { unsigned int x, y, z, w; };
 struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
 inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
+inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+inline float2 make_float2(float a, float b) { return {a, b}; }
 inline float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }
+inline unsigned int __float_as_uint(float f) { unsigned int u; memcpy(&u, &f, 4); return u; }
 inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 template <typename T> inline T __ldg(const T* p) { return *p; }
@@ -85,10 +89,12 @@ static std::vector<Barrier> vv_block_bar, vv_warp_bar;
 static Barrier vv_grid_bar;
 static std::vector<float*> vv_smem_of;
 static std::vector<float> vv_slots;  // [block][warp][parity][lane]
+struct MmaSlot { unsigned int a[32][4], b[32][2]; };
+static std::vector<MmaSlot> vv_mma_slots;  // [block][warp][parity]
 static std::function<void()> vv_body;
 
 #define threadIdx (vv_cur->tid)
-#define blockIdx (Dim{vv_cur->block, 0, 0})
+#define blockIdx (Dim{vv_cur->block % vv_grid.x, vv_cur->block / vv_grid.x, 0})
 #define gridDim vv_grid
 
 static void vv_arrive(Barrier& b) {
@@ -123,20 +129,59 @@ static float vv_warp_sum(float v) {
   return t[lane];
 }
 
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 of one warp: each lane gives its
+// fragments of A (16 x 16) and B (16 x 8) in the PTX ISA's layout (a register holds two
+// bfloat16 of consecutive k, the lower k in the low half; g = lane / 4, t = lane % 4:
+// A's registers hold rows g, g + 8, g, g + 8 at k 2t, 2t, 2t + 8, 2t + 8; B's k 2t and
+// 2t + 8 of column g) and gets D's rows g and g + 8 at columns 2t, 2t + 1.
+static float vv_bf16(unsigned int pair, int high) {
+  return __uint_as_float(high ? pair & 0xffff0000u : pair << 16);
+}
+static void vv_mma_bf16(float* d, const unsigned int* a, const unsigned int* b) {
+  Fiber* f = vv_cur;
+  const unsigned w = f->tid.x >> 5, lane = f->tid.x & 31;
+  const size_t warps = NT / 32;
+  MmaSlot& slot = vv_mma_slots[(f->block * warps + w) * 2 + f->parity];
+  f->parity ^= 1;
+  memcpy(slot.a[lane], a, sizeof slot.a[lane]);
+  memcpy(slot.b[lane], b, sizeof slot.b[lane]);
+  vv_arrive(vv_warp_bar[f->block * warps + w]);
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; l++) {
+    const int g = l >> 2, t = l & 3;
+    for (int h = 0; h < 2; h++) {
+      A[g][2 * t + h] = vv_bf16(slot.a[l][0], h);
+      A[g + 8][2 * t + h] = vv_bf16(slot.a[l][1], h);
+      A[g][2 * t + 8 + h] = vv_bf16(slot.a[l][2], h);
+      A[g + 8][2 * t + 8 + h] = vv_bf16(slot.a[l][3], h);
+      B[2 * t + h][g] = vv_bf16(slot.b[l][0], h);
+      B[2 * t + 8 + h][g] = vv_bf16(slot.b[l][1], h);
+    }
+  }
+  const int g = lane >> 2, t = lane & 3;
+  for (int e = 0; e < 4; e++) {
+    const int row = g + (e >> 1) * 8, col = 2 * t + (e & 1);
+    float sum = d[e];
+    for (int k = 0; k < 16; k++) sum += A[row][k] * B[k][col];
+    d[e] = sum;
+  }
+}
+
 static void vv_trampoline() {
   vv_body();
   vv_cur->state = 2;
   swapcontext(&vv_cur->ctx, &vv_sched);
 }
 
-static int vv_launch(unsigned blocks, size_t shared_bytes, std::function<void()> body) {
-  const unsigned nt = NT, warps = NT / 32;
-  vv_grid = {blocks, 1, 1};
+static int vv_launch(unsigned gx, unsigned gy, size_t shared_bytes, std::function<void()> body) {
+  const unsigned nt = NT, warps = NT / 32, blocks = gx * gy;
+  vv_grid = {gx, gy, 1};
   vv_body = body;
   vv_block_bar.assign(blocks, Barrier{0, nt, 0});
   vv_warp_bar.assign(blocks * warps, Barrier{0, 32, 0});
   vv_grid_bar = Barrier{0, blocks * nt, 0};
   vv_slots.assign((size_t)blocks * warps * 2 * 32, 0.f);
+  vv_mma_slots.assign((size_t)blocks * warps * 2, MmaSlot{});
   vv_smem_of.assign(blocks, nullptr);
   for (unsigned b = 0; b < blocks; b++) {
     vv_smem_of[b] = (float*)malloc(shared_bytes ? shared_bytes : 1);
@@ -195,6 +240,17 @@ GRID_SYNC = """__device__ __forceinline__ bool grid_sync(unsigned int* state) {
 """
 WARP_SUM = """__device__ __forceinline__ float warp_sum(float v) { return vv_warp_sum(v); }
 """
+MMA = """__device__ __forceinline__ void mma_bf16_16816(float* d, const unsigned int* a,
+                                               const unsigned int* b) {
+  vv_mma_bf16(d, a, b);
+}
+"""
+# What each GPU-only function of a source becomes here (the ones it has).
+REPLACEMENTS = {
+    "__device__ __forceinline__ bool grid_sync(": GRID_SYNC,
+    "__device__ __forceinline__ float warp_sum(": WARP_SUM,
+    "__device__ __forceinline__ void mma_bf16_16816(": MMA,
+}
 
 
 def _replace_function(src: str, signature: str, replacement: str) -> str:
@@ -208,11 +264,16 @@ def _replace_function(src: str, signature: str, replacement: str) -> str:
 def cpu_source(spec: KernelSpec, header: str) -> str:
     """The C++ program that runs ``spec``'s kernel: the prelude, the header adapted, the
     kernel as a function, and a main that reads inputs and writes outputs as files."""
-    src = _replace_function(header, "__device__ __forceinline__ bool grid_sync(", GRID_SYNC)
-    src = _replace_function(src, "__device__ __forceinline__ float warp_sum(", WARP_SUM)
+    src = header
+    for signature, replacement in REPLACEMENTS.items():
+        if signature in src:
+            src = _replace_function(src, signature, replacement)
     src, n = re.subn(r"extern __shared__ float (\w+)\[\];", r"float* \1 = vv_smem();", src)
     assert n >= 1, "the kernels' shared memory declaration moved"
-    # NT is defined in the source; the prelude needs it first.
+    # The prelude needs the threads of a block (NT) first; a source without them (the
+    # tensor-core product) runs blocks of the same size.
+    if "#define NT " not in src:
+        src = f"#define NT {THREADS}\n#define NW (NT / 32)\n" + src
     threads = re.search(r"#define NT (\d+)", src)
     assert threads and int(threads.group(1)) == THREADS
     params = [f"const {INPUT_TYPES.get(n, 'float')}* {n}" for n in spec.inputs]
@@ -237,10 +298,11 @@ static void* vv_read(const char* path, size_t* size) {{
 }}
 
 int main(int argc, char** argv) {{
-  // argv: folder (in<i>.bin, out<i>.size; out<i>.bin written), blocks, shared bytes
+  // argv: folder (in<i>.bin, out<i>.size; out<i>.bin written), blocks in x, in y,
+  // shared bytes
   const char* dir = argv[1];
-  const unsigned blocks = (unsigned)atoi(argv[2]);
-  const size_t shared = (size_t)atol(argv[3]);
+  const unsigned gx = (unsigned)atoi(argv[2]), gy = (unsigned)atoi(argv[3]);
+  const size_t shared = (size_t)atol(argv[4]);
   char path[4096];
   void* in[{len(spec.inputs)}];
   void* out[{len(spec.outputs)}];
@@ -258,7 +320,7 @@ int main(int argc, char** argv) {{
     out[i] = malloc(out_size[i] ? out_size[i] : 1);
     memset(out[i], 0xff, out_size[i]);
   }}
-  const int rc = vv_launch(blocks, shared, [&] {{ vv_kernel({", ".join(args)}); }});
+  const int rc = vv_launch(gx, gy, shared, [&] {{ vv_kernel({", ".join(args)}); }});
   if (rc) return rc;
   for (int i = 0; i < {len(spec.outputs)}; i++) {{
     snprintf(path, sizeof path, "%s/out%d.bin", dir, i);
@@ -310,6 +372,7 @@ class CpuKernel:
 
     def __call__(self, *, inputs, output_shapes, output_dtypes, grid, threadgroup, **_):
         assert tuple(threadgroup) == (THREADS, 1, 1) and grid[0] % THREADS == 0
+        assert grid[2] == 1
         assert all(d == mx.float32 for d in output_dtypes)
         with tempfile.TemporaryDirectory(prefix="vv-cuda-cpu-") as tmp:
             folder = Path(tmp)
@@ -319,7 +382,8 @@ class CpuKernel:
                 (folder / f"out{i}.size").write_text(str(4 * int(np.prod(shape))))
             env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:halt_on_error=1")
             proc = subprocess.run(
-                [str(self.exe), str(folder), str(grid[0] // THREADS), str(self.shared_bytes)],
+                [str(self.exe), str(folder), str(grid[0] // THREADS), str(grid[1]),
+                 str(self.shared_bytes)],
                 capture_output=True, text=True, env=env, timeout=600,
             )  # fmt: skip
             if proc.returncode != 0:

@@ -51,6 +51,7 @@ def test_the_version_is_the_distributions() -> None:
         "C speech frames",
         "bf16 weight copies",
         "CUDA kernels",
+        "tensor-core products",
     ]
 
 
@@ -73,6 +74,9 @@ def test_every_path_the_device_allows_is_on() -> None:
         assert line(lines, "CUDA kernels") == (
             "CUDA kernels: off (MLX does not compute on a CUDA GPU)"
         )
+        assert line(lines, "tensor-core products") == (
+            "tensor-core products: off (MLX does not compute on a CUDA GPU)"
+        )
     else:  # an NVIDIA GPU: the C paths are the CPU's
         assert line(lines, "C decoder") == (
             "C decoder: off (MLX computes on a GPU and decodes there)"
@@ -84,6 +88,7 @@ def test_every_path_the_device_allows_is_on() -> None:
         assert line(lines, "CUDA kernels") == (
             "CUDA kernels: on (checked against MLX when the model loads)"
         )
+        assert line(lines, "tensor-core products").startswith("tensor-core products: on")
 
 
 @pytest.mark.skipif(not LINUX, reason="the C paths are built on Linux only")
@@ -94,6 +99,7 @@ def test_each_switch_turns_its_path_off_and_says_so() -> None:
             "VVREADER_NATIVE_FRAMES": "false",
             "VVREADER_BF16_WEIGHTS": "off",
             "VVREADER_CUDA_KERNELS": "no",
+            "VVREADER_TENSOR_CORES": "0",
         }
     )
     assert line(lines, "OpenBLAS and the BLAS shim").startswith("OpenBLAS and the BLAS shim: on")
@@ -107,6 +113,9 @@ def test_each_switch_turns_its_path_off_and_says_so() -> None:
         "bf16 weight copies: off (VVREADER_BF16_WEIGHTS is off)"
     )
     assert line(lines, "CUDA kernels") == "CUDA kernels: off (VVREADER_CUDA_KERNELS is off)"
+    assert line(lines, "tensor-core products") == (
+        "tensor-core products: off (VVREADER_TENSOR_CORES is off)"
+    )
 
 
 @pytest.mark.skipif(not LINUX, reason="the BLAS shim is Linux's")

@@ -197,7 +197,7 @@ def test_a_model_the_kernels_cannot_take_gets_mlx_with_a_reason(tiny_model, monk
     def no_kernel(*args, **kwargs):
         raise AssertionError("a kernel was made for shapes it is not written for")
 
-    monkeypatch.setattr(cuda_frame, "_cuda_kernel", no_kernel)
+    monkeypatch.setattr(cuda_frame, "cuda_kernel", no_kernel)
     model = load_model(tiny_model)
     mlx_frames = MLXFrames(model, STEPS)
     with pytest.warns(UserWarning, match=r"not written for this model \(head dim 16, not 64\)"):
