@@ -318,6 +318,7 @@ def main() -> None:
         "cpu_level": cpu_level_in_use(),
         "decoder": next(iter(variants)),
         "bf16_weights": kernels.bf16_weights,
+        "tensor_cores": kernels.tensor_cores,
         "unset_env": _UNSET,
     }
     rows = [("vvreader engine", result["first_audio_ms"], result["ms_per_frame"])]

@@ -10,7 +10,10 @@ prints one line ``RESULT {json}``. Checks: ``case CASE DTYPE`` (CASE: a parity c
 bfloat16, the model's and so the kernels' inputs), ``barrier CASE`` (a grid too large to
 be resident: the self-check's barrier gives up), ``barrier-mid CASE`` (the same in the
 middle of a synthesis), ``source CASE`` (the source MLX generates for each kernel is the
-one engine.kernel_cache names the compiled kernels by).
+one engine.kernel_cache names the compiled kernels by), ``gemm CASE`` (the tensor-core
+product, engine/cuda_gemm.py, at each of the model's weight shapes against float64) and
+``tensor-cores CASE`` (a batch of utterances with every product on the tensor cores
+against one with MLX's products).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ TEXT_IDS = list(range(100, 112))  # in every case's vocabulary
 # and each frame's latent goes back into the caches.
 LATENT_TOLERANCE = 1e-2
 EOS_TOLERANCE = 1e-2
+# The tensor-core product against float64, relative to its largest value: a float32
+# product sums K values in float32 (MLX's measured 2e-6 at K = 8192).
+GEMM_TOLERANCE = 1e-5
 CHECK_TIMEOUT_S = 150
 # Blocks per multiprocessor that cannot all be resident (2048 threads of 256 at most):
 # a grid barrier then waits for blocks that never start, and gives up.
@@ -312,10 +318,6 @@ def _mlx_printed_source(kernel, spec, inputs) -> str | None:
     return text[start + 4 : end] if 0 <= start < end else None
 
 
-CHECKS = {"case": check_case, "barrier": check_barrier, "barrier-mid": check_barrier_mid,
-          "source": check_source}  # fmt: skip
-
-
 def run_child(
     *args: str, env: dict[str, str] | None = None, timeout: float = CHECK_TIMEOUT_S
 ) -> dict:
@@ -336,6 +338,88 @@ def run_child(
     result = json.loads(lines[-1][len("RESULT ") :])
     result["total_s"] = round(time.perf_counter() - t0, 1)
     return result
+
+
+def check_gemm(case: str) -> dict:
+    """The tensor-core product at every weight shape of the model, 1,024 and 3 rows,
+    against float64: its largest relative error, and MLX's float32 product's."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import numpy as np
+
+    from engine.cuda_gemm import TensorCoreProduct, bf16_bits, takes
+    from engine.weights import load_model
+
+    model = load_model(model_and_voice(case)[0])
+    model.fuse()
+    product = TensorCoreProduct(min_rows=0)
+    shapes = sorted({tuple(m.weight.shape) for _, m in model.named_modules()
+                     if type(m) is nn.Linear and takes(*m.weight.shape)})  # fmt: skip
+    rng = np.random.default_rng(0)
+    worst, worst_mlx = 0.0, 0.0
+    for n, k in shapes:
+        for rows in (1024, 3):
+            x = rng.standard_normal((rows, k)).astype(np.float32)
+            w = rng.standard_normal((n, k)).astype(np.float32).view(np.uint32) & 0xFFFF0000
+            w = w.view(np.float32)
+            want = x.astype(np.float64) @ w.astype(np.float64).T
+            got = np.array(product(mx.array(x), bf16_bits(mx.array(w))))
+            mlx = np.array(mx.array(x) @ mx.array(w).T)
+            scale = float(np.max(np.abs(want)))
+            worst = max(worst, float(np.max(np.abs(got - want))) / scale)
+            worst_mlx = max(worst_mlx, float(np.max(np.abs(mlx - want))) / scale)
+    return {"ok": worst <= GEMM_TOLERANCE, "shapes": len(shapes), "error": worst,
+            "mlx_float32_error": worst_mlx}  # fmt: skip
+
+
+def check_tensor_cores(case: str) -> dict:
+    """Three utterances of other lengths and CFG scales in one batch, MLX's frames and
+    decoder, every product on the tensor cores (the engine takes them from 1,024 rows
+    only) against MLX's products: latents and audio."""
+    import numpy as np
+
+    from engine.batch import BatchItem, generate_batch
+    from engine.cuda_gemm import TensorCoreProduct, use_tensor_cores
+    from engine.generate import FrameKernels, seeded_noise
+    from engine.switches import Switches
+    from engine.voices import load_voice
+    from engine.weights import load_model
+
+    model_dir, voice_file = model_and_voice(case)
+    voice = load_voice(voice_file)
+    out = {}
+    for name in ("mlx", "tensor cores"):
+        model = load_model(model_dir)
+        if name != "mlx":
+            model.fuse()
+            out["all_products"] = use_tensor_cores(model, TensorCoreProduct(min_rows=0))
+        kernels = FrameKernels(model, STEPS, Switches(cuda_kernels=False, tensor_cores=False))
+        items = [
+            BatchItem(key=k, voice=voice, text_ids=TEXT_IDS[: 12 - 3 * k], cfg_scale=1.3 + 0.2 * k,
+                      noise=seeded_noise(9 + k, 64), max_frames=FRAMES + 2 * k, stop_at_eos=False)
+            for k in range(3)
+        ]  # fmt: skip
+        frames: dict[int, list] = {k: [] for k in range(3)}
+        for key, frame in generate_batch(model, items, steps=STEPS, kernels=kernels):
+            frames[key].append(frame)
+        out[name] = frames
+    lat_err = audio_err = 0.0
+    for k in range(3):
+        got, want = out["tensor cores"][k], out["mlx"][k]
+        lg, lw = (np.stack([f.latent for f in fs]) for fs in (got, want))
+        ag, aw = (np.concatenate([f.audio for f in fs]) for fs in (got, want))
+        lat_err = max(lat_err, float(np.max(np.abs(lg - lw)) / np.max(np.abs(lw))))
+        audio_err = max(audio_err, float(np.max(np.abs(ag - aw)) / np.max(np.abs(aw))))
+    del out["mlx"], out["tensor cores"]
+    out.update(latent_err=lat_err, audio_err=audio_err)
+    out["ok"] = bool(out["all_products"] > 0
+                     and lat_err <= LATENT_TOLERANCE and audio_err <= LATENT_TOLERANCE)  # fmt: skip
+    return out
+
+
+CHECKS = {"case": check_case, "barrier": check_barrier, "barrier-mid": check_barrier_mid,
+          "source": check_source, "gemm": check_gemm,
+          "tensor-cores": check_tensor_cores}  # fmt: skip
 
 
 def main(argv: list[str]) -> int:

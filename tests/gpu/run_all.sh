@@ -7,6 +7,10 @@
 #     bash tests/gpu/run_all.sh batch   # the batches only, on MLX (no CUDA frame kernels
 #                                       # to build, no mlx-audio): one stream, then
 #                                       # $BATCHES (16,64,128,256) streams together
+#     bash tests/gpu/run_all.sh gemm    # bench/gemm.py (the tensor-core product against
+#                                       # MLX's float32 matmul), then the batches of
+#                                       # $BATCHES (64,256) streams with the tensor cores
+#                                       # ($TENSOR_CORES: "1 0" both, in that order)
 #     bash tests/gpu/run_all.sh export  # bench/export.py: a 256-sentence book exported 64
 #                                       # sentences at a time and one at a time (WAV; the
 #                                       # app's pure-Python wheels in .gpu/wheels/)
@@ -25,8 +29,8 @@
 set -o pipefail
 cd "$(dirname "$0")/../.." || exit 1
 PART=${1:-all}
-case $PART in bench | tests | all | batch | export) ;; *)
-    echo "usage: bash tests/gpu/run_all.sh [bench|tests|all|batch|export]" >&2
+case $PART in bench | tests | all | batch | export | gemm) ;; *)
+    echo "usage: bash tests/gpu/run_all.sh [bench|tests|all|batch|export|gemm]" >&2
     exit 2
     ;;
 esac
@@ -40,8 +44,9 @@ python3 -c "import tarfile,sys; tarfile.open('.gpu/mlxcuda13-sm90.tar.xz').extra
 ln -sf "$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])')" "$SITE/nvidia" &&
 export PYTHONPATH=$SITE:$PWD || exit 1
 export VVREADER_SHARED=$PWD/.gpu/shared PYTHONUNBUFFERED=1
-# The kernel cache of this run only (the tests make their own).
-export VVREADER_KERNEL_CACHE=$(mktemp -d)
+# The kernel cache of this run only (the tests make their own), unless $KERNEL_CACHE
+# names one to keep between runs on the same machine.
+export VVREADER_KERNEL_CACHE=${KERNEL_CACHE:-$(mktemp -d)}
 unset MLX_PTX_CACHE_DIR
 status=0
 step() {  # step NAME SECONDS COMMAND...: its output in $OUT/NAME.txt as it comes
@@ -67,6 +72,15 @@ if [ "$PART" = batch ]; then
     export VVREADER_CUDA_KERNELS=0
     step batch "${BATCH_LIMIT:-360}" python3 bench/engine.py --frames "${FRAMES:-24}" \
         --runs "${RUNS:-2}" --batch "${BATCHES:-16,64,128,256}" --json-out "$OUT/batch.json"
+elif [ "$PART" = gemm ]; then
+    step gemm 150 python3 bench/gemm.py
+    export VVREADER_CUDA_KERNELS=0
+    for tc in ${TENSOR_CORES:-1 0}; do
+        export VVREADER_TENSOR_CORES=$tc
+        step "batch-tensor-cores-$tc" "${BATCH_LIMIT:-240}" python3 bench/engine.py \
+            --frames "${FRAMES:-24}" --runs "${RUNS:-1}" --batch "${BATCHES:-64,256}" \
+            --json-out "$OUT/batch-tensor-cores-$tc.json"
+    done
 elif [ "$PART" = export ]; then
     # What the export imports beyond the engine (markdown-it-py, lxml, defusedxml,
     # soundfile, ...) travels as wheels: the machine has no registry.

@@ -1,8 +1,9 @@
 """The CUDA frame kernels (engine/cuda_kernels.cu) on a real NVIDIA GPU against the MLX
 functions: full size and mid shapes, several kv groups, float32 and bfloat16 models (the
 kernels' inputs in that dtype), the grid barrier giving up, and the compiled kernels and
-self-check kept for the next start. Each check is a process of its own
-(tests/gpu/kernel_check.py) with a time limit: a fault or a hang fails its check only."""
+self-check kept for the next start; and the tensor-core product (engine/cuda_gemm.cu).
+Each check is a process of its own (tests/gpu/kernel_check.py) with a time limit: a fault
+or a hang fails its check only."""
 
 from __future__ import annotations
 
@@ -81,4 +82,18 @@ def test_kernels_are_compiled_under_the_name_mlx_looks_for(gpu_env) -> None:
     """The source MLX generates (its verbose print) is the one the engine hashes, and the
     compiled kernels are in MLX's cache folder under that name."""
     r = _check(gpu_env, "source", "mid-shapes")
+    assert r["ok"], r
+
+
+def test_the_tensor_core_product_is_a_float32_product(gpu_env) -> None:
+    """engine/cuda_gemm.py at every weight shape of the full-size model, against float64."""
+    r = _check(gpu_env, "gemm", "full-davis")
+    assert r["ok"], r
+    assert r["error"] <= kernel_check.GEMM_TOLERANCE
+
+
+def test_a_batch_on_the_tensor_cores_synthesises_what_mlx_s_products_do(gpu_env) -> None:
+    """Chosen by the engine on the GPU; a batch of three utterances with every product on
+    the tensor cores gives MLX's latents and audio within the kernels' tolerance."""
+    r = _check(gpu_env, "tensor-cores", "full-davis", timeout=240)
     assert r["ok"], r
