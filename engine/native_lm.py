@@ -155,7 +155,6 @@ class NativeLMStep:
             for name, a in parts.items():
                 if a.dtype != mx.float32:
                     raise ValueError("the C step takes float32 weights")
-                mx.eval(a)
                 weights[name].append(as_numpy(a, np.float32))
         norm = stack.get("norm")
         self._final = None if norm is None else as_numpy(norm.weight, np.float32)
