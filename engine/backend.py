@@ -153,6 +153,34 @@ def open_c_library(name: str) -> tuple[ctypes.CDLL, ctypes.CDLL] | str:
         return f"could not load engine.{name}: {e}"
 
 
+class CLibrary:
+    """One of the engine's C libraries (:func:`open_c_library`), opened and set up once,
+    by whichever thread asks first: ``setup(lib, shim)`` declares its functions and hands
+    it the shim's. :meth:`load` gives it, or None; :meth:`reason` says why not."""
+
+    def __init__(self, name: str, setup: Callable[[ctypes.CDLL, ctypes.CDLL], None]) -> None:
+        self._name, self._setup = name, setup
+        self._lib: ctypes.CDLL | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> ctypes.CDLL | None:
+        with self._lock:
+            if self._lib is None and self._error is None:
+                opened = open_c_library(self._name)
+                if isinstance(opened, str):
+                    self._error = opened
+                else:
+                    self._setup(*opened)
+                    self._lib = opened[0]
+            return self._lib
+
+    def reason(self) -> str | None:
+        """Why :meth:`load` gives None (None when it loads)."""
+        self.load()
+        return self._error
+
+
 def blas_in_use() -> str:
     return _blas
 

@@ -43,69 +43,61 @@ from engine.switches import Switches
 DEFAULT_TILE_FLOATS = 1 << 18
 
 _I, _F, _P = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-_lib: ctypes.CDLL | None = None
-_lib_error: str | None = None
-_lib_lock = threading.Lock()
+
+
+def _setup(lib: ctypes.CDLL, shim: ctypes.CDLL) -> None:
+    lib.vv_set_sgemm.argtypes = [_P, _P, _I, _P, _P]
+    # The shim's cblas_sgemm up to 8 rows, then its vvreader_sgemm (OpenBLAS's
+    # sgemm, split over two threads): at 16 rows (the second stage of two
+    # frames) OpenBLAS was 20% faster here, at 8 rows 15% slower.
+    few = shim.cblas_sgemm
+    plain = shim.vvreader_sgemm
+    bf16w = getattr(shim, "vvreader_sgemm_bf16w", None)
+    lib.bf16 = bf16w is not None
+    lib.vv_set_sgemm(
+        ctypes.cast(few, _P),
+        ctypes.cast(plain, _P),
+        8,
+        None if bf16w is None else ctypes.cast(bf16w, _P),
+        # A block's rows shared out over the shim's two threads.
+        ctypes.cast(shim.vvreader_parallel, _P),
+    )
+    # Where the CPU has AMX tiles, products against weights laid out for them
+    # go to the shim's vvreader_sgemm_tiles (engine/_amx.h), at level 5.
+    lib.amx = bool(getattr(shim, "vvreader_amx", lambda: 0)())
+    lib.vv_set_tiles.argtypes = [_P]
+    lib.vv_set_tiles.restype = None
+    if lib.amx:
+        shim.vvreader_amx_layout.argtypes = [_I, _I, _P, _I, _P]
+        shim.vvreader_amx_layout.restype = _I
+        lib.amx_layout = shim.vvreader_amx_layout
+        lib.vv_set_tiles(ctypes.cast(shim.vvreader_sgemm_tiles, _P))
+    # The layers run at the level the shim's kernels run at (engine.backend
+    # sets it from engine/switches.py).
+    lib.vv_cpu_level.argtypes = [_I]
+    shim.vvreader_cpu_level.argtypes = [_I]
+    lib.vv_cpu_level(shim.vvreader_cpu_level(0))
+    # (segments, their rows, their states) first: see _cpu_decoder.c.
+    lib.vv_block.argtypes = [_I, _P, _P, _I, _I, _I, _F] + [_P] * 18
+    lib.vv_upsample.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 7
+    lib.vv_conv.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 6
+    lib.vv_to_bf16.argtypes = [ctypes.c_long, _P, _P]
+    lib.vv_to_bf16.restype = _I
+    for fn in (lib.vv_set_sgemm, lib.vv_block, lib.vv_upsample, lib.vv_conv):
+        fn.restype = None
+
+
+_LIBRARY = engine.backend.CLibrary("_cpu_decoder", _setup)
 
 
 def load_library() -> ctypes.CDLL | None:
     """The C library, loaded once; None (see :func:`unavailable_reason`) when it cannot be."""
-    global _lib, _lib_error
-    with _lib_lock:
-        if _lib is not None or _lib_error is not None:
-            return _lib
-        opened = engine.backend.open_c_library("_cpu_decoder")
-        if isinstance(opened, str):
-            _lib_error = opened
-        else:
-            lib, shim = opened
-            lib.vv_set_sgemm.argtypes = [_P, _P, _I, _P, _P]
-            # The shim's cblas_sgemm up to 8 rows, then its vvreader_sgemm (OpenBLAS's
-            # sgemm, split over two threads): at 16 rows (the second stage of two
-            # frames) OpenBLAS was 20% faster here, at 8 rows 15% slower.
-            few = shim.cblas_sgemm
-            plain = shim.vvreader_sgemm
-            bf16w = getattr(shim, "vvreader_sgemm_bf16w", None)
-            lib.bf16 = bf16w is not None
-            lib.vv_set_sgemm(
-                ctypes.cast(few, _P),
-                ctypes.cast(plain, _P),
-                8,
-                None if bf16w is None else ctypes.cast(bf16w, _P),
-                # A block's rows shared out over the shim's two threads.
-                ctypes.cast(shim.vvreader_parallel, _P),
-            )
-            # Where the CPU has AMX tiles, products against weights laid out for them
-            # go to the shim's vvreader_sgemm_tiles (engine/_amx.h), at level 5.
-            lib.amx = bool(getattr(shim, "vvreader_amx", lambda: 0)())
-            lib.vv_set_tiles.argtypes = [_P]
-            lib.vv_set_tiles.restype = None
-            if lib.amx:
-                shim.vvreader_amx_layout.argtypes = [_I, _I, _P, _I, _P]
-                shim.vvreader_amx_layout.restype = _I
-                lib.amx_layout = shim.vvreader_amx_layout
-                lib.vv_set_tiles(ctypes.cast(shim.vvreader_sgemm_tiles, _P))
-            # The layers run at the level the shim's kernels run at (engine.backend
-            # sets it from engine/switches.py).
-            lib.vv_cpu_level.argtypes = [_I]
-            shim.vvreader_cpu_level.argtypes = [_I]
-            lib.vv_cpu_level(shim.vvreader_cpu_level(0))
-            # (segments, their rows, their states) first: see _cpu_decoder.c.
-            lib.vv_block.argtypes = [_I, _P, _P, _I, _I, _I, _F] + [_P] * 18
-            lib.vv_upsample.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 7
-            lib.vv_conv.argtypes = [_I, _P, _P, _I, _I, _I] + [_P] * 6
-            lib.vv_to_bf16.argtypes = [ctypes.c_long, _P, _P]
-            lib.vv_to_bf16.restype = _I
-            for fn in (lib.vv_set_sgemm, lib.vv_block, lib.vv_upsample, lib.vv_conv):
-                fn.restype = None
-            _lib = lib
-        return _lib
+    return _LIBRARY.load()
 
 
 def unavailable_reason() -> str | None:
     """Why :func:`load_library` gives None (None when it loads)."""
-    load_library()
-    return _lib_error
+    return _LIBRARY.reason()
 
 
 def native_decoder_wanted(switches: Switches) -> bool:
@@ -134,23 +126,25 @@ def _ptr(a: np.ndarray | None) -> int | None:
 def _as_tiles(w: np.ndarray) -> np.ndarray | None:
     """``w`` (N, K), all bfloat16 values, laid out for the AMX tile products (engine/_amx.h:
     amx_layout) when the CPU has AMX and N and K are multiples of 32; else None."""
-    if _lib is None or not getattr(_lib, "amx", False) or w.ndim != 2:
+    lib = load_library()
+    if lib is None or not getattr(lib, "amx", False) or w.ndim != 2:
         return None
     n, k = w.shape
     if n % 32 or k % 32 or (wh := _as_bf16(w)) is None:
         return None
     out = np.empty(n * k, np.uint16)
-    return out if _lib.amx_layout(n, k, _ptr(wh), k, _ptr(out)) else None
+    return out if lib.amx_layout(n, k, _ptr(wh), k, _ptr(out)) else None
 
 
 def _as_bf16(w: np.ndarray) -> np.ndarray | None:
     """``w`` as bfloat16 bits (uint16) when every value is a bfloat16 (the low 16 bits of
     its float32 are zero, as for weights loaded from a bfloat16 checkpoint); else None.
     One pass in C (numpy took seconds for the 0.6 G values of the full model)."""
-    if _lib is None or w.dtype != np.float32 or not w.flags.c_contiguous:
+    lib = load_library()
+    if lib is None or w.dtype != np.float32 or not w.flags.c_contiguous:
         raise ValueError("a C-contiguous float32 array, with the library loaded")
     out = np.empty(w.shape, np.uint16)
-    return out if _lib.vv_to_bf16(w.size, _ptr(w), _ptr(out)) else None
+    return out if lib.vv_to_bf16(w.size, _ptr(w), _ptr(out)) else None
 
 
 @dataclass
@@ -202,7 +196,7 @@ class NativeDecoder:
     ) -> None:
         lib = load_library()
         if lib is None:
-            raise RuntimeError(f"native decoder unavailable: {_lib_error}")
+            raise RuntimeError(f"native decoder unavailable: {unavailable_reason()}")
         self._lib = lib
         cfg = decoder.cfg
         self.cfg = cfg

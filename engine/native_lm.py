@@ -20,7 +20,6 @@ the CPU, its arrays are float32 and the library and the BLAS shim load;
 from __future__ import annotations
 
 import ctypes
-import threading
 
 import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
 
@@ -32,58 +31,46 @@ from engine.qwen2 import Qwen2Stack
 from engine.switches import Switches
 
 _I, _F, _P = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
-_lib: ctypes.CDLL | None = None
-_lib_error: str | None = None
-_lib_lock = threading.Lock()
+
+
+def _setup(lib: ctypes.CDLL, shim: ctypes.CDLL) -> None:
+    # The step's and the sampler's products go to the shim, and their loops run at the
+    # level the shim's kernels run at (engine.backend sets it from engine/switches.py).
+    shim.vvreader_cpu_level.argtypes = [_I]
+    shim.vvreader_cpu_level.restype = _I
+    level = min(4, shim.vvreader_cpu_level(0))
+    blas = (ctypes.cast(shim.cblas_sgemm, _P), ctypes.cast(shim.vvreader_parallel, _P))
+    for part in ("vl", "vh"):
+        set_blas, cpu_level = getattr(lib, f"{part}_set_blas"), getattr(lib, f"{part}_cpu_level")
+        set_blas.argtypes, set_blas.restype = [_P, _P], None
+        cpu_level.argtypes, cpu_level.restype = [_I], _I
+        set_blas(*blas)
+        cpu_level(level)
+    lib.vl_new.argtypes = [_I] * 6 + [_F, _F] + [_P] * 9
+    lib.vl_new.restype = _P
+    lib.vl_free.argtypes = [_P]
+    lib.vl_free.restype = None
+    lib.vl_step.argtypes = [_P, _I, _P, _P, _P, _P, _I, _I] + [_P] * 6
+    lib.vl_step.restype = _I
+    lib.vh_new.argtypes = [_I] * 5 + [_F] + [_P] * 10
+    lib.vh_new.restype = _P
+    lib.vh_free.argtypes = [_P]
+    lib.vh_free.restype = None
+    lib.vh_sample.argtypes = [_P, _I] + [_P] * 5
+    lib.vh_sample.restype = _I
+
+
+_LIBRARY = engine.backend.CLibrary("_cpu_frame", _setup)
 
 
 def load_library() -> ctypes.CDLL | None:
     """The C library, loaded once; None (see :func:`unavailable_reason`) when it cannot be."""
-    global _lib, _lib_error
-    with _lib_lock:
-        if _lib is not None or _lib_error is not None:
-            return _lib
-        opened = engine.backend.open_c_library("_cpu_frame")
-        if isinstance(opened, str):
-            _lib_error = opened
-        else:
-            lib, shim = opened
-            # The step's and the sampler's products go to the shim, and their loops run
-            # at the level the shim's kernels run at (engine.backend sets it from
-            # engine/switches.py).
-            shim.vvreader_cpu_level.argtypes = [_I]
-            shim.vvreader_cpu_level.restype = _I
-            level = min(4, shim.vvreader_cpu_level(0))
-            blas = (ctypes.cast(shim.cblas_sgemm, _P), ctypes.cast(shim.vvreader_parallel, _P))
-            for part in ("vl", "vh"):
-                set_blas, cpu_level = (
-                    getattr(lib, f"{part}_set_blas"),
-                    getattr(lib, f"{part}_cpu_level"),
-                )
-                set_blas.argtypes, set_blas.restype = [_P, _P], None
-                cpu_level.argtypes, cpu_level.restype = [_I], _I
-                set_blas(*blas)
-                cpu_level(level)
-            lib.vl_new.argtypes = [_I] * 6 + [_F, _F] + [_P] * 9
-            lib.vl_new.restype = _P
-            lib.vl_free.argtypes = [_P]
-            lib.vl_free.restype = None
-            lib.vl_step.argtypes = [_P, _I, _P, _P, _P, _P, _I, _I] + [_P] * 6
-            lib.vl_step.restype = _I
-            lib.vh_new.argtypes = [_I] * 5 + [_F] + [_P] * 10
-            lib.vh_new.restype = _P
-            lib.vh_free.argtypes = [_P]
-            lib.vh_free.restype = None
-            lib.vh_sample.argtypes = [_P, _I] + [_P] * 5
-            lib.vh_sample.restype = _I
-            _lib = lib
-        return _lib
+    return _LIBRARY.load()
 
 
 def unavailable_reason() -> str | None:
     """Why :func:`load_library` gives None (None when it loads)."""
-    load_library()
-    return _lib_error
+    return _LIBRARY.reason()
 
 
 def native_frames_wanted(switches: Switches, dtype: mx.Dtype) -> bool:
