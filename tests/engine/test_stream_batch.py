@@ -97,3 +97,22 @@ def test_a_second_batch_joins_and_every_request_completes(engine) -> None:
 
 def test_an_empty_batch_gives_no_handles(engine) -> None:
     assert engine.synthesize_many([]) == []
+
+
+def test_the_default_batch_is_eight_here_and_what_a_cuda_gpu_holds(tiny_model) -> None:
+    """Not told a batch size, the engine settles it when its model has loaded: 8 on this
+    CPU; on a CUDA GPU as many streams as its memory holds beside the model, up to 64."""
+    from engine.stream import CUDA_BATCH, DEFAULT_BATCH, default_max_batch
+
+    e = MLXEngine(tiny_model)
+    try:
+        e.wait_ready(60)
+        assert e.max_batch == DEFAULT_BATCH == 8
+    finally:
+        e.close()
+    gib = 2**30
+    assert default_max_batch(False, 80 * gib) == 8  # a CPU's memory is not the GPU's
+    assert default_max_batch(True, 80 * gib) == CUDA_BATCH == 64
+    assert default_max_batch(True, 16 * gib) == 40  # (16 - 6) GB at 0.25 GB a stream
+    assert default_max_batch(True, 6 * gib) == 8  # never below the CPU's
+    assert default_max_batch(True, None) == 8  # memory unknown

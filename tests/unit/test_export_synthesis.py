@@ -101,3 +101,18 @@ def test_stopping_cancels_the_requests_in_flight(tmp_path) -> None:
         made.close()  # the export stops (Ctrl-C, an error)
     assert sorted(engine.streams) == [0, 1, 2, 3]  # one window
     assert [engine.streams[n].cancelled for n in range(4)] == [False, True, True, True]
+
+
+def test_the_window_follows_the_engines_batch_once_it_is_settled(tmp_path) -> None:
+    """An engine settles its batch size when its model has loaded (engine/stream.py): the
+    window grows with it."""
+    engine = OutOfOrderEngine(max_batch=1)
+    requests, keys = _requests(30)
+    with UtteranceStore(tmp_path / "work") as store:
+        made = audio_in_order(engine, requests, keys, store)
+        assert next(made).position == 0
+        assert engine.asked == [[0, 1, 2, 3]]  # 4 x 1
+        engine.max_batch = 4
+        assert next(made).position == 1
+        assert engine.asked[1] == list(range(4, 17))  # topped up to 4 x 4 in flight
+        assert [m.position for m in made] == list(range(2, 30))

@@ -51,13 +51,14 @@ def audio_in_order(
         engine.errors.EngineError: a request failed (the others are cancelled).
         ExportError: the work folder cannot be written.
     """
-    window = max(1, window or 4 * engine.max_batch)
     missing = iter([i for i, key in enumerate(keys) if not store.has(key)])
     in_flight: dict[int, SynthesisStream] = {}
 
     def top_up() -> None:
+        # Read each time: an engine settles its batch size when its model has loaded.
+        limit = max(1, window or 4 * engine.max_batch)
         batch = []
-        while len(in_flight) + len(batch) < window:
+        while len(in_flight) + len(batch) < limit:
             position = next(missing, None)
             if position is None:
                 break
