@@ -15,6 +15,7 @@ warning).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import engine.backend  # noqa: F401  (chooses MLX's BLAS before mlx.core is imported)
 
@@ -115,30 +116,32 @@ def _bf16_copies(switches: Switches, on_cpu: bool, blas: ActivePath) -> ActivePa
     return ActivePath(name, False, "the BLAS shim has no bfloat16 registry")
 
 
+def _cuda_path(name: str, on: bool, switch: str, source: Path, on_why: str) -> ActivePath:
+    from engine import cuda_frame
+
+    if not on:
+        return ActivePath(name, False, f"{switch} is off")
+    if not cuda_frame.on_cuda_gpu():
+        return ActivePath(name, False, "MLX does not compute on a CUDA GPU")
+    if not source.is_file():
+        return ActivePath(name, False, f"{source.name} is missing from the install")
+    return ActivePath(name, True, on_why)
+
+
 def _cuda_kernels(switches: Switches) -> ActivePath:
     from engine import cuda_frame
 
-    name = "CUDA kernels"
-    if not switches.cuda_kernels:
-        return ActivePath(name, False, "VVREADER_CUDA_KERNELS is off")
-    if not cuda_frame.on_cuda_gpu():
-        return ActivePath(name, False, "MLX does not compute on a CUDA GPU")
-    if not cuda_frame.SOURCE.is_file():
-        return ActivePath(name, False, f"{cuda_frame.SOURCE.name} is missing from the install")
-    return ActivePath(name, True, "checked against MLX when the model loads")
+    return _cuda_path("CUDA kernels", switches.cuda_kernels, "VVREADER_CUDA_KERNELS",
+                      cuda_frame.SOURCE, "checked against MLX when the model loads")  # fmt: skip
 
 
 def _tensor_cores(switches: Switches) -> ActivePath:
-    from engine import cuda_frame, cuda_gemm
+    from engine import cuda_gemm
 
-    name = "tensor-core products"
-    if not switches.tensor_cores:
-        return ActivePath(name, False, "VVREADER_TENSOR_CORES is off")
-    if not cuda_frame.on_cuda_gpu():
-        return ActivePath(name, False, "MLX does not compute on a CUDA GPU")
-    if not cuda_gemm.SOURCE.is_file():
-        return ActivePath(name, False, f"{cuda_gemm.SOURCE.name} is missing from the install")
-    return ActivePath(name, True, "float32-exact, from 1,024 rows; checked when the model loads")
+    return _cuda_path(
+        "tensor-core products", switches.tensor_cores, "VVREADER_TENSOR_CORES", cuda_gemm.SOURCE,
+        "float32-exact, from 1,024 rows; checked when the model loads",
+    )  # fmt: skip
 
 
 def capabilities(switches: Switches | None = None) -> Capabilities:

@@ -247,6 +247,15 @@ def window_scratch(cfg: VibeVoiceConfig) -> int:
     return LMAX * (2 * dec.hidden_size + qkv + dec.intermediate_size)
 
 
+def bf16_bits(w: mx.array) -> mx.array:
+    """The bfloat16 bits (uint16, same shape) of ``w``, whose every value must be a
+    bfloat16 (ValueError otherwise: a product with them would not be exact)."""
+    bits = w.astype(mx.float32).view(mx.uint32)
+    if mx.any(bits & 0xFFFF).item():
+        raise ValueError("a weight that is not a bfloat16")
+    return (bits >> 16).astype(mx.uint16)
+
+
 class PackedWeights:
     """Every matrix the kernels multiply with as bfloat16 bits in one uint16 array, every
     norm weight, bias and type embedding as float32 in another, and the table of where
@@ -259,10 +268,7 @@ class PackedWeights:
         self.offsets: list[int] = []
 
     def matrix(self, w: mx.array) -> None:
-        bits = w.astype(mx.float32).view(mx.uint32)
-        if mx.any(bits & 0xFFFF).item():
-            raise ValueError("a weight that is not a bfloat16")
-        flat = (bits >> 16).astype(mx.uint16).reshape(-1)
+        flat = bf16_bits(w).reshape(-1)
         self.offsets.append(self._nh)
         pad = -flat.size % 8
         self._h.append(flat if not pad else mx.concatenate([flat, mx.zeros((pad,), mx.uint16)]))

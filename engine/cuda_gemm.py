@@ -30,7 +30,7 @@ from mlx.utils import tree_map_with_path
 
 from engine import kernel_cache
 from engine.acoustic import Block1D, FeedForward
-from engine.cuda_frame import KernelSpec, cuda_kernel, on_cuda_gpu
+from engine.cuda_frame import KernelSpec, bf16_bits, cuda_kernel, on_cuda_gpu
 from engine.layers import Fused, fused_or_none
 from engine.switches import Switches
 
@@ -58,15 +58,6 @@ def kernel_spec(epilogue: str) -> KernelSpec:
     return KernelSpec(name, [n for n, _ in INPUTS], OUTPUTS, body, SHARED_BYTES)
 
 
-def bf16_bits(w: mx.array) -> mx.array:
-    """The bfloat16 bits (uint16, same shape) of ``w``, whose every value must be a
-    bfloat16 (ValueError otherwise: its product would not be exact)."""
-    bits = w.astype(mx.float32).view(mx.uint32)
-    if mx.any(bits & 0xFFFF).item():
-        raise ValueError("a weight that is not a bfloat16")
-    return (bits >> 16).astype(mx.uint16)
-
-
 def takes(n: int, k: int) -> bool:
     """Whether the kernel takes a weight of ``n`` rows of ``k``: it reads K in steps of
     TILE_K, and writes pairs of outputs from 8-aligned columns."""
@@ -87,6 +78,10 @@ class TensorCoreProduct:
         self.kernels = {e: make(spec, self.source) for e, spec in self.specs.items()}
         self.min_rows = min_rows
         self._none = mx.zeros((1,), mx.float32)
+
+    def worth(self, x: mx.array) -> bool:
+        """Whether rows ``x`` (..., K) are enough for the kernel (``min_rows``)."""
+        return x.size // x.shape[-1] >= self.min_rows
 
     def keep_compiled(self) -> dict[str, str]:
         """Have the kernels compiled where MLX finds them in this and later runs
@@ -160,7 +155,7 @@ def _linear(
     product: TensorCoreProduct, x: mx.array, w: mx.array, bits: mx.array, bias: mx.array | None
 ) -> mx.array:
     """``x @ w.T + bias``: on the tensor cores from ``product.min_rows`` rows, else MLX's."""
-    if x.size // x.shape[-1] >= product.min_rows:
+    if product.worth(x):
         return product(x, bits, bias)
     return x @ w.T if bias is None else mx.addmm(bias, x, w.T)
 
@@ -176,19 +171,18 @@ class TensorCoreFeedForward(FeedForward):
         self._bits2 = bf16_bits(self.linear2.weight)
         self._product = product
 
-    def _few(self, h: mx.array) -> bool:
-        return h.size // h.shape[-1] < self._product.min_rows
+    def _hidden(self, h: mx.array) -> mx.array:
+        return self._product(h, self._bits1, self.linear1.get("bias"), "gelu")
 
     def __call__(self, h: mx.array) -> mx.array:
-        if self._few(h):
+        if not self._product.worth(h):
             return super().__call__(h)
-        u = self._product(h, self._bits1, self.linear1.get("bias"), "gelu")
-        return self._product(u, self._bits2, self.linear2.get("bias"))
+        return self._product(self._hidden(h), self._bits2, self.linear2.get("bias"))
 
     def add_to(self, x: mx.array, h: mx.array, gamma: mx.array) -> mx.array:
-        if self._few(h):
+        if not self._product.worth(h):
             return super().add_to(x, h, gamma)
-        u = self._product(h, self._bits1, self.linear1.get("bias"), "gelu")
+        u = self._hidden(h)
         return self._product(u, self._bits2, self.linear2.get("bias"), "residual", x, gamma)
 
 
@@ -303,6 +297,10 @@ def tensor_cores_for(model: nn.Module, switches: Switches) -> int:
     """:func:`use_tensor_cores` on ``model`` where MLX runs on a CUDA GPU and the switch
     allows it, when the kernel builds and agrees; the number of products given it."""
     if not switches.tensor_cores or not on_cuda_gpu():
+        return 0
+    # Another step count's kernels already moved them (and checked the kernel).
+    moved = (TensorCoreLinear, TensorCoreFeedForward)
+    if any(isinstance(m, moved) for _, m in model.named_modules()):
         return 0
     product = tensor_core_product()
     return use_tensor_cores(model, product) if product is not None else 0
