@@ -14,6 +14,18 @@ time of sample 0, late by at most the delivery delay of the most punctual fragme
 under a millisecond unless the machine is loaded throughout). The null sink renders at
 most one sink latency ahead of its clock; the monitor's small requested latency keeps
 that to about ``latency_ms``.
+
+What the monitor shows is exact because the null sink takes no rewinds (``norewinds``).
+A sink that does rewind plays silence for a stream that has no data yet (every stream as
+it starts, and one whose client was not scheduled in time) and, once data comes, rewinds
+to put it where the silence was: a sound card's buffer takes the rewritten audio before
+it is heard, but the null sink's monitor has already delivered that span, and the
+recording loses up to a sink latency (about 9 ms) of a stream that starts with sound.
+Without rewinds a stream starts at the next render, whole. A playing stream that runs
+dry inside the server (its client was late; PortAudio reports an underflow too when the
+ALSA pulse plugin passes the underrun on) is silent until it has data again, which the
+audio tests cannot tell from the machine's delays; the server logs each such underrun (at
+debug level) and :attr:`Recording.server_underruns` counts those during a recording.
 """
 
 from __future__ import annotations
@@ -89,6 +101,10 @@ def ensure_installed() -> None:
         )
 
 
+UNDERRUN_MARKS = ("Implicit underrun of", "Actual underrun of")
+"""How PulseAudio's debug log begins the line of a playing stream that ran dry."""
+
+
 class PulseServer:
     """``pulseaudio`` in the foreground, as the current user, in its own runtime folder:
     no default script (``-n``), a null sink ``sink`` (the default sink) and a native
@@ -143,9 +159,10 @@ class PulseServer:
             "--exit-idle-time=-1",
             "--disallow-exit",
             "--log-target=stderr",
+            "--log-level=debug",  # the underruns of playing streams (see the module doc)
             "-L",
             f"module-null-sink sink_name={self.sink} format=float32le rate={RATE} "
-            f"channels=1 sink_properties=device.description=vvreader-test",
+            f"channels=1 norewinds=1 sink_properties=device.description=vvreader-test",
             "-L",
             f"module-native-protocol-unix socket={self.socket} auth-anonymous=1",
         ]
@@ -179,6 +196,23 @@ class PulseServer:
         if f"Default Sink: {self.sink}" not in info:
             self.pactl("set-default-sink", self.sink)
         return self
+
+    def log_size(self) -> int:
+        """Bytes of server log so far: where :meth:`underruns_since` starts counting."""
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
+
+    def underruns_since(self, offset: int) -> int:
+        """Times a playing stream ran dry inside the server since ``offset`` in its log."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return 0
+        return sum(line.count(mark) for line in text.splitlines() for mark in UNDERRUN_MARKS)
 
     def crash(self) -> None:
         """Kill the server at once (SIGKILL), as a crashing sound server goes away: its
@@ -259,6 +293,9 @@ class Recording:
     """``time.monotonic()`` of sample 0 (see the module's docstring)."""
     arrival_spread_ms: tuple[float, float]
     """Median and 90th percentile of the fragments' arrival lag behind ``t0``."""
+    server_underruns: int = 0
+    """Playing streams that ran dry inside the server meanwhile: each may have cost the
+    recording a few ms of their audio (see the module's docstring)."""
 
     def time_of(self, sample: float) -> float:
         return self.t0 + sample / RATE
@@ -273,11 +310,13 @@ class MonitorRecorder:
         self._proc: subprocess.Popen | None = None
         self._chunks: list[bytes] = []
         self._stamps: list[tuple[float, int]] = []
+        self._log_from = 0
         self._thread = threading.Thread(
             target=self._read, name="vvreader-test-monitor-recorder", daemon=True
         )
 
     def start(self) -> MonitorRecorder:
+        self._log_from = self.server.log_size()
         self._proc = subprocess.Popen(
             [
                 "parec",
@@ -335,4 +374,9 @@ class MonitorRecorder:
         lag = stamps[:, 0] - stamps[:, 1] / RATE
         t0 = float(lag.min())
         spread = np.percentile((lag - t0) * 1000, [50, 90])
-        return Recording(samples, t0, (float(spread[0]), float(spread[1])))
+        return Recording(
+            samples,
+            t0,
+            (float(spread[0]), float(spread[1])),
+            self.server.underruns_since(self._log_from),
+        )

@@ -357,6 +357,8 @@ class Analysis:
     sound_outside: int = 0
     """Nonzero samples in the recording outside the utterances found."""
     device_underflows: int = 0
+    server_underruns: int = 0
+    """Times a stream ran dry inside the sound server (see tests.audio_server)."""
 
     @property
     def extra_gap_ms(self) -> list[float]:
@@ -378,6 +380,8 @@ class Analysis:
         out = []
         if self.device_underflows:
             out.append(f"PortAudio reported {self.device_underflows} late callbacks")
+        if self.server_underruns:
+            out.append(f"the sound server ran the stream dry {self.server_underruns} times")
         out += [
             f"utterance {k} is not whole in the recording (silence inside it?)"
             for k, m in enumerate(self.similarity)
@@ -438,6 +442,7 @@ def analyse(pt: Playthrough, plan: SpeechPlan) -> Analysis:
             (tp - rec.time_of(onset)) * 1000 if tp is not None else float("nan")
         )
     out.device_underflows = pt.device_underflows
+    out.server_underruns = rec.server_underruns
     if audios:
         heard = x[out.onsets[0] : out.onsets[-1] + len(audios[-1]) + SAMPLE_RATE]
         said = np.concatenate(audios)

@@ -69,6 +69,8 @@ def check(pt: Playthrough, change: SpeedChange, n: int) -> tuple[list[str], list
     problems = []
     if pt.device_underflows:
         problems.append(f"PortAudio reported {pt.device_underflows} late callbacks")
+    if dry := pt.recording.server_underruns:
+        problems.append(f"the sound server ran the stream dry {dry} times")
     if len(runs) != n:
         problems.append(f"{len(runs)} runs of speech for {n} utterances")
         return problems, [], ""
