@@ -124,29 +124,59 @@ INLINE void rms_norm(int T, int C, float eps, const float *restrict x, const flo
     }
 }
 
-/* Exact-erf GELU, x / 2 * (1 + erf(x / sqrt 2)), after adding the bias b (per column):
- * erf(v) ~= v * P(v^2) / Q(v^2) with v clamped to [-4, 4] (beyond, erf is +-1 in float32),
- * the rational approximation engine/acoustic.py uses (max error 4.4e-7). */
+/* Exact-erf GELU, x / 2 * (1 + erf(x / sqrt 2)): erf(v) ~= v * P(v^2) / Q(v^2) with v
+ * clamped to [-4, 4] (beyond, erf is +-1 in float32), the rational approximation
+ * engine/acoustic.py uses (max error 4.4e-7). Written for 16 values at once as well as
+ * one (the same operations in the same order): the compiler does not vectorize the
+ * clamps of a plain loop for AVX2 (a comparison and a branch per value, which only
+ * AVX-512's masks if-convert), and the AVX2 decoder spent a fifth of its time there. */
+#define GELU_P(v2)                                                                         \
+    ((((((-2.72614225801306e-10f * (v2) + 2.77068142495902e-08f) * (v2) -                  \
+         2.10102402082508e-06f) * (v2) - 5.69250639462346e-05f) * (v2) -                   \
+       7.34990630326855e-04f) * (v2) - 2.95459980854025e-03f) * (v2) -                     \
+     1.60960333262415e-02f)
+#define GELU_Q(v2)                                                                         \
+    ((((-1.45660718464996e-05f * (v2) - 2.13374055278905e-04f) * (v2) -                    \
+       1.68282697438203e-03f) * (v2) - 7.37332916720468e-03f) * (v2) -                     \
+     1.42647390514189e-02f)
+
+INLINE float gelu_erf(float x) {
+    float v = x * 0.7071067811865476f;
+    v = v < -4.0f ? -4.0f : v;
+    v = v > 4.0f ? 4.0f : v;
+    const float v2 = v * v;
+    return 0.5f * x * (1.0f + v * GELU_P(v2) / GELU_Q(v2));
+}
+
+typedef int v16i __attribute__((vector_size(64)));
+
+/* gelu_erf of row[0 .. 16) + b[0 .. 16) (b may be NULL), in place. */
+INLINE void gelu_erf16(float *restrict row, const float *restrict b) {
+    v16 x;
+    memcpy(&x, row, sizeof x);
+    if (b) {
+        v16 bias;
+        memcpy(&bias, b, sizeof bias);
+        x += bias;
+    }
+    v16 v = x * 0.7071067811865476f;
+    const v16 lo = (v16){0} - 4.0f, hi = (v16){0} + 4.0f;
+    const v16i below = v < lo; /* all ones where true; NaN stays NaN, as in gelu_erf */
+    v = (v16)(((v16i)v & ~below) | ((v16i)lo & below));
+    const v16i above = v > hi;
+    v = (v16)(((v16i)v & ~above) | ((v16i)hi & above));
+    const v16 v2 = v * v;
+    x = 0.5f * x * (1.0f + v * GELU_P(v2) / GELU_Q(v2));
+    memcpy(row, &x, sizeof x);
+}
+
+/* u[t, :] = gelu(u[t, :] + b) for the T rows of N values; b (per column) may be NULL. */
 INLINE void bias_gelu(int T, int N, float *restrict u, const float *restrict b) {
-    const float P0 = -2.72614225801306e-10f, P1 = 2.77068142495902e-08f,
-                P2 = -2.10102402082508e-06f, P3 = -5.69250639462346e-05f,
-                P4 = -7.34990630326855e-04f, P5 = -2.95459980854025e-03f,
-                P6 = -1.60960333262415e-02f;
-    const float Q0 = -1.45660718464996e-05f, Q1 = -2.13374055278905e-04f,
-                Q2 = -1.68282697438203e-03f, Q3 = -7.37332916720468e-03f,
-                Q4 = -1.42647390514189e-02f;
     for (int t = 0; t < T; t++) {
         float *restrict row = u + (size_t)t * N;
-        for (int n = 0; n < N; n++) {
-            const float x = b ? row[n] + b[n] : row[n];
-            float v = x * 0.7071067811865476f;
-            v = v < -4.0f ? -4.0f : v;
-            v = v > 4.0f ? 4.0f : v;
-            const float v2 = v * v;
-            const float p = (((((P0 * v2 + P1) * v2 + P2) * v2 + P3) * v2 + P4) * v2 + P5) * v2 + P6;
-            const float q = (((Q0 * v2 + Q1) * v2 + Q2) * v2 + Q3) * v2 + Q4;
-            row[n] = 0.5f * x * (1.0f + v * p / q);
-        }
+        int n = 0;
+        for (; n + 16 <= N; n += 16) gelu_erf16(row + n, b ? b + n : NULL);
+        for (; n < N; n++) row[n] = gelu_erf(b ? row[n] + b[n] : row[n]);
     }
 }
 

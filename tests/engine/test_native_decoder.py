@@ -282,3 +282,43 @@ def test_streams_decoded_together_are_each_what_they_are_alone(decoder) -> None:
             assert _rel(y, x) <= RTOL
     with pytest.raises(ValueError, match="two streams"):
         native.decode_many(xs[:2], [together_states[0]] * 2)
+
+
+@needs_native
+@pytest.mark.parametrize("level", [4, 3, 1], ids=["avx512", "avx2", "baseline"])
+def test_layers_of_any_width_decode_as_mlx(level: int) -> None:
+    """Widths that are not a multiple of the kernels' 16-value vectors (FFNs of 12, 24 and
+    48 values: the GELU's vector loop and its one-value tail) give the MLX decoder's audio
+    at every x86-64 level."""
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    from engine.config import AcousticDecoderConfig
+
+    cfg = AcousticDecoderConfig(
+        vae_dim=8, decoder_n_filters=3, decoder_ratios=(2, 2), decoder_depths=(1, 1, 1)
+    )
+    decoder = AcousticDecoder(cfg)
+    rng = np.random.default_rng(7)
+    decoder.update(
+        tree_unflatten(
+            [
+                (k, mx.array(rng.standard_normal(v.shape, dtype=np.float32) * 0.3))
+                for k, v in tree_flatten(decoder.parameters())
+            ]
+        )
+    )
+    lib = load_library()
+    assert lib is not None
+    previous = lib.vv_cpu_level(0)
+    try:
+        if lib.vv_cpu_level(level) != level:
+            pytest.skip(f"this CPU lacks x86-64 level {level}")
+        x = _latents(decoder, 6, seed=level)
+        native = NativeDecoder(decoder, max_frames=4)
+        state, mstate = native.init_state(), decoder.init_state()
+        for start, n in ((0, 1), (1, 2), (3, 3)):
+            y, state = native(x[start : start + n], state)
+            ym, mstate = decoder(mx.array(x[None, start : start + n]), mstate)
+            assert _rel(y, np.array(ym[0])) <= RTOL, (level, n, start)
+    finally:
+        lib.vv_cpu_level(previous)
