@@ -4,8 +4,10 @@ generation loop."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.backend import blas_shim
@@ -54,6 +56,22 @@ def decoder(request: pytest.FixtureRequest) -> AcousticDecoder:
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+@contextlib.contextmanager
+def cpu_level(level: int) -> Iterator[None]:
+    """The C layers at x86-64 ``level`` meanwhile (the test is skipped where the CPU lacks
+    it), the level before restored after."""
+    lib = load_library()
+    assert lib is not None
+    previous = lib.vv_cpu_level(0)
+    try:
+        if lib.vv_cpu_level(level) != level:
+            # Hardware, like a GPU, is the one thing a test machine cannot install.
+            pytest.skip(f"this CPU lacks x86-64 level {level}")
+        yield
+    finally:
+        lib.vv_cpu_level(previous)
 
 
 def _latents(decoder: AcousticDecoder, frames: int, seed: int = 0) -> np.ndarray:
@@ -232,13 +250,7 @@ def test_every_cpu_level_decodes_as_mlx(decoder, level: int) -> None:
     """The layers compiled for each x86-64 level (VVREADER_CPU_LEVEL picks the highest
     allowed) give the MLX decoder's audio, frame group by frame group; at level 5 the
     later stages' products run on AMX tiles (engine/_amx.h), where the shapes allow."""
-    lib = load_library()
-    assert lib is not None
-    previous = lib.vv_cpu_level(0)
-    try:
-        if lib.vv_cpu_level(level) != level:
-            # Hardware, like a GPU, is the one thing a test machine cannot install.
-            pytest.skip(f"this CPU lacks x86-64 level {level}")
+    with cpu_level(level):
         sizes = GROUPS["mixed"]
         x = _latents(decoder, sum(sizes), seed=level)
         native = NativeDecoder(decoder, max_frames=4)
@@ -258,8 +270,6 @@ def test_every_cpu_level_decodes_as_mlx(decoder, level: int) -> None:
             assert on_tiles == 0, (level, on_tiles)
         elif native.tile_layers > 0:
             assert on_tiles > 0, "no product ran on the tiles"
-    finally:
-        lib.vv_cpu_level(previous)
 
 
 @needs_native
@@ -307,12 +317,7 @@ def test_layers_of_any_width_decode_as_mlx(level: int) -> None:
             ]
         )
     )
-    lib = load_library()
-    assert lib is not None
-    previous = lib.vv_cpu_level(0)
-    try:
-        if lib.vv_cpu_level(level) != level:
-            pytest.skip(f"this CPU lacks x86-64 level {level}")
+    with cpu_level(level):
         x = _latents(decoder, 6, seed=level)
         native = NativeDecoder(decoder, max_frames=4)
         state, mstate = native.init_state(), decoder.init_state()
@@ -320,5 +325,3 @@ def test_layers_of_any_width_decode_as_mlx(level: int) -> None:
             y, state = native(x[start : start + n], state)
             ym, mstate = decoder(mx.array(x[None, start : start + n]), mstate)
             assert _rel(y, np.array(ym[0])) <= RTOL, (level, n, start)
-    finally:
-        lib.vv_cpu_level(previous)
