@@ -20,7 +20,8 @@ sys.path.append(str(Path(__file__).resolve().parent))
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from engine.cuda_gemm import TensorCoreProduct, bf16_bits, check  # noqa: E402
+from engine.cuda_frame import bf16_bits  # noqa: E402
+from engine.cuda_gemm import TensorCoreProduct, check  # noqa: E402
 
 # (what, rows, outputs, inputs): rows as a batch of 256 utterances makes them.
 SHAPES = [

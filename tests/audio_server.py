@@ -105,6 +105,18 @@ UNDERRUN_MARKS = ("Implicit underrun of", "Actual underrun of")
 """How PulseAudio's debug log begins the line of a playing stream that ran dry."""
 
 
+def disturbances(late_callbacks: int, server_underruns: int) -> list[str]:
+    """What the audio chain reported of a run that the machine may have disturbed:
+    PortAudio's late callbacks (the device played silence the ring never saw) and the
+    server's underruns of a playing stream (see the module's docstring). Empty: neither."""
+    out = []
+    if late_callbacks:
+        out.append(f"PortAudio reported {late_callbacks} late callbacks")
+    if server_underruns:
+        out.append(f"the sound server ran the stream dry {server_underruns} times")
+    return out
+
+
 class PulseServer:
     """``pulseaudio`` in the foreground, as the current user, in its own runtime folder:
     no default script (``-n``), a null sink ``sink`` (the default sink) and a native

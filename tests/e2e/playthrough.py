@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.api import SAMPLE_RATE, AudioChunk, BatchSpeechEngine, SpeechEngine, SynthesisRequest
-from tests.audio_server import MonitorRecorder, PulseServer, Recording
+from tests.audio_server import MonitorRecorder, PulseServer, Recording, disturbances
 from vvreader.narration.commands import VoiceSettings
 from vvreader.narration.events import Event
 from vvreader.narration.narrator import Narrator, State
@@ -377,11 +377,7 @@ class Analysis:
         the player did not produce, sound where there should be none (the audio path
         playing something twice), samples lost or changed without any of those. Empty for a
         clean run; a fault of vvreader's that shows here shows in every run."""
-        out = []
-        if self.device_underflows:
-            out.append(f"PortAudio reported {self.device_underflows} late callbacks")
-        if self.server_underruns:
-            out.append(f"the sound server ran the stream dry {self.server_underruns} times")
+        out = disturbances(self.device_underflows, self.server_underruns)
         out += [
             f"utterance {k} is not whole in the recording (silence inside it?)"
             for k, m in enumerate(self.similarity)

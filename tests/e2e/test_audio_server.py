@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tests.audio_server import RATE, MonitorRecorder, PulseServer
+from tests.audio_server import RATE, MonitorRecorder, PulseServer, disturbances
 from tests.e2e.machine_load import MachineLoad
 from vvreader.playback import AudioRing, PlaybackClock
 from vvreader.player import SoundDevicePlayer
@@ -58,10 +58,9 @@ def test_a_stream_that_starts_with_sound_is_recorded_whole(
     for attempt in range(1, ATTEMPTS + 1):
         with MachineLoad() as load:
             heard, late, dry = play(pulse_server, audio)
-        if late or dry:
+        if marks := disturbances(late, dry):
             cause = (
-                f"attempt {attempt} of {ATTEMPTS}: {late} late callbacks, {dry} server "
-                f"underruns; machine {load.describe()}"
+                f"attempt {attempt} of {ATTEMPTS}: {'; '.join(marks)}; machine {load.describe()}"
             )
             assert not load.quiet, f"{cause}: the machine was quiet"
             audio_retries(cause)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.api import SynthesisRequest
-from tests.audio_server import RATE, MonitorRecorder, PulseServer
+from tests.audio_server import RATE, MonitorRecorder, PulseServer, disturbances
 from tests.e2e.machine_load import MachineLoad
 from tests.fakes import FakeEngine, fake_audio
 from vvreader.narration.events import Event
@@ -85,12 +85,7 @@ class PauseRun:
 
     def disturbances(self) -> list[str]:
         """The machine's marks on this run: what makes its recording prove nothing."""
-        out = []
-        if self.device_underflows:
-            out.append(f"PortAudio reported {self.device_underflows} late callbacks")
-        if self.server_underruns:
-            out.append(f"the sound server ran the stream dry {self.server_underruns} times")
-        return out
+        return disturbances(self.device_underflows, self.server_underruns)
 
 
 def run_once(plan, server: PulseServer) -> PauseRun:

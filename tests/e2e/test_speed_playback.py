@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from engine.api import SAMPLE_RATE
-from tests.audio_server import PulseServer
+from tests.audio_server import PulseServer, disturbances
 from tests.e2e.machine_load import MachineLoad
 from tests.e2e.playthrough import WINDOW, Playthrough, play_and_record, speech_runs
 from tests.e2e.test_audio_playback import engine, plan  # noqa: F401 - fixtures
@@ -66,11 +66,7 @@ def check(pt: Playthrough, change: SpeedChange, n: int) -> tuple[list[str], list
     """What went wrong (empty: nothing), the clock's error per utterance (ms), a report."""
     x = pt.recording.samples
     runs = speech_runs(x)
-    problems = []
-    if pt.device_underflows:
-        problems.append(f"PortAudio reported {pt.device_underflows} late callbacks")
-    if dry := pt.recording.server_underruns:
-        problems.append(f"the sound server ran the stream dry {dry} times")
+    problems = disturbances(pt.device_underflows, pt.recording.server_underruns)
     if len(runs) != n:
         problems.append(f"{len(runs)} runs of speech for {n} utterances")
         return problems, [], ""
